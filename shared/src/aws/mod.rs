@@ -1,0 +1,52 @@
+//! AWS access: SDK configuration (region, profile, endpoint, retry policy),
+//! polling with backoff, and one file per service.
+
+pub mod config;
+pub mod route53;
+pub mod wait;
+
+pub use config::{load, AwsSettings};
+
+use aws_smithy_types::error::display::DisplayErrorContext;
+
+/// An AWS call that failed after the SDK's retries.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{operation} failed: {message}")]
+pub struct ProviderError {
+    /// The API operation, e.g. `route53:ChangeResourceRecordSets`.
+    pub operation: &'static str,
+    /// The service's error code, when it sent one.
+    pub code: Option<String>,
+    /// The whole error chain as text.
+    pub message: String,
+}
+
+impl ProviderError {
+    /// Wraps an SDK error, keeping its code and whole cause chain.
+    pub fn from_sdk<E, R>(
+        operation: &'static str,
+        err: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
+    ) -> Self
+    where
+        E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        let code = err
+            .as_service_error()
+            .and_then(|e| e.code())
+            .map(str::to_owned);
+        let message = match err.as_service_error() {
+            Some(service) => format!(
+                "{}: {}",
+                service.code().unwrap_or("error"),
+                service.message().unwrap_or("no message")
+            ),
+            None => DisplayErrorContext(err).to_string(),
+        };
+        Self {
+            operation,
+            code,
+            message,
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Flags every step takes, flattened into each step's own arguments so that
+//! every step spells them the same way. Each also reads a `SWITCHYARD_*`
+//! variable, as CI systems set them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, ValueEnum};
+
+/// How a step prints its result on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object, for programs.
+    Json,
+}
+
+/// The flags common to every step.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// State file handed from step to step
+    #[arg(
+        long,
+        env = "SWITCHYARD_STATE",
+        default_value = "switchyard-state.json",
+        value_name = "FILE"
+    )]
+    pub state: PathBuf,
+
+    /// AWS region (default: AWS_REGION, the profile's region, else us-east-1)
+    #[arg(long, env = "SWITCHYARD_REGION", value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// AWS profile from the shared config files (credentials always come from the standard chain)
+    #[arg(long, env = "SWITCHYARD_PROFILE", value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// Print every change the step would make, in order, and change nothing
+    #[arg(long, env = "SWITCHYARD_DRY_RUN")]
+    pub dry_run: bool,
+
+    /// Result format on stdout
+    #[arg(long, env = "SWITCHYARD_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+
+    /// More log detail on stderr (-v debug, -vv trace)
+    #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Less log detail on stderr (-q warnings only, -qq errors only)
+    #[arg(short, long, action = ArgAction::Count)]
+    pub quiet: u8,
+
+    /// Deadline for the whole step, e.g. 90s, 15m, 1h
+    #[arg(
+        long,
+        env = "SWITCHYARD_TIMEOUT",
+        default_value = "30m",
+        value_parser = parse_duration,
+        value_name = "DURATION"
+    )]
+    pub timeout: Duration,
+}
+
+/// Parses a duration such as `500ms`, `30s`, `5m`, `1h30m`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty duration; use e.g. 30s, 5m or 1h".to_owned());
+    }
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("invalid duration {text:?} ({e}); use e.g. 30s, 5m or 1h"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("-5s").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}

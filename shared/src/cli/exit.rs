@@ -1,0 +1,119 @@
+//! Exit codes, the same for every step, and the one place that turns a step's
+//! result into a process exit: the error chain goes to stderr (and, with
+//! `--output json`, one JSON object to stdout).
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use super::args::OutputFormat;
+use super::output;
+
+/// A step's exit code (see DESIGN.md, "Command-line conventions").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// 0: done.
+    Done,
+    /// 1: a check failed (unhealthy, gate failed); nothing left half-done.
+    CheckFailed,
+    /// 2: usage or bad input; nothing was changed.
+    Usage,
+    /// 3: provider or infrastructure error after retries.
+    Provider,
+    /// 4: aborted and rolled back; traffic is back where it was.
+    RolledBack,
+    /// 5: conflict: another deployment holds the lock, or the state forbids the step.
+    Conflict,
+    /// 130: interrupted; temporary resources cleaned up.
+    Interrupted,
+}
+
+impl Code {
+    /// The number the process exits with.
+    pub fn number(self) -> u8 {
+        match self {
+            Self::Done => 0,
+            Self::CheckFailed => 1,
+            Self::Usage => 2,
+            Self::Provider => 3,
+            Self::RolledBack => 4,
+            Self::Conflict => 5,
+            Self::Interrupted => 130,
+        }
+    }
+}
+
+/// Errors that know which exit code they stand for.
+pub trait ExitStatus {
+    /// The exit code this error ends a step with.
+    fn exit_code(&self) -> Code;
+}
+
+/// A failed step: the exit code and the error that explains it.
+#[derive(Debug)]
+pub struct Failure {
+    /// The exit code.
+    pub code: Code,
+    /// What went wrong, with its causes.
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    /// A failure with an explicit code.
+    pub fn new(code: Code, error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code,
+            error: error.into(),
+        }
+    }
+
+    /// Bad input (exit 2).
+    pub fn usage(message: impl std::fmt::Display) -> Self {
+        Self::new(Code::Usage, anyhow::anyhow!("{message}"))
+    }
+}
+
+impl<E> From<E> for Failure
+where
+    E: ExitStatus + std::error::Error + Send + Sync + 'static,
+{
+    fn from(error: E) -> Self {
+        Self {
+            code: error.exit_code(),
+            error: error.into(),
+        }
+    }
+}
+
+/// The error and its causes as one message: `a: b: c`.
+pub fn chain(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for (i, cause) in error.chain().enumerate() {
+        if i > 0 {
+            text.push_str(": ");
+        }
+        let _ = write!(text, "{cause}");
+    }
+    text
+}
+
+/// Ends a step: prints the error (if any) and maps it to the exit code.
+pub fn report(result: Result<(), Failure>, format: OutputFormat, step: &str) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            let message = chain(&failure.error);
+            eprintln!("error: {message}");
+            if format == OutputFormat::Json {
+                let json = serde_json::json!({
+                    "ok": false,
+                    "step": step,
+                    "exit_code": failure.code.number(),
+                    "error": message,
+                });
+                println!("{json}");
+            }
+            output::github_failure(step, failure.code, &message);
+            ExitCode::from(failure.code.number())
+        }
+    }
+}

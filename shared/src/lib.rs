@@ -1,0 +1,17 @@
+//! switchyard: safe, health-gated releases driven from CI.
+//!
+//! The step executables (`shift-weight`, and the others as they land) are thin
+//! command layers over this library: each parses its flags into checked
+//! settings and makes one call here, so every decision can be tested in-process.
+//!
+//! - [`state`]: the versioned state document handed from step to step.
+//! - [`cli`]: the command-line contract shared by every step (flags, exit codes, output).
+//! - [`aws`]: SDK configuration, retry policy and service helpers.
+//! - [`health`]: HTTP probes and the gates that decide whether traffic may move on.
+//! - [`traffic`]: the [`traffic::Router`] seam and the weight-shifting engine.
+
+pub mod aws;
+pub mod cli;
+pub mod health;
+pub mod state;
+pub mod traffic;

@@ -1,0 +1,22 @@
+//! The state document: one versioned JSON file per deployment, passed from stage
+//! to stage. [`document`] holds the types, [`store`] reads and writes the file
+//! atomically, [`journal`] records every change a step makes.
+
+pub mod document;
+pub mod journal;
+pub mod store;
+
+pub use document::{
+    Deployment, Health, Image, Role, RouteState, ShiftProgress, ShiftStatus, Stack, StateDocument,
+    Verdict, Weights, SCHEMA,
+};
+pub use journal::{Change, JournalEntry, Outcome};
+pub use store::{StateError, StateFile};
+
+/// The JSON Schema of the state document, as published in `schema/state-v1.schema.json`.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(StateDocument);
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
+}

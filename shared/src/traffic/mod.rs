@@ -1,0 +1,134 @@
+//! Moving traffic: the [`Router`] seam (one file per router), the weight
+//! arithmetic of a shift ([`plan`]), the deployment lease ([`lease`]) and the
+//! engine that walks a shift step by step with gates and rollback ([`shift`]).
+
+pub mod lease;
+pub mod plan;
+pub mod route53;
+pub mod shift;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::aws::ProviderError;
+use crate::cli::{Code, ExitStatus};
+use crate::state::Weights;
+pub use lease::{Lease, LeaseRequest};
+
+/// A weighted group as the router reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// Weight per member.
+    pub weights: Weights,
+    /// How long after a change is applied until clients see it (a DNS record's
+    /// TTL; zero for a load balancer or proxy).
+    pub settle: Duration,
+}
+
+/// A change handed to the provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The provider's reference (a Route53 change id), if it gives one.
+    pub reference: Option<String>,
+    /// Whether the provider already reports it in effect.
+    pub in_sync: bool,
+}
+
+/// Errors of a router.
+#[derive(Debug, thiserror::Error)]
+pub enum TrafficError {
+    #[error("no record group {0}: nothing has that name and type")]
+    NoSuchGroup(String),
+    #[error("{route} is not a weighted group: {detail}")]
+    NotWeighted { route: String, detail: String },
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
+    Interrupted(String),
+    #[error("{resource} is locked by {holder} until {expires}; another deployment is running (or wait for the lock to expire)")]
+    LeaseHeld {
+        resource: String,
+        holder: String,
+        expires: String,
+    },
+    #[error("read back of {route} shows {found}, expected {expected}")]
+    ReadBack {
+        route: String,
+        expected: String,
+        found: String,
+    },
+}
+
+impl ExitStatus for TrafficError {
+    fn exit_code(&self) -> Code {
+        match self {
+            Self::NoSuchGroup(_) | Self::NotWeighted { .. } => Code::Usage,
+            Self::Provider(_) | Self::Timeout(_) | Self::ReadBack { .. } => Code::Provider,
+            Self::Interrupted(_) => Code::Interrupted,
+            Self::LeaseHeld { .. } => Code::Conflict,
+        }
+    }
+}
+
+/// Something that splits traffic between members by weight: Route53 weighted
+/// records, an ALB listener's target groups, an HAProxy backend's servers.
+///
+/// Every change is one atomic provider call, and is read back afterwards.
+#[allow(async_fn_in_trait)]
+pub trait Router {
+    /// The router kind as written in the state: `route53`, `alb`, `haproxy`.
+    fn kind(&self) -> &'static str;
+
+    /// What identifies the route at the provider.
+    fn resource(&self) -> BTreeMap<String, String>;
+
+    /// The route's key in the state's traffic section.
+    fn id(&self) -> String;
+
+    /// Reads the current weights.
+    async fn read(&self) -> Result<Group, TrafficError>;
+
+    /// Sets `weights` in one atomic call. Members whose weight does not change
+    /// are left untouched; everything but the weights is kept as it is.
+    async fn apply(&self, weights: &Weights) -> Result<Applied, TrafficError>;
+
+    /// Waits until the provider reports `applied` in effect.
+    async fn wait_applied(
+        &self,
+        applied: &Applied,
+        deadline: Instant,
+        cancel: &CancellationToken,
+    ) -> Result<(), TrafficError>;
+
+    /// A one-line description of the call that `apply` would make, for plans.
+    fn describe_change(&self, from: &Weights, to: &Weights) -> String;
+
+    /// Takes the deployment lease of this route, or fails with
+    /// [`TrafficError::LeaseHeld`]. `ours` is the lease this deployment held
+    /// before (from the state), which it may take back.
+    async fn acquire_lease(
+        &self,
+        request: &LeaseRequest,
+        ours: Option<&Lease>,
+    ) -> Result<Lease, TrafficError>;
+
+    /// Gives the lease back.
+    async fn release_lease(&self, lease: &Lease) -> Result<(), TrafficError>;
+
+    /// Where the lease lives, for plans and messages.
+    fn lease_resource(&self) -> String;
+}
+
+/// Weights as `a=1,b=2`, in member order.
+pub fn format_weights(weights: &Weights) -> String {
+    weights
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}

@@ -1,0 +1,321 @@
+//! The Route53 router: a weighted record group (one name and type, one record
+//! set per SetIdentifier). A change touches only the weights: values, alias
+//! targets, TTLs and health check ids are sent back exactly as read. The lease
+//! is a TXT record `_switchyard-lock.<name>` created with CREATE.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use aws_sdk_route53::types::{ChangeAction, ResourceRecord, ResourceRecordSet, RrType};
+use aws_sdk_route53::Client;
+use chrono::Utc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{format_weights, Applied, Group, Lease, LeaseRequest, Router, TrafficError};
+use crate::aws::route53::{self as api, InsyncError, Submitted};
+use crate::aws::wait::Backoff;
+use crate::state::Weights;
+
+/// Alias records have no TTL of their own; the usual load balancer TTL is 60 s.
+const ALIAS_SETTLE: Duration = Duration::from_secs(60);
+
+/// A Route53 weighted record group.
+#[derive(Debug)]
+pub struct Route53Router {
+    client: Client,
+    zone_id: String,
+    name: String,
+    rtype: RrType,
+    backoff: Backoff,
+    /// The record sets as last read; `apply` rewrites them with new weights.
+    sets: Mutex<Vec<ResourceRecordSet>>,
+}
+
+impl Route53Router {
+    /// The group `name`/`rtype` in hosted zone `zone_id`.
+    pub fn new(client: Client, zone_id: &str, name: &str, rtype: RrType) -> Self {
+        Self {
+            client,
+            zone_id: api::normalize_zone_id(zone_id),
+            name: api::normalize_name(name),
+            rtype,
+            backoff: Backoff::ROUTE53_CHANGE,
+            sets: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Polls GetChange with this backoff instead of the default.
+    #[must_use]
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    fn lock_name(&self) -> String {
+        format!("_switchyard-lock.{}", self.name)
+    }
+
+    fn lock_set(&self, lease: &Lease) -> ResourceRecordSet {
+        ResourceRecordSet::builder()
+            .name(self.lock_name())
+            .r#type(RrType::Txt)
+            .ttl(60)
+            .resource_records(
+                ResourceRecord::builder()
+                    .value(format!("\"{}\"", lease.encode()))
+                    .build()
+                    .expect("value is set"),
+            )
+            .build()
+            .expect("name and type are set")
+    }
+
+    async fn read_lease(&self) -> Result<Option<(ResourceRecordSet, Option<Lease>)>, TrafficError> {
+        let sets =
+            api::list_group(&self.client, &self.zone_id, &self.lock_name(), &RrType::Txt).await?;
+        Ok(sets.into_iter().next().map(|set| {
+            let lease = set
+                .resource_records()
+                .iter()
+                .find_map(|r| Lease::decode(r.value()));
+            (set, lease)
+        }))
+    }
+
+    fn cached_sets(&self) -> Vec<ResourceRecordSet> {
+        self.sets.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// The routing policy of a record set that has no weight, for messages.
+fn policy_of(set: &ResourceRecordSet) -> &'static str {
+    if set.set_identifier().is_none() {
+        "simple"
+    } else if set.region().is_some() {
+        "latency"
+    } else if set.geo_location().is_some() {
+        "geolocation"
+    } else if set.failover().is_some() {
+        "failover"
+    } else if set.multi_value_answer().is_some() {
+        "multivalue"
+    } else if set.cidr_routing_config().is_some() {
+        "ip-based"
+    } else if set.geo_proximity_location().is_some() {
+        "geoproximity"
+    } else {
+        "unknown"
+    }
+}
+
+fn is_duplicate_create(err: &crate::aws::ProviderError) -> bool {
+    err.code.as_deref() == Some("InvalidChangeBatch") && err.message.contains("already exists")
+}
+
+impl Router for Route53Router {
+    fn kind(&self) -> &'static str {
+        "route53"
+    }
+
+    fn resource(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("zone_id".to_owned(), self.zone_id.clone()),
+            ("record_name".to_owned(), self.name.clone()),
+            ("record_type".to_owned(), self.rtype.as_str().to_owned()),
+        ])
+    }
+
+    fn id(&self) -> String {
+        format!(
+            "route53:{}/{}/{}",
+            self.zone_id,
+            self.name,
+            self.rtype.as_str()
+        )
+    }
+
+    async fn read(&self) -> Result<Group, TrafficError> {
+        let sets = api::list_group(&self.client, &self.zone_id, &self.name, &self.rtype).await?;
+        if sets.is_empty() {
+            return Err(TrafficError::NoSuchGroup(self.id()));
+        }
+        let mut weights = Weights::new();
+        let mut settle = Duration::ZERO;
+        for set in &sets {
+            let (Some(id), Some(weight)) = (set.set_identifier(), set.weight()) else {
+                return Err(TrafficError::NotWeighted {
+                    route: self.id(),
+                    detail: format!(
+                        "record set {} uses {} routing; shift-weight changes weighted records only",
+                        set.set_identifier().unwrap_or(set.name()),
+                        policy_of(set)
+                    ),
+                });
+            };
+            weights.insert(id.to_owned(), u32::try_from(weight).unwrap_or(0));
+            let ttl = match set.ttl() {
+                Some(t) => Duration::from_secs(u64::try_from(t).unwrap_or(0)),
+                None => ALIAS_SETTLE,
+            };
+            settle = settle.max(ttl);
+        }
+        if let Ok(mut cache) = self.sets.lock() {
+            *cache = sets;
+        }
+        Ok(Group { weights, settle })
+    }
+
+    async fn apply(&self, weights: &Weights) -> Result<Applied, TrafficError> {
+        let mut changes = Vec::new();
+        for set in self.cached_sets() {
+            let Some(id) = set.set_identifier() else {
+                continue;
+            };
+            let Some(&want) = weights.get(id) else {
+                continue;
+            };
+            if set.weight() == Some(i64::from(want)) {
+                continue;
+            }
+            let mut updated = set.clone();
+            updated.weight = Some(i64::from(want));
+            changes.push(api::change(ChangeAction::Upsert, updated));
+        }
+        if changes.is_empty() {
+            return Ok(Applied {
+                reference: None,
+                in_sync: true,
+            });
+        }
+        let comment = format!("switchyard shift-weight: {}", format_weights(weights));
+        let submitted = api::submit(&self.client, &self.zone_id, changes, &comment).await?;
+        Ok(Applied {
+            reference: Some(submitted.id),
+            in_sync: submitted.in_sync,
+        })
+    }
+
+    async fn wait_applied(
+        &self,
+        applied: &Applied,
+        deadline: Instant,
+        cancel: &CancellationToken,
+    ) -> Result<(), TrafficError> {
+        let Some(id) = &applied.reference else {
+            return Ok(());
+        };
+        let submitted = Submitted {
+            id: id.clone(),
+            in_sync: applied.in_sync,
+        };
+        api::wait_insync(&self.client, &submitted, deadline, cancel, self.backoff)
+            .await
+            .map_err(|e| match e {
+                InsyncError::Deadline { .. } => TrafficError::Timeout(e.to_string()),
+                InsyncError::Cancelled { .. } => TrafficError::Interrupted(e.to_string()),
+                InsyncError::Provider(p) => TrafficError::Provider(p),
+            })
+    }
+
+    fn describe_change(&self, from: &Weights, to: &Weights) -> String {
+        let upserts: Vec<String> = to
+            .iter()
+            .filter(|(k, v)| from.get(*k) != Some(*v))
+            .map(|(k, v)| {
+                format!(
+                    "UPSERT {k} weight {}→{v}",
+                    from.get(k).copied().unwrap_or(0)
+                )
+            })
+            .collect();
+        if upserts.is_empty() {
+            "no change (weights already set)".to_owned()
+        } else {
+            format!("one ChangeResourceRecordSets batch: {}", upserts.join(", "))
+        }
+    }
+
+    async fn acquire_lease(
+        &self,
+        request: &LeaseRequest,
+        ours: Option<&Lease>,
+    ) -> Result<Lease, TrafficError> {
+        let lease = Lease::new(request);
+        let create = api::change(ChangeAction::Create, self.lock_set(&lease));
+        let comment = format!("switchyard lease for {}", self.name);
+        // Read first: it names the holder in the message, and emulators that do
+        // not refuse a second CREATE still see the conflict. The CREATE below
+        // stays the guard against a race between two takers.
+        let mut existing = self.read_lease().await?;
+        if existing.is_none() {
+            match api::submit(&self.client, &self.zone_id, vec![create.clone()], &comment).await {
+                Ok(_) => return Ok(lease),
+                Err(e) if is_duplicate_create(&e) => existing = self.read_lease().await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let Some((set, held)) = existing else {
+            return Err(lease_held(self.lock_name(), None));
+        };
+        let takeover = match &held {
+            Some(h) if ours.is_some_and(|o| o.token == h.token) => {
+                tracing::info!(
+                    "taking back this deployment's own lease on {}",
+                    self.lock_name()
+                );
+                true
+            }
+            Some(h) if h.expired(Utc::now()) => {
+                tracing::warn!(
+                    "lease on {} held by {} expired at {}; taking it over",
+                    self.lock_name(),
+                    h.holder,
+                    h.expires.to_rfc3339()
+                );
+                true
+            }
+            _ => false,
+        };
+        if !takeover {
+            return Err(lease_held(self.lock_name(), held.as_ref()));
+        }
+        // DELETE repeats the old record exactly, so the batch fails if anyone
+        // changed it meanwhile: exactly one taker wins.
+        let batch = vec![api::change(ChangeAction::Delete, set), create];
+        api::submit(&self.client, &self.zone_id, batch, &comment)
+            .await
+            .map_err(|e| self.held_error(&e, held.as_ref()))?;
+        Ok(lease)
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<(), TrafficError> {
+        let delete = api::change(ChangeAction::Delete, self.lock_set(lease));
+        let comment = format!("switchyard lease release for {}", self.name);
+        api::submit(&self.client, &self.zone_id, vec![delete], &comment).await?;
+        Ok(())
+    }
+
+    fn lease_resource(&self) -> String {
+        format!("TXT {} in zone {}", self.lock_name(), self.zone_id)
+    }
+}
+
+impl Route53Router {
+    fn held_error(&self, err: &crate::aws::ProviderError, held: Option<&Lease>) -> TrafficError {
+        if err.code.as_deref() == Some("InvalidChangeBatch") {
+            lease_held(self.lock_name(), held)
+        } else {
+            TrafficError::Provider(err.clone())
+        }
+    }
+}
+
+fn lease_held(resource: String, held: Option<&Lease>) -> TrafficError {
+    TrafficError::LeaseHeld {
+        resource,
+        holder: held.map_or_else(|| "an unknown holder".to_owned(), |h| h.holder.clone()),
+        expires: held.map_or_else(|| "an unknown time".to_owned(), |h| h.expires.to_rfc3339()),
+    }
+}

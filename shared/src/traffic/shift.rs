@@ -1,0 +1,920 @@
+//! The shift engine: walks a plan of weights step by step through any
+//! [`Router`], with a health gate after each step and an automatic rollback.
+//!
+//! The order of a step is fixed: one atomic change, a wait until the provider
+//! has it everywhere (INSYNC), a read-back, a wait for clients to catch up
+//! (the record's TTL), the gate, the pause. The weights before the shift are
+//! written to the state before the first change; every change is journaled
+//! and the state saved after it, so a killed run can be resumed or rolled back.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::Serialize;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::plan::{self, Intent, PlanError};
+use super::{format_weights, Lease, LeaseRequest, Router, TrafficError};
+use crate::aws::wait::{self, WaitEnd};
+use crate::cli::progress::short;
+use crate::cli::{Code, ExitStatus, StepReport};
+use crate::health::Gate;
+use crate::state::{
+    Change, Health, JournalEntry, Outcome, Role, RouteState, ShiftProgress, ShiftStatus,
+    StateDocument, StateError, StateFile, Weights,
+};
+
+const STEP: &str = "shift-weight";
+
+/// What to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Move traffic as asked.
+    Shift(Intent),
+    /// Restore the weights recorded before the last shift.
+    Rollback,
+}
+
+/// How to do it.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Wait after each step's gate before the next step.
+    pub pause: Duration,
+    /// Wait after a change is in effect before the gate; default: the router's (a DNS TTL).
+    pub settle: Option<Duration>,
+    /// The gate each step must pass; without one, traffic moves on after the settle time.
+    pub gate: Option<Gate>,
+    /// Move traffic even when the state's health verdict forbids it.
+    pub force: bool,
+    /// A healthy verdict older than this no longer counts.
+    pub max_verdict_age: Duration,
+    /// Print the plan, change nothing.
+    pub dry_run: bool,
+    /// Deadline of the whole shift.
+    pub timeout: Duration,
+}
+
+/// Errors of a shift, each with its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum ShiftError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    StateRead(StateError),
+    #[error("{0}; nothing was changed")]
+    StateWrite(StateError),
+    #[error(transparent)]
+    Traffic(#[from] TrafficError),
+    #[error("nothing to roll back: the state file {state} has no shift recorded for {route}")]
+    NothingToRollBack { route: String, state: String },
+    #[error("refusing to move traffic to {member}: {why}")]
+    Unverified { member: String, why: String },
+    #[error("the gate failed before any change: {0}; traffic was not moved")]
+    PreflightFailed(String),
+    #[error("gate failed at step {step} ({weights}): {reason}; rolled back to {restored}")]
+    RolledBack {
+        step: usize,
+        weights: String,
+        reason: String,
+        restored: String,
+    },
+    #[error("gate failed at step {step} ({reason}) and the rollback failed too: {error}; traffic is at {weights}: run shift-weight --rollback")]
+    RollbackFailed {
+        step: usize,
+        reason: String,
+        error: Box<TrafficError>,
+        weights: String,
+    },
+    #[error("{error}; stopped after step {done} of {total}, traffic at {weights}; the state file records where. Run the same command again to continue, or --rollback")]
+    Stopped {
+        error: Box<TrafficError>,
+        done: usize,
+        total: usize,
+        weights: String,
+    },
+}
+
+impl ExitStatus for ShiftError {
+    fn exit_code(&self) -> Code {
+        match self {
+            Self::Plan(_) | Self::StateRead(_) | Self::NothingToRollBack { .. } => Code::Usage,
+            Self::StateWrite(_) | Self::RollbackFailed { .. } => Code::Provider,
+            Self::Traffic(e) => e.exit_code(),
+            Self::Stopped { error, .. } => error.exit_code(),
+            Self::Unverified { .. } => Code::Conflict,
+            Self::PreflightFailed(_) => Code::CheckFailed,
+            Self::RolledBack { .. } => Code::RolledBack,
+        }
+    }
+}
+
+/// One applied step.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepOutcome {
+    /// The weights set.
+    pub weights: Weights,
+    /// The provider's change reference.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change: Option<String>,
+    /// Time from the change to the provider reporting it in effect.
+    pub in_sync_ms: u64,
+    /// The gate's evidence, when there is a gate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<String>,
+}
+
+/// What a shift did (or, in a dry run, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct ShiftReport {
+    /// `shift`, `rollback` or `dry-run`.
+    pub mode: &'static str,
+    /// The route's id.
+    pub route: String,
+    /// The router kind.
+    pub router: &'static str,
+    /// The weights before the shift began (the rollback target).
+    pub before: Weights,
+    /// The weights now (read back).
+    pub weights: Weights,
+    /// Steps applied in this run.
+    pub steps: Vec<StepOutcome>,
+    /// The plan, one line per action (dry runs, and always in JSON).
+    pub plan: Vec<String>,
+    /// Wall-clock time of the run.
+    pub elapsed_ms: u64,
+}
+
+impl StepReport for ShiftReport {
+    fn text(&self) -> String {
+        let mut t = String::new();
+        match self.mode {
+            "dry-run" => {
+                let _ = writeln!(t, "plan for {} (dry run: nothing changed)", self.route);
+                for line in &self.plan {
+                    let _ = writeln!(t, "  {line}");
+                }
+            }
+            mode => {
+                let verb = if mode == "rollback" {
+                    "rolled back"
+                } else {
+                    "shifted"
+                };
+                let _ = writeln!(
+                    t,
+                    "{verb} {}: {} (was {}) in {} step(s), {}",
+                    self.route,
+                    format_weights(&self.weights),
+                    format_weights(&self.before),
+                    self.steps.len(),
+                    short(Duration::from_millis(self.elapsed_ms))
+                );
+                for (i, s) in self.steps.iter().enumerate() {
+                    let _ = write!(t, "  step {}: {}", i + 1, format_weights(&s.weights));
+                    if let Some(c) = &s.change {
+                        let _ = write!(
+                            t,
+                            ", change {c} in sync after {}",
+                            short(Duration::from_millis(s.in_sync_ms))
+                        );
+                    }
+                    if let Some(g) = &s.gate {
+                        let _ = write!(t, ", gate passed: {g}");
+                    }
+                    t.push('\n');
+                }
+            }
+        }
+        t
+    }
+
+    fn outputs(&self) -> Vec<(String, String)> {
+        vec![
+            ("route".into(), self.route.clone()),
+            ("weights".into(), format_weights(&self.weights)),
+            ("before".into(), format_weights(&self.before)),
+            ("mode".into(), self.mode.to_owned()),
+        ]
+    }
+
+    fn summary(&self) -> String {
+        let mut s = format!(
+            "### shift-weight: {}\n\n| | weights |\n|---|---|\n",
+            self.mode
+        );
+        let _ = writeln!(s, "| before | {} |", format_weights(&self.before));
+        for (i, step) in self.steps.iter().enumerate() {
+            let _ = writeln!(s, "| step {} | {} |", i + 1, format_weights(&step.weights));
+        }
+        let _ = writeln!(s, "| now | {} |", format_weights(&self.weights));
+        s
+    }
+}
+
+/// Runs a shift or a rollback of `router`'s route, recording it in `file`.
+pub async fn run<R: Router>(
+    router: &R,
+    file: &StateFile,
+    request: Request,
+    options: &Options,
+    cancel: &CancellationToken,
+) -> Result<ShiftReport, ShiftError> {
+    let started = Instant::now();
+    let deadline = started + options.timeout;
+    let doc = file.load().map_err(ShiftError::StateRead)?;
+    let group = router.read().await?;
+    let route_id = router.id();
+    let existing = doc.traffic.get(&route_id);
+    let unfinished = existing
+        .and_then(|r| r.shift.as_ref())
+        .is_some_and(|s| s.status.is_unfinished());
+    let ours = existing
+        .and_then(|r| r.extra.get("lease"))
+        .and_then(|v| v.as_str())
+        .and_then(Lease::decode);
+    let Decision {
+        mode,
+        plan,
+        before,
+        target,
+    } = decide(&route_id, &request, unfinished, &group, &doc, options, file)?;
+
+    let settle = options.settle.unwrap_or(group.settle);
+    if options.dry_run {
+        let lines = describe_plan(
+            router,
+            &group.weights,
+            &plan,
+            &before,
+            settle,
+            options,
+            mode,
+        );
+        return Ok(ShiftReport {
+            mode: "dry-run",
+            route: route_id,
+            router: router.kind(),
+            before,
+            weights: group.weights,
+            steps: Vec::new(),
+            plan: lines,
+            elapsed_ms: millis(started.elapsed()),
+        });
+    }
+
+    let request_lease = LeaseRequest {
+        holder: crate::state::journal::actor(),
+        expires: Utc::now() + options.timeout + Duration::from_secs(120),
+    };
+    let lease = router.acquire_lease(&request_lease, ours.as_ref()).await?;
+    tracing::info!(
+        "took the lease {} until {}",
+        router.lease_resource(),
+        lease.expires.to_rfc3339()
+    );
+
+    let mut run = Run {
+        router,
+        file,
+        doc,
+        route_id,
+        options,
+        cancel,
+        deadline,
+        settle,
+        steps: Vec::new(),
+    };
+    let result = run
+        .execute(
+            mode,
+            &group.weights,
+            plan,
+            before.clone(),
+            target,
+            &lease,
+            unfinished,
+        )
+        .await;
+
+    run.release(&lease).await;
+
+    let weights = result?;
+    Ok(ShiftReport {
+        mode,
+        route: run.route_id,
+        router: router.kind(),
+        before,
+        weights,
+        steps: run.steps,
+        plan: Vec::new(),
+        elapsed_ms: millis(started.elapsed()),
+    })
+}
+
+/// What a request comes to.
+struct Decision {
+    /// `shift` or `rollback`.
+    mode: &'static str,
+    /// The weights of every step.
+    plan: Vec<Weights>,
+    /// The rollback target.
+    before: Weights,
+    /// The member receiving traffic, if one is.
+    target: Option<String>,
+}
+
+/// Turns the request into a plan.
+fn decide(
+    route_id: &str,
+    request: &Request,
+    unfinished: bool,
+    group: &super::Group,
+    doc: &StateDocument,
+    options: &Options,
+    file: &StateFile,
+) -> Result<Decision, ShiftError> {
+    Ok(match request {
+        Request::Rollback => {
+            let before = doc
+                .traffic
+                .get(route_id)
+                .as_ref()
+                .and_then(|r| r.before.clone())
+                .ok_or_else(|| ShiftError::NothingToRollBack {
+                    route: route_id.to_owned(),
+                    state: file.path().display().to_string(),
+                })?;
+            for member in before.keys() {
+                if !group.weights.contains_key(member) {
+                    return Err(PlanError::UnknownMember {
+                        member: member.clone(),
+                        known: group.weights.keys().cloned().collect::<Vec<_>>().join(", "),
+                    }
+                    .into());
+                }
+            }
+            Decision {
+                mode: "rollback",
+                plan: vec![before.clone()],
+                before,
+                target: None,
+            }
+        }
+        Request::Shift(intent) => {
+            let plan = plan::plan(&group.weights, intent)?;
+            // A shift that stopped half-way keeps its original starting point:
+            // rollback must restore what was there before any of it.
+            let before = match (doc.traffic.get(route_id), unfinished) {
+                (Some(r), true) => r.before.clone().unwrap_or_else(|| group.weights.clone()),
+                _ => group.weights.clone(),
+            };
+            check_verified(doc, &group.weights, &plan, options, file)?;
+            let target = match intent {
+                Intent::To { member, .. } => Some(member.clone()),
+                Intent::Exact(_) => None,
+            };
+            Decision {
+                mode: "shift",
+                plan,
+                before,
+                target,
+            }
+        }
+    })
+}
+
+/// Refuses to send more traffic to a member whose verification the state does not vouch for.
+fn check_verified(
+    doc: &StateDocument,
+    current: &Weights,
+    plan: &[Weights],
+    options: &Options,
+    file: &StateFile,
+) -> Result<(), ShiftError> {
+    let Some(last) = plan.last() else {
+        return Ok(());
+    };
+    let gaining: Vec<&String> = last
+        .keys()
+        .filter(|m| plan::share(last, m) > plan::share(current, m) + 1e-9)
+        .collect();
+    for member in gaining {
+        let why = match doc.health.get(member.as_str()) {
+            Some(v) if v.status == Health::Healthy => {
+                let age = (Utc::now() - v.at).to_std().unwrap_or_default();
+                if age <= options.max_verdict_age {
+                    continue;
+                }
+                if options.gate.is_some() {
+                    continue;
+                }
+                format!(
+                    "its healthy verdict is {} old, older than --max-verdict-age {}",
+                    short(age),
+                    short(options.max_verdict_age)
+                )
+            }
+            Some(v) => format!(
+                "its last verdict is {:?} ({}: {})",
+                v.status,
+                v.at.to_rfc3339(),
+                v.summary
+            )
+            .to_lowercase(),
+            None if options.gate.is_some() => continue,
+            None => format!(
+                "the state file {} has no health verdict for it",
+                file.path().display()
+            ),
+        };
+        if options.force {
+            tracing::warn!("--force: moving traffic to {member} although {why}");
+            continue;
+        }
+        return Err(ShiftError::Unverified {
+            member: member.clone(),
+            why: format!("{why}. Run verify-health on it, give --gate-url so shift-weight verifies it first, or pass --force"),
+        });
+    }
+    Ok(())
+}
+
+fn describe_plan<R: Router>(
+    router: &R,
+    current: &Weights,
+    plan: &[Weights],
+    before: &Weights,
+    settle: Duration,
+    options: &Options,
+    mode: &str,
+) -> Vec<String> {
+    let mut lines = vec![
+        format!("now: {}", format_weights(current)),
+        format!("take the lease: CREATE {}", router.lease_resource()),
+    ];
+    if mode == "shift" {
+        if let Some(gate) = &options.gate {
+            lines.push(format!("gate before any change: {}", describe_gate(gate)));
+        }
+    }
+    let mut from = current.clone();
+    for (i, weights) in plan.iter().enumerate() {
+        let last = i + 1 == plan.len();
+        lines.push(format!(
+            "step {}/{}: {}",
+            i + 1,
+            plan.len(),
+            router.describe_change(&from, weights)
+        ));
+        lines.push(format!(
+            "  wait until in effect, read back {}",
+            format_weights(weights)
+        ));
+        if options.gate.is_some() || !last {
+            lines.push(format!("  wait {} for clients to catch up", short(settle)));
+        }
+        if let (Some(gate), "shift") = (&options.gate, mode) {
+            lines.push(format!(
+                "  gate: {}; on failure roll back to {}",
+                describe_gate(gate),
+                format_weights(before)
+            ));
+        }
+        if !last && !options.pause.is_zero() {
+            lines.push(format!("  pause {}", short(options.pause)));
+        }
+        from.clone_from(weights);
+    }
+    lines.push(format!("rollback target: {}", format_weights(before)));
+    lines.push(format!(
+        "release the lease: DELETE {}",
+        router.lease_resource()
+    ));
+    lines
+}
+
+fn describe_gate(gate: &Gate) -> String {
+    let p = gate.policy();
+    format!(
+        "{} URL(s), {} healthy answers in a row each, fail after {} failures in a row or {}",
+        gate.urls().len(),
+        p.successes,
+        p.failures,
+        short(p.deadline)
+    )
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+struct Run<'a, R: Router> {
+    router: &'a R,
+    file: &'a StateFile,
+    doc: StateDocument,
+    route_id: String,
+    options: &'a Options,
+    cancel: &'a CancellationToken,
+    deadline: Instant,
+    settle: Duration,
+    steps: Vec<StepOutcome>,
+}
+
+impl<R: Router> Run<'_, R> {
+    /// Gives the lease back, whatever happened before.
+    async fn release(&mut self, lease: &Lease) {
+        match self.router.release_lease(lease).await {
+            Ok(()) => {
+                if let Some(route) = self.doc.traffic.get_mut(&self.route_id) {
+                    route.extra.remove("lease");
+                }
+                if let Err(e) = self.file.save(&self.doc) {
+                    tracing::warn!("could not record the released lease: {e}");
+                }
+            }
+            Err(e) => tracing::warn!(
+                "could not release the lease {}: {e}; it expires at {}",
+                self.router.lease_resource(),
+                lease.expires.to_rfc3339()
+            ),
+        }
+    }
+
+    fn route(&mut self) -> &mut RouteState {
+        self.doc
+            .traffic
+            .get_mut(&self.route_id)
+            .expect("route entry is created before any step")
+    }
+
+    fn shift(&mut self) -> &mut ShiftProgress {
+        self.route()
+            .shift
+            .as_mut()
+            .expect("shift progress is created before any step")
+    }
+
+    fn save(&self) -> Result<(), ShiftError> {
+        self.file.save(&self.doc).map_err(ShiftError::StateWrite)
+    }
+
+    fn journal(&mut self, entry: JournalEntry) -> Result<(), ShiftError> {
+        self.doc.record(entry);
+        self.route().updated_at = Utc::now();
+        self.save()
+    }
+
+    #[allow(clippy::too_many_arguments, clippy::too_many_lines)]
+    async fn execute(
+        &mut self,
+        mode: &'static str,
+        current: &Weights,
+        plan: Vec<Weights>,
+        before: Weights,
+        target: Option<String>,
+        lease: &Lease,
+        resumed: bool,
+    ) -> Result<Weights, ShiftError> {
+        let previous = self.doc.traffic.get(&self.route_id).cloned();
+        let started_at = match (&previous, resumed) {
+            (Some(r), true) => r.shift.as_ref().map_or_else(Utc::now, |s| s.started_at),
+            _ => Utc::now(),
+        };
+        let mut route = RouteState {
+            router: self.router.kind().to_owned(),
+            resource: self.router.resource(),
+            weights: current.clone(),
+            before: Some(before.clone()),
+            shift: Some(ShiftProgress {
+                target: target.clone(),
+                plan: plan.clone(),
+                steps_done: 0,
+                status: ShiftStatus::InProgress,
+                pending_change: None,
+                message: None,
+                started_at,
+                extra: serde_json::Map::new(),
+            }),
+            updated_at: Utc::now(),
+            extra: previous.map(|p| p.extra).unwrap_or_default(),
+        };
+        route.extra.insert("lease".into(), lease.encode().into());
+        self.doc.traffic.insert(self.route_id.clone(), route);
+        let action = if mode == "rollback" {
+            "rollback-started"
+        } else {
+            "shift-started"
+        };
+        let detail = format!(
+            "{}: {} → {} in {} step(s); rollback target {}{}",
+            self.route_id,
+            format_weights(current),
+            plan.last().map(format_weights).unwrap_or_default(),
+            plan.len(),
+            format_weights(&before),
+            if resumed {
+                " (continuing a shift that stopped)"
+            } else {
+                ""
+            }
+        );
+        tracing::info!("{detail}");
+        self.journal(JournalEntry::new(STEP, action, Outcome::Ok).detail(detail))?;
+
+        if mode == "shift" {
+            if let Some(gate) = &self.options.gate {
+                tracing::info!(
+                    "gate before any change: probing {} URL(s)",
+                    gate.urls().len()
+                );
+                let verdict = gate.evaluate(self.cancel).await.map_err(|_| {
+                    self.stopped(
+                        TrafficError::Interrupted("interrupted during the first gate".into()),
+                        ShiftStatus::Interrupted,
+                    )
+                })?;
+                if !verdict.passed {
+                    self.shift().status = ShiftStatus::Failed;
+                    self.shift().message = Some(format!(
+                        "gate before any change failed: {}",
+                        verdict.summary
+                    ));
+                    self.journal(
+                        JournalEntry::new(STEP, "gate", Outcome::Failed)
+                            .detail(format!("before any change: {}", verdict.summary)),
+                    )?;
+                    return Err(ShiftError::PreflightFailed(verdict.summary));
+                }
+                self.journal(
+                    JournalEntry::new(STEP, "gate", Outcome::Ok)
+                        .detail(format!("before any change: {}", verdict.summary)),
+                )?;
+            }
+        }
+
+        let total = plan.len();
+        let mut now = current.clone();
+        for (i, weights) in plan.iter().enumerate() {
+            let step = i + 1;
+            let last = step == total;
+            now = match self.apply_step(step, total, &now, weights).await {
+                Ok(w) => w,
+                Err(e) => return Err(self.fail(e)),
+            };
+            if mode == "rollback" {
+                continue;
+            }
+            let gated = self.options.gate.is_some();
+            if gated || !last {
+                if let Err(e) = self
+                    .wait(self.settle, "clients to catch up (record TTL)")
+                    .await
+                {
+                    return Err(self.fail(e));
+                }
+            }
+            if let Some(gate) = &self.options.gate {
+                let Ok(verdict) = gate.evaluate(self.cancel).await else {
+                    let interrupted = TrafficError::Interrupted("interrupted during a gate".into());
+                    return Err(self.fail(interrupted));
+                };
+                if !verdict.passed {
+                    tracing::error!(
+                        "gate failed at step {step}: {}; rolling back to {}",
+                        verdict.summary,
+                        format_weights(&before)
+                    );
+                    self.journal(
+                        JournalEntry::new(STEP, "gate", Outcome::Failed)
+                            .detail(format!("step {step}: {}", verdict.summary)),
+                    )?;
+                    return Err(self.roll_back(step, &now, &before, verdict.summary).await);
+                }
+                tracing::info!("gate passed at step {step}: {}", verdict.summary);
+                if let Some(s) = self.steps.last_mut() {
+                    s.gate = Some(verdict.summary.clone());
+                }
+                self.journal(
+                    JournalEntry::new(STEP, "gate", Outcome::Ok)
+                        .detail(format!("step {step}: {}", verdict.summary)),
+                )?;
+            }
+            if !last && !self.options.pause.is_zero() {
+                if let Err(e) = self
+                    .wait(self.options.pause, "the pause between steps")
+                    .await
+                {
+                    return Err(self.fail(e));
+                }
+            }
+        }
+
+        let status = if mode == "rollback" {
+            ShiftStatus::RolledBack
+        } else {
+            ShiftStatus::Completed
+        };
+        self.shift().status = status;
+        update_roles(&mut self.doc, &now);
+        let action = if mode == "rollback" {
+            "rollback-completed"
+        } else {
+            "shift-completed"
+        };
+        self.journal(JournalEntry::new(STEP, action, Outcome::Ok).detail(format!(
+            "{}: {}",
+            self.route_id,
+            format_weights(&now)
+        )))?;
+        Ok(now)
+    }
+
+    /// One step: one atomic change, wait until in effect, read back.
+    async fn apply_step(
+        &mut self,
+        step: usize,
+        total: usize,
+        from: &Weights,
+        to: &Weights,
+    ) -> Result<Weights, TrafficError> {
+        let began = Instant::now();
+        tracing::info!(
+            "step {step}/{total}: {}",
+            self.router.describe_change(from, to)
+        );
+        let applied = self.router.apply(to).await?;
+        self.shift().pending_change.clone_from(&applied.reference);
+        let change = Change {
+            resource: self.route_id.clone(),
+            before: serde_json::to_value(from).ok(),
+            after: serde_json::to_value(to).ok(),
+            reference: applied.reference.clone(),
+        };
+        self.journal(
+            JournalEntry::new(STEP, "weights-submitted", Outcome::Ok)
+                .change(change)
+                .detail(format!("step {step}/{total}")),
+        )
+        .map_err(|e| TrafficError::Timeout(e.to_string()))?;
+        self.router
+            .wait_applied(&applied, self.deadline, self.cancel)
+            .await?;
+        let in_sync = began.elapsed();
+        let back = self.router.read().await?.weights;
+        if to.iter().any(|(k, v)| back.get(k) != Some(v)) {
+            return Err(TrafficError::ReadBack {
+                route: self.route_id.clone(),
+                expected: format_weights(to),
+                found: format_weights(&back),
+            });
+        }
+        self.route().weights.clone_from(&back);
+        let shift = self.shift();
+        shift.steps_done = step;
+        shift.pending_change = None;
+        self.journal(
+            JournalEntry::new(STEP, "weights-verified", Outcome::Ok).detail(format!(
+                "step {step}/{total}: read back {} after {}",
+                format_weights(&back),
+                short(in_sync)
+            )),
+        )
+        .map_err(|e| TrafficError::Timeout(e.to_string()))?;
+        self.steps.push(StepOutcome {
+            weights: back.clone(),
+            change: applied.reference,
+            in_sync_ms: millis(in_sync),
+            gate: None,
+        });
+        Ok(back)
+    }
+
+    async fn wait(&self, d: Duration, what: &str) -> Result<(), TrafficError> {
+        if d.is_zero() {
+            return Ok(());
+        }
+        tracing::info!("waiting {} for {what}", short(d));
+        wait::sleep(d, self.deadline, self.cancel)
+            .await
+            .map_err(|e| match e {
+                WaitEnd::Deadline => TrafficError::Timeout(format!(
+                    "the step's deadline (--timeout {}) passed while waiting for {what}",
+                    short(self.options.timeout)
+                )),
+                WaitEnd::Cancelled => {
+                    TrafficError::Interrupted(format!("interrupted while waiting for {what}"))
+                }
+            })
+    }
+
+    /// Records where the shift stopped and builds the error for it.
+    fn fail(&mut self, error: TrafficError) -> ShiftError {
+        let status = if matches!(error, TrafficError::Interrupted(_)) {
+            ShiftStatus::Interrupted
+        } else {
+            ShiftStatus::Failed
+        };
+        self.stopped(error, status)
+    }
+
+    fn stopped(&mut self, error: TrafficError, status: ShiftStatus) -> ShiftError {
+        let shift = self.shift();
+        shift.status = status;
+        shift.message = Some(error.to_string());
+        let done = shift.steps_done;
+        let total = shift.plan.len();
+        let outcome = if status == ShiftStatus::Interrupted {
+            Outcome::Interrupted
+        } else {
+            Outcome::Failed
+        };
+        let weights = format_weights(&self.route().weights);
+        let entry = JournalEntry::new(STEP, "shift-stopped", outcome)
+            .detail(format!("after step {done} of {total}: {error}"));
+        if let Err(e) = self.journal(entry) {
+            tracing::error!("could not record the stop in the state file: {e}");
+        }
+        ShiftError::Stopped {
+            error: Box::new(error),
+            done,
+            total,
+            weights,
+        }
+    }
+
+    /// Restores the weights from before the shift after a failed gate.
+    async fn roll_back(
+        &mut self,
+        step: usize,
+        now: &Weights,
+        before: &Weights,
+        reason: String,
+    ) -> ShiftError {
+        let total = self.shift().plan.len();
+        let result = self.apply_step(total + 1, total + 1, now, before).await;
+        self.steps.pop();
+        match result {
+            Ok(back) => {
+                let shift = self.shift();
+                shift.status = ShiftStatus::RolledBack;
+                shift.message = Some(format!("gate failed at step {step}: {reason}"));
+                let entry = JournalEntry::new(STEP, "rollback-completed", Outcome::RolledBack)
+                    .detail(format!(
+                        "gate failed at step {step}; restored {}",
+                        format_weights(&back)
+                    ));
+                if let Err(e) = self.journal(entry) {
+                    tracing::error!("could not record the rollback in the state file: {e}");
+                }
+                ShiftError::RolledBack {
+                    step,
+                    weights: format_weights(now),
+                    reason,
+                    restored: format_weights(&back),
+                }
+            }
+            Err(error) => {
+                let weights = format_weights(&self.route().weights);
+                let shift = self.shift();
+                shift.status = ShiftStatus::Failed;
+                shift.message = Some(format!(
+                    "gate failed at step {step} and the rollback failed: {error}"
+                ));
+                let entry = JournalEntry::new(STEP, "rollback-failed", Outcome::Failed)
+                    .detail(error.to_string());
+                if let Err(e) = self.journal(entry) {
+                    tracing::error!("could not record the failed rollback in the state file: {e}");
+                }
+                ShiftError::RollbackFailed {
+                    step,
+                    reason,
+                    error: Box::new(error),
+                    weights,
+                }
+            }
+        }
+    }
+}
+
+/// When one member takes all the traffic, it is the active stack and the
+/// other members are standby.
+fn update_roles(doc: &mut StateDocument, weights: &Weights) {
+    let total: u64 = weights.values().map(|&w| u64::from(w)).sum();
+    let full: Vec<&String> = weights
+        .iter()
+        .filter(|(_, &w)| total > 0 && u64::from(w) == total)
+        .map(|(k, _)| k)
+        .collect();
+    if let [active] = full.as_slice() {
+        for member in weights.keys() {
+            let role = if member == *active {
+                Role::Active
+            } else {
+                Role::Standby
+            };
+            doc.stack_mut(member).role = Some(role);
+        }
+    }
+}
