@@ -1,1 +1,9 @@
+//! Integration and end-to-end tests: the step executables run as processes
+//! against real local services (moto's server, HTTP health endpoints), and
+//! the real aws CLI cross-checks what they did.
 
+// A scenario reads best as one function, setup to last check.
+#![allow(clippy::too_many_lines)]
+
+mod aws_cli;
+mod shift_weight;

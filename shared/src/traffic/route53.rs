@@ -319,3 +319,7 @@ fn lease_held(resource: String, held: Option<&Lease>) -> TrafficError {
         expires: held.map_or_else(|| "an unknown time".to_owned(), |h| h.expires.to_rfc3339()),
     }
 }
+
+#[cfg(test)]
+#[path = "route53_tests.rs"]
+mod tests;

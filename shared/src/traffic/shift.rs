@@ -472,7 +472,7 @@ fn describe_plan<R: Router>(
             "  wait until in effect, read back {}",
             format_weights(weights)
         ));
-        if options.gate.is_some() || !last {
+        if (options.gate.is_some() || !last) && !settle.is_zero() {
             lines.push(format!("  wait {} for clients to catch up", short(settle)));
         }
         if let (Some(gate), "shift") = (&options.gate, mode) {

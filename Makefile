@@ -1,0 +1,55 @@
+# switchyard: the README's commands.
+#   make demo   a release end to end on local stand-ins for the cloud
+#   make test   install what is missing, then fmt check, clippy, every test
+#   make bench  side-by-side benchmarks, reported as ratios
+#   make ci     what CI runs
+
+SHELL := /bin/bash
+CARGO ?= cargo
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: all build release deps test test-unit ci fmt fmt-check lint bench demo schema clean-demo
+
+all: build
+
+## deps: tools the tests start for real (moto's server, the aws CLI)
+deps:
+	@command -v moto_server >/dev/null 2>&1 && $(PYTHON) -c 'import flask, flask_cors' 2>/dev/null \
+	  || { echo "installing moto[server]"; $(PIP) install --quiet 'moto[server]>=5,<6'; }
+	@command -v aws >/dev/null 2>&1 || { echo "installing awscli"; $(PIP) install --quiet 'awscli>=1.32,<2'; }
+
+build:
+	$(CARGO) build --workspace --bins
+
+release:
+	$(CARGO) build --workspace --bins --release
+
+fmt:
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all --check
+
+lint:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## test: everything; the integration tests start moto_server on loopback themselves
+test: deps fmt-check lint build
+	$(CARGO) test --workspace --no-fail-fast
+
+ci: test
+
+## bench: release builds, measured side by side in one run
+bench: deps
+	$(CARGO) build --workspace --bins --release
+	$(CARGO) run --release -p switchyard-tests --bin bench
+
+demo: deps
+	$(CARGO) build --workspace --bins --release
+	bash pipelines/demo/run.sh
+
+## schema: regenerate schema/state-v1.schema.json from the Rust types
+schema:
+	SWITCHYARD_BLESS=1 $(CARGO) test -p switchyard --lib state::store::tests::json_schema_is_the_published_one

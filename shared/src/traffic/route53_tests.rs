@@ -1,0 +1,493 @@
+//! Offline tests of the Route53 router and the shift engine with the SDK
+//! mocked: what moto does not emulate (PENDING before INSYNC, throttling,
+//! PriorRequestNotComplete, a CREATE that loses a race, INSYNC time-outs).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_route53::operation::change_resource_record_sets::ChangeResourceRecordSetsOutput;
+use aws_sdk_route53::operation::get_change::GetChangeOutput;
+use aws_sdk_route53::operation::list_resource_record_sets::ListResourceRecordSetsOutput;
+use aws_sdk_route53::types::{
+    AliasTarget, ChangeAction, ChangeInfo, ChangeStatus, ResourceRecord, ResourceRecordSet, RrType,
+};
+use aws_sdk_route53::Client;
+use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+use aws_smithy_types::DateTime;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Route53Router;
+use crate::aws::config::retry_policy;
+use crate::aws::route53::{self as api, Submitted};
+use crate::aws::wait::Backoff;
+use crate::cli::{Code, ExitStatus};
+use crate::state::{ShiftStatus, StateFile};
+use crate::traffic::plan::Intent;
+use crate::traffic::shift::{self, Options, Request, ShiftError};
+use crate::traffic::{LeaseRequest, Router, TrafficError};
+
+fn error_body(code: &str, message: &str) -> String {
+    format!(
+        r#"<?xml version="1.0"?>
+<ErrorResponse xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>r-1</RequestId></ErrorResponse>"#
+    )
+}
+
+fn change_info(id: &str, status: ChangeStatus) -> ChangeInfo {
+    ChangeInfo::builder()
+        .id(format!("/change/{id}"))
+        .status(status)
+        .submitted_at(DateTime::from_secs(1_800_000_000))
+        .build()
+        .unwrap()
+}
+
+fn submitted(id: &str, status: ChangeStatus) -> ChangeResourceRecordSetsOutput {
+    ChangeResourceRecordSetsOutput::builder()
+        .change_info(change_info(id, status))
+        .build()
+}
+
+fn listing(sets: Vec<ResourceRecordSet>) -> ListResourceRecordSetsOutput {
+    ListResourceRecordSetsOutput::builder()
+        .set_resource_record_sets(Some(sets))
+        .is_truncated(false)
+        .max_items(100)
+        .build()
+        .unwrap()
+}
+
+fn weighted(id: &str, weight: i64, ip: &str) -> ResourceRecordSet {
+    ResourceRecordSet::builder()
+        .name("app.example.com.")
+        .r#type(RrType::A)
+        .set_identifier(id)
+        .weight(weight)
+        .ttl(60)
+        .resource_records(ResourceRecord::builder().value(ip).build().unwrap())
+        .build()
+        .unwrap()
+}
+
+fn lock_record(expires: i64) -> ResourceRecordSet {
+    ResourceRecordSet::builder()
+        .name("_switchyard-lock.app.example.com.")
+        .r#type(RrType::Txt)
+        .ttl(60)
+        .resource_records(
+            ResourceRecord::builder()
+                .value(format!(
+                    "\"switchyard-lease=1;token=other;expires={expires};holder=jenkins@ci-7\""
+                ))
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
+}
+
+fn client(rules: &[&Rule]) -> Client {
+    mock_client!(aws_sdk_route53, RuleMode::MatchAny, rules, |c| c
+        .retry_config(retry_policy()))
+}
+
+fn router(client: Client) -> Route53Router {
+    Route53Router::new(client, "/hostedzone/Z1", "app.example.com", RrType::A).with_backoff(
+        Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+        },
+    )
+}
+
+fn options(timeout: Duration) -> Options {
+    Options {
+        pause: Duration::ZERO,
+        settle: Some(Duration::ZERO),
+        gate: None,
+        force: true,
+        max_verdict_age: Duration::from_secs(1800),
+        dry_run: false,
+        timeout,
+    }
+}
+
+fn is_lock_listing(
+    req: &aws_sdk_route53::operation::list_resource_record_sets::ListResourceRecordSetsInput,
+) -> bool {
+    req.start_record_type() == Some(&RrType::Txt)
+}
+
+fn first_action(
+    req: &aws_sdk_route53::operation::change_resource_record_sets::ChangeResourceRecordSetsInput,
+) -> Option<ChangeAction> {
+    req.change_batch()
+        .and_then(|b| b.changes().first())
+        .map(|c| c.action().clone())
+}
+
+#[tokio::test(start_paused = true)]
+async fn insync_wait_polls_pending_with_backoff_until_insync() {
+    let get_change = mock!(Client::get_change)
+        .sequence()
+        .output(|| {
+            GetChangeOutput::builder()
+                .change_info(change_info("C1", ChangeStatus::Pending))
+                .build()
+        })
+        .times(3)
+        .output(|| {
+            GetChangeOutput::builder()
+                .change_info(change_info("C1", ChangeStatus::Insync))
+                .build()
+        })
+        .build();
+    let client = client(&[&get_change]);
+    let began = Instant::now();
+    let change = Submitted {
+        id: "C1".into(),
+        in_sync: false,
+    };
+    api::wait_insync(
+        &client,
+        &change,
+        began + Duration::from_secs(300),
+        &CancellationToken::new(),
+        Backoff::ROUTE53_CHANGE,
+    )
+    .await
+    .unwrap();
+    assert_eq!(get_change.num_calls(), 4);
+    // Three backoff sleeps of about 2 s, 3 s and 4.5 s (±20%), not a fixed sleep.
+    let waited = began.elapsed().as_secs_f64();
+    assert!((7.0..=11.0).contains(&waited), "waited {waited}s");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_change_already_insync_needs_no_get_change() {
+    let get_change = mock!(Client::get_change).then_output(|| {
+        GetChangeOutput::builder()
+            .change_info(change_info("C1", ChangeStatus::Insync))
+            .build()
+    });
+    let client = client(&[&get_change]);
+    let change = Submitted {
+        id: "C1".into(),
+        in_sync: true,
+    };
+    let deadline = Instant::now() + Duration::from_secs(1);
+    api::wait_insync(
+        &client,
+        &change,
+        deadline,
+        &CancellationToken::new(),
+        Backoff::ROUTE53_CHANGE,
+    )
+    .await
+    .unwrap();
+    assert_eq!(get_change.num_calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttling_and_prior_request_not_complete_are_retried() {
+    let change = mock!(Client::change_resource_record_sets)
+        .sequence()
+        .http_status(400, Some(error_body("Throttling", "Rate exceeded")))
+        .times(2)
+        .http_status(
+            400,
+            Some(error_body(
+                "PriorRequestNotComplete",
+                "The request was rejected because Route 53 was still processing a prior request.",
+            )),
+        )
+        .output(|| submitted("C9", ChangeStatus::Pending))
+        .build();
+    let client = client(&[&change]);
+    let set = weighted("blue", 90, "10.0.0.1");
+    let out = api::submit(
+        &client,
+        "Z1",
+        vec![api::change(ChangeAction::Upsert, set)],
+        "test",
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.id, "C9");
+    assert!(!out.in_sync);
+    assert_eq!(change.num_calls(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_are_bounded_and_end_as_a_provider_error() {
+    let change = mock!(Client::change_resource_record_sets)
+        .sequence()
+        .http_status(400, Some(error_body("Throttling", "Rate exceeded")))
+        .repeatedly()
+        .build();
+    let client = client(&[&change]);
+    let set = weighted("blue", 90, "10.0.0.1");
+    let err = api::submit(
+        &client,
+        "Z1",
+        vec![api::change(ChangeAction::Upsert, set)],
+        "test",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code.as_deref(), Some("Throttling"));
+    assert_eq!(
+        change.num_calls(),
+        crate::aws::config::DEFAULT_MAX_ATTEMPTS as usize
+    );
+    assert_eq!(TrafficError::from(err).exit_code(), Code::Provider);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_change_keeps_alias_targets_and_health_checks_and_touches_only_weights() {
+    let alias = |id: &str, weight: i64, hc: &str| {
+        ResourceRecordSet::builder()
+            .name("app.example.com.")
+            .r#type(RrType::A)
+            .set_identifier(id)
+            .weight(weight)
+            .health_check_id(hc)
+            .alias_target(
+                AliasTarget::builder()
+                    .hosted_zone_id("Z35SXDOTRQ7X7K")
+                    .dns_name(format!("{id}-lb.us-east-1.elb.amazonaws.com."))
+                    .evaluate_target_health(true)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    };
+    let list = mock!(Client::list_resource_record_sets).then_output(move || {
+        listing(vec![
+            alias("blue", 100, "hc-blue"),
+            alias("green", 0, "hc-green"),
+        ])
+    });
+    let sent: Arc<Mutex<Vec<ResourceRecordSet>>> = Arc::default();
+    let seen = sent.clone();
+    let change = mock!(Client::change_resource_record_sets)
+        .match_requests(move |req| {
+            let mut seen = seen.lock().unwrap();
+            for c in req.change_batch().unwrap().changes() {
+                assert_eq!(c.action(), &ChangeAction::Upsert);
+                seen.push(c.resource_record_set().unwrap().clone());
+            }
+            true
+        })
+        .then_output(|| submitted("C1", ChangeStatus::Insync));
+    let router = router(client(&[&list, &change]));
+    let group = router.read().await.unwrap();
+    // Alias records have no TTL of their own: clients catch up after the usual 60 s.
+    assert_eq!(group.settle, Duration::from_secs(60));
+    let weights = [("blue".to_owned(), 90), ("green".to_owned(), 10)].into();
+    router.apply(&weights).await.unwrap();
+    assert_eq!(change.num_calls(), 1, "one atomic batch");
+    let sent = sent.lock().unwrap();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0], alias("blue", 90, "hc-blue"));
+    assert_eq!(sent[1], alias("green", 10, "hc-green"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn non_weighted_records_are_refused_as_bad_input() {
+    let latency = ResourceRecordSet::builder()
+        .name("app.example.com.")
+        .r#type(RrType::A)
+        .set_identifier("use1")
+        .region(aws_sdk_route53::types::ResourceRecordSetRegion::UsEast1)
+        .ttl(60)
+        .resource_records(ResourceRecord::builder().value("10.0.0.1").build().unwrap())
+        .build()
+        .unwrap();
+    let list = mock!(Client::list_resource_record_sets)
+        .then_output(move || listing(vec![latency.clone()]));
+    let err = router(client(&[&list])).read().await.unwrap_err();
+    assert_eq!(err.exit_code(), Code::Usage);
+    assert!(err.to_string().contains("uses latency routing"), "{err}");
+    let empty = mock!(Client::list_resource_record_sets).then_output(|| listing(vec![]));
+    let err = router(client(&[&empty])).read().await.unwrap_err();
+    assert!(matches!(err, TrafficError::NoSuchGroup(_)), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_held_by_another_deployment_exits_5_before_any_change() {
+    let group = mock!(Client::list_resource_record_sets)
+        .match_requests(|r| !is_lock_listing(r))
+        .then_output(|| {
+            listing(vec![
+                weighted("blue", 100, "10.0.0.1"),
+                weighted("green", 0, "10.0.0.2"),
+            ])
+        });
+    let far = chrono::Utc::now().timestamp() + 3600;
+    let lock = mock!(Client::list_resource_record_sets)
+        .match_requests(is_lock_listing)
+        .then_output(move || listing(vec![lock_record(far)]));
+    let change = mock!(Client::change_resource_record_sets)
+        .then_output(|| submitted("C1", ChangeStatus::Insync));
+    let dir = tempfile::tempdir().unwrap();
+    let file = StateFile::new(dir.path().join("state.json"));
+    let request = Request::Shift(Intent::To {
+        member: "green".into(),
+        steps: vec![50],
+    });
+    let err = shift::run(
+        &router(client(&[&group, &lock, &change])),
+        &file,
+        request,
+        &options(Duration::from_secs(60)),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.exit_code(), Code::Conflict);
+    assert!(err.to_string().contains("locked by jenkins@ci-7"), "{err}");
+    assert_eq!(change.num_calls(), 0, "nothing changed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_create_that_loses_the_race_is_a_conflict() {
+    let far = chrono::Utc::now().timestamp() + 3600;
+    let lock = mock!(Client::list_resource_record_sets)
+        .match_requests(is_lock_listing)
+        .sequence()
+        .output(|| listing(vec![]))
+        .output(move || listing(vec![lock_record(far)]))
+        .build();
+    let create = mock!(Client::change_resource_record_sets)
+        .sequence()
+        .http_status(
+            400,
+            Some(error_body(
+                "InvalidChangeBatch",
+                "[Tried to create resource record set [name='_switchyard-lock.app.example.com.', type='TXT'] but it already exists]",
+            )),
+        )
+        .build();
+    let router = router(client(&[&lock, &create]));
+    let request = LeaseRequest {
+        holder: "me".into(),
+        expires: chrono::Utc::now() + chrono::Duration::minutes(10),
+    };
+    let err = router.acquire_lease(&request, None).await.unwrap_err();
+    assert_eq!(err.exit_code(), Code::Conflict, "{err}");
+    assert_eq!(create.num_calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_lease_is_taken_over_in_one_batch() {
+    let lock = mock!(Client::list_resource_record_sets)
+        .match_requests(is_lock_listing)
+        .then_output(|| listing(vec![lock_record(1_000)]));
+    let change = mock!(Client::change_resource_record_sets)
+        .match_requests(|r| {
+            let actions: Vec<_> = r
+                .change_batch()
+                .unwrap()
+                .changes()
+                .iter()
+                .map(|c| c.action().clone())
+                .collect();
+            actions == vec![ChangeAction::Delete, ChangeAction::Create]
+        })
+        .then_output(|| submitted("C1", ChangeStatus::Pending));
+    let router = router(client(&[&lock, &change]));
+    let request = LeaseRequest {
+        holder: "me".into(),
+        expires: chrono::Utc::now() + chrono::Duration::minutes(10),
+    };
+    let lease = router.acquire_lease(&request, None).await.unwrap();
+    assert_eq!(lease.holder, "me");
+    assert_eq!(change.num_calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_insync_wait_that_times_out_exits_3_and_the_state_says_where_it_stopped() {
+    let group = mock!(Client::list_resource_record_sets)
+        .match_requests(|r| !is_lock_listing(r))
+        .then_output(|| {
+            listing(vec![
+                weighted("blue", 100, "10.0.0.1"),
+                weighted("green", 0, "10.0.0.2"),
+            ])
+        });
+    let lock = mock!(Client::list_resource_record_sets)
+        .match_requests(is_lock_listing)
+        .then_output(|| listing(vec![]));
+    let lease = mock!(Client::change_resource_record_sets)
+        .match_requests(|r| {
+            matches!(
+                first_action(r),
+                Some(ChangeAction::Create | ChangeAction::Delete)
+            )
+        })
+        .then_output(|| submitted("CLOCK", ChangeStatus::Insync));
+    let upsert = mock!(Client::change_resource_record_sets)
+        .match_requests(|r| first_action(r) == Some(ChangeAction::Upsert))
+        .then_output(|| submitted("C2", ChangeStatus::Pending));
+    let pending = mock!(Client::get_change).then_output(|| {
+        GetChangeOutput::builder()
+            .change_info(change_info("C2", ChangeStatus::Pending))
+            .build()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = StateFile::new(dir.path().join("state.json"));
+    let request = Request::Shift(Intent::To {
+        member: "green".into(),
+        steps: vec![10, 50, 100],
+    });
+    let err = shift::run(
+        &router(client(&[&group, &lock, &lease, &upsert, &pending])),
+        &file,
+        request,
+        &options(Duration::from_secs(120)),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.exit_code(), Code::Provider, "{err}");
+    assert!(
+        matches!(
+            err,
+            ShiftError::Stopped {
+                done: 0,
+                total: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("not INSYNC"), "{err}");
+    assert_eq!(upsert.num_calls(), 1, "no second step after a stalled one");
+    assert!(
+        pending.num_calls() > 3,
+        "polled with backoff until the deadline"
+    );
+    assert_eq!(lease.num_calls(), 2, "lease taken and released");
+
+    let doc = file.load().unwrap();
+    let route = doc.traffic.values().next().unwrap();
+    let shift = route.shift.as_ref().unwrap();
+    assert_eq!(shift.status, ShiftStatus::Failed);
+    assert_eq!(shift.steps_done, 0);
+    assert_eq!(shift.pending_change.as_deref(), Some("C2"));
+    assert!(shift.message.as_deref().unwrap().contains("not INSYNC"));
+    assert_eq!(route.before.as_ref().unwrap()["blue"], 100);
+    let actions: Vec<_> = doc.journal.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["shift-started", "weights-submitted", "shift-stopped"]
+    );
+    assert_eq!(doc.journal[1].changes[0].reference.as_deref(), Some("C2"));
+    assert!(
+        !route.extra.contains_key("lease"),
+        "the released lease is not kept"
+    );
+}

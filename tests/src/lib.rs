@@ -1,0 +1,11 @@
+//! Test harness for switchyard's integration and end-to-end tests, and for
+//! `make bench`: real local services (moto's server as the AWS emulator, an
+//! HTTP endpoint whose health the test controls) started on loopback and
+//! stopped when dropped, and the step executables run as processes.
+
+pub mod health_server;
+pub mod moto;
+pub mod steps;
+
+pub use health_server::HealthServer;
+pub use moto::Moto;

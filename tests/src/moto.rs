@@ -1,0 +1,124 @@
+//! moto's server (`moto_server`, from PyPI package `moto`), started on a free
+//! loopback port and stopped when the handle is dropped.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running moto server.
+#[derive(Debug)]
+pub struct Moto {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Moto {
+    /// Starts `moto_server -H 127.0.0.1 -p PORT` on a free port and waits until it answers.
+    pub fn start() -> anyhow::Result<Self> {
+        let mut last_error = None;
+        for _ in 0..5 {
+            let port = free_port()?;
+            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            let child = Command::new(moto_binary())
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot start moto_server (pip install 'moto[server]'): {e}")
+                })?;
+            let mut moto = Self { child, addr };
+            match moto.wait_ready(Duration::from_secs(30)) {
+                Ok(()) => return Ok(moto),
+                Err(e) => {
+                    last_error = Some(e);
+                    let _ = moto.child.kill();
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("moto_server did not start")))
+    }
+
+    /// Its endpoint URL, for `AWS_ENDPOINT_URL`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Environment for a process that talks to this moto: endpoint, region and
+    /// dummy credentials, and nothing that could reach a real AWS account.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint().as_str()),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_SESSION_TOKEN", "testing"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_CONFIG_FILE", "/dev/null"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+            ("AWS_MAX_ATTEMPTS", "3"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    /// Forgets everything moto holds (POST /moto-api/reset).
+    pub fn reset(&self) -> anyhow::Result<()> {
+        let status = http_status(self.addr, "POST", "/moto-api/reset")?;
+        anyhow::ensure!(status == 200, "moto reset answered {status}");
+        Ok(())
+    }
+
+    fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        let mut delay = Duration::from_millis(50);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                anyhow::bail!("moto_server exited with {status} before it answered");
+            }
+            if http_status(self.addr, "GET", "/moto-api/").is_ok() {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "moto_server did not answer within {within:?}"
+            );
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn moto_binary() -> String {
+    std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".to_owned())
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A minimal HTTP/1.0 request, for readiness checks only.
+fn http_status(addr: SocketAddr, method: &str, path: &str) -> anyhow::Result<u16> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
+    )?;
+    let mut head = [0_u8; 12];
+    stream.read_exact(&mut head)?;
+    let text = std::str::from_utf8(&head)?;
+    Ok(text.get(9..12).unwrap_or("0").parse()?)
+}
