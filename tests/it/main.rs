@@ -7,3 +7,4 @@
 
 mod aws_cli;
 mod shift_weight;
+mod verify_health;

@@ -1,15 +1,33 @@
-//! An HTTP endpoint on loopback whose health the test controls: it answers 200
-//! until told otherwise (or until a given number of requests), then 500.
+//! An HTTP endpoint on loopback whose health the test controls: healthy (200)
+//! or not (500) by a script of answers, after a delay, with a chosen body.
+//! Each connection is served on its own thread, so slow answers overlap.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 /// Something to run for each request before it is answered (e.g. recording
 /// what the aws CLI shows at that moment).
 pub type OnRequest = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// How the endpoint answers.
+#[derive(Clone, Default)]
+#[allow(missing_debug_implementations)]
+pub struct Behaviour {
+    /// Answer 200 for the first N requests, 500 after (all 200 when `None`).
+    pub healthy_for: Option<u64>,
+    /// Healthy or not per request, in order; the last entry repeats.
+    pub script: Vec<bool>,
+    /// Wait this long before answering.
+    pub delay: Duration,
+    /// Body of a healthy answer (default `ok`).
+    pub body: Option<String>,
+    /// Runs before each answer.
+    pub on_request: Option<OnRequest>,
+}
 
 /// A running health endpoint.
 pub struct HealthServer {
@@ -31,47 +49,31 @@ impl HealthServer {
     /// Serves 200 for the first `healthy_for` requests (all of them when
     /// `None`), 500 after that; `on_request` runs before each answer.
     pub fn start(healthy_for: Option<u64>, on_request: Option<OnRequest>) -> anyhow::Result<Self> {
+        Self::with(Behaviour {
+            healthy_for,
+            on_request,
+            ..Behaviour::default()
+        })
+    }
+
+    /// Serves as `behaviour` says.
+    pub fn with(behaviour: Behaviour) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let healthy = Arc::new(AtomicBool::new(true));
         let served = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (h, s, st) = (healthy.clone(), served.clone(), stop.clone());
+        let behaviour = Arc::new(behaviour);
         thread::spawn(move || {
             for stream in listener.incoming() {
                 if st.load(Ordering::SeqCst) {
                     break;
                 }
-                let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(match stream.try_clone() {
-                    Ok(s) => s,
-                    Err(_) => continue,
-                });
-                let mut line = String::new();
-                // Read the request head; the body is never needed.
-                loop {
-                    line.clear();
-                    match reader.read_line(&mut line) {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) if line == "\r\n" || line == "\n" => break,
-                        Ok(_) => {}
-                    }
-                }
+                let Ok(stream) = stream else { continue };
                 let n = s.fetch_add(1, Ordering::SeqCst) + 1;
-                if let Some(f) = &on_request {
-                    f(n);
-                }
-                let ok = h.load(Ordering::SeqCst) && healthy_for.is_none_or(|limit| n <= limit);
-                let (status, body) = if ok {
-                    ("200 OK", "ok\n")
-                } else {
-                    ("500 Internal Server Error", "broken\n")
-                };
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
+                let (h, b) = (h.clone(), behaviour.clone());
+                thread::spawn(move || answer(stream, n, &h, &b));
             }
         });
         Ok(Self {
@@ -87,6 +89,11 @@ impl HealthServer {
         format!("http://{}/health", self.addr)
     }
 
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// Makes every later answer 200 (`true`) or 500 (`false`).
     pub fn set_healthy(&self, healthy: bool) {
         self.healthy.store(healthy, Ordering::SeqCst);
@@ -98,10 +105,58 @@ impl HealthServer {
     }
 }
 
+fn answer(mut stream: TcpStream, n: u64, healthy: &AtomicBool, b: &Behaviour) {
+    let Ok(clone) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(clone);
+    let mut line = String::new();
+    // Read the request head; the body is never needed.
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) if line == "\r\n" || line == "\n" => break,
+            Ok(_) => {}
+        }
+    }
+    if let Some(f) = &b.on_request {
+        f(n);
+    }
+    if !b.delay.is_zero() {
+        thread::sleep(b.delay);
+    }
+    let scripted = if b.script.is_empty() {
+        true
+    } else {
+        let i = usize::try_from(n - 1)
+            .unwrap_or(usize::MAX)
+            .min(b.script.len() - 1);
+        b.script[i]
+    };
+    let ok =
+        healthy.load(Ordering::SeqCst) && scripted && b.healthy_for.is_none_or(|limit| n <= limit);
+    let body = if ok {
+        b.body.clone().unwrap_or_else(|| "ok\n".to_owned())
+    } else {
+        "broken\n".to_owned()
+    };
+    let status = if ok {
+        "200 OK"
+    } else {
+        "500 Internal Server Error"
+    };
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
 impl Drop for HealthServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         // Wake the accept loop so the thread ends.
-        let _ = std::net::TcpStream::connect(self.addr);
+        let _ = TcpStream::connect(self.addr);
     }
 }

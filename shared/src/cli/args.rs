@@ -22,6 +22,7 @@ pub struct CommonArgs {
     /// State file handed from step to step
     #[arg(
         long,
+        global = true,
         env = "SWITCHYARD_STATE",
         default_value = "switchyard-state.json",
         value_name = "FILE"
@@ -29,32 +30,33 @@ pub struct CommonArgs {
     pub state: PathBuf,
 
     /// AWS region (default: AWS_REGION, the profile's region, else us-east-1)
-    #[arg(long, env = "SWITCHYARD_REGION", value_name = "REGION")]
+    #[arg(long, global = true, env = "SWITCHYARD_REGION", value_name = "REGION")]
     pub region: Option<String>,
 
     /// AWS profile from the shared config files (credentials always come from the standard chain)
-    #[arg(long, env = "SWITCHYARD_PROFILE", value_name = "NAME")]
+    #[arg(long, global = true, env = "SWITCHYARD_PROFILE", value_name = "NAME")]
     pub profile: Option<String>,
 
     /// Print every change the step would make, in order, and change nothing
-    #[arg(long, env = "SWITCHYARD_DRY_RUN")]
+    #[arg(long, global = true, env = "SWITCHYARD_DRY_RUN")]
     pub dry_run: bool,
 
     /// Result format on stdout
-    #[arg(long, env = "SWITCHYARD_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
+    #[arg(long, global = true, env = "SWITCHYARD_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 
     /// More log detail on stderr (-v debug, -vv trace)
-    #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
+    #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
 
     /// Less log detail on stderr (-q warnings only, -qq errors only)
-    #[arg(short, long, action = ArgAction::Count)]
+    #[arg(short, long, global = true, action = ArgAction::Count)]
     pub quiet: u8,
 
     /// Deadline for the whole step, e.g. 90s, 15m, 1h
     #[arg(
         long,
+        global = true,
         env = "SWITCHYARD_TIMEOUT",
         default_value = "30m",
         value_parser = parse_duration,

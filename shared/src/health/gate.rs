@@ -1,18 +1,18 @@
-//! A health gate: every endpoint must answer healthy several times in a row.
-//! It fails as soon as one endpoint fails several times in a row, or when its
-//! deadline passes without a decision: a gate never passes on missing data.
+//! A health gate: the verification engine applied to a set of URLs, as
+//! shift-weight runs it after each step. It passes only on a healthy verdict;
+//! undecided is a failure, never a pass.
 
 use std::time::Duration;
 
-use futures::future::join_all;
 use serde::Serialize;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::probe::HttpProbe;
-use crate::aws::wait::{self, WaitEnd};
+use super::policy::{self, ProbePolicy};
+use super::probe::{HttpProbe, ProbeSpec, ProbeSpecError};
+use crate::aws::wait::WaitEnd;
+use crate::state::Health;
 
-/// How a gate decides.
+/// How a gate decides: the parts of a probe policy a gate needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GatePolicy {
     /// Consecutive healthy answers each endpoint needs to pass.
@@ -57,9 +57,13 @@ pub struct GateVerdict {
 }
 
 impl Gate {
-    /// A gate over `urls` deciding by `policy`.
-    pub fn new(urls: Vec<String>, policy: GatePolicy) -> Result<Self, reqwest::Error> {
-        let probe = HttpProbe::new(policy.probe_timeout)?;
+    /// A gate over `urls` deciding by `policy`, with default probes (GET, 2xx-3xx).
+    pub fn new(urls: Vec<String>, policy: GatePolicy) -> Result<Self, ProbeSpecError> {
+        let probe = HttpProbe::with_spec(ProbeSpec {
+            timeout: policy.probe_timeout,
+            connect_timeout: policy.probe_timeout.min(Duration::from_secs(2)),
+            ..ProbeSpec::default()
+        })?;
         Ok(Self {
             urls,
             policy,
@@ -77,70 +81,23 @@ impl Gate {
         self.policy
     }
 
-    /// Probes every URL in rounds until each has passed `successes` times in a
-    /// row (pass), one has failed `failures` times in a row (fail), or the
-    /// deadline passes (fail). Returns `Err` only when cancelled.
+    /// Runs the verification engine over the URLs: every one must pass
+    /// `successes` times in a row before `failures` failures in a row or the
+    /// deadline. Returns `Err` only when cancelled.
     pub async fn evaluate(&self, cancel: &CancellationToken) -> Result<GateVerdict, WaitEnd> {
-        let deadline = Instant::now() + self.policy.deadline;
-        let mut ok_streak = vec![0_u32; self.urls.len()];
-        let mut fail_streak = vec![0_u32; self.urls.len()];
-        let mut last = vec![String::new(); self.urls.len()];
-        let mut rounds = 0_u32;
-        loop {
-            rounds += 1;
-            let pending: Vec<usize> = (0..self.urls.len())
-                .filter(|&i| ok_streak[i] < self.policy.successes)
-                .collect();
-            let results = join_all(pending.iter().map(|&i| self.probe.check(&self.urls[i]))).await;
-            for (&i, result) in pending.iter().zip(results) {
-                if result.ok {
-                    ok_streak[i] += 1;
-                    fail_streak[i] = 0;
-                } else {
-                    ok_streak[i] = 0;
-                    fail_streak[i] += 1;
-                }
-                tracing::debug!("gate probe {}: {}", result.url, result.observed);
-                last[i] = result.observed;
-            }
-            if let Some(i) = (0..self.urls.len()).find(|&i| fail_streak[i] >= self.policy.failures)
-            {
-                return Ok(GateVerdict {
-                    passed: false,
-                    summary: format!(
-                        "{} failed {} times in a row (last: {})",
-                        self.urls[i], fail_streak[i], last[i]
-                    ),
-                });
-            }
-            if ok_streak.iter().all(|&n| n >= self.policy.successes) {
-                return Ok(GateVerdict {
-                    passed: true,
-                    summary: format!(
-                        "{} endpoint(s) healthy {} times in a row, {rounds} round(s)",
-                        self.urls.len(),
-                        self.policy.successes
-                    ),
-                });
-            }
-            match wait::sleep(self.policy.interval, deadline, cancel).await {
-                Ok(()) => {}
-                Err(WaitEnd::Deadline) => {
-                    let slow: Vec<String> = (0..self.urls.len())
-                        .filter(|&i| ok_streak[i] < self.policy.successes)
-                        .map(|i| format!("{} (last: {})", self.urls[i], last[i]))
-                        .collect();
-                    return Ok(GateVerdict {
-                        passed: false,
-                        summary: format!(
-                            "no decision within {}: not yet healthy: {}",
-                            crate::cli::progress::short(self.policy.deadline),
-                            slow.join(", ")
-                        ),
-                    });
-                }
-                Err(WaitEnd::Cancelled) => return Err(WaitEnd::Cancelled),
-            }
-        }
+        let engine = ProbePolicy {
+            interval: self.policy.interval,
+            attempts: u32::MAX,
+            successes: self.policy.successes,
+            failures: self.policy.failures,
+            deadline: self.policy.deadline,
+            quorum: 100.0,
+            ..ProbePolicy::default()
+        };
+        let report = policy::verify(&self.urls, &self.probe, &engine, cancel).await?;
+        Ok(GateVerdict {
+            passed: report.verdict == Health::Healthy,
+            summary: report.summary,
+        })
     }
 }

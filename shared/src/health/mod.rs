@@ -1,8 +1,88 @@
-//! Deciding whether a stack is healthy: HTTP probes and the gates that a
-//! traffic shift must pass before it moves on.
+//! Deciding whether a stack is healthy: HTTP(S) probes judged by a probe
+//! policy (thresholds, quorum, latency limits), CloudWatch alarms, Route53
+//! health checks; reports for people, programs, Jenkins and GitHub; and the
+//! gates a traffic shift must pass.
 
+pub mod alarms;
 pub mod gate;
+pub mod policy;
 pub mod probe;
+pub mod report;
+pub mod route53;
+pub mod targets;
 
 pub use gate::{Gate, GatePolicy, GateVerdict};
-pub use probe::{HttpProbe, ProbeResult};
+pub use policy::{ProbePolicy, ProbeReport};
+pub use probe::{HttpProbe, ProbeResult, ProbeSpec};
+pub use report::HealthReport;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::aws::wait::WaitEnd;
+use crate::cli::{Code, ExitStatus};
+
+/// A verification: endpoints to probe and alarms to watch, together.
+#[derive(Debug)]
+pub struct Verification {
+    /// The stack it is about, if one.
+    pub stack: Option<String>,
+    /// URLs to probe (may be empty when only alarms gate).
+    pub urls: Vec<String>,
+    /// How to probe.
+    pub probe: HttpProbe,
+    /// How to judge.
+    pub policy: ProbePolicy,
+    /// Alarms that must stay OK, with the client to read them.
+    pub alarms: Option<(aws_sdk_cloudwatch::Client, alarms::AlarmGate)>,
+}
+
+/// Errors that stop a verification before it reaches a verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Alarms(#[from] alarms::AlarmError),
+    #[error("interrupted before a verdict")]
+    Interrupted,
+}
+
+impl ExitStatus for VerifyError {
+    fn exit_code(&self) -> Code {
+        match self {
+            Self::Alarms(e) => e.exit_code(),
+            Self::Interrupted => Code::Interrupted,
+        }
+    }
+}
+
+impl Verification {
+    /// Probes and watches concurrently, then combines the evidence.
+    pub async fn run(&self, cancel: &CancellationToken) -> Result<HealthReport, VerifyError> {
+        let started = Instant::now();
+        let probes = async {
+            if self.urls.is_empty() {
+                return Ok(None);
+            }
+            policy::verify(&self.urls, &self.probe, &self.policy, cancel)
+                .await
+                .map(Some)
+        };
+        let watch = async {
+            match &self.alarms {
+                None => Ok(Ok(None)),
+                Some((client, gate)) => alarms::watch(client, gate, cancel)
+                    .await
+                    .map(|r| r.map(Some)),
+            }
+        };
+        let (probes, alarms) = tokio::join!(probes, watch);
+        let probes = probes.map_err(|_: WaitEnd| VerifyError::Interrupted)?;
+        let alarms = alarms?.map_err(|_| VerifyError::Interrupted)?;
+        Ok(HealthReport::combine(
+            self.stack.clone(),
+            probes,
+            alarms,
+            started.elapsed(),
+        ))
+    }
+}

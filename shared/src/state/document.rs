@@ -185,8 +185,28 @@ pub struct Verdict {
     /// One line of evidence, e.g. `12/12 endpoints healthy, p95 41 ms`.
     #[serde(default)]
     pub summary: String,
+    /// Pass or fail per endpoint probed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<EndpointVerdict>,
+    /// Latency figures of the probes in milliseconds (`p50`, `p95`, `max`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<BTreeMap<String, u64>>,
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// One endpoint's part in a verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EndpointVerdict {
+    /// The URL probed.
+    pub url: String,
+    /// Whether it passed.
+    pub pass: bool,
+    /// Latency of its last probe.
+    pub latency_ms: u64,
+    /// What its last probe saw.
+    #[serde(default)]
+    pub last: String,
 }
 
 /// A traffic route: one weighted record group, listener or backend.

@@ -7,8 +7,8 @@ pub mod journal;
 pub mod store;
 
 pub use document::{
-    Deployment, Health, Image, Role, RouteState, ShiftProgress, ShiftStatus, Stack, StateDocument,
-    Verdict, Weights, SCHEMA,
+    Deployment, EndpointVerdict, Health, Image, Role, RouteState, ShiftProgress, ShiftStatus,
+    Stack, StateDocument, Verdict, Weights, SCHEMA,
 };
 pub use journal::{Change, JournalEntry, Outcome};
 pub use store::{StateError, StateFile};

@@ -42,6 +42,15 @@ pub enum StateError {
     Write(PathBuf, #[source] std::io::Error),
 }
 
+impl crate::cli::ExitStatus for StateError {
+    fn exit_code(&self) -> crate::cli::Code {
+        match self {
+            Self::Write(..) => crate::cli::Code::Provider,
+            _ => crate::cli::Code::Usage,
+        }
+    }
+}
+
 /// The state file on disk.
 #[derive(Debug, Clone)]
 pub struct StateFile {

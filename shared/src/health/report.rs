@@ -1,0 +1,267 @@
+//! A verification's report: text, JSON, a markdown summary, JUnit XML (one
+//! test case per endpoint and alarm, for Jenkins' junit step) and the verdict
+//! recorded in the state.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use serde::Serialize;
+
+use super::alarms::AlarmsReport;
+use super::policy::{EndpointState, ProbeReport};
+use crate::cli::StepReport;
+use crate::state::{
+    EndpointVerdict, Health, JournalEntry, Outcome, StateError, StateFile, Verdict,
+};
+
+/// Everything one run of verify-health found.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthReport {
+    /// The stack verified, when one was named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack: Option<String>,
+    /// The combined verdict.
+    pub verdict: Health,
+    /// One line of evidence.
+    pub summary: String,
+    /// When the verdict was reached.
+    pub at: DateTime<Utc>,
+    /// Wall-clock time of the verification.
+    pub elapsed_ms: u64,
+    /// The HTTP probes' evidence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probes: Option<ProbeReport>,
+    /// The alarms' evidence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alarms: Option<AlarmsReport>,
+}
+
+impl HealthReport {
+    /// Combines the probes' and the alarms' verdicts: any unhealthy makes it
+    /// unhealthy, else any inconclusive makes it inconclusive.
+    pub fn combine(
+        stack: Option<String>,
+        probes: Option<ProbeReport>,
+        alarms: Option<AlarmsReport>,
+        elapsed: Duration,
+    ) -> Self {
+        let verdicts: Vec<Health> = probes
+            .iter()
+            .map(|p| p.verdict)
+            .chain(alarms.iter().map(|a| a.verdict))
+            .collect();
+        let verdict = if verdicts.contains(&Health::Unhealthy) {
+            Health::Unhealthy
+        } else if verdicts.contains(&Health::Inconclusive) || verdicts.is_empty() {
+            Health::Inconclusive
+        } else {
+            Health::Healthy
+        };
+        let summary: Vec<&str> = probes
+            .iter()
+            .map(|p| p.summary.as_str())
+            .chain(alarms.iter().map(|a| a.summary.as_str()))
+            .collect();
+        Self {
+            stack,
+            verdict,
+            summary: summary.join("; "),
+            at: Utc::now(),
+            elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            probes,
+            alarms,
+        }
+    }
+
+    /// The verdict as the state records it.
+    pub fn to_verdict(&self) -> Verdict {
+        let mut v = Verdict {
+            status: self.verdict,
+            at: self.at,
+            summary: self.summary.clone(),
+            endpoints: Vec::new(),
+            latency_ms: None,
+            extra: serde_json::Map::new(),
+        };
+        if let Some(p) = &self.probes {
+            v.endpoints = p
+                .endpoints
+                .iter()
+                .map(|e| EndpointVerdict {
+                    url: e.url.clone(),
+                    pass: e.state == EndpointState::Healthy,
+                    latency_ms: e.latency_ms,
+                    last: e.last.clone(),
+                })
+                .collect();
+            v.latency_ms = Some(
+                [
+                    ("p50".to_owned(), p.latency.p50_ms),
+                    ("p95".to_owned(), p.latency.p95_ms),
+                    ("max".to_owned(), p.latency.max_ms),
+                ]
+                .into(),
+            );
+        }
+        v
+    }
+
+    /// Records the verdict in the state under the stack's name, and journals it.
+    pub fn record(&self, file: &StateFile) -> Result<(), StateError> {
+        let Some(name) = &self.stack else {
+            return Ok(());
+        };
+        let mut doc = file.load()?;
+        doc.health.insert(name.clone(), self.to_verdict());
+        let outcome = if self.verdict == Health::Healthy {
+            Outcome::Ok
+        } else {
+            Outcome::Failed
+        };
+        doc.record(
+            JournalEntry::new("verify-health", "verdict", outcome)
+                .detail(format!("{name}: {}", self.summary)),
+        );
+        file.save(&doc)
+    }
+
+    /// JUnit XML: one suite, one test case per endpoint and per alarm.
+    pub fn junit(&self) -> String {
+        let name = self.stack.clone().unwrap_or_else(|| "endpoints".to_owned());
+        let mut report = Report::new("verify-health");
+        let mut suite = TestSuite::new(format!("verify-health {name}"));
+        if let Some(p) = &self.probes {
+            for e in &p.endpoints {
+                let status = match e.state {
+                    EndpointState::Healthy => TestCaseStatus::success(),
+                    EndpointState::Unhealthy => {
+                        let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                        s.set_message(format!("unhealthy: {}", e.last));
+                        s.set_type("unhealthy");
+                        s
+                    }
+                    EndpointState::Undecided => {
+                        let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                        s.set_message(format!("undecided after {} probe(s): {}", e.probes, e.last));
+                        s.set_type("undecided");
+                        s
+                    }
+                };
+                let mut case = TestCase::new(e.url.clone(), status);
+                case.set_classname(format!("verify-health.{name}"));
+                case.set_time(Duration::from_millis(e.latency_ms));
+                suite.add_test_case(case);
+            }
+        }
+        if let Some(a) = &self.alarms {
+            for alarm in &a.alarms {
+                let status = if alarm.verdict == Health::Healthy {
+                    TestCaseStatus::success()
+                } else {
+                    let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                    s.set_message(format!("{}: {}", alarm.state, alarm.reason));
+                    s.set_type(alarm.state.clone());
+                    s
+                };
+                let mut case = TestCase::new(format!("alarm {}", alarm.name), status);
+                case.set_classname(format!("verify-health.{name}.alarms"));
+                suite.add_test_case(case);
+            }
+        }
+        report.add_test_suite(suite);
+        report.to_string().unwrap_or_default()
+    }
+}
+
+impl StepReport for HealthReport {
+    fn text(&self) -> String {
+        let who = self
+            .stack
+            .as_deref()
+            .map(|s| format!("{s}: "))
+            .unwrap_or_default();
+        let mut t = format!("{who}{} — {}\n", word(self.verdict), self.summary);
+        if let Some(p) = &self.probes {
+            let failing: Vec<_> = p
+                .endpoints
+                .iter()
+                .filter(|e| e.state != EndpointState::Healthy)
+                .collect();
+            for e in failing.iter().take(20) {
+                let _ = writeln!(t, "  {:?} {}: {}", e.state, e.url, e.last);
+            }
+            if failing.len() > 20 {
+                let _ = writeln!(t, "  ... and {} more", failing.len() - 20);
+            }
+        }
+        if let Some(a) = &self.alarms {
+            for alarm in a.alarms.iter().filter(|a| a.verdict != Health::Healthy) {
+                let _ = writeln!(
+                    t,
+                    "  alarm {} is {}: {}",
+                    alarm.name, alarm.state, alarm.reason
+                );
+            }
+        }
+        t
+    }
+
+    fn outputs(&self) -> Vec<(String, String)> {
+        let mut out = vec![
+            ("verdict".into(), word(self.verdict).to_owned()),
+            ("summary".into(), self.summary.clone()),
+        ];
+        if let Some(p) = &self.probes {
+            out.push(("healthy".into(), p.healthy.to_string()));
+            out.push(("total".into(), p.total.to_string()));
+            out.push(("p95-ms".into(), p.latency.p95_ms.to_string()));
+        }
+        out
+    }
+
+    fn summary(&self) -> String {
+        let who = self.stack.as_deref().unwrap_or("endpoints");
+        let mut s = format!(
+            "### verify-health {who}: {}\n\n{}\n",
+            word(self.verdict),
+            self.summary
+        );
+        if let Some(p) = &self.probes {
+            let _ = writeln!(
+                s,
+                "\n| endpoints | healthy | p50 | p95 | max |\n|---|---|---|---|---|\n| {} | {} | {} ms | {} ms | {} ms |",
+                p.total, p.healthy, p.latency.p50_ms, p.latency.p95_ms, p.latency.max_ms
+            );
+            let failing: Vec<_> = p
+                .endpoints
+                .iter()
+                .filter(|e| e.state != EndpointState::Healthy)
+                .take(20)
+                .collect();
+            if !failing.is_empty() {
+                s.push_str("\n| failing endpoint | last probe |\n|---|---|\n");
+                for e in failing {
+                    let _ = writeln!(s, "| {} | {} |", e.url, e.last.replace('|', "\\|"));
+                }
+            }
+        }
+        if let Some(a) = &self.alarms {
+            s.push_str("\n| alarm | state |\n|---|---|\n");
+            for alarm in &a.alarms {
+                let _ = writeln!(s, "| {} | {} |", alarm.name, alarm.state);
+            }
+        }
+        s
+    }
+}
+
+/// The verdict as one word.
+pub fn word(h: Health) -> &'static str {
+    match h {
+        Health::Healthy => "healthy",
+        Health::Unhealthy => "unhealthy",
+        Health::Inconclusive => "inconclusive",
+    }
+}

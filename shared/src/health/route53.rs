@@ -1,0 +1,613 @@
+//! Route53 health checks for the members of a record group (weighted,
+//! latency, geolocation, failover): created idempotently and associated with
+//! their record sets, so that Route53 stops answering with a failed member by
+//! itself; and their status as Route53's checkers see it.
+
+use std::fmt::Write as _;
+
+use aws_sdk_route53::types::{ChangeAction, HealthCheckConfig, HealthCheckType, RrType};
+use aws_sdk_route53::Client;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::aws::route53::{self as api, InsyncError};
+use crate::aws::wait::Backoff;
+use crate::aws::ProviderError;
+use crate::cli::{Code, ExitStatus, StepReport};
+use crate::state::Health;
+
+/// The kind of check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckKind {
+    /// HTTP GET, 2xx or 3xx within 4 s passes.
+    Http,
+    /// HTTPS GET (the certificate is not validated by Route53).
+    Https,
+    /// HTTP, and the search string in the first 5,120 bytes of the body.
+    HttpStrMatch,
+    /// HTTPS, and the search string in the first 5,120 bytes of the body.
+    HttpsStrMatch,
+    /// A TCP connection.
+    Tcp,
+}
+
+impl CheckKind {
+    fn api(self) -> HealthCheckType {
+        match self {
+            Self::Http => HealthCheckType::Http,
+            Self::Https => HealthCheckType::Https,
+            Self::HttpStrMatch => HealthCheckType::HttpStrMatch,
+            Self::HttpsStrMatch => HealthCheckType::HttpsStrMatch,
+            Self::Tcp => HealthCheckType::Tcp,
+        }
+    }
+
+    fn needs_search_string(self) -> bool {
+        matches!(self, Self::HttpStrMatch | Self::HttpsStrMatch)
+    }
+}
+
+/// How every member is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckSpec {
+    /// The kind of check.
+    pub kind: CheckKind,
+    /// Seconds between checks by each checker: 10 or 30.
+    pub request_interval: i32,
+    /// Consecutive failures before a member is unhealthy: 1-10.
+    pub failure_threshold: i32,
+    /// String the body must contain (string-match kinds only).
+    pub search_string: Option<String>,
+}
+
+/// A record group: one name and type in a hosted zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordGroup {
+    /// Hosted zone id.
+    pub zone_id: String,
+    /// Record name.
+    pub name: String,
+    /// Record type.
+    pub rtype: RrType,
+}
+
+/// A member and the endpoint that represents it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Its SetIdentifier.
+    pub set_id: String,
+    /// Host (IP address or domain name).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Path (HTTP kinds).
+    pub path: String,
+}
+
+/// Errors of health check management.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthCheckError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Insync(#[from] InsyncError),
+}
+
+impl ExitStatus for HealthCheckError {
+    fn exit_code(&self) -> Code {
+        match self {
+            Self::Invalid(_) => Code::Usage,
+            Self::Insync(InsyncError::Cancelled { .. }) => Code::Interrupted,
+            Self::Provider(_) | Self::Insync(_) => Code::Provider,
+        }
+    }
+}
+
+/// Checks the settings and parses `SET_ID=URL` (or `SET_ID=HOST:PORT` for TCP).
+pub fn parse_member(text: &str, spec: &CheckSpec) -> Result<Member, HealthCheckError> {
+    let bad = |why: &str| HealthCheckError::Invalid(format!("--member {text:?}: {why}"));
+    let (set_id, target) = text
+        .split_once('=')
+        .ok_or_else(|| bad("expected SET_ID=URL"))?;
+    if set_id.is_empty() {
+        return Err(bad("the set identifier is empty"));
+    }
+    let default_port = match spec.kind {
+        CheckKind::Https | CheckKind::HttpsStrMatch => 443,
+        _ => 80,
+    };
+    let with_scheme = if target.contains("://") {
+        target.to_owned()
+    } else {
+        format!("tcp://{target}")
+    };
+    let url = reqwest::Url::parse(&with_scheme).map_err(|e| bad(&e.to_string()))?;
+    let host = url
+        .host_str()
+        .ok_or_else(|| bad("no host"))?
+        .trim_matches(['[', ']'])
+        .to_owned();
+    let port = url.port().unwrap_or(default_port);
+    let path = if url.path().is_empty() {
+        "/".to_owned()
+    } else {
+        url.path().to_owned()
+    };
+    Ok(Member {
+        set_id: set_id.to_owned(),
+        host,
+        port,
+        path,
+    })
+}
+
+impl CheckSpec {
+    /// Checks the settings fit Route53's limits.
+    pub fn check(&self) -> Result<(), HealthCheckError> {
+        if ![10, 30].contains(&self.request_interval) {
+            return Err(HealthCheckError::Invalid(
+                "--request-interval must be 10 or 30 (seconds)".into(),
+            ));
+        }
+        if !(1..=10).contains(&self.failure_threshold) {
+            return Err(HealthCheckError::Invalid(
+                "--failure-threshold must be from 1 to 10".into(),
+            ));
+        }
+        match (&self.search_string, self.kind.needs_search_string()) {
+            (None, true) => Err(HealthCheckError::Invalid(
+                "string-match checks need --search-string".into(),
+            )),
+            (Some(_), false) => Err(HealthCheckError::Invalid(
+                "--search-string needs --type http-str-match or https-str-match".into(),
+            )),
+            (Some(s), true) if s.is_empty() || s.len() > 255 => Err(HealthCheckError::Invalid(
+                "--search-string must be 1 to 255 characters".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn config(member: &Member, spec: &CheckSpec) -> HealthCheckConfig {
+    let mut b = HealthCheckConfig::builder()
+        .r#type(spec.kind.api())
+        .port(i32::from(member.port))
+        .request_interval(spec.request_interval)
+        .failure_threshold(spec.failure_threshold);
+    b = if member.host.parse::<std::net::IpAddr>().is_ok() {
+        b.ip_address(&member.host)
+    } else {
+        b.fully_qualified_domain_name(&member.host)
+    };
+    if spec.kind != CheckKind::Tcp {
+        b = b.resource_path(&member.path);
+    }
+    if matches!(spec.kind, CheckKind::Https | CheckKind::HttpsStrMatch) {
+        b = b.enable_sni(true);
+    }
+    if let Some(s) = &spec.search_string {
+        b = b.search_string(s);
+    }
+    b.build().expect("type is always set")
+}
+
+/// The CallerReference of a check: a hash of everything that defines it, so
+/// that the same configuration always names the same check.
+pub fn caller_reference(zone_id: &str, name: &str, member: &Member, spec: &CheckSpec) -> String {
+    let mut h = Sha256::new();
+    let canonical = format!(
+        "v1|{zone_id}|{name}|{}|{:?}|{}|{}|{}|{}|{}|{}",
+        member.set_id,
+        spec.kind,
+        member.host,
+        member.port,
+        member.path,
+        spec.request_interval,
+        spec.failure_threshold,
+        spec.search_string.as_deref().unwrap_or("")
+    );
+    h.update(canonical.as_bytes());
+    let digest = h.finalize();
+    let mut hex = String::with_capacity(40);
+    for byte in &digest[..16] {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    format!("switchyard-{hex}")
+}
+
+/// One member's check after `ensure`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnsuredCheck {
+    /// The member.
+    pub set_id: String,
+    /// The health check id.
+    pub health_check_id: String,
+    /// Whether this run created it.
+    pub created: bool,
+    /// Whether this run associated it with the record set.
+    pub associated: bool,
+    /// The check it replaced on the record set, if any (no longer used by it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<String>,
+}
+
+/// What `ensure` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnsureReport {
+    /// The record group.
+    pub route: String,
+    /// Per member.
+    pub checks: Vec<EnsuredCheck>,
+    /// The Route53 change that associated them, if one was needed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change: Option<String>,
+}
+
+/// Creates (once) a health check per member and associates each with its
+/// record set in one change batch. Running it again with the same settings
+/// changes nothing.
+pub async fn ensure(
+    client: &Client,
+    group: &RecordGroup,
+    members: &[Member],
+    spec: &CheckSpec,
+    deadline: Instant,
+    cancel: &CancellationToken,
+) -> Result<EnsureReport, HealthCheckError> {
+    let (zone_id, name, rtype) = (
+        api::normalize_zone_id(&group.zone_id),
+        api::normalize_name(&group.name),
+        &group.rtype,
+    );
+    let route = format!("route53:{zone_id}/{name}/{}", rtype.as_str());
+    let sets = api::list_group(client, &zone_id, &name, rtype).await?;
+    if sets.is_empty() {
+        return Err(HealthCheckError::Invalid(format!(
+            "no record group {route}: nothing has that name and type"
+        )));
+    }
+    let known: Vec<&str> = sets.iter().filter_map(|s| s.set_identifier()).collect();
+    for m in members {
+        if !known.contains(&m.set_id.as_str()) {
+            return Err(HealthCheckError::Invalid(format!(
+                "{:?} is not a member of {route}; members are {}",
+                m.set_id,
+                known.join(", ")
+            )));
+        }
+    }
+    let existing = existing_checks(client).await?;
+    let mut checks = Vec::new();
+    let mut changes = Vec::new();
+    for m in members {
+        let reference = caller_reference(&zone_id, &name, m, spec);
+        let (id, created) = match existing.iter().find(|(r, _)| *r == reference) {
+            Some((_, id)) => (id.clone(), false),
+            None => (create(client, &reference, m, spec).await?, true),
+        };
+        let set = sets
+            .iter()
+            .find(|s| s.set_identifier() == Some(m.set_id.as_str()))
+            .expect("checked above");
+        let associated = set.health_check_id() != Some(id.as_str());
+        if associated {
+            let mut updated = set.clone();
+            updated.health_check_id = Some(id.clone());
+            changes.push(api::change(ChangeAction::Upsert, updated));
+        }
+        checks.push(EnsuredCheck {
+            set_id: m.set_id.clone(),
+            replaced: set
+                .health_check_id()
+                .filter(|old| *old != id)
+                .map(str::to_owned),
+            health_check_id: id,
+            created,
+            associated,
+        });
+    }
+    let change = if changes.is_empty() {
+        None
+    } else {
+        let submitted = api::submit(
+            client,
+            &zone_id,
+            changes,
+            "switchyard: associate health checks",
+        )
+        .await?;
+        api::wait_insync(
+            client,
+            &submitted,
+            deadline,
+            cancel,
+            Backoff::ROUTE53_CHANGE,
+        )
+        .await?;
+        Some(submitted.id)
+    };
+    Ok(EnsureReport {
+        route,
+        checks,
+        change,
+    })
+}
+
+async fn create(
+    client: &Client,
+    reference: &str,
+    m: &Member,
+    spec: &CheckSpec,
+) -> Result<String, ProviderError> {
+    let out = client
+        .create_health_check()
+        .caller_reference(reference)
+        .health_check_config(config(m, spec))
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_sdk("route53:CreateHealthCheck", &e))?;
+    let id = out
+        .health_check()
+        .map(|h| h.id().to_owned())
+        .unwrap_or_default();
+    tracing::info!(
+        "created Route53 health check {id} for {} ({}:{}{})",
+        m.set_id,
+        m.host,
+        m.port,
+        m.path
+    );
+    Ok(id)
+}
+
+async fn existing_checks(client: &Client) -> Result<Vec<(String, String)>, ProviderError> {
+    let mut out = Vec::new();
+    let mut pages = client.list_health_checks().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| ProviderError::from_sdk("route53:ListHealthChecks", &e))?;
+        for h in page.health_checks() {
+            out.push((h.caller_reference().to_owned(), h.id().to_owned()));
+        }
+    }
+    Ok(out)
+}
+
+/// One member's health as Route53's checkers report it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberStatus {
+    /// The member.
+    pub set_id: String,
+    /// Its health check, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_check_id: Option<String>,
+    /// Healthy, unhealthy, or inconclusive (no check, or no checker reported).
+    pub verdict: Health,
+    /// Checkers reporting success.
+    pub checkers_ok: usize,
+    /// Checkers reporting.
+    pub checkers: usize,
+}
+
+/// The group's health check status.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    /// The record group.
+    pub route: String,
+    /// Per member.
+    pub members: Vec<MemberStatus>,
+}
+
+/// Reads each member's health check status. Route53 counts a member healthy
+/// when more than 18% of its checkers report success.
+pub async fn status(
+    client: &Client,
+    group: &RecordGroup,
+) -> Result<StatusReport, HealthCheckError> {
+    let (zone_id, name, rtype) = (
+        api::normalize_zone_id(&group.zone_id),
+        api::normalize_name(&group.name),
+        &group.rtype,
+    );
+    let route = format!("route53:{zone_id}/{name}/{}", rtype.as_str());
+    let sets = api::list_group(client, &zone_id, &name, rtype).await?;
+    if sets.is_empty() {
+        return Err(HealthCheckError::Invalid(format!(
+            "no record group {route}: nothing has that name and type"
+        )));
+    }
+    let lookups = sets.iter().map(|set| async move {
+        let set_id = set.set_identifier().unwrap_or("(simple)").to_owned();
+        let Some(id) = set.health_check_id() else {
+            return Ok(MemberStatus {
+                set_id,
+                health_check_id: None,
+                verdict: Health::Inconclusive,
+                checkers_ok: 0,
+                checkers: 0,
+            });
+        };
+        let out = client
+            .get_health_check_status()
+            .health_check_id(id)
+            .send()
+            .await
+            .map_err(|e| ProviderError::from_sdk("route53:GetHealthCheckStatus", &e))?;
+        let reports = out.health_check_observations();
+        let ok = reports
+            .iter()
+            .filter(|o| {
+                o.status_report()
+                    .and_then(|r| r.status())
+                    .is_some_and(|s| s.starts_with("Success"))
+            })
+            .count();
+        #[allow(clippy::cast_precision_loss)]
+        let verdict = if reports.is_empty() {
+            Health::Inconclusive
+        } else if ok as f64 > reports.len() as f64 * 0.18 {
+            Health::Healthy
+        } else {
+            Health::Unhealthy
+        };
+        Ok::<_, HealthCheckError>(MemberStatus {
+            set_id,
+            health_check_id: Some(id.to_owned()),
+            verdict,
+            checkers_ok: ok,
+            checkers: reports.len(),
+        })
+    });
+    let members = futures::future::try_join_all(lookups).await?;
+    Ok(StatusReport { route, members })
+}
+
+impl StepReport for EnsureReport {
+    fn text(&self) -> String {
+        let mut t = format!("health checks for {}:\n", self.route);
+        for c in &self.checks {
+            let _ = write!(
+                t,
+                "  {}: {} ({}, {})",
+                c.set_id,
+                c.health_check_id,
+                if c.created { "created" } else { "exists" },
+                if c.associated {
+                    "associated now"
+                } else {
+                    "already associated"
+                }
+            );
+            if let Some(old) = &c.replaced {
+                let _ = write!(t, "; replaced {old}, which this record no longer uses");
+            }
+            t.push('\n');
+        }
+        t
+    }
+
+    fn outputs(&self) -> Vec<(String, String)> {
+        let ids: Vec<String> = self
+            .checks
+            .iter()
+            .map(|c| format!("{}={}", c.set_id, c.health_check_id))
+            .collect();
+        vec![("health-checks".into(), ids.join(","))]
+    }
+
+    fn summary(&self) -> String {
+        let mut s = format!("### verify-health route53 ensure: {}\n\n| member | health check | created | associated |\n|---|---|---|---|\n", self.route);
+        for c in &self.checks {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                c.set_id, c.health_check_id, c.created, c.associated
+            );
+        }
+        s
+    }
+}
+
+impl StepReport for StatusReport {
+    fn text(&self) -> String {
+        let mut t = format!("health check status of {}:\n", self.route);
+        for m in &self.members {
+            let _ = writeln!(
+                t,
+                "  {}: {:?} ({}/{} checkers report success){}",
+                m.set_id,
+                m.verdict,
+                m.checkers_ok,
+                m.checkers,
+                m.health_check_id
+                    .as_ref()
+                    .map_or_else(|| ", no health check".into(), |id| format!(", check {id}"))
+            );
+        }
+        t.to_lowercase()
+    }
+
+    fn outputs(&self) -> Vec<(String, String)> {
+        let all = self.members.iter().all(|m| m.verdict == Health::Healthy);
+        vec![("healthy".into(), all.to_string())]
+    }
+
+    fn summary(&self) -> String {
+        let mut s = format!("### verify-health route53 status: {}\n\n| member | verdict | checkers ok |\n|---|---|---|\n", self.route);
+        for m in &self.members {
+            let _ = writeln!(
+                s,
+                "| {} | {:?} | {}/{} |",
+                m.set_id, m.verdict, m.checkers_ok, m.checkers
+            );
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(kind: CheckKind) -> CheckSpec {
+        CheckSpec {
+            kind,
+            request_interval: 30,
+            failure_threshold: 3,
+            search_string: None,
+        }
+    }
+
+    #[test]
+    fn members_parse_urls_and_host_ports() {
+        let m = parse_member(
+            "blue=https://10.0.0.1:8443/healthz",
+            &spec(CheckKind::Https),
+        )
+        .unwrap();
+        assert_eq!(
+            (m.host.as_str(), m.port, m.path.as_str()),
+            ("10.0.0.1", 8443, "/healthz")
+        );
+        let m = parse_member("eu=api.example.eu", &spec(CheckKind::Https)).unwrap();
+        assert_eq!((m.host.as_str(), m.port), ("api.example.eu", 443));
+        let m = parse_member("db=10.0.0.2:5432", &spec(CheckKind::Tcp)).unwrap();
+        assert_eq!((m.host.as_str(), m.port), ("10.0.0.2", 5432));
+        assert!(parse_member("nourl", &spec(CheckKind::Http)).is_err());
+        assert!(parse_member("=http://x", &spec(CheckKind::Http)).is_err());
+    }
+
+    #[test]
+    fn caller_reference_follows_the_configuration() {
+        let m = parse_member("blue=http://10.0.0.1/health", &spec(CheckKind::Http)).unwrap();
+        let a = caller_reference("Z1", "app.example.com.", &m, &spec(CheckKind::Http));
+        assert_eq!(
+            a,
+            caller_reference("Z1", "app.example.com.", &m, &spec(CheckKind::Http))
+        );
+        assert_ne!(
+            a,
+            caller_reference("Z1", "app.example.com.", &m, &spec(CheckKind::Tcp))
+        );
+        assert!(a.len() <= 64 && a.starts_with("switchyard-"));
+    }
+
+    #[test]
+    fn spec_limits() {
+        assert!(spec(CheckKind::Http).check().is_ok());
+        let mut s = spec(CheckKind::Http);
+        s.request_interval = 20;
+        assert!(s.check().is_err());
+        let mut s = spec(CheckKind::HttpsStrMatch);
+        assert!(s.check().is_err());
+        s.search_string = Some("ok".into());
+        assert!(s.check().is_ok());
+        let mut s = spec(CheckKind::Http);
+        s.failure_threshold = 11;
+        assert!(s.check().is_err());
+    }
+}

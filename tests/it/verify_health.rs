@@ -1,0 +1,669 @@
+//! verify-health against real local HTTP(S) servers, and against moto's
+//! server for CloudWatch alarms and Route53 health checks.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use switchyard_tests::health_server::Behaviour;
+use switchyard_tests::steps::{run, step, StepOutput};
+use switchyard_tests::{HealthServer, Moto};
+
+use crate::aws_cli::{self, aws};
+
+fn verify(env: &[(String, String)], args: &[&str]) -> StepOutput {
+    let mut cmd = step("verify-health", env);
+    cmd.args(args);
+    run(&mut cmd)
+}
+
+fn fast() -> Vec<&'static str> {
+    vec!["--interval", "50ms", "--probe-timeout", "2s"]
+}
+
+fn state_in(dir: &Path) -> Vec<(String, String)> {
+    vec![(
+        "SWITCHYARD_STATE".into(),
+        dir.join("state.json").display().to_string(),
+    )]
+}
+
+fn read(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn a_healthy_stack_from_the_state_passes_and_its_verdict_is_recorded() {
+    let a = HealthServer::start(None, None).unwrap();
+    let b = HealthServer::start(None, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let doc = json!({"schema": "switchyard/state/v1", "stacks": {"green": {"role": "standby",
+        "endpoints": [a.addr().to_string(), format!("http://{}/health", b.addr())]}}});
+    std::fs::write(&state, doc.to_string()).unwrap();
+    let mut args = vec!["--stack", "standby"];
+    args.extend(fast());
+    let out = verify(&state_in(dir.path()), &args);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .starts_with("green: healthy — 2/2 endpoints healthy"),
+        "{}",
+        out.stdout
+    );
+    let doc = read(&state);
+    let verdict = &doc["health"]["green"];
+    assert_eq!(verdict["status"], "healthy");
+    assert_eq!(verdict["endpoints"].as_array().unwrap().len(), 2);
+    assert_eq!(verdict["endpoints"][0]["pass"], true);
+    assert!(verdict["latency_ms"]["p95"].is_u64());
+    assert_eq!(doc["journal"][0]["action"], "verdict");
+    // Two consecutive successes each (the default), nothing more.
+    assert_eq!(a.served() + b.served(), 4);
+}
+
+#[test]
+fn a_slow_endpoint_trips_the_latency_limit() {
+    let slow = HealthServer::with(Behaviour {
+        delay: Duration::from_millis(300),
+        ..Behaviour::default()
+    })
+    .unwrap();
+    let url = slow.url();
+    let mut args = vec!["--url", &url, "--p95-limit", "100ms"];
+    args.extend(fast());
+    let out = verify(&[], &args);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("p95 latency") && out.stdout.contains("over the 100ms limit"),
+        "{}",
+        out.stdout
+    );
+    // Without the limit, the same endpoint is healthy.
+    let mut args = vec!["--url", &url];
+    args.extend(fast());
+    assert_eq!(verify(&[], &args).code, 0);
+}
+
+#[test]
+fn a_flapping_endpoint_is_decided_by_the_thresholds() {
+    // ok, fail, ok, ok, ...: two successes in a row come before two failures in a row.
+    let script = vec![true, false, true, true];
+    let flapping = HealthServer::with(Behaviour {
+        script: script.clone(),
+        ..Behaviour::default()
+    })
+    .unwrap();
+    let url = flapping.url();
+    let mut args = vec!["--url", &url, "--successes", "2", "--failures", "2"];
+    args.extend(fast());
+    let out = verify(&[], &args);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(flapping.served(), 4);
+
+    // The same flapping fails a policy that tolerates no failure.
+    let flapping = HealthServer::with(Behaviour {
+        script,
+        ..Behaviour::default()
+    })
+    .unwrap();
+    let url = flapping.url();
+    let mut args = vec!["--url", &url, "--successes", "2", "--failures", "1"];
+    args.extend(fast());
+    let out = verify(&[], &args);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("500"), "{}", out.stdout);
+
+    // An endpoint that never settles is inconclusive, not healthy.
+    let never = HealthServer::with(Behaviour {
+        script: (0..50).map(|i| i % 2 == 0).collect(),
+        ..Behaviour::default()
+    })
+    .unwrap();
+    let url = never.url();
+    let mut args = vec![
+        "--url",
+        &url,
+        "--successes",
+        "2",
+        "--failures",
+        "2",
+        "--attempts",
+        "6",
+    ];
+    args.extend(fast());
+    let out = verify(&[], &args);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.starts_with("inconclusive"), "{}", out.stdout);
+}
+
+#[test]
+fn a_wrong_body_fails_body_and_json_rules() {
+    let degraded = HealthServer::with(Behaviour {
+        body: Some(r#"{"status": "degraded", "queue": {"depth": 7}}"#.into()),
+        ..Behaviour::default()
+    })
+    .unwrap();
+    let url = degraded.url();
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (
+            vec!["--body-regex", "\"status\": \"ok\""],
+            1,
+            "body does not match",
+        ),
+        (vec!["--body-not-regex", "degraded"], 1, "which it must not"),
+        (
+            vec!["--json", "/status == ok"],
+            1,
+            "/status is \"degraded\", expected == \"ok\"",
+        ),
+        (
+            vec!["--json", "/queue/depth < 5"],
+            1,
+            "/queue/depth is 7, expected < 5",
+        ),
+        (
+            vec!["--json", "/queue/depth < 10", "--body-regex", "depth"],
+            0,
+            "1/1 endpoints healthy",
+        ),
+        (vec!["--expect-status", "204"], 1, "status 200 not in 204"),
+    ];
+    for (extra, code, message) in cases {
+        let mut args = vec!["--url", &url, "--successes", "1", "--failures", "1"];
+        args.extend(extra.iter().copied());
+        let out = verify(&[], &args);
+        assert_eq!(out.code, code, "{extra:?}: {}{}", out.stdout, out.stderr);
+        assert!(
+            out.stdout.contains(message),
+            "{extra:?}: expected {message:?} in {}",
+            out.stdout
+        );
+    }
+}
+
+struct TlsServer {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A self-signed CA and a server certificate for 127.0.0.1 signed by it.
+fn make_certificates(dir: &Path) -> PathBuf {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=switchyard test CA",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+    dir.join("ca.pem")
+}
+
+fn start_tls(dir: &Path) -> TlsServer {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls_server.py");
+    let port_file = dir.join("port");
+    let child = Command::new("python3")
+        .arg(script)
+        .arg(&port_file)
+        .arg(dir.join("server.pem"))
+        .arg(dir.join("server.key"))
+        .spawn()
+        .expect("python3 runs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(port) = std::fs::read_to_string(&port_file)
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+        {
+            return TlsServer { child, port };
+        }
+        assert!(Instant::now() < deadline, "the TLS server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn tls_with_a_self_signed_ca_fails_without_the_ca_and_passes_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = make_certificates(dir.path());
+    let server = start_tls(dir.path());
+    let url = format!("https://127.0.0.1:{}/health", server.port);
+    let mut args = vec!["--url", &url, "--successes", "1", "--failures", "1"];
+    args.extend(fast());
+    let out = verify(&[], &args);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.to_lowercase().contains("certificate"),
+        "{}",
+        out.stdout
+    );
+
+    let ca = ca.display().to_string();
+    let mut with_ca = args.clone();
+    with_ca.extend(["--ca-bundle", &ca]);
+    let out = verify(&[], &with_ca);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+
+    // The certificate names 127.0.0.1 and localhost: another name fails even
+    // with the CA, and --resolve keeps that name for SNI and verification.
+    let other = format!("https://app.internal:{}/health", server.port);
+    let resolve = format!("app.internal:{}:127.0.0.1", server.port);
+    let out = verify(
+        &[],
+        &[
+            "--url",
+            &other,
+            "--resolve",
+            &resolve,
+            "--ca-bundle",
+            &ca,
+            "--successes",
+            "1",
+            "--failures",
+            "1",
+        ],
+    );
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let out = verify(
+        &[],
+        &[
+            "--url",
+            &other,
+            "--resolve",
+            &resolve,
+            "--insecure",
+            "--successes",
+            "1",
+            "--failures",
+            "1",
+        ],
+    );
+    assert_eq!(
+        out.code, 0,
+        "--insecure accepts it: {}{}",
+        out.stdout, out.stderr
+    );
+}
+
+#[test]
+fn a_quorum_can_be_partly_met() {
+    let servers: Vec<HealthServer> = (0..3)
+        .map(|_| HealthServer::start(None, None).unwrap())
+        .collect();
+    let dead = switchyard_tests::moto::free_port().unwrap();
+    let mut urls: Vec<String> = servers.iter().map(HealthServer::url).collect();
+    urls.push(format!("http://127.0.0.1:{dead}/health"));
+    let dir = tempfile::tempdir().unwrap();
+    let junit = dir.path().join("junit.xml");
+    let junit_arg = junit.display().to_string();
+    let joined = urls.join(",");
+    let mut args = vec![
+        "--url", &joined, "--quorum", "75", "--junit", &junit_arg, "--stack", "green",
+    ];
+    args.extend(fast());
+    let out = verify(&state_in(dir.path()), &args);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("3/4 endpoints healthy (needed 3)"),
+        "{}",
+        out.stdout
+    );
+
+    // The JUnit report, read by a real JUnit parser: one case per endpoint, the dead one failed.
+    let parsed = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/junit_check.py"))
+        .arg(&junit)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        parsed.status.success(),
+        "junitparser: {}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+    let report: Value = serde_json::from_slice(&parsed.stdout).unwrap();
+    assert_eq!(report["tests"], 4);
+    assert_eq!(report["failures"], 1);
+    let cases = report["suites"][0]["cases"].as_array().unwrap();
+    let failed: Vec<&Value> = cases
+        .iter()
+        .filter(|c| !c["results"].as_array().unwrap().is_empty())
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["name"], urls[3].as_str());
+    assert_eq!(failed[0]["results"][0]["kind"], "Failure");
+    assert!(failed[0]["results"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("connection failed"));
+
+    let mut args = vec!["--url", &joined, "--quorum", "90", "--output", "json"];
+    args.extend(fast());
+    let out = verify(&[], &args);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let result: Value = serde_json::from_str(out.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(result["verdict"], "unhealthy");
+    assert_eq!(result["probes"]["needed"], 4);
+}
+
+#[test]
+fn bad_input_exits_2() {
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec![], "nothing to verify"),
+        (vec!["--url", "ftp://x"], "not an http(s) URL"),
+        (
+            vec![
+                "--url",
+                "http://127.0.0.1:9/",
+                "--successes",
+                "5",
+                "--attempts",
+                "2",
+            ],
+            "no endpoint could ever be decided",
+        ),
+        (
+            vec!["--url", "http://127.0.0.1:9/", "--quorum", "150"],
+            "--quorum must be a percentage",
+        ),
+        (
+            vec!["--stack", "green"],
+            "no stack \"green\" in the state file",
+        ),
+        (
+            vec!["--url", "http://127.0.0.1:9/", "--json", "nope"],
+            "invalid JSON check",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (args, message) in cases {
+        let out = verify(&state_in(dir.path()), &args);
+        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(message),
+            "{args:?}: expected {message:?} in {}",
+            out.stderr
+        );
+    }
+    assert!(!dir.path().join("state.json").exists());
+}
+
+#[test]
+fn cloudwatch_alarms_gate_the_verdict() {
+    let moto = Moto::start().unwrap();
+    let alarm = |name: &str| {
+        aws(
+            &moto,
+            &[
+                "cloudwatch",
+                "put-metric-alarm",
+                "--alarm-name",
+                name,
+                "--namespace",
+                "AWS/EC2",
+                "--metric-name",
+                "CPUUtilization",
+                "--statistic",
+                "Average",
+                "--period",
+                "300",
+                "--evaluation-periods",
+                "1",
+                "--threshold",
+                "70",
+                "--comparison-operator",
+                "GreaterThanOrEqualToThreshold",
+            ],
+        );
+    };
+    let set = |name: &str, state: &str| {
+        aws(
+            &moto,
+            &[
+                "cloudwatch",
+                "set-alarm-state",
+                "--alarm-name",
+                name,
+                "--state-value",
+                state,
+                "--state-reason",
+                "test",
+            ],
+        );
+    };
+    alarm("green-5xx");
+    alarm("green-latency");
+    let env = moto.env();
+    // An alarm without data is never a silent pass.
+    set("green-5xx", "INSUFFICIENT_DATA");
+    let out = verify(&env, &["--alarm", "green-5xx"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.starts_with("inconclusive"), "{}", out.stdout);
+    let out = verify(
+        &env,
+        &["--alarm", "green-5xx", "--insufficient-data", "pass"],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("counted as passed"), "{}", out.stdout);
+
+    set("green-5xx", "OK");
+    set("green-latency", "OK");
+    let out = verify(
+        &env,
+        &[
+            "--alarm-prefix",
+            "green-",
+            "--alarm-window",
+            "300ms",
+            "--alarm-interval",
+            "100ms",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("2/2 alarms OK through 300ms"),
+        "{}",
+        out.stdout
+    );
+
+    set("green-latency", "ALARM");
+    let server = HealthServer::start(None, None).unwrap();
+    let url = server.url();
+    let out = verify(
+        &env,
+        &[
+            "--alarm-prefix",
+            "green-",
+            "--url",
+            &url,
+            "--successes",
+            "1",
+        ],
+    );
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("in ALARM: green-latency"),
+        "{}",
+        out.stdout
+    );
+
+    let out = verify(&env, &["--alarm", "no-such-alarm"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("no CloudWatch alarm named no-such-alarm"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn route53_health_checks_are_created_once_and_associated_with_their_records() {
+    let moto = Moto::start().unwrap();
+    let zone = aws_cli::create_zone(&moto, "example.net");
+    let name = "svc.example.net";
+    aws_cli::create_weighted(
+        &moto,
+        &zone,
+        name,
+        &[("us-east", 50, "10.1.0.1"), ("eu-west", 50, "10.2.0.1")],
+        60,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = moto.env();
+    env.extend(state_in(dir.path()));
+    let ensure = |env: &[(String, String)]| {
+        verify(
+            env,
+            &[
+                "route53",
+                "ensure",
+                "--zone-id",
+                &zone,
+                "--record-name",
+                name,
+                "--member",
+                "us-east=http://10.1.0.1:8080/health",
+                "--member",
+                "eu-west=http://10.2.0.1:8080/health",
+                "--type",
+                "http",
+                "--request-interval",
+                "10",
+                "--failure-threshold",
+                "2",
+                "--output",
+                "json",
+            ],
+        )
+    };
+    let first = ensure(&env);
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    let first: Value = serde_json::from_str(&first.stdout).unwrap();
+    assert!(first["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["created"] == true && c["associated"] == true));
+    let second = ensure(&env);
+    assert_eq!(second.code, 0, "{}{}", second.stdout, second.stderr);
+    let second: Value = serde_json::from_str(&second.stdout).unwrap();
+    assert!(second["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["created"] == false && c["associated"] == false));
+    assert_eq!(
+        first["checks"][0]["health_check_id"],
+        second["checks"][0]["health_check_id"]
+    );
+
+    // The aws CLI sees two checks, each on its record.
+    let listed = aws(&moto, &["route53", "list-health-checks"]);
+    let checks = listed["HealthChecks"].as_array().unwrap();
+    assert_eq!(checks.len(), 2);
+    let config = &checks
+        .iter()
+        .find(|c| c["HealthCheckConfig"]["IPAddress"] == "10.1.0.1")
+        .unwrap()["HealthCheckConfig"];
+    assert_eq!(config["Type"], "HTTP");
+    assert_eq!(config["Port"], 8080);
+    assert_eq!(config["ResourcePath"], "/health");
+    assert_eq!(config["RequestInterval"], 10);
+    assert_eq!(config["FailureThreshold"], 2);
+    for record in aws_cli::records(&moto, &zone)
+        .iter()
+        .filter(|r| r["Type"] == "A")
+    {
+        let id = record["HealthCheckId"].as_str().expect("associated");
+        assert!(checks.iter().any(|c| c["Id"] == id));
+        assert!(record["Weight"] == 50, "weights untouched");
+    }
+    let out = verify(
+        &env,
+        &[
+            "route53",
+            "status",
+            "--zone-id",
+            &zone,
+            "--record-name",
+            name,
+        ],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("us-east: healthy"), "{}", out.stdout);
+    let doc = read(&dir.path().join("state.json"));
+    assert_eq!(doc["journal"].as_array().unwrap().len(), 2);
+    assert_eq!(doc["journal"][0]["changes"].as_array().unwrap().len(), 2);
+}
