@@ -4,6 +4,7 @@
 //! stopped when dropped, and the step executables run as processes.
 
 pub mod health_server;
+pub mod http_farm;
 pub mod moto;
 pub mod steps;
 
