@@ -1,7 +1,10 @@
 //! AWS access: SDK configuration (region, profile, endpoint, retry policy),
 //! polling with backoff, and one file per service.
 
+pub mod autoscaling;
 pub mod config;
+pub mod ec2;
+pub mod elbv2;
 pub mod route53;
 pub mod wait;
 

@@ -38,7 +38,7 @@ pub struct CommonArgs {
     pub profile: Option<String>,
 
     /// Print every change the step would make, in order, and change nothing
-    #[arg(long, global = true, env = "SWITCHYARD_DRY_RUN")]
+    #[arg(long, global = true, env = "SWITCHYARD_DRY_RUN", value_parser = clap::builder::BoolishValueParser::new())]
     pub dry_run: bool,
 
     /// Result format on stdout
@@ -63,6 +63,38 @@ pub struct CommonArgs {
         value_name = "DURATION"
     )]
     pub timeout: Duration,
+
+    /// Folder of hook executables (pre-<step>, post-<step>, on-rollback)
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_HOOKS_DIR",
+        default_value = ".switchyard/hooks",
+        value_name = "DIR"
+    )]
+    pub hooks_dir: PathBuf,
+
+    /// Run no hooks
+    #[arg(long, global = true, env = "SWITCHYARD_NO_HOOKS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_hooks: bool,
+
+    /// Longest time a hook may run before it is stopped
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_HOOK_TIMEOUT",
+        default_value = "5m",
+        value_parser = parse_duration,
+        value_name = "DURATION"
+    )]
+    pub hook_timeout: Duration,
+}
+
+impl CommonArgs {
+    /// The hooks these flags ask for.
+    pub fn hooks(&self) -> super::hooks::Hooks {
+        super::hooks::Hooks::new(&self.hooks_dir, !self.no_hooks, self.hook_timeout)
+    }
 }
 
 /// Parses a duration such as `500ms`, `30s`, `5m`, `1h30m`; a bare number is seconds.

@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod exit;
+pub mod hooks;
 pub mod logging;
 pub mod output;
 pub mod progress;

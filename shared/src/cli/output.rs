@@ -25,8 +25,14 @@ pub trait StepReport: Serialize {
 pub fn emit<R: StepReport>(format: OutputFormat, report: &R) {
     match format {
         OutputFormat::Text => print!("{}", ensure_newline(report.text())),
-        OutputFormat::Json => match serde_json::to_string(report) {
-            Ok(json) => println!("{json}"),
+        OutputFormat::Json => match serde_json::to_value(report) {
+            Ok(serde_json::Value::Object(fields)) => {
+                let mut object = serde_json::Map::with_capacity(fields.len() + 1);
+                object.insert("ok".into(), true.into());
+                object.extend(fields);
+                println!("{}", serde_json::Value::Object(object));
+            }
+            Ok(other) => println!("{other}"),
             Err(e) => tracing::error!("cannot encode the result as JSON: {e}"),
         },
     }

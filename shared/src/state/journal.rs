@@ -84,6 +84,13 @@ impl JournalEntry {
         self
     }
 
+    /// Adds a structured field (kept under its own key in the entry).
+    #[must_use]
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.extra.insert(key.to_owned(), value.into());
+        self
+    }
+
     /// Sets the human-readable line.
     #[must_use]
     pub fn detail(mut self, detail: impl Into<String>) -> Self {

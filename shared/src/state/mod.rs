@@ -3,8 +3,10 @@
 //! atomically, [`journal`] records every change a step makes.
 
 pub mod document;
+pub mod history;
 pub mod journal;
 pub mod store;
+pub mod validate;
 
 pub use document::{
     Deployment, EndpointVerdict, Health, Image, Role, RouteState, ShiftProgress, ShiftStatus,

@@ -1,15 +1,29 @@
 //! The deployment lease: one deployment of a route at a time. The lease lives
 //! in the provider itself (for Route53, a TXT record created with CREATE, which
 //! fails when it exists) and carries an expiry, so a killed job cannot block
-//! forever. Its value names the holder; it holds nothing secret.
+//! forever. Its value names the holder and why it holds the lease; it holds
+//! nothing secret.
+//!
+//! [`acquire`] takes a lease through a router, waiting for it (`--lock-wait`)
+//! with a heartbeat line instead of failing at once when asked to.
 
-use chrono::{DateTime, TimeZone, Utc};
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, TimeZone, Utc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Router, TrafficError};
+use crate::aws::wait::{self, Backoff, WaitEnd};
+use crate::cli::progress::short;
 
 /// What a step asks for when it takes a lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseRequest {
     /// Who asks (user, host, CI job).
     pub holder: String,
+    /// Why (`--lock-message`).
+    pub message: Option<String>,
     /// When the lease lapses if it is never released.
     pub expires: DateTime<Utc>,
 }
@@ -17,24 +31,48 @@ pub struct LeaseRequest {
 /// A lease as stored at the provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
-    /// A random token unique to the run that took it.
+    /// Unique to the run that took it; starts with the time it was taken, so
+    /// that of two leases the earlier one sorts first.
     pub token: String,
+    /// When it was taken.
+    pub since: DateTime<Utc>,
     /// Who holds it.
     pub holder: String,
+    /// Why, if the holder said.
+    pub message: String,
     /// When it lapses.
     pub expires: DateTime<Utc>,
 }
 
+/// Keeps a field free of what the encoding uses: no spaces, quotes,
+/// backslashes or semicolons.
+fn clean(text: &str, max: usize) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && !matches!(c, '"' | '\\' | ';') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(max)
+        .collect()
+}
+
 impl Lease {
-    /// A new lease for `request` with a fresh token.
+    /// A new lease for `request`, taken now.
     pub fn new(request: &LeaseRequest) -> Self {
-        let token: String = std::iter::repeat_with(fastrand::alphanumeric)
-            .take(16)
+        let since = Utc::now();
+        let random: String = std::iter::repeat_with(fastrand::alphanumeric)
+            .take(10)
             .collect();
         Self {
-            token,
-            holder: request.holder.clone(),
-            expires: request.expires,
+            token: format!("{:013}-{random}", since.timestamp_millis()),
+            // Whole seconds, as the encoding keeps them.
+            since: since.trunc_subsecs(0),
+            holder: clean(&request.holder, 100),
+            message: clean(request.message.as_deref().unwrap_or(""), 80),
+            expires: request.expires.trunc_subsecs(0),
         }
     }
 
@@ -43,57 +81,140 @@ impl Lease {
         self.expires <= now
     }
 
-    /// Its encoding in one DNS TXT string (without the quotes): no spaces,
-    /// quotes, backslashes or semicolons inside fields.
+    /// Its encoding in one DNS TXT string (without the quotes), at most 255 bytes.
     pub fn encode(&self) -> String {
-        let holder: String = self
-            .holder
-            .chars()
-            .map(|c| {
-                if c.is_ascii_graphic() && !matches!(c, '"' | '\\' | ';') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .take(120)
-            .collect();
         format!(
-            "switchyard-lease=1;token={};expires={};holder={holder}",
+            "switchyard-lease=1;token={};since={};expires={};holder={};message={}",
             self.token,
-            self.expires.timestamp()
+            self.since.timestamp(),
+            self.expires.timestamp(),
+            self.holder,
+            self.message
         )
     }
 
     /// Reads an encoded lease; `None` when it is not one of ours.
     pub fn decode(text: &str) -> Option<Self> {
         let text = text.trim().trim_matches('"');
-        let mut token = None;
-        let mut expires = None;
-        let mut holder = None;
-        let mut ours = false;
+        let time = |v: &str| {
+            v.parse::<i64>()
+                .ok()
+                .and_then(|t| Utc.timestamp_opt(t, 0).single())
+        };
+        let (mut token, mut since, mut expires, mut holder, mut message, mut ours) =
+            (None, None, None, None, None, false);
         for field in text.split(';') {
             match field.split_once('=') {
                 Some(("switchyard-lease", "1")) => ours = true,
                 Some(("token", v)) => token = Some(v.to_owned()),
-                Some(("expires", v)) => {
-                    expires = v
-                        .parse::<i64>()
-                        .ok()
-                        .and_then(|t| Utc.timestamp_opt(t, 0).single());
-                }
+                Some(("since", v)) => since = time(v),
+                Some(("expires", v)) => expires = time(v),
                 Some(("holder", v)) => holder = Some(v.to_owned()),
+                Some(("message", v)) => message = Some(v.to_owned()),
                 _ => {}
             }
         }
         if !ours {
             return None;
         }
+        let expires = expires?;
         Some(Self {
             token: token?,
+            since: since.unwrap_or(expires),
             holder: holder.unwrap_or_default(),
-            expires: expires?,
+            message: message.unwrap_or_default(),
+            expires,
         })
+    }
+
+    /// One line for people.
+    pub fn describe(&self) -> String {
+        let mut text = format!(
+            "held by {} since {}, expires {}",
+            self.holder,
+            self.since.to_rfc3339(),
+            self.expires.to_rfc3339()
+        );
+        if !self.message.is_empty() {
+            text.push_str(&format!(" ({})", self.message.replace('_', " ")));
+        }
+        text
+    }
+}
+
+/// Of several live leases at one place (only an emulator that accepts a
+/// second CREATE lets that happen), the one taken first holds it.
+pub fn first_live<'a>(
+    leases: impl IntoIterator<Item = &'a Lease>,
+    now: DateTime<Utc>,
+) -> Option<&'a Lease> {
+    leases
+        .into_iter()
+        .filter(|l| !l.expired(now))
+        .min_by(|a, b| a.token.cmp(&b.token))
+}
+
+/// Takes the route's lease. When it is held and `wait` is not zero, polls
+/// with backoff until it is free or `wait` has passed, logging a heartbeat
+/// line (holder, time left) as it goes.
+pub async fn acquire<R: Router>(
+    router: &R,
+    request: &LeaseRequest,
+    ours: Option<&Lease>,
+    wait: Duration,
+    cancel: &CancellationToken,
+) -> Result<Lease, TrafficError> {
+    let started = Instant::now();
+    let until = started + wait;
+    let backoff = Backoff {
+        initial: Duration::from_secs(1),
+        max: Duration::from_secs(10),
+    };
+    let mut attempt = 0;
+    let mut last_beat: Option<Instant> = None;
+    loop {
+        match router.acquire_lease(request, ours).await {
+            Err(TrafficError::LeaseHeld {
+                resource,
+                holder,
+                expires,
+            }) if Instant::now() < until => {
+                let now = Instant::now();
+                if last_beat.is_none_or(|b| now.duration_since(b) >= Duration::from_secs(5)) {
+                    last_beat = Some(now);
+                    tracing::info!(
+                        "waiting for the lock {resource}: held by {holder} until {expires}; {} left of --lock-wait {}",
+                        short(until.saturating_duration_since(now)),
+                        short(wait)
+                    );
+                }
+                match wait::sleep(backoff.delay(attempt), until, cancel).await {
+                    Ok(()) | Err(WaitEnd::Deadline) => attempt += 1,
+                    Err(WaitEnd::Cancelled) => {
+                        return Err(TrafficError::Interrupted(format!(
+                            "interrupted while waiting for the lock {resource}"
+                        )))
+                    }
+                }
+            }
+            Err(TrafficError::LeaseHeld {
+                resource,
+                holder,
+                expires,
+            }) if !wait.is_zero() => {
+                return Err(TrafficError::LeaseHeld {
+                    resource,
+                    holder: format!("{holder} (still, after waiting {})", short(wait)),
+                    expires,
+                })
+            }
+            other => {
+                if attempt > 0 {
+                    tracing::info!("took the lock after waiting {}", short(started.elapsed()));
+                }
+                return other;
+            }
+        }
     }
 }
 
@@ -102,19 +223,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn encoding_round_trips_and_sanitizes_the_holder() {
+    fn encoding_round_trips_and_sanitizes() {
         let lease = Lease::new(&LeaseRequest {
             holder: "ci \"bot\";x@host (run 7)".into(),
+            message: Some("release 2.4; hotfix".into()),
             expires: Utc.timestamp_opt(1_800_000_000, 0).unwrap(),
         });
         let text = lease.encode();
-        assert!(!text.contains(' ') && !text.contains('"'), "{text}");
+        assert!(
+            !text.contains(' ') && !text.contains('"') && text.len() <= 255,
+            "{text}"
+        );
         let back = Lease::decode(&format!("\"{text}\"")).unwrap();
         assert_eq!(back.token, lease.token);
         assert_eq!(back.expires, lease.expires);
+        assert_eq!(back.since.timestamp(), lease.since.timestamp());
         assert_eq!(back.holder, "ci__bot__x@host_(run_7)");
+        assert_eq!(back.message, "release_2.4__hotfix");
+        assert!(back.describe().ends_with("(release 2.4  hotfix)"));
         assert!(back.expired(Utc.timestamp_opt(1_800_000_000, 0).unwrap()));
         assert!(!back.expired(Utc.timestamp_opt(1_799_999_999, 0).unwrap()));
         assert_eq!(Lease::decode("\"v=spf1 -all\""), None);
+    }
+
+    #[test]
+    fn the_earliest_live_lease_holds() {
+        let at = |ms: i64, expires: i64| Lease {
+            token: format!("{ms:013}-x"),
+            since: Utc.timestamp_millis_opt(ms).unwrap(),
+            holder: format!("h{ms}"),
+            message: String::new(),
+            expires: Utc.timestamp_opt(expires, 0).unwrap(),
+        };
+        let now = Utc.timestamp_opt(1_000, 0).unwrap();
+        let leases = [at(900_000, 2_000), at(800_000, 2_000), at(700_000, 10)];
+        assert_eq!(first_live(&leases, now).unwrap().holder, "h800000");
     }
 }

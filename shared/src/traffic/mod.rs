@@ -50,6 +50,8 @@ pub enum TrafficError {
     Timeout(String),
     #[error("{0}")]
     Interrupted(String),
+    #[error("cannot save the state file: {0}")]
+    State(String),
     #[error("{resource} is locked by {holder} until {expires}; another deployment is running (or wait for the lock to expire)")]
     LeaseHeld {
         resource: String,
@@ -68,7 +70,9 @@ impl ExitStatus for TrafficError {
     fn exit_code(&self) -> Code {
         match self {
             Self::NoSuchGroup(_) | Self::NotWeighted { .. } => Code::Usage,
-            Self::Provider(_) | Self::Timeout(_) | Self::ReadBack { .. } => Code::Provider,
+            Self::Provider(_) | Self::Timeout(_) | Self::ReadBack { .. } | Self::State(_) => {
+                Code::Provider
+            }
             Self::Interrupted(_) => Code::Interrupted,
             Self::LeaseHeld { .. } => Code::Conflict,
         }
@@ -119,6 +123,9 @@ pub trait Router {
 
     /// Gives the lease back.
     async fn release_lease(&self, lease: &Lease) -> Result<(), TrafficError>;
+
+    /// The leases held on this route now (none when it is free).
+    async fn leases(&self) -> Result<Vec<Lease>, TrafficError>;
 
     /// Where the lease lives, for plans and messages.
     fn lease_resource(&self) -> String;

@@ -13,6 +13,7 @@ use chrono::Utc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::lease::first_live;
 use super::{format_weights, Applied, Group, Lease, LeaseRequest, Router, TrafficError};
 use crate::aws::route53::{self as api, InsyncError, Submitted};
 use crate::aws::wait::Backoff;
@@ -72,16 +73,21 @@ impl Route53Router {
             .expect("name and type are set")
     }
 
-    async fn read_lease(&self) -> Result<Option<(ResourceRecordSet, Option<Lease>)>, TrafficError> {
+    /// Every lease record at the lock's name (more than one only on an
+    /// emulator that accepted a second CREATE), with the lease it holds.
+    async fn read_leases(&self) -> Result<Vec<(ResourceRecordSet, Option<Lease>)>, TrafficError> {
         let sets =
             api::list_group(&self.client, &self.zone_id, &self.lock_name(), &RrType::Txt).await?;
-        Ok(sets.into_iter().next().map(|set| {
-            let lease = set
-                .resource_records()
-                .iter()
-                .find_map(|r| Lease::decode(r.value()));
-            (set, lease)
-        }))
+        Ok(sets
+            .into_iter()
+            .map(|set| {
+                let lease = set
+                    .resource_records()
+                    .iter()
+                    .find_map(|r| Lease::decode(r.value()));
+                (set, lease)
+            })
+            .collect())
     }
 
     fn cached_sets(&self) -> Vec<ResourceRecordSet> {
@@ -245,19 +251,23 @@ impl Router for Route53Router {
         let lease = Lease::new(request);
         let create = api::change(ChangeAction::Create, self.lock_set(&lease));
         let comment = format!("switchyard lease for {}", self.name);
-        // Read first: it names the holder in the message, and emulators that do
-        // not refuse a second CREATE still see the conflict. The CREATE below
-        // stays the guard against a race between two takers.
-        let mut existing = self.read_lease().await?;
-        if existing.is_none() {
-            match api::submit(&self.client, &self.zone_id, vec![create.clone()], &comment).await {
-                Ok(_) => return Ok(lease),
-                Err(e) if is_duplicate_create(&e) => existing = self.read_lease().await?,
+        // Read first: it names the holder in the message, and emulators that
+        // do not refuse a second CREATE still see the conflict. The CREATE
+        // below stays the guard against a race between two takers.
+        let existing = self.read_leases().await?;
+        let Some((set, held)) = existing.into_iter().next() else {
+            match api::submit(&self.client, &self.zone_id, vec![create], &comment).await {
+                Ok(_) => return self.confirm(lease).await,
+                Err(e) if is_duplicate_create(&e) => {
+                    let now = self.read_leases().await?;
+                    let leases: Vec<Lease> = now.into_iter().filter_map(|(_, l)| l).collect();
+                    return Err(lease_held(
+                        self.lock_name(),
+                        first_live(&leases, Utc::now()),
+                    ));
+                }
                 Err(e) => return Err(e.into()),
             }
-        }
-        let Some((set, held)) = existing else {
-            return Err(lease_held(self.lock_name(), None));
         };
         let takeover = match &held {
             Some(h) if ours.is_some_and(|o| o.token == h.token) => {
@@ -287,7 +297,7 @@ impl Router for Route53Router {
         api::submit(&self.client, &self.zone_id, batch, &comment)
             .await
             .map_err(|e| self.held_error(&e, held.as_ref()))?;
-        Ok(lease)
+        self.confirm(lease).await
     }
 
     async fn release_lease(&self, lease: &Lease) -> Result<(), TrafficError> {
@@ -297,12 +307,37 @@ impl Router for Route53Router {
         Ok(())
     }
 
+    async fn leases(&self) -> Result<Vec<Lease>, TrafficError> {
+        Ok(self
+            .read_leases()
+            .await?
+            .into_iter()
+            .filter_map(|(_, l)| l)
+            .collect())
+    }
+
     fn lease_resource(&self) -> String {
         format!("TXT {} in zone {}", self.lock_name(), self.zone_id)
     }
 }
 
 impl Route53Router {
+    /// Reads the lease back after taking it: it holds only if it is the first
+    /// live lease there. (On Route53 a second CREATE fails, so it always is;
+    /// an emulator may have accepted a concurrent CREATE.)
+    async fn confirm(&self, lease: Lease) -> Result<Lease, TrafficError> {
+        let leases: Vec<Lease> = self
+            .read_leases()
+            .await?
+            .into_iter()
+            .filter_map(|(_, l)| l)
+            .collect();
+        match first_live(&leases, Utc::now()) {
+            Some(first) if first.token == lease.token => Ok(lease),
+            first => Err(lease_held(self.lock_name(), first)),
+        }
+    }
+
     fn held_error(&self, err: &crate::aws::ProviderError, held: Option<&Lease>) -> TrafficError {
         if err.code.as_deref() == Some("InvalidChangeBatch") {
             lease_held(self.lock_name(), held)
@@ -316,7 +351,20 @@ fn lease_held(resource: String, held: Option<&Lease>) -> TrafficError {
     TrafficError::LeaseHeld {
         resource,
         holder: held.map_or_else(|| "an unknown holder".to_owned(), |h| h.holder.clone()),
-        expires: held.map_or_else(|| "an unknown time".to_owned(), |h| h.expires.to_rfc3339()),
+        expires: held.map_or_else(
+            || "an unknown time".to_owned(),
+            |h| {
+                if h.message.is_empty() {
+                    h.expires.to_rfc3339()
+                } else {
+                    format!(
+                        "{} ({})",
+                        h.expires.to_rfc3339(),
+                        h.message.replace('_', " ")
+                    )
+                }
+            },
+        ),
     }
 }
 

@@ -87,6 +87,57 @@ fn lock_record(expires: i64) -> ResourceRecordSet {
         .unwrap()
 }
 
+/// The lock's TXT record as a tiny in-memory zone: change batches with
+/// CREATE/DELETE of the lock update it, lock listings read it.
+#[derive(Clone, Default)]
+struct LockZone(Arc<Mutex<Vec<ResourceRecordSet>>>);
+
+impl LockZone {
+    fn holding(set: ResourceRecordSet) -> Self {
+        let zone = Self::default();
+        zone.0.lock().unwrap().push(set);
+        zone
+    }
+
+    /// Applies a lease batch; true when the request was one.
+    fn apply(
+        &self,
+        req: &aws_sdk_route53::operation::change_resource_record_sets::ChangeResourceRecordSetsInput,
+    ) -> bool {
+        let changes = req
+            .change_batch()
+            .map(|b| b.changes().to_vec())
+            .unwrap_or_default();
+        let is_lock = changes.iter().all(|c| {
+            c.resource_record_set()
+                .is_some_and(|s| s.name().starts_with("_switchyard-lock."))
+        });
+        if !is_lock || changes.is_empty() {
+            return false;
+        }
+        let mut sets = self.0.lock().unwrap();
+        for c in changes {
+            let set = c.resource_record_set().unwrap().clone();
+            match c.action() {
+                ChangeAction::Delete => sets.retain(|s| *s != set),
+                _ => sets.push(set),
+            }
+        }
+        true
+    }
+
+    fn rules(&self) -> (Rule, Rule) {
+        let (a, b) = (self.clone(), self.clone());
+        let list = mock!(Client::list_resource_record_sets)
+            .match_requests(is_lock_listing)
+            .then_output(move || listing(a.0.lock().unwrap().clone()));
+        let change = mock!(Client::change_resource_record_sets)
+            .match_requests(move |r| b.apply(r))
+            .then_output(|| submitted("CLOCK", ChangeStatus::Insync));
+        (list, change)
+    }
+}
+
 fn client(rules: &[&Rule]) -> Client {
     mock_client!(aws_sdk_route53, RuleMode::MatchAny, rules, |c| c
         .retry_config(retry_policy()))
@@ -110,6 +161,9 @@ fn options(timeout: Duration) -> Options {
         max_verdict_age: Duration::from_secs(1800),
         dry_run: false,
         timeout,
+        lock_wait: Duration::ZERO,
+        lock_message: None,
+        hooks: crate::cli::hooks::Hooks::none(),
     }
 }
 
@@ -374,6 +428,7 @@ async fn a_create_that_loses_the_race_is_a_conflict() {
     let router = router(client(&[&lock, &create]));
     let request = LeaseRequest {
         holder: "me".into(),
+        message: None,
         expires: chrono::Utc::now() + chrono::Duration::minutes(10),
     };
     let err = router.acquire_lease(&request, None).await.unwrap_err();
@@ -383,29 +438,83 @@ async fn a_create_that_loses_the_race_is_a_conflict() {
 
 #[tokio::test(start_paused = true)]
 async fn an_expired_lease_is_taken_over_in_one_batch() {
-    let lock = mock!(Client::list_resource_record_sets)
-        .match_requests(is_lock_listing)
-        .then_output(|| listing(vec![lock_record(1_000)]));
+    let zone = LockZone::holding(lock_record(1_000));
+    let batches: Arc<Mutex<Vec<Vec<ChangeAction>>>> = Arc::default();
+    let seen = batches.clone();
+    let (list, _) = zone.rules();
+    let z = zone.clone();
     let change = mock!(Client::change_resource_record_sets)
-        .match_requests(|r| {
-            let actions: Vec<_> = r
-                .change_batch()
-                .unwrap()
-                .changes()
-                .iter()
-                .map(|c| c.action().clone())
-                .collect();
-            actions == vec![ChangeAction::Delete, ChangeAction::Create]
+        .match_requests(move |r| {
+            seen.lock().unwrap().push(
+                r.change_batch()
+                    .unwrap()
+                    .changes()
+                    .iter()
+                    .map(|c| c.action().clone())
+                    .collect(),
+            );
+            z.apply(r)
         })
         .then_output(|| submitted("C1", ChangeStatus::Pending));
-    let router = router(client(&[&lock, &change]));
+    let router = router(client(&[&list, &change]));
     let request = LeaseRequest {
         holder: "me".into(),
+        message: Some("release 7".into()),
         expires: chrono::Utc::now() + chrono::Duration::minutes(10),
     };
     let lease = router.acquire_lease(&request, None).await.unwrap();
     assert_eq!(lease.holder, "me");
-    assert_eq!(change.num_calls(), 1);
+    assert_eq!(
+        *batches.lock().unwrap(),
+        vec![vec![ChangeAction::Delete, ChangeAction::Create]]
+    );
+    assert_eq!(router.leases().await.unwrap(), vec![lease]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn of_two_concurrent_creates_accepted_by_an_emulator_the_earlier_holds() {
+    // moto accepts a second CREATE of the same name; Route53 refuses it. The
+    // read-back after CREATE makes the later taker back off either way.
+    let earlier = ResourceRecordSet::builder()
+        .name("_switchyard-lock.app.example.com.")
+        .r#type(RrType::Txt)
+        .ttl(60)
+        .resource_records(
+            ResourceRecord::builder()
+                .value(format!(
+                    "\"switchyard-lease=1;token=0000000000001-x;since=1;expires={};holder=first@ci\"",
+                    chrono::Utc::now().timestamp() + 600
+                ))
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let zone = LockZone::default();
+    // The lock listing is empty at first (both read before either created),
+    // then shows the other's CREATE beside ours.
+    let (_, change) = zone.rules();
+    let z = zone.clone();
+    let first_read = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let list = mock!(Client::list_resource_record_sets)
+        .match_requests(is_lock_listing)
+        .then_output(move || {
+            if first_read.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                return listing(vec![]);
+            }
+            let mut sets = z.0.lock().unwrap().clone();
+            sets.push(earlier.clone());
+            listing(sets)
+        });
+    let router = router(client(&[&list, &change]));
+    let request = LeaseRequest {
+        holder: "second@ci".into(),
+        message: None,
+        expires: chrono::Utc::now() + chrono::Duration::minutes(10),
+    };
+    let err = router.acquire_lease(&request, None).await.unwrap_err();
+    assert_eq!(err.exit_code(), Code::Conflict);
+    assert!(err.to_string().contains("locked by first@ci"), "{err}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -418,17 +527,7 @@ async fn an_insync_wait_that_times_out_exits_3_and_the_state_says_where_it_stopp
                 weighted("green", 0, "10.0.0.2"),
             ])
         });
-    let lock = mock!(Client::list_resource_record_sets)
-        .match_requests(is_lock_listing)
-        .then_output(|| listing(vec![]));
-    let lease = mock!(Client::change_resource_record_sets)
-        .match_requests(|r| {
-            matches!(
-                first_action(r),
-                Some(ChangeAction::Create | ChangeAction::Delete)
-            )
-        })
-        .then_output(|| submitted("CLOCK", ChangeStatus::Insync));
+    let (lock, lease) = LockZone::default().rules();
     let upsert = mock!(Client::change_resource_record_sets)
         .match_requests(|r| first_action(r) == Some(ChangeAction::Upsert))
         .then_output(|| submitted("C2", ChangeStatus::Pending));

@@ -16,8 +16,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::plan::{self, Intent, PlanError};
-use super::{format_weights, Lease, LeaseRequest, Router, TrafficError};
+use super::{format_weights, lease, Lease, LeaseRequest, Router, TrafficError};
 use crate::aws::wait::{self, WaitEnd};
+use crate::cli::hooks::{HookEnv, HookError, Hooks};
 use crate::cli::progress::short;
 use crate::cli::{Code, ExitStatus, StepReport};
 use crate::health::Gate;
@@ -54,6 +55,12 @@ pub struct Options {
     pub dry_run: bool,
     /// Deadline of the whole shift.
     pub timeout: Duration,
+    /// How long to wait for a held lock (zero: exit 5 at once).
+    pub lock_wait: Duration,
+    /// Why this run holds the lock, shown to whoever finds it held.
+    pub lock_message: Option<String>,
+    /// Hooks to run (pre-shift-weight, post-shift-weight, on-rollback).
+    pub hooks: Hooks,
 }
 
 /// Errors of a shift, each with its exit code.
@@ -63,8 +70,10 @@ pub enum ShiftError {
     Plan(#[from] PlanError),
     #[error(transparent)]
     StateRead(StateError),
-    #[error("{0}; nothing was changed")]
+    #[error("cannot save the state file: {0}")]
     StateWrite(StateError),
+    #[error(transparent)]
+    Hook(#[from] HookError),
     #[error(transparent)]
     Traffic(#[from] TrafficError),
     #[error("nothing to roll back: the state file {state} has no shift recorded for {route}")]
@@ -105,6 +114,7 @@ impl ExitStatus for ShiftError {
             Self::Stopped { error, .. } => error.exit_code(),
             Self::Unverified { .. } => Code::Conflict,
             Self::PreflightFailed(_) => Code::CheckFailed,
+            Self::Hook(e) => e.exit_code(),
             Self::RolledBack { .. } => Code::RolledBack,
         }
     }
@@ -134,6 +144,8 @@ pub struct ShiftReport {
     pub route: String,
     /// The router kind.
     pub router: &'static str,
+    /// The weights when this run began.
+    pub from: Weights,
     /// The weights before the shift began (the rollback target).
     pub before: Weights,
     /// The weights now (read back).
@@ -195,6 +207,7 @@ impl StepReport for ShiftReport {
             ("route".into(), self.route.clone()),
             ("weights".into(), format_weights(&self.weights)),
             ("before".into(), format_weights(&self.before)),
+            ("from".into(), format_weights(&self.from)),
             ("mode".into(), self.mode.to_owned()),
         ]
     }
@@ -204,7 +217,7 @@ impl StepReport for ShiftReport {
             "### shift-weight: {}\n\n| | weights |\n|---|---|\n",
             self.mode
         );
-        let _ = writeln!(s, "| before | {} |", format_weights(&self.before));
+        let _ = writeln!(s, "| was | {} |", format_weights(&self.from));
         for (i, step) in self.steps.iter().enumerate() {
             let _ = writeln!(s, "| step {} | {} |", i + 1, format_weights(&step.weights));
         }
@@ -239,11 +252,16 @@ pub async fn run<R: Router>(
         plan,
         before,
         target,
-    } = decide(&route_id, &request, unfinished, &group, &doc, options, file)?;
+    } = decide(&route_id, &request, unfinished, &group, &doc, file)?;
+    let verified = if mode == "shift" {
+        check_verified(&doc, &group.weights, &plan, options, file)
+    } else {
+        Ok(())
+    };
 
     let settle = options.settle.unwrap_or(group.settle);
     if options.dry_run {
-        let lines = describe_plan(
+        let mut lines = describe_plan(
             router,
             &group.weights,
             &plan,
@@ -252,10 +270,14 @@ pub async fn run<R: Router>(
             options,
             mode,
         );
+        if let Err(e) = verified {
+            lines.insert(0, format!("blocked: {e}; a real run exits 5"));
+        }
         return Ok(ShiftReport {
             mode: "dry-run",
             route: route_id,
             router: router.kind(),
+            from: group.weights.clone(),
             before,
             weights: group.weights,
             steps: Vec::new(),
@@ -263,12 +285,33 @@ pub async fn run<R: Router>(
             elapsed_ms: millis(started.elapsed()),
         });
     }
+    verified?;
+
+    let mut env = HookEnv::new(STEP, file.path(), &doc, false);
+    env.set("SWITCHYARD_ROUTE", &route_id);
+    env.set("SWITCHYARD_MODE", mode);
+    env.set("SWITCHYARD_WEIGHTS", &format_weights(&group.weights));
+    env.set(
+        "SWITCHYARD_TARGET_WEIGHTS",
+        &plan.last().map(format_weights).unwrap_or_default(),
+    );
+    env.set("SWITCHYARD_BEFORE_WEIGHTS", &format_weights(&before));
+    env.set_opt("SWITCHYARD_TARGET", target.as_deref());
+    options.hooks.run(&format!("pre-{STEP}"), &env).await?;
 
     let request_lease = LeaseRequest {
         holder: crate::state::journal::actor(),
-        expires: Utc::now() + options.timeout + Duration::from_secs(120),
+        message: options.lock_message.clone(),
+        expires: Utc::now() + options.timeout + options.lock_wait + Duration::from_secs(120),
     };
-    let lease = router.acquire_lease(&request_lease, ours.as_ref()).await?;
+    let lease = lease::acquire(
+        router,
+        &request_lease,
+        ours.as_ref(),
+        options.lock_wait,
+        cancel,
+    )
+    .await?;
     tracing::info!(
         "took the lease {} until {}",
         router.lease_resource(),
@@ -297,14 +340,28 @@ pub async fn run<R: Router>(
             unfinished,
         )
         .await;
-
     run.release(&lease).await;
 
+    match &result {
+        Ok(now) => {
+            env.set("SWITCHYARD_OUTCOME", "ok");
+            env.set("SWITCHYARD_WEIGHTS", &format_weights(now));
+            options.hooks.run_after(&format!("post-{STEP}"), &env).await;
+        }
+        Err(e @ ShiftError::RolledBack { .. }) => {
+            env.set("SWITCHYARD_OUTCOME", "rolled_back");
+            env.set("SWITCHYARD_REASON", &e.to_string());
+            env.set("SWITCHYARD_WEIGHTS", &format_weights(&before));
+            options.hooks.run_after("on-rollback", &env).await;
+        }
+        Err(_) => {}
+    }
     let weights = result?;
     Ok(ShiftReport {
         mode,
         route: run.route_id,
         router: router.kind(),
+        from: group.weights,
         before,
         weights,
         steps: run.steps,
@@ -332,7 +389,6 @@ fn decide(
     unfinished: bool,
     group: &super::Group,
     doc: &StateDocument,
-    options: &Options,
     file: &StateFile,
 ) -> Result<Decision, ShiftError> {
     Ok(match request {
@@ -370,7 +426,6 @@ fn decide(
                 (Some(r), true) => r.before.clone().unwrap_or_else(|| group.weights.clone()),
                 _ => group.weights.clone(),
             };
-            check_verified(doc, &group.weights, &plan, options, file)?;
             let target = match intent {
                 Intent::To { member, .. } => Some(member.clone()),
                 Intent::Exact(_) => None,
@@ -450,10 +505,23 @@ fn describe_plan<R: Router>(
     options: &Options,
     mode: &str,
 ) -> Vec<String> {
-    let mut lines = vec![
-        format!("now: {}", format_weights(current)),
-        format!("take the lease: CREATE {}", router.lease_resource()),
-    ];
+    let hook = |name: &str| {
+        options
+            .hooks
+            .path(name)
+            .map(|p| format!("run hook {name} ({})", p.display()))
+    };
+    let mut lines = vec![format!("now: {}", format_weights(current))];
+    lines.extend(hook(&format!("pre-{STEP}")));
+    lines.push(if options.lock_wait.is_zero() {
+        format!("take the lease: CREATE {}", router.lease_resource())
+    } else {
+        format!(
+            "take the lease: CREATE {} (waiting up to {} while it is held)",
+            router.lease_resource(),
+            short(options.lock_wait)
+        )
+    });
     if mode == "shift" {
         if let Some(gate) = &options.gate {
             lines.push(format!("gate before any change: {}", describe_gate(gate)));
@@ -488,10 +556,14 @@ fn describe_plan<R: Router>(
         from.clone_from(weights);
     }
     lines.push(format!("rollback target: {}", format_weights(before)));
+    if options.gate.is_some() && mode == "shift" {
+        lines.extend(hook("on-rollback").map(|l| format!("after an automatic rollback: {l}")));
+    }
     lines.push(format!(
         "release the lease: DELETE {}",
         router.lease_resource()
     ));
+    lines.extend(hook(&format!("post-{STEP}")));
     lines
 }
 
@@ -598,7 +670,10 @@ impl<R: Router> Run<'_, R> {
                 extra: serde_json::Map::new(),
             }),
             updated_at: Utc::now(),
-            extra: previous.map(|p| p.extra).unwrap_or_default(),
+            extra: previous
+                .as_ref()
+                .map(|p| p.extra.clone())
+                .unwrap_or_default(),
         };
         route.extra.insert("lease".into(), lease.encode().into());
         self.doc.traffic.insert(self.route_id.clone(), route);
@@ -621,7 +696,13 @@ impl<R: Router> Run<'_, R> {
             }
         );
         tracing::info!("{detail}");
-        self.journal(JournalEntry::new(STEP, action, Outcome::Ok).detail(detail))?;
+        let mut entry = JournalEntry::new(STEP, action, Outcome::Ok)
+            .detail(detail)
+            .with("route", self.route_id.clone());
+        if let Some(t) = &target {
+            entry = entry.with("target", t.clone());
+        }
+        self.journal(entry)?;
 
         if mode == "shift" {
             if let Some(gate) = &self.options.gate {
@@ -636,15 +717,23 @@ impl<R: Router> Run<'_, R> {
                     )
                 })?;
                 if !verdict.passed {
-                    self.shift().status = ShiftStatus::Failed;
-                    self.shift().message = Some(format!(
-                        "gate before any change failed: {}",
-                        verdict.summary
-                    ));
-                    self.journal(
-                        JournalEntry::new(STEP, "gate", Outcome::Failed)
-                            .detail(format!("before any change: {}", verdict.summary)),
-                    )?;
+                    // Nothing changed: the route is as it was before this run.
+                    match &previous {
+                        Some(p) => {
+                            self.doc.traffic.insert(self.route_id.clone(), p.clone());
+                        }
+                        None => {
+                            self.doc.traffic.remove(&self.route_id);
+                        }
+                    }
+                    self.doc
+                        .record(
+                            JournalEntry::new(STEP, "gate", Outcome::Failed).detail(format!(
+                                "before any change: {}; nothing was changed",
+                                verdict.summary
+                            )),
+                        );
+                    self.save()?;
                     return Err(ShiftError::PreflightFailed(verdict.summary));
                 }
                 self.journal(
@@ -659,7 +748,7 @@ impl<R: Router> Run<'_, R> {
         for (i, weights) in plan.iter().enumerate() {
             let step = i + 1;
             let last = step == total;
-            now = match self.apply_step(step, total, &now, weights).await {
+            now = match self.apply_step(Some(step), &now, weights).await {
                 Ok(w) => w,
                 Err(e) => return Err(self.fail(e)),
             };
@@ -732,18 +821,17 @@ impl<R: Router> Run<'_, R> {
     }
 
     /// One step: one atomic change, wait until in effect, read back.
+    /// `step` is the plan step this is (`None` for the rollback after a failed gate).
     async fn apply_step(
         &mut self,
-        step: usize,
-        total: usize,
+        step: Option<usize>,
         from: &Weights,
         to: &Weights,
     ) -> Result<Weights, TrafficError> {
         let began = Instant::now();
-        tracing::info!(
-            "step {step}/{total}: {}",
-            self.router.describe_change(from, to)
-        );
+        let total = self.shift().plan.len();
+        let label = step.map_or_else(|| "rollback".to_owned(), |n| format!("step {n}/{total}"));
+        tracing::info!("{label}: {}", self.router.describe_change(from, to));
         let applied = self.router.apply(to).await?;
         self.shift().pending_change.clone_from(&applied.reference);
         let change = Change {
@@ -755,9 +843,9 @@ impl<R: Router> Run<'_, R> {
         self.journal(
             JournalEntry::new(STEP, "weights-submitted", Outcome::Ok)
                 .change(change)
-                .detail(format!("step {step}/{total}")),
+                .detail(label.clone()),
         )
-        .map_err(|e| TrafficError::Timeout(e.to_string()))?;
+        .map_err(|e| TrafficError::State(e.to_string()))?;
         self.router
             .wait_applied(&applied, self.deadline, self.cancel)
             .await?;
@@ -772,16 +860,18 @@ impl<R: Router> Run<'_, R> {
         }
         self.route().weights.clone_from(&back);
         let shift = self.shift();
-        shift.steps_done = step;
+        if let Some(n) = step {
+            shift.steps_done = n;
+        }
         shift.pending_change = None;
         self.journal(
             JournalEntry::new(STEP, "weights-verified", Outcome::Ok).detail(format!(
-                "step {step}/{total}: read back {} after {}",
+                "{label}: read back {} after {}",
                 format_weights(&back),
                 short(in_sync)
             )),
         )
-        .map_err(|e| TrafficError::Timeout(e.to_string()))?;
+        .map_err(|e| TrafficError::State(e.to_string()))?;
         self.steps.push(StepOutcome {
             weights: back.clone(),
             change: applied.reference,
@@ -852,8 +942,7 @@ impl<R: Router> Run<'_, R> {
         before: &Weights,
         reason: String,
     ) -> ShiftError {
-        let total = self.shift().plan.len();
-        let result = self.apply_step(total + 1, total + 1, now, before).await;
+        let result = self.apply_step(None, now, before).await;
         self.steps.pop();
         match result {
             Ok(back) => {

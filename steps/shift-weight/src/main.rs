@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::{ArgGroup, Parser, ValueEnum};
 use switchyard::aws::{self, AwsSettings};
 use switchyard::cli::{exit, logging, output, parse_duration, CommonArgs, Failure};
@@ -82,7 +83,7 @@ struct Args {
     #[arg(long, env = "SWITCHYARD_SETTLE", value_parser = parse_duration, value_name = "DURATION")]
     settle: Option<Duration>,
 
-    /// URL that must answer 2xx after every step (repeatable)
+    /// URL that must answer 2xx or 3xx after every step, and before the first (repeatable)
     #[arg(
         long = "gate-url",
         env = "SWITCHYARD_GATE_URLS",
@@ -122,8 +123,16 @@ struct Args {
     probe_timeout: Duration,
 
     /// Move traffic even to a stack whose last health verdict is missing, stale or not healthy
-    #[arg(long, env = "SWITCHYARD_FORCE")]
+    #[arg(long, env = "SWITCHYARD_FORCE", value_parser = BoolishValueParser::new())]
     force: bool,
+
+    /// When another deployment holds the lock, wait this long for it (with a heartbeat line) instead of exiting 5
+    #[arg(long, env = "SWITCHYARD_LOCK_WAIT", value_parser = parse_duration, default_value = "0s", value_name = "DURATION")]
+    lock_wait: Duration,
+
+    /// Why this run holds the lock, shown to whoever finds it held (no secrets)
+    #[arg(long, env = "SWITCHYARD_LOCK_MESSAGE", value_name = "TEXT")]
+    lock_message: Option<String>,
 
     /// A healthy verdict older than this does not count
     #[arg(long, env = "SWITCHYARD_MAX_VERDICT_AGE", value_parser = parse_duration, default_value = "30m", value_name = "DURATION")]
@@ -242,6 +251,9 @@ fn settings(args: &Args) -> Result<(Request, Options), Failure> {
         max_verdict_age: args.max_verdict_age,
         dry_run: args.common.dry_run,
         timeout: args.common.timeout,
+        lock_wait: args.lock_wait,
+        lock_message: args.lock_message.clone(),
+        hooks: args.common.hooks(),
     };
     Ok((request, options))
 }

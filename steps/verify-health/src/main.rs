@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use switchyard::aws::{self, AwsSettings};
+use switchyard::cli::hooks::HookEnv;
 use switchyard::cli::{exit, logging, output, parse_duration, Code, CommonArgs, Failure};
 use switchyard::health::alarms::{AlarmGate, InsufficientData};
 use switchyard::health::probe::{self, BodyRule, JsonCheck, ProbeSpec, StatusSet};
@@ -339,6 +340,10 @@ fn verify(args: &Args, runtime: &tokio::runtime::Runtime) -> Result<(), Failure>
             policy,
             alarms,
         };
+        let hooks = args.common.hooks();
+        let mut env = HookEnv::new("verify-health", state.path(), &state.load()?, false);
+        env.set_opt("SWITCHYARD_STACK", stack.as_deref());
+        hooks.run("pre-verify-health", &env).await?;
         let report = verification.run(&cancel).await?;
         if let Some(path) = &v.junit {
             std::fs::write(path, report.junit()).map_err(|e| {
@@ -364,6 +369,19 @@ fn verify(args: &Args, runtime: &tokio::runtime::Runtime) -> Result<(), Failure>
             state.save(&doc)?;
         }
         output::emit(args.common.output, &report);
+        env.set(
+            "SWITCHYARD_VERDICT",
+            switchyard::health::report::word(report.verdict),
+        );
+        env.set(
+            "SWITCHYARD_OUTCOME",
+            if report.verdict == Health::Healthy {
+                "ok"
+            } else {
+                "failed"
+            },
+        );
+        hooks.run_after("post-verify-health", &env).await;
         match report.verdict {
             Health::Healthy => Ok(()),
             verdict => Err(Failure::new(

@@ -1,0 +1,95 @@
+//! Checks a state file against the published JSON Schema
+//! (`schema/state-v1.schema.json`, generated from the Rust types), and
+//! that this build can read it: a guard a pipeline can run before a stage.
+
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::StateError;
+
+/// The published schema, as checked in.
+pub const PUBLISHED_SCHEMA: &str = include_str!("../../../schema/state-v1.schema.json");
+
+/// The outcome of a validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Validation {
+    /// The file checked.
+    pub path: String,
+    /// Whether it is valid.
+    pub valid: bool,
+    /// What is wrong, one line per problem (`/pointer: message`).
+    pub problems: Vec<String>,
+}
+
+/// Validates the file at `path`. Only an unreadable file is an error; every
+/// problem with its content is reported in the [`Validation`].
+pub fn validate(path: &Path) -> Result<Validation, StateError> {
+    let bytes = std::fs::read(path).map_err(|e| StateError::Read(path.to_owned(), e))?;
+    let mut problems = Vec::new();
+    match serde_json::from_slice::<Value>(&bytes) {
+        Err(e) => problems.push(format!("not valid JSON: {e}")),
+        Ok(instance) => {
+            let schema: Value =
+                serde_json::from_str(PUBLISHED_SCHEMA).expect("the published schema is JSON");
+            let validator = jsonschema::validator_for(&schema)
+                .expect("the published schema is a valid JSON Schema");
+            for error in validator.iter_errors(&instance) {
+                let at = error.instance_path().to_string();
+                problems.push(format!(
+                    "{}: {error}",
+                    if at.is_empty() { "/" } else { &at }
+                ));
+            }
+            if problems.is_empty() {
+                if let Err(e) = super::store::parse(path, &bytes) {
+                    problems.push(e.to_string());
+                }
+            }
+        }
+    }
+    Ok(Validation {
+        path: path.display().to_string(),
+        valid: problems.is_empty(),
+        problems,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Validation {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        std::fs::write(&path, text).unwrap();
+        validate(&path).unwrap()
+    }
+
+    #[test]
+    fn valid_and_invalid_documents() {
+        assert!(check(r#"{"schema": "switchyard/state/v1", "journal": []}"#).valid);
+        let v =
+            check(r#"{"schema": "switchyard/state/v1", "stacks": {"green": {"role": "primary"}}}"#);
+        assert!(!v.valid);
+        assert!(
+            v.problems[0].starts_with("/stacks/green/role: "),
+            "{:?}",
+            v.problems
+        );
+        let v = check(r#"{"journal": []}"#);
+        assert!(
+            !v.valid && v.problems[0].contains("schema"),
+            "{:?}",
+            v.problems
+        );
+        let v = check(r#"{"schema": "switchyard/state/v9"}"#);
+        assert!(
+            !v.valid && v.problems[0].contains("this build reads switchyard/state/v1"),
+            "{:?}",
+            v.problems
+        );
+        assert!(!check("{").valid);
+    }
+}

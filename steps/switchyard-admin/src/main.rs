@@ -1,0 +1,286 @@
+//! `switchyard`: what a pipeline needs around the steps rather than inside
+//! them: the deployment lock (status, release), the release history read from
+//! the state's journal, and a check of a state file against the published schema.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use switchyard::aws::{self, AwsSettings};
+use switchyard::cli::{exit, logging, Code, CommonArgs, Failure, OutputFormat};
+use switchyard::state::{history, validate, JournalEntry, Outcome, StateFile};
+use switchyard::traffic::route53::Route53Router;
+use switchyard::traffic::{Lease, Router};
+
+/// Lock management, release history and state file checks for switchyard pipelines.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, max_term_width = 100)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The deployment lock of a route
+    #[command(subcommand)]
+    Lock(LockCommand),
+    /// The release history from the state's journal, and the current picture
+    History,
+    /// State file checks
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum LockCommand {
+    /// Who holds the lock, since when, why, and until when (exit 0 free, 5 held)
+    Status(RouteArgs),
+    /// Remove the lock (a lock this state file's run did not take needs --force)
+    Release {
+        #[command(flatten)]
+        route: RouteArgs,
+        /// Remove the lock even though another run holds it (e.g. one that was killed)
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StateCommand {
+    /// Check a state file against the published JSON Schema (exit 0 valid, 1 not)
+    Validate {
+        /// The file to check [default: --state]
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, ClapArgs)]
+struct RouteArgs {
+    /// Route53 hosted zone id of the record group
+    #[arg(long, env = "SWITCHYARD_ZONE_ID", value_name = "ID")]
+    zone_id: String,
+    /// Name of the record group
+    #[arg(long, env = "SWITCHYARD_RECORD_NAME", value_name = "NAME")]
+    record_name: String,
+    /// Record type of the group
+    #[arg(
+        long,
+        env = "SWITCHYARD_RECORD_TYPE",
+        default_value = "A",
+        value_name = "TYPE"
+    )]
+    record_type: String,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    logging::init(args.common.verbose, args.common.quiet);
+    let format = args.common.output;
+    exit::report(run(&args), format, "switchyard")
+}
+
+fn run(args: &Args) -> Result<(), Failure> {
+    let state = StateFile::new(&args.common.state);
+    match &args.command {
+        Command::History => {
+            let doc = state.load()?;
+            let h = history::history(&doc);
+            match args.common.output {
+                OutputFormat::Text => print!("{}", h.table()),
+                OutputFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string(&h).map_err(|e| Failure::new(Code::Provider, e))?
+                ),
+            }
+            Ok(())
+        }
+        Command::State(StateCommand::Validate { file }) => {
+            let path = file.clone().unwrap_or_else(|| args.common.state.clone());
+            let v = validate::validate(&path)?;
+            match args.common.output {
+                OutputFormat::Text if v.valid => println!("{}: valid switchyard/state/v1", v.path),
+                OutputFormat::Text => {
+                    println!("{}: not valid", v.path);
+                    for p in &v.problems {
+                        println!("  {p}");
+                    }
+                }
+                OutputFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string(&v).map_err(|e| Failure::new(Code::Provider, e))?
+                ),
+            }
+            if v.valid {
+                Ok(())
+            } else {
+                Err(Failure::new(
+                    Code::CheckFailed,
+                    std::io::Error::other(format!("{} is not a valid state file", v.path)),
+                ))
+            }
+        }
+        Command::Lock(cmd) => {
+            let route = match cmd {
+                LockCommand::Status(r) | LockCommand::Release { route: r, .. } => r,
+            };
+            let rtype = record_type(&route.record_type)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Failure::new(Code::Provider, e))?;
+            runtime.block_on(async {
+                let config = aws::load(&AwsSettings {
+                    region: args.common.region.clone(),
+                    profile: args.common.profile.clone(),
+                })
+                .await;
+                let router = Route53Router::new(
+                    aws_sdk_route53::Client::new(&config),
+                    &route.zone_id,
+                    &route.record_name,
+                    rtype,
+                );
+                match cmd {
+                    LockCommand::Status(_) => status(&router, args.common.output).await,
+                    LockCommand::Release { force, .. } => {
+                        release(&router, &state, *force, args.common.dry_run).await
+                    }
+                }
+            })
+        }
+    }
+}
+
+async fn status(router: &Route53Router, format: OutputFormat) -> Result<(), Failure> {
+    let leases = router.leases().await?;
+    let now = chrono::Utc::now();
+    match format {
+        OutputFormat::Text if leases.is_empty() => println!("{}: free", router.lease_resource()),
+        OutputFormat::Text => {
+            for l in &leases {
+                let state = if l.expired(now) { "expired" } else { "held" };
+                println!("{}: {state}, {}", router.lease_resource(), l.describe());
+            }
+        }
+        OutputFormat::Json => {
+            let list: Vec<serde_json::Value> = leases
+                .iter()
+                .map(|l| {
+                    serde_json::json!({"holder": l.holder, "message": l.message.replace('_', " "), "since": l.since,
+                        "expires": l.expires, "expired": l.expired(now)})
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({"lock": router.lease_resource(), "held": leases.iter().any(|l| !l.expired(now)), "leases": list})
+            );
+        }
+    }
+    if leases.iter().any(|l| !l.expired(now)) {
+        return Err(Failure::new(
+            Code::Conflict,
+            std::io::Error::other("the lock is held"),
+        ));
+    }
+    Ok(())
+}
+
+async fn release(
+    router: &Route53Router,
+    state: &StateFile,
+    force: bool,
+    dry_run: bool,
+) -> Result<(), Failure> {
+    let leases = router.leases().await?;
+    if leases.is_empty() {
+        println!("{}: free; nothing to release", router.lease_resource());
+        return Ok(());
+    }
+    let mut doc = state.load()?;
+    let ours: Option<Lease> = doc
+        .traffic
+        .get(&router.id())
+        .and_then(|r| r.extra.get("lease"))
+        .and_then(|v| v.as_str())
+        .and_then(Lease::decode);
+    for lease in &leases {
+        let mine = ours.as_ref().is_some_and(|o| o.token == lease.token);
+        if !mine && !force && !lease.expired(chrono::Utc::now()) {
+            return Err(Failure::new(
+                Code::Conflict,
+                std::io::Error::other(format!(
+                    "{} is {}, not by a run of this state file; pass --force to release it anyway (only if that run is gone)",
+                    router.lease_resource(),
+                    lease.describe()
+                )),
+            ));
+        }
+        if dry_run {
+            println!(
+                "would release {}: {}",
+                router.lease_resource(),
+                lease.describe()
+            );
+            continue;
+        }
+        router.release_lease(lease).await?;
+        println!(
+            "released {}: was {}",
+            router.lease_resource(),
+            lease.describe()
+        );
+        doc.record(
+            JournalEntry::new("switchyard", "lock-released", Outcome::Ok)
+                .detail(format!(
+                    "{}: {}{}",
+                    router.lease_resource(),
+                    lease.describe(),
+                    if mine { "" } else { " (forced)" }
+                ))
+                .with("route", router.id()),
+        );
+    }
+    if !dry_run {
+        if let Some(route) = doc.traffic.get_mut(&router.id()) {
+            route.extra.remove("lease");
+        }
+        state.save(&doc)?;
+    }
+    Ok(())
+}
+
+fn record_type(text: &str) -> Result<aws_sdk_route53::types::RrType, Failure> {
+    use aws_sdk_route53::types::RrType;
+    let upper = text.trim().to_ascii_uppercase();
+    if RrType::values().contains(&upper.as_str()) {
+        Ok(RrType::from(upper.as_str()))
+    } else {
+        Err(Failure::usage(format!(
+            "--record-type {text:?} is not a Route53 record type"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn help_is_the_documented_contract() {
+        let help = Args::command()
+            .term_width(100)
+            .render_long_help()
+            .to_string();
+        insta::assert_snapshot!("switchyard-help", help);
+    }
+
+    #[test]
+    fn args_are_consistent() {
+        Args::command().debug_assert();
+    }
+}

@@ -1,0 +1,430 @@
+//! Pipeline ergonomics: hooks, the lock (wait, status, release) and the
+//! release history, with the steps run as processes against moto.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use switchyard_tests::steps::{run, step, StepOutput};
+use switchyard_tests::{HealthServer, Moto};
+
+use crate::aws_cli::{self, w};
+
+const NAME: &str = "app.example.com";
+
+struct World {
+    moto: Moto,
+    zone: String,
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    fn new() -> Self {
+        let moto = Moto::start().unwrap();
+        let zone = aws_cli::create_zone(&moto, "example.com");
+        aws_cli::create_weighted(
+            &moto,
+            &zone,
+            NAME,
+            &[("blue", 100, "10.0.0.1"), ("green", 0, "10.0.0.2")],
+            1,
+        );
+        Self {
+            moto,
+            zone,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn env(&self, state: &str) -> Vec<(String, String)> {
+        let mut env = self.moto.env();
+        env.push((
+            "SWITCHYARD_STATE".into(),
+            self.dir.path().join(state).display().to_string(),
+        ));
+        env.push(("SWITCHYARD_ZONE_ID".into(), self.zone.clone()));
+        env.push(("SWITCHYARD_RECORD_NAME".into(), NAME.into()));
+        env.push((
+            "SWITCHYARD_HOOKS_DIR".into(),
+            self.hooks().display().to_string(),
+        ));
+        env
+    }
+
+    fn hooks(&self) -> PathBuf {
+        self.dir.path().join("hooks")
+    }
+
+    fn hook(&self, name: &str, body: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(self.hooks()).unwrap();
+        let path = self.hooks().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn shift(&self, state: &str, args: &[&str]) -> StepOutput {
+        run(step("shift-weight", &self.env(state))
+            .args(["--settle", "0s"])
+            .args(args))
+    }
+
+    fn admin(&self, state: &str, args: &[&str]) -> StepOutput {
+        run(step("switchyard", &self.env(state)).args(args))
+    }
+
+    fn weights(&self) -> std::collections::BTreeMap<String, u64> {
+        aws_cli::weights(&self.moto, &self.zone, NAME)
+    }
+}
+
+fn vars(path: &Path) -> std::collections::BTreeMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[test]
+fn a_failing_pre_hook_stops_shift_weight_before_any_change() {
+    let world = World::new();
+    world.hook(
+        "pre-shift-weight",
+        "echo \"change freeze until friday\"; exit 1",
+    );
+    let out = world.shift("s.json", &["--to", "green", "--weight", "50", "--force"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "hook pre-shift-weight failed with exit code 1; the step stopped before any change"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("change freeze until friday"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(world.weights(), w(&[("blue", 100), ("green", 0)]));
+    assert!(!aws_cli::lock_exists(&world.moto, &world.zone, NAME));
+
+    // --no-hooks skips it.
+    let out = world.shift(
+        "s.json",
+        &["--to", "green", "--weight", "50", "--force", "--no-hooks"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(world.weights(), w(&[("blue", 50), ("green", 50)]));
+}
+
+#[test]
+fn post_and_on_rollback_hooks_receive_the_documented_variables() {
+    let world = World::new();
+    let out_dir = world.dir.path().display().to_string();
+    world.hook(
+        "post-shift-weight",
+        &format!("env | grep ^SWITCHYARD_ > {out_dir}/post.env"),
+    );
+    world.hook(
+        "on-rollback",
+        &format!("env | grep ^SWITCHYARD_ > {out_dir}/rollback.env"),
+    );
+    std::fs::write(
+        world.dir.path().join("s.json"),
+        r#"{"schema": "switchyard/state/v1", "deployment": {"service": "go-auth", "version": "2.4.0"},
+            "stacks": {"blue": {"role": "active"}, "green": {"role": "standby"}}}"#,
+    )
+    .unwrap();
+    let healthy = HealthServer::start(None, None).unwrap();
+    let url = healthy.url();
+    let out = world.shift(
+        "s.json",
+        &[
+            "--to",
+            "green",
+            "--steps",
+            "10,100",
+            "--gate-url",
+            &url,
+            "--gate-successes",
+            "1",
+            "--gate-interval",
+            "50ms",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let post = vars(&world.dir.path().join("post.env"));
+    for (k, v) in [
+        ("SWITCHYARD_HOOK", "post-shift-weight"),
+        ("SWITCHYARD_STEP", "shift-weight"),
+        ("SWITCHYARD_SERVICE", "go-auth"),
+        ("SWITCHYARD_VERSION", "2.4.0"),
+        ("SWITCHYARD_ACTIVE_STACK", "blue"),
+        ("SWITCHYARD_STANDBY_STACK", "green"),
+        ("SWITCHYARD_TARGET", "green"),
+        ("SWITCHYARD_BEFORE_WEIGHTS", "blue=100,green=0"),
+        ("SWITCHYARD_TARGET_WEIGHTS", "blue=0,green=100"),
+        ("SWITCHYARD_WEIGHTS", "blue=0,green=100"),
+        ("SWITCHYARD_OUTCOME", "ok"),
+        ("SWITCHYARD_DRY_RUN", "0"),
+        ("SWITCHYARD_MODE", "shift"),
+    ] {
+        assert_eq!(post.get(k).map(String::as_str), Some(v), "{k} in {post:?}");
+    }
+    assert!(post["SWITCHYARD_STATE_FILE"].ends_with("s.json"));
+    assert!(post["SWITCHYARD_ROUTE"].starts_with("route53:"));
+    assert!(!post["SWITCHYARD_ACTOR"].is_empty());
+    assert!(
+        !world.dir.path().join("rollback.env").exists(),
+        "no rollback, no on-rollback hook"
+    );
+
+    let failing = HealthServer::start(Some(2), None).unwrap();
+    let url = failing.url();
+    let out = world.shift(
+        "s.json",
+        &[
+            "--to",
+            "blue",
+            "--steps",
+            "10,50,100",
+            "--gate-url",
+            &url,
+            "--gate-successes",
+            "1",
+            "--gate-interval",
+            "50ms",
+        ],
+    );
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    let rollback = vars(&world.dir.path().join("rollback.env"));
+    assert_eq!(rollback["SWITCHYARD_HOOK"], "on-rollback");
+    assert_eq!(rollback["SWITCHYARD_OUTCOME"], "rolled_back");
+    assert_eq!(rollback["SWITCHYARD_WEIGHTS"], "blue=0,green=100");
+    assert!(
+        rollback["SWITCHYARD_REASON"].contains("gate failed at step 2"),
+        "{rollback:?}"
+    );
+}
+
+#[test]
+fn a_hanging_hook_is_stopped_at_its_deadline() {
+    let world = World::new();
+    world.hook("pre-shift-weight", "sleep 120");
+    let started = Instant::now();
+    let out = world.shift(
+        "s.json",
+        &[
+            "--to",
+            "green",
+            "--weight",
+            "50",
+            "--force",
+            "--hook-timeout",
+            "1s",
+        ],
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("did not finish within --hook-timeout 1s and was stopped"),
+        "{}",
+        out.stderr
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(world.weights(), w(&[("blue", 100), ("green", 0)]));
+}
+
+#[test]
+fn two_shifts_started_together_with_lock_wait_both_finish_one_after_the_other() {
+    let world = World::new();
+    let spawn = |state: &str| {
+        let mut cmd = step("shift-weight", &world.env(state));
+        cmd.args([
+            "--settle",
+            "0s",
+            "--force",
+            "--to",
+            "green",
+            "--steps",
+            "50,100",
+            "--pause",
+            "2s",
+            "--lock-wait",
+            "30s",
+        ]);
+        cmd.args(["--lock-message", &format!("job {state}")]);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    let (a, b) = (spawn("a.json"), spawn("b.json"));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(a.status.code(), Some(0), "{}", text(&a));
+    assert_eq!(b.status.code(), Some(0), "{}", text(&b));
+    let waited: Vec<String> = [text(&a), text(&b)]
+        .into_iter()
+        .filter(|t| t.contains("waiting for the lock"))
+        .collect();
+    assert_eq!(
+        waited.len(),
+        1,
+        "exactly one waited:\n{}\n---\n{}",
+        text(&a),
+        text(&b)
+    );
+    assert!(
+        waited[0].contains("held by") && waited[0].contains("left of --lock-wait 30s"),
+        "{}",
+        waited[0]
+    );
+    assert!(
+        waited[0].contains("took the lock after waiting"),
+        "{}",
+        waited[0]
+    );
+    assert_eq!(world.weights(), w(&[("blue", 0), ("green", 100)]));
+    assert!(!aws_cli::lock_exists(&world.moto, &world.zone, NAME));
+}
+
+#[test]
+fn lock_status_and_release_free_a_lock_left_by_a_killed_run() {
+    let world = World::new();
+    let mut cmd = step("shift-weight", &world.env("killed.json"));
+    cmd.args([
+        "--settle",
+        "0s",
+        "--force",
+        "--to",
+        "green",
+        "--steps",
+        "10,100",
+        "--pause",
+        "60s",
+        "--lock-message",
+        "release 7",
+    ]);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while world.weights() != w(&[("blue", 90), ("green", 10)]) {
+        assert!(Instant::now() < deadline, "the first step never landed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap(); // SIGKILL: no cleanup
+    child.wait().unwrap();
+    assert!(aws_cli::lock_exists(&world.moto, &world.zone, NAME));
+
+    let out = world.admin("other.json", &["lock", "status"]);
+    assert_eq!(out.code, 5, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("held, held by") && out.stdout.contains("(release 7)"),
+        "{}",
+        out.stdout
+    );
+    let out = world.shift(
+        "other.json",
+        &["--to", "blue", "--weight", "100", "--force"],
+    );
+    assert_eq!(out.code, 5, "{}", out.stderr);
+    let out = world.admin("other.json", &["lock", "release"]);
+    assert_eq!(out.code, 5, "{}", out.stderr);
+    assert!(out.stderr.contains("pass --force"), "{}", out.stderr);
+    let out = world.admin("other.json", &["lock", "release", "--force"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.starts_with("released "), "{}", out.stdout);
+    let out = world.admin("other.json", &["lock", "status", "--output", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let status: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(status["held"], false);
+    let out = world.shift(
+        "other.json",
+        &["--to", "blue", "--weight", "100", "--force"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[test]
+fn the_history_of_two_releases_and_a_rollback_matches_the_journal() {
+    let world = World::new();
+    assert_eq!(
+        world
+            .shift("h.json", &["--to", "green", "--steps", "10,100", "--force"])
+            .code,
+        0
+    );
+    assert_eq!(
+        world
+            .shift("h.json", &["--to", "blue", "--steps", "50,100", "--force"])
+            .code,
+        0
+    );
+    assert_eq!(world.shift("h.json", &["--rollback"]).code, 0);
+    assert_eq!(world.weights(), w(&[("blue", 0), ("green", 100)]));
+
+    let out = world.admin("h.json", &["history"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with(char::is_numeric))
+        .collect();
+    assert_eq!(rows.len(), 3, "{}", out.stdout);
+    assert!(
+        rows[0].contains("shift") && rows[0].contains("green") && rows[0].contains("completed"),
+        "{}",
+        rows[0]
+    );
+    assert!(
+        rows[1].contains("blue=0,green=100") && rows[1].contains("blue=100,green=0"),
+        "{}",
+        rows[1]
+    );
+    assert!(rows[2].contains("rollback"), "{}", rows[2]);
+    assert!(out.stdout.contains("route route53:"), "{}", out.stdout);
+
+    let out = world.admin("h.json", &["history", "--output", "json"]);
+    let history: Value = serde_json::from_str(&out.stdout).unwrap();
+    let releases = history["releases"].as_array().unwrap();
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(world.dir.path().join("h.json")).unwrap()).unwrap();
+    let journal = doc["journal"].as_array().unwrap();
+    let started: Vec<&Value> = journal
+        .iter()
+        .filter(|e| e["action"] == "shift-started" || e["action"] == "rollback-started")
+        .collect();
+    assert_eq!(releases.len(), started.len());
+    for (r, e) in releases.iter().zip(&started) {
+        assert_eq!(r["started_at"], e["at"]);
+        assert_eq!(r["actor"], e["actor"]);
+    }
+    assert_eq!(releases[0]["steps"], 2);
+    assert_eq!(releases[1]["outcome"], "completed");
+    assert_eq!(releases[2]["kind"], "rollback");
+    assert_eq!(
+        releases[2]["to"],
+        serde_json::json!({"blue": 0, "green": 100})
+    );
+
+    let out = world.admin("h.json", &["state", "validate"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    std::fs::write(
+        world.dir.path().join("bad.json"),
+        r#"{"schema": "switchyard/state/v1", "stacks": {"green": {"role": "boss"}}}"#,
+    )
+    .unwrap();
+    let out = world.admin(
+        "h.json",
+        &[
+            "state",
+            "validate",
+            world.dir.path().join("bad.json").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("/stacks/green/role"), "{}", out.stdout);
+}
