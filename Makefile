@@ -16,7 +16,7 @@ all: build
 
 ## deps: tools the tests start for real (moto's server, the aws CLI, a JUnit parser, openssl, curl)
 deps:
-	@command -v moto_server >/dev/null 2>&1 && $(PYTHON) -c 'import flask, flask_cors' 2>/dev/null \
+	@command -v moto_server >/dev/null 2>&1 && $(PYTHON) -c 'import flask, flask_cors, yaml' 2>/dev/null \
 	  || { echo "installing moto[server]"; $(PIP) install --quiet 'moto[server]>=5,<6'; }
 	@command -v aws >/dev/null 2>&1 || { echo "installing awscli"; $(PIP) install --quiet 'awscli>=1.32,<2'; }
 	@$(PYTHON) -c 'import junitparser' 2>/dev/null || { echo "installing junitparser"; $(PIP) install --quiet 'junitparser>=3'; }

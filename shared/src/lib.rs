@@ -8,10 +8,13 @@
 //! - [`cli`]: the command-line contract shared by every step (flags, exit codes, output).
 //! - [`aws`]: SDK configuration, retry policy and service helpers.
 //! - [`health`]: HTTP probes and the gates that decide whether traffic may move on.
+//! - [`host`]: hosts joining and leaving the fleet with their labels (IMDSv2,
+//!   EC2 tags, ELBv2 targets), the fleet view, and the cloud-init user-data.
 //! - [`traffic`]: the [`traffic::Router`] seam and the weight-shifting engine.
 
 pub mod aws;
 pub mod cli;
 pub mod health;
+pub mod host;
 pub mod state;
 pub mod traffic;

@@ -4,7 +4,12 @@
 
 // A scenario reads best as one function, setup to last check.
 #![allow(clippy::too_many_lines)]
+// Fixture helpers panic on setup failures, like the tests they serve.
+#![allow(clippy::unwrap_used)]
 
 mod aws_cli;
+mod ergonomics;
+mod pipeline;
+mod register_host;
 mod shift_weight;
 mod verify_health;

@@ -281,13 +281,16 @@ fn start_tls(dir: &Path) -> TlsServer {
         .arg(dir.join("server.key"))
         .spawn()
         .expect("python3 runs");
+    // Owned at once, so the server is stopped (and reaped) however this ends.
+    let mut server = TlsServer { child, port: 0 };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(port) = std::fs::read_to_string(&port_file)
             .ok()
             .and_then(|p| p.trim().parse().ok())
         {
-            return TlsServer { child, port };
+            server.port = port;
+            return server;
         }
         assert!(Instant::now() < deadline, "the TLS server did not start");
         std::thread::sleep(Duration::from_millis(50));

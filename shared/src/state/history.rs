@@ -17,7 +17,7 @@ pub struct Release {
     /// 1-based, in journal order.
     pub number: usize,
     /// `shift` or `rollback`.
-    pub kind: String,
+    pub kind: &'static str,
     /// The route it moved.
     pub route: String,
     /// The member that received traffic, if one did.
@@ -48,7 +48,7 @@ pub struct Release {
     /// Health verdicts journaled since the previous move (`stack: summary`).
     pub verdicts: Vec<String>,
     /// `completed`, `rolled back`, `rollback`, `failed`, `interrupted`, `refused` or `in progress`.
-    pub outcome: String,
+    pub outcome: &'static str,
 }
 
 /// A stack as it is now.
@@ -103,6 +103,46 @@ fn word(h: Health) -> &'static str {
     }
 }
 
+/// Adds a journal entry to an open move; true when it ends the move.
+fn record(r: &mut Release, action: &str, e: &JournalEntry) -> bool {
+    let ended = match action {
+        "weights-submitted" => {
+            if let Some(c) = e.changes.first() {
+                if r.from.is_none() {
+                    r.from.clone_from(&c.before);
+                }
+                r.to.clone_from(&c.after);
+            }
+            None
+        }
+        "weights-verified" => {
+            r.steps += 1;
+            None
+        }
+        "gate" if e.outcome == Outcome::Ok => {
+            r.gates_passed += 1;
+            None
+        }
+        "gate" => {
+            r.gates_failed += 1;
+            (r.steps == 0).then_some("refused")
+        }
+        "shift-completed" => Some("completed"),
+        "rollback-completed" if r.kind == "rollback" => Some("rollback"),
+        "rollback-completed" => Some("rolled back"),
+        "shift-stopped" | "rollback-failed" if e.outcome == Outcome::Interrupted => {
+            Some("interrupted")
+        }
+        "shift-stopped" | "rollback-failed" => Some("failed"),
+        _ => None,
+    };
+    if let Some(outcome) = ended {
+        r.outcome = outcome;
+        r.ended_at = Some(e.at);
+    }
+    ended.is_some()
+}
+
 /// Reads the history out of a state document.
 pub fn history(doc: &StateDocument) -> History {
     let mut releases: Vec<Release> = Vec::new();
@@ -119,8 +159,7 @@ pub fn history(doc: &StateDocument) -> History {
                         "rollback"
                     } else {
                         "shift"
-                    }
-                    .to_owned(),
+                    },
                     route: extra_str(e, "route").unwrap_or_else(|| {
                         e.detail
                             .as_deref()
@@ -142,59 +181,15 @@ pub fn history(doc: &StateDocument) -> History {
                     gates_passed: 0,
                     gates_failed: 0,
                     verdicts: std::mem::take(&mut verdicts),
-                    outcome: "in progress".to_owned(),
+                    outcome: "in progress",
                 });
                 open = Some(releases.len() - 1);
             }
             (_, action) => {
-                let Some(r) = open.map(|i| &mut releases[i]) else {
-                    continue;
-                };
-                match action {
-                    "weights-submitted" => {
-                        if let Some(c) = e.changes.first() {
-                            if r.from.is_none() {
-                                r.from.clone_from(&c.before);
-                            }
-                            r.to.clone_from(&c.after);
-                        }
-                    }
-                    "weights-verified" => r.steps += 1,
-                    "gate" if e.outcome == Outcome::Ok => r.gates_passed += 1,
-                    "gate" => {
-                        r.gates_failed += 1;
-                        if r.steps == 0 {
-                            r.outcome = "refused".to_owned();
-                            r.ended_at = Some(e.at);
-                            open = None;
-                        }
-                    }
-                    "shift-completed" => {
-                        r.outcome = "completed".to_owned();
-                        r.ended_at = Some(e.at);
+                if let Some(i) = open {
+                    if record(&mut releases[i], action, e) {
                         open = None;
                     }
-                    "rollback-completed" => {
-                        r.outcome = if r.kind == "rollback" {
-                            "rollback"
-                        } else {
-                            "rolled back"
-                        }
-                        .to_owned();
-                        r.ended_at = Some(e.at);
-                        open = None;
-                    }
-                    "shift-stopped" | "rollback-failed" => {
-                        r.outcome = if e.outcome == Outcome::Interrupted {
-                            "interrupted"
-                        } else {
-                            "failed"
-                        }
-                        .to_owned();
-                        r.ended_at = Some(e.at);
-                        open = None;
-                    }
-                    _ => {}
                 }
             }
         }
@@ -238,14 +233,15 @@ pub fn history(doc: &StateDocument) -> History {
 }
 
 fn weights_text(v: Option<&Value>) -> String {
-    v.and_then(Value::as_object)
-        .map(|o| {
+    v.and_then(Value::as_object).map_or_else(
+        || "-".to_owned(),
+        |o| {
             o.iter()
                 .map(|(k, w)| format!("{k}={w}"))
                 .collect::<Vec<_>>()
                 .join(",")
-        })
-        .unwrap_or_else(|| "-".to_owned())
+        },
+    )
 }
 
 impl History {
@@ -260,7 +256,7 @@ impl History {
         }
         let _ = writeln!(
             t,
-            "{:<3} {:<19} {:<8} {:<8} {:<8} {:<27} {:<27} {:>5} {:>5}  {:<12} {}",
+            "{:<3} {:<19} {:<8} {:<8} {:<8} {:<27} {:<27} {:>5} {:>5}  {:<12} by",
             "#",
             "started (UTC)",
             "kind",
@@ -271,7 +267,6 @@ impl History {
             "steps",
             "gates",
             "outcome",
-            "by"
         );
         for r in &self.releases {
             let gates = if r.gates_failed > 0 {

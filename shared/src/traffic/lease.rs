@@ -7,6 +7,7 @@
 //! [`acquire`] takes a lease through a router, waiting for it (`--lock-wait`)
 //! with a heartbeat line instead of failing at once when asked to.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, TimeZone, Utc};
@@ -136,7 +137,7 @@ impl Lease {
             self.expires.to_rfc3339()
         );
         if !self.message.is_empty() {
-            text.push_str(&format!(" ({})", self.message.replace('_', " ")));
+            let _ = write!(text, " ({})", self.message.replace('_', " "));
         }
         text
     }

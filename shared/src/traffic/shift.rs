@@ -239,20 +239,14 @@ pub async fn run<R: Router>(
     let doc = file.load().map_err(ShiftError::StateRead)?;
     let group = router.read().await?;
     let route_id = router.id();
-    let existing = doc.traffic.get(&route_id);
-    let unfinished = existing
-        .and_then(|r| r.shift.as_ref())
-        .is_some_and(|s| s.status.is_unfinished());
-    let ours = existing
-        .and_then(|r| r.extra.get("lease"))
-        .and_then(|v| v.as_str())
-        .and_then(Lease::decode);
     let Decision {
         mode,
         plan,
         before,
         target,
-    } = decide(&route_id, &request, unfinished, &group, &doc, file)?;
+        unfinished,
+        ours,
+    } = decide(&route_id, &request, &group, &doc, file)?;
     let verified = if mode == "shift" {
         check_verified(&doc, &group.weights, &plan, options, file)
     } else {
@@ -261,7 +255,7 @@ pub async fn run<R: Router>(
 
     let settle = options.settle.unwrap_or(group.settle);
     if options.dry_run {
-        let mut lines = describe_plan(
+        let mut report = dry_run(
             router,
             &group.weights,
             &plan,
@@ -271,52 +265,28 @@ pub async fn run<R: Router>(
             mode,
         );
         if let Err(e) = verified {
-            lines.insert(0, format!("blocked: {e}; a real run exits 5"));
+            report
+                .plan
+                .insert(0, format!("blocked: {e}; a real run exits 5"));
         }
-        return Ok(ShiftReport {
-            mode: "dry-run",
-            route: route_id,
-            router: router.kind(),
-            from: group.weights.clone(),
-            before,
-            weights: group.weights,
-            steps: Vec::new(),
-            plan: lines,
-            elapsed_ms: millis(started.elapsed()),
-        });
+        report.elapsed_ms = millis(started.elapsed());
+        return Ok(report);
     }
     verified?;
 
-    let mut env = HookEnv::new(STEP, file.path(), &doc, false);
-    env.set("SWITCHYARD_ROUTE", &route_id);
-    env.set("SWITCHYARD_MODE", mode);
-    env.set("SWITCHYARD_WEIGHTS", &format_weights(&group.weights));
-    env.set(
-        "SWITCHYARD_TARGET_WEIGHTS",
-        &plan.last().map(format_weights).unwrap_or_default(),
+    let mut env = hook_env(
+        file,
+        &doc,
+        &route_id,
+        mode,
+        &group.weights,
+        &plan,
+        &before,
+        target.as_deref(),
     );
-    env.set("SWITCHYARD_BEFORE_WEIGHTS", &format_weights(&before));
-    env.set_opt("SWITCHYARD_TARGET", target.as_deref());
     options.hooks.run(&format!("pre-{STEP}"), &env).await?;
 
-    let request_lease = LeaseRequest {
-        holder: crate::state::journal::actor(),
-        message: options.lock_message.clone(),
-        expires: Utc::now() + options.timeout + options.lock_wait + Duration::from_secs(120),
-    };
-    let lease = lease::acquire(
-        router,
-        &request_lease,
-        ours.as_ref(),
-        options.lock_wait,
-        cancel,
-    )
-    .await?;
-    tracing::info!(
-        "took the lease {} until {}",
-        router.lease_resource(),
-        lease.expires.to_rfc3339()
-    );
+    let lease = take_lease(router, options, ours.as_ref(), cancel).await?;
 
     let mut run = Run {
         router,
@@ -342,20 +312,7 @@ pub async fn run<R: Router>(
         .await;
     run.release(&lease).await;
 
-    match &result {
-        Ok(now) => {
-            env.set("SWITCHYARD_OUTCOME", "ok");
-            env.set("SWITCHYARD_WEIGHTS", &format_weights(now));
-            options.hooks.run_after(&format!("post-{STEP}"), &env).await;
-        }
-        Err(e @ ShiftError::RolledBack { .. }) => {
-            env.set("SWITCHYARD_OUTCOME", "rolled_back");
-            env.set("SWITCHYARD_REASON", &e.to_string());
-            env.set("SWITCHYARD_WEIGHTS", &format_weights(&before));
-            options.hooks.run_after("on-rollback", &env).await;
-        }
-        Err(_) => {}
-    }
+    after_hooks(&options.hooks, &mut env, &result, &before).await;
     let weights = result?;
     Ok(ShiftReport {
         mode,
@@ -370,6 +327,54 @@ pub async fn run<R: Router>(
     })
 }
 
+/// The variables the hooks of a shift get (see [`HookEnv`]).
+#[allow(clippy::too_many_arguments)]
+fn hook_env(
+    file: &StateFile,
+    doc: &StateDocument,
+    route_id: &str,
+    mode: &str,
+    current: &Weights,
+    plan: &[Weights],
+    before: &Weights,
+    target: Option<&str>,
+) -> HookEnv {
+    let mut env = HookEnv::new(STEP, file.path(), doc, false);
+    env.set("SWITCHYARD_ROUTE", route_id);
+    env.set("SWITCHYARD_MODE", mode);
+    env.set("SWITCHYARD_WEIGHTS", &format_weights(current));
+    env.set(
+        "SWITCHYARD_TARGET_WEIGHTS",
+        &plan.last().map(format_weights).unwrap_or_default(),
+    );
+    env.set("SWITCHYARD_BEFORE_WEIGHTS", &format_weights(before));
+    env.set_opt("SWITCHYARD_TARGET", target);
+    env
+}
+
+/// `post-shift-weight` after success, `on-rollback` after an automatic rollback.
+async fn after_hooks(
+    hooks: &Hooks,
+    env: &mut HookEnv,
+    result: &Result<Weights, ShiftError>,
+    before: &Weights,
+) {
+    match result {
+        Ok(now) => {
+            env.set("SWITCHYARD_OUTCOME", "ok");
+            env.set("SWITCHYARD_WEIGHTS", &format_weights(now));
+            hooks.run_after(&format!("post-{STEP}"), env).await;
+        }
+        Err(e @ ShiftError::RolledBack { .. }) => {
+            env.set("SWITCHYARD_OUTCOME", "rolled_back");
+            env.set("SWITCHYARD_REASON", &e.to_string());
+            env.set("SWITCHYARD_WEIGHTS", &format_weights(before));
+            hooks.run_after("on-rollback", env).await;
+        }
+        Err(_) => {}
+    }
+}
+
 /// What a request comes to.
 struct Decision {
     /// `shift` or `rollback`.
@@ -380,17 +385,28 @@ struct Decision {
     before: Weights,
     /// The member receiving traffic, if one is.
     target: Option<String>,
+    /// Whether a shift of this route stopped half-way before.
+    unfinished: bool,
+    /// The lease this state file's run held, if it still names one.
+    ours: Option<Lease>,
 }
 
 /// Turns the request into a plan.
 fn decide(
     route_id: &str,
     request: &Request,
-    unfinished: bool,
     group: &super::Group,
     doc: &StateDocument,
     file: &StateFile,
 ) -> Result<Decision, ShiftError> {
+    let existing = doc.traffic.get(route_id);
+    let unfinished = existing
+        .and_then(|r| r.shift.as_ref())
+        .is_some_and(|s| s.status.is_unfinished());
+    let ours = existing
+        .and_then(|r| r.extra.get("lease"))
+        .and_then(|v| v.as_str())
+        .and_then(Lease::decode);
     Ok(match request {
         Request::Rollback => {
             let before = doc
@@ -416,6 +432,8 @@ fn decide(
                 plan: vec![before.clone()],
                 before,
                 target: None,
+                unfinished,
+                ours,
             }
         }
         Request::Shift(intent) => {
@@ -435,6 +453,8 @@ fn decide(
                 plan,
                 before,
                 target,
+                unfinished,
+                ours,
             }
         }
     })
@@ -494,6 +514,50 @@ fn check_verified(
         });
     }
     Ok(())
+}
+
+/// Takes the route's lease for this run (waiting `--lock-wait` if it is held).
+async fn take_lease<R: Router>(
+    router: &R,
+    options: &Options,
+    ours: Option<&Lease>,
+    cancel: &CancellationToken,
+) -> Result<Lease, TrafficError> {
+    let request = LeaseRequest {
+        holder: crate::state::journal::actor(),
+        message: options.lock_message.clone(),
+        expires: Utc::now() + options.timeout + options.lock_wait + Duration::from_secs(120),
+    };
+    let lease = lease::acquire(router, &request, ours, options.lock_wait, cancel).await?;
+    tracing::info!(
+        "took the lease {} until {}",
+        router.lease_resource(),
+        lease.expires.to_rfc3339()
+    );
+    Ok(lease)
+}
+
+/// The report of a dry run: the plan, nothing changed.
+fn dry_run<R: Router>(
+    router: &R,
+    current: &Weights,
+    plan: &[Weights],
+    before: &Weights,
+    settle: Duration,
+    options: &Options,
+    mode: &str,
+) -> ShiftReport {
+    ShiftReport {
+        mode: "dry-run",
+        route: router.id(),
+        router: router.kind(),
+        from: current.clone(),
+        before: before.clone(),
+        weights: current.clone(),
+        steps: Vec::new(),
+        plan: describe_plan(router, current, plan, before, settle, options, mode),
+        elapsed_ms: 0,
+    }
 }
 
 fn describe_plan<R: Router>(

@@ -283,38 +283,11 @@ fn verify(args: &Args, runtime: &tokio::runtime::Runtime) -> Result<(), Failure>
     let state = StateFile::new(&args.common.state);
     let (stack, urls) = targets(v, &state.load()?)?;
     let probe = HttpProbe::with_spec(probe_spec(v)?).map_err(|e| Failure::new(Code::Usage, e))?;
-    let policy = ProbePolicy {
-        initial_delay: v.initial_delay,
-        interval: v.interval,
-        attempts: v.attempts,
-        successes: v.successes,
-        failures: v.failures,
-        deadline: args.common.timeout,
-        quorum: v.quorum,
-        p95_limit: v.p95_limit,
-        max_limit: v.max_latency,
-        concurrency: v.concurrency,
-    };
+    let policy = probe_policy(v, args.common.timeout);
     policy.check().map_err(|e| Failure::new(Code::Usage, e))?;
 
     if args.common.dry_run {
-        println!(
-            "would probe {} endpoint(s){}",
-            urls.len(),
-            stack
-                .as_deref()
-                .map(|s| format!(" of stack {s}"))
-                .unwrap_or_default()
-        );
-        for u in &urls {
-            println!("  {u}");
-        }
-        for a in &v.alarms {
-            println!(
-                "would watch alarm {a} for {}",
-                switchyard::cli::progress::short(v.alarm_window)
-            );
-        }
+        print_plan(v, stack.as_deref(), &urls);
         return Ok(());
     }
 
@@ -433,6 +406,40 @@ fn targets(
         .collect::<Result<Vec<_>, _>>()
         .map_err(Failure::usage)?;
     Ok((stack, urls))
+}
+
+/// The probe policy the flags ask for.
+fn probe_policy(v: &VerifyArgs, deadline: Duration) -> ProbePolicy {
+    ProbePolicy {
+        initial_delay: v.initial_delay,
+        interval: v.interval,
+        attempts: v.attempts,
+        successes: v.successes,
+        failures: v.failures,
+        deadline,
+        quorum: v.quorum,
+        p95_limit: v.p95_limit,
+        max_limit: v.max_latency,
+        concurrency: v.concurrency,
+    }
+}
+
+/// What a dry run would probe and watch.
+fn print_plan(v: &VerifyArgs, stack: Option<&str>, urls: &[String]) {
+    println!(
+        "would probe {} endpoint(s){}",
+        urls.len(),
+        stack.map(|s| format!(" of stack {s}")).unwrap_or_default()
+    );
+    for u in urls {
+        println!("  {u}");
+    }
+    for a in &v.alarms {
+        println!(
+            "would watch alarm {a} for {}",
+            switchyard::cli::progress::short(v.alarm_window)
+        );
+    }
 }
 
 fn anyhow_io(e: &std::io::Error, context: &str) -> std::io::Error {

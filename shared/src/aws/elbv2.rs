@@ -1,0 +1,239 @@
+//! Elastic Load Balancing v2 calls used by the steps: reading target groups
+//! (type, port, deregistration delay), registering and deregistering one
+//! target, and reading that target's health.
+
+use std::time::Duration;
+
+use aws_sdk_elasticloadbalancingv2::types::{TargetDescription, TargetHealthReasonEnum};
+use aws_sdk_elasticloadbalancingv2::Client;
+use serde::Serialize;
+
+use super::ProviderError;
+
+/// The attribute that bounds how long a deregistered target drains.
+pub const DEREGISTRATION_DELAY: &str = "deregistration_delay.timeout_seconds";
+
+/// The error code of a target group that does not exist.
+pub const TARGET_GROUP_NOT_FOUND: &str = "TargetGroupNotFound";
+
+/// AWS's default deregistration delay, used when a group does not report one.
+pub const DEFAULT_DEREGISTRATION_DELAY: Duration = Duration::from_secs(300);
+
+/// A target group as DescribeTargetGroups returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TargetGroup {
+    /// Its ARN.
+    pub arn: String,
+    /// Its name.
+    pub name: String,
+    /// `instance`, `ip`, `lambda` or `alb`.
+    pub target_type: String,
+    /// The port targets receive traffic on unless registered with another.
+    pub port: Option<u16>,
+}
+
+/// One target of a group: an instance id or an IP address, and a port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Target {
+    /// Instance id (`instance` groups) or IP address (`ip` groups).
+    pub id: String,
+    /// The port it receives traffic on.
+    pub port: u16,
+    /// `all` for an IP address outside the group's VPC (a host off AWS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub availability_zone: Option<String>,
+}
+
+impl Target {
+    fn description(&self) -> TargetDescription {
+        TargetDescription::builder()
+            .id(&self.id)
+            .port(i32::from(self.port))
+            .set_availability_zone(self.availability_zone.clone())
+            .build()
+    }
+}
+
+/// A target's health as DescribeTargetHealth reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TargetHealth {
+    /// `initial`, `healthy`, `unhealthy`, `unhealthy.draining`, `unused`, `draining` or `unavailable`.
+    pub state: String,
+    /// The reason code, e.g. `Target.NotRegistered`, `Target.DeregistrationInProgress`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The service's own words about it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+impl TargetHealth {
+    /// The health of a target the group does not list at all.
+    pub fn absent() -> Self {
+        Self {
+            state: "unused".to_owned(),
+            reason: Some(TargetHealthReasonEnum::NotRegistered.as_str().to_owned()),
+            description: Some("not listed by the target group".to_owned()),
+        }
+    }
+
+    /// Whether the target is not registered (or no longer is).
+    pub fn is_not_registered(&self) -> bool {
+        self.reason.as_deref() == Some(TargetHealthReasonEnum::NotRegistered.as_str())
+    }
+
+    /// Whether the target is draining: deregistered, with requests still in flight.
+    pub fn is_draining(&self) -> bool {
+        matches!(self.state.as_str(), "draining" | "unhealthy.draining")
+            || self.reason.as_deref()
+                == Some(TargetHealthReasonEnum::DeregistrationInProgress.as_str())
+    }
+
+    /// Whether the target takes traffic: healthy, or registered in a group
+    /// whose health checks are disabled.
+    pub fn is_serving(&self) -> bool {
+        self.state == "healthy"
+            || (self.state == "unavailable"
+                && self.reason.as_deref()
+                    == Some(TargetHealthReasonEnum::HealthCheckDisabled.as_str()))
+    }
+
+    /// `state (reason: description)`, for messages.
+    pub fn describe(&self) -> String {
+        match (&self.reason, &self.description) {
+            (Some(r), Some(d)) => format!("{} ({r}: {d})", self.state),
+            (Some(r), None) => format!("{} ({r})", self.state),
+            (None, Some(d)) => format!("{} ({d})", self.state),
+            (None, None) => self.state.clone(),
+        }
+    }
+}
+
+/// The target group with this ARN.
+pub async fn describe_target_group(
+    client: &Client,
+    arn: &str,
+) -> Result<TargetGroup, ProviderError> {
+    let out = client
+        .describe_target_groups()
+        .target_group_arns(arn)
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_sdk("elbv2:DescribeTargetGroups", &e))?;
+    out.target_groups()
+        .iter()
+        .find(|g| g.target_group_arn() == Some(arn))
+        .map(|g| TargetGroup {
+            arn: arn.to_owned(),
+            name: g.target_group_name().unwrap_or_default().to_owned(),
+            target_type: g
+                .target_type()
+                .map_or("instance", |t| t.as_str())
+                .to_owned(),
+            port: g.port().and_then(|p| u16::try_from(p).ok()),
+        })
+        .ok_or_else(|| ProviderError {
+            operation: "elbv2:DescribeTargetGroups",
+            code: Some(TARGET_GROUP_NOT_FOUND.to_owned()),
+            message: format!("{TARGET_GROUP_NOT_FOUND}: no target group {arn}"),
+        })
+}
+
+/// The group's deregistration delay: how long a deregistered target drains at most.
+pub async fn deregistration_delay(client: &Client, arn: &str) -> Result<Duration, ProviderError> {
+    let out = client
+        .describe_target_group_attributes()
+        .target_group_arn(arn)
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_sdk("elbv2:DescribeTargetGroupAttributes", &e))?;
+    Ok(out
+        .attributes()
+        .iter()
+        .find(|a| a.key() == Some(DEREGISTRATION_DELAY))
+        .and_then(|a| a.value())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(DEFAULT_DEREGISTRATION_DELAY, Duration::from_secs))
+}
+
+/// Registers `target` in the group.
+pub async fn register(client: &Client, arn: &str, target: &Target) -> Result<(), ProviderError> {
+    client
+        .register_targets()
+        .target_group_arn(arn)
+        .targets(target.description())
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_sdk("elbv2:RegisterTargets", &e))?;
+    Ok(())
+}
+
+/// Deregisters `target` from the group; it drains for up to the deregistration delay.
+pub async fn deregister(client: &Client, arn: &str, target: &Target) -> Result<(), ProviderError> {
+    client
+        .deregister_targets()
+        .target_group_arn(arn)
+        .targets(target.description())
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_sdk("elbv2:DeregisterTargets", &e))?;
+    Ok(())
+}
+
+/// The health of `target` in the group ([`TargetHealth::absent`] when the group does not list it).
+pub async fn target_health(
+    client: &Client,
+    arn: &str,
+    target: &Target,
+) -> Result<TargetHealth, ProviderError> {
+    let out = client
+        .describe_target_health()
+        .target_group_arn(arn)
+        .targets(target.description())
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_sdk("elbv2:DescribeTargetHealth", &e))?;
+    let described = out.target_health_descriptions().iter().find(|d| {
+        d.target().and_then(TargetDescription::id) == Some(target.id.as_str())
+            && d.target()
+                .and_then(TargetDescription::port)
+                .is_none_or(|p| p == i32::from(target.port))
+    });
+    Ok(match described.and_then(|d| d.target_health()) {
+        Some(h) => TargetHealth {
+            state: h.state().map_or("unknown", |s| s.as_str()).to_owned(),
+            reason: h.reason().map(|r| r.as_str().to_owned()),
+            description: h.description().map(str::to_owned),
+        },
+        None => TargetHealth::absent(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn health(state: &str, reason: Option<&str>) -> TargetHealth {
+        TargetHealth {
+            state: state.into(),
+            reason: reason.map(Into::into),
+            description: None,
+        }
+    }
+
+    #[test]
+    fn states_are_classified() {
+        assert!(TargetHealth::absent().is_not_registered());
+        assert!(health("unused", Some("Target.NotRegistered")).is_not_registered());
+        assert!(!health("unused", Some("Target.NotInUse")).is_not_registered());
+        assert!(health("draining", Some("Target.DeregistrationInProgress")).is_draining());
+        assert!(health("unhealthy.draining", None).is_draining());
+        assert!(health("healthy", None).is_serving());
+        assert!(health("unavailable", Some("Target.HealthCheckDisabled")).is_serving());
+        assert!(!health("initial", Some("Elb.InitialHealthChecking")).is_serving());
+        assert_eq!(
+            health("unhealthy", Some("Target.Timeout")).describe(),
+            "unhealthy (Target.Timeout)"
+        );
+    }
+}

@@ -1,0 +1,1057 @@
+//! register-host against moto's server, cross-checked with the aws CLI.
+//!
+//! moto serves the instance metadata paths on its own port, and join reads
+//! them (a dry run shows moto's `i-fake`); but moto refuses to tag `i-fake`
+//! (not a valid instance id), so the joins that change something read their
+//! identity from a stand-in metadata service on loopback that answers like
+//! EC2's IMDSv2 for an instance moto really runs.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use serde_json::Value;
+use switchyard_tests::steps::{run, step, StepOutput};
+use switchyard_tests::Moto;
+
+use crate::aws_cli::aws;
+
+/// What the stand-in metadata service answers.
+#[derive(Debug, Clone)]
+enum Metadata {
+    /// An instance: id, region, zone, private address.
+    Instance(BTreeMap<&'static str, String>),
+    /// 403 to every token request (metadata turned off for the instance).
+    RefuseToken,
+}
+
+/// An IMDSv2 stand-in on loopback: a token (with its TTL header) for a PUT
+/// that asks for one; metadata only for GETs that carry it.
+struct Imds {
+    addr: SocketAddr,
+    requests: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Imds {
+    fn start(metadata: Metadata) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let addr = listener.local_addr().expect("an address");
+        let requests = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (count, stopped) = (requests.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Ok(stream) = stream {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let _ = answer(stream, &metadata);
+                }
+            }
+        });
+        Self {
+            addr,
+            requests,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Imds {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+const TOKEN: &str = "stand-in-token";
+
+fn answer(stream: TcpStream, metadata: &Metadata) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut first = String::new();
+    reader.read_line(&mut first)?;
+    let mut headers = BTreeMap::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = line.trim_end().split_once(": ") {
+            headers.insert(k.to_ascii_lowercase(), v.to_owned());
+        }
+    }
+    let mut parts = first.split(' ');
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, extra, body) = match (metadata, method) {
+        (Metadata::RefuseToken, _) => (403, String::new(), String::new()),
+        (Metadata::Instance(_), "PUT") if path == "/latest/api/token" => {
+            match headers.get("x-aws-ec2-metadata-token-ttl-seconds") {
+                Some(ttl) => (
+                    200,
+                    format!("X-aws-ec2-metadata-token-ttl-seconds: {ttl}\r\n"),
+                    TOKEN.to_owned(),
+                ),
+                None => (400, String::new(), String::new()),
+            }
+        }
+        (Metadata::Instance(_), _)
+            if headers.get("x-aws-ec2-metadata-token").map(String::as_str) != Some(TOKEN) =>
+        {
+            (401, String::new(), String::new())
+        }
+        (Metadata::Instance(values), "GET") => {
+            match values.get(path.trim_start_matches("/latest/meta-data/")) {
+                Some(v) => (200, String::new(), v.clone()),
+                None => (404, String::new(), String::new()),
+            }
+        }
+        _ => (405, String::new(), String::new()),
+    };
+    let mut stream = stream;
+    write!(
+        stream,
+        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}
+
+/// One test's world: a moto server, a VPC, a temp dir for the state file.
+struct World {
+    moto: Moto,
+    vpc: String,
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    fn new() -> Self {
+        let moto = Moto::start().expect("moto_server starts");
+        let vpc = aws(&moto, &["ec2", "create-vpc", "--cidr-block", "10.0.0.0/16"])["Vpc"]["VpcId"]
+            .as_str()
+            .expect("a VPC id")
+            .to_owned();
+        Self {
+            moto,
+            vpc,
+            dir: tempfile::tempdir().expect("a temp dir"),
+        }
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("switchyard-state.json")
+    }
+
+    fn doc(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.state()).expect("the state file exists"))
+            .expect("the state file is JSON")
+    }
+
+    /// A target group of `kind` (`instance` or `ip`) on port 80.
+    fn target_group(&self, name: &str, kind: &str) -> String {
+        let out = aws(
+            &self.moto,
+            &[
+                "elbv2",
+                "create-target-group",
+                "--name",
+                name,
+                "--protocol",
+                "HTTP",
+                "--port",
+                "80",
+                "--vpc-id",
+                &self.vpc,
+                "--target-type",
+                kind,
+            ],
+        );
+        out["TargetGroups"][0]["TargetGroupArn"]
+            .as_str()
+            .expect("a target group ARN")
+            .to_owned()
+    }
+
+    /// Starts an instance in `region` with `tags`; returns it as run-instances shows it.
+    fn instance(&self, region: &str, tags: &[(&str, &str)]) -> Value {
+        let mut args = vec![
+            "ec2".to_owned(),
+            "run-instances".to_owned(),
+            "--image-id".to_owned(),
+            "ami-12c6146b".to_owned(),
+            "--count".to_owned(),
+            "1".to_owned(),
+            "--instance-type".to_owned(),
+            "t3.micro".to_owned(),
+            "--region".to_owned(),
+            region.to_owned(),
+        ];
+        if !tags.is_empty() {
+            let list: Vec<String> = tags
+                .iter()
+                .map(|(k, v)| format!("{{Key={k},Value={v}}}"))
+                .collect();
+            args.push("--tag-specifications".to_owned());
+            args.push(format!("ResourceType=instance,Tags=[{}]", list.join(",")));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        aws(&self.moto, &args)["Instances"][0].clone()
+    }
+
+    /// A stand-in metadata service for `instance` (as run-instances shows it).
+    fn imds_for(instance: &Value) -> Imds {
+        let zone = instance["Placement"]["AvailabilityZone"]
+            .as_str()
+            .expect("a zone")
+            .to_owned();
+        let values = BTreeMap::from([
+            (
+                "instance-id",
+                instance["InstanceId"].as_str().expect("an id").to_owned(),
+            ),
+            ("placement/region", zone[..zone.len() - 1].to_owned()),
+            ("placement/availability-zone", zone),
+            (
+                "local-ipv4",
+                instance["PrivateIpAddress"]
+                    .as_str()
+                    .expect("an address")
+                    .to_owned(),
+            ),
+        ]);
+        Imds::start(Metadata::Instance(values))
+    }
+
+    /// Runs register-host with moto's environment, the state file, and the
+    /// metadata service at `imds`.
+    fn step(&self, imds: &str, args: &[&str]) -> StepOutput {
+        self.step_env(imds, args, &[])
+    }
+
+    fn step_env(&self, imds: &str, args: &[&str], env: &[(&str, &str)]) -> StepOutput {
+        // moto's environment turns the metadata service off for the SDK; this step reads it.
+        let mut all: Vec<(String, String)> = self
+            .moto
+            .env()
+            .into_iter()
+            .filter(|(k, _)| k != "AWS_EC2_METADATA_DISABLED")
+            .collect();
+        all.push(("AWS_EC2_METADATA_SERVICE_ENDPOINT".into(), imds.to_owned()));
+        all.push((
+            "SWITCHYARD_STATE".into(),
+            self.state().display().to_string(),
+        ));
+        all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let mut cmd = step("register-host", &all);
+        cmd.args(args);
+        run(&mut cmd)
+    }
+
+    /// The target health descriptions of a group, as the aws CLI sees them.
+    fn health(&self, group: &str) -> Vec<Value> {
+        aws(
+            &self.moto,
+            &[
+                "elbv2",
+                "describe-target-health",
+                "--target-group-arn",
+                group,
+            ],
+        )["TargetHealthDescriptions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The instance's tags, as the aws CLI sees them.
+    fn tags(&self, instance: &str) -> BTreeMap<String, String> {
+        let filter = format!("Name=resource-id,Values={instance}");
+        aws(&self.moto, &["ec2", "describe-tags", "--filters", &filter])["Tags"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|t| {
+                (
+                    t["Key"].as_str().unwrap_or_default().to_owned(),
+                    t["Value"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn json(out: &StepOutput) -> Value {
+    serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON object ({e}):\n{}{}",
+            out.stdout, out.stderr
+        )
+    })
+}
+
+fn actions(doc: &Value) -> Vec<String> {
+    doc["journal"]
+        .as_array()
+        .expect("a journal")
+        .iter()
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e["action"].as_str().unwrap_or_default(),
+                e["outcome"].as_str().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+/// A loopback URL where nothing listens.
+fn closed_endpoint() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let endpoint = format!("http://{}", listener.local_addr().expect("an address"));
+    drop(listener);
+    endpoint
+}
+
+#[test]
+fn join_tags_the_instance_and_registers_it_and_leave_deregisters_it() {
+    let world = World::new();
+    let group = world.target_group("go-auth-blue", "instance");
+    let instance = world.instance("us-east-1", &[("Name", "web-1")]);
+    let id = instance["InstanceId"].as_str().unwrap().to_owned();
+    let ip = instance["PrivateIpAddress"].as_str().unwrap().to_owned();
+    let imds = World::imds_for(&instance);
+
+    let join = [
+        "join",
+        "--service",
+        "go-auth",
+        "--label",
+        "provider=aws",
+        "--label",
+        "region=us-east-1",
+        "--target-group",
+        &group,
+        "--port",
+        "9000",
+        "--wait-healthy",
+        "30s",
+    ];
+    let mut args = join.to_vec();
+    args.extend(["--output", "json"]);
+    let out = world.step(&imds.endpoint(), &args);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let report = json(&out);
+    assert_eq!(report["host"]["host_id"], id.as_str());
+    assert_eq!(report["host"]["provider"], "aws");
+    assert_eq!(report["host"]["region"], "us-east-1");
+    assert_eq!(report["host"]["address"], ip.as_str());
+    assert_eq!(report["healthy"], true);
+    assert_eq!(report["targets"][0]["target"]["port"], 9000);
+
+    // The aws CLI sees the tags (the instance's own Name tag kept) and the healthy target.
+    let tags = world.tags(&id);
+    assert_eq!(tags["switchyard:service"], "go-auth");
+    assert_eq!(tags["switchyard:label:provider"], "aws");
+    assert_eq!(tags["switchyard:label:region"], "us-east-1");
+    assert_eq!(tags["Name"], "web-1");
+    let health = world.health(&group);
+    assert_eq!(health.len(), 1, "{health:?}");
+    assert_eq!(health[0]["Target"]["Id"], id.as_str());
+    assert_eq!(health[0]["Target"]["Port"], 9000);
+    assert_eq!(health[0]["TargetHealth"]["State"], "healthy");
+
+    let doc = world.doc();
+    let host = &doc["hosts"][id.as_str()];
+    assert_eq!(host["provider"], "aws");
+    assert_eq!(host["region"], "us-east-1");
+    assert_eq!(host["address"], ip.as_str());
+    assert_eq!(host["labels"]["service"], "go-auth");
+    assert_eq!(host["labels"]["provider"], "aws");
+    assert_eq!(actions(&doc), ["join:ok", "healthy:ok"]);
+
+    // Joining again (a reboot) changes nothing but the journal.
+    let out = world.step(&imds.endpoint(), &join);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.starts_with(&format!(
+            "joined {id} (aws, us-east-1a, {ip}): service go-auth, labels provider=aws,region=us-east-1\n"
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("go-auth-blue: {id}:9000 healthy")),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(world.health(&group).len(), 1);
+
+    // Leave: deregistered (moto has no draining: unused at once), and out of the state.
+    let out = world.step(
+        &imds.endpoint(),
+        &["leave", "--target-group", &group, "--port", "9000"],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .starts_with(&format!("left {id} (aws, us-east-1a, {ip}): deregistered from 1 of 1 target group(s), drained in")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        world.health(&group).is_empty(),
+        "{:?}",
+        world.health(&group)
+    );
+    let doc = world.doc();
+    assert!(doc["hosts"].get(id.as_str()).is_none(), "{doc}");
+    assert_eq!(
+        actions(&doc),
+        [
+            "join:ok",
+            "healthy:ok",
+            "join:ok",
+            "healthy:ok",
+            "leave:ok",
+            "drained:ok"
+        ]
+    );
+
+    // Leaving again finds nothing registered and deregisters nothing.
+    let out = world.step(
+        &imds.endpoint(),
+        &[
+            "leave",
+            "--target-group",
+            &group,
+            "--port",
+            "9000",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(json(&out)["targets"][0]["deregistered"], false);
+}
+
+#[test]
+fn moto_serves_the_metadata_and_a_metadata_endpoint_down_is_exit_3() {
+    let world = World::new();
+    let group = world.target_group("go-auth-blue", "instance");
+    let join = [
+        "join",
+        "--service",
+        "go-auth",
+        "--label",
+        "region=us-east-1",
+        "--target-group",
+        &group,
+    ];
+
+    // moto's own metadata endpoints (on moto's port): a dry run reads them and plans.
+    let mut args = join.to_vec();
+    args.push("--dry-run");
+    let out = world.step(&world.moto.endpoint(), &args);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .starts_with("plan for i-fake to join go-auth (dry run: nothing changed)\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("  register i-fake:80 in target group go-auth-blue (instance target)\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(world.health(&group).is_empty());
+    assert!(!world.state().exists());
+
+    // Nothing listens at the metadata endpoint: a clear message, exit 3, nothing changed.
+    let closed = closed_endpoint();
+    let out = world.step(&closed, &join);
+    assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "error: cannot reach the instance metadata service at {closed}: "
+        )) && out.stderr.contains(
+            "Is this host an EC2 instance? Off AWS, pass --provider NAME --host-id ID --address IP"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(world.health(&group).is_empty());
+    assert!(!world.state().exists());
+
+    // The token is refused (metadata turned off for the instance): exit 3, in JSON too.
+    let refusing = Imds::start(Metadata::RefuseToken);
+    let mut args = join.to_vec();
+    args.extend(["--output", "json"]);
+    let out = world.step(&refusing.endpoint(), &args);
+    assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
+    let report = json(&out);
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["exit_code"], 3);
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("refused an IMDSv2 session token (HTTP 403)"),
+        "{report}"
+    );
+    assert_eq!(refusing.requests(), 1, "a refused token is not retried");
+
+    // Metadata turned off by configuration is bad input: exit 2.
+    let out = world.step_env(
+        &world.moto.endpoint(),
+        &join,
+        &[("AWS_EC2_METADATA_DISABLED", "true")],
+    );
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("instance metadata is turned off (AWS_EC2_METADATA_DISABLED=true)"),
+        "{}",
+        out.stderr
+    );
+    assert!(!world.state().exists());
+}
+
+#[test]
+fn a_host_off_aws_registers_its_address_in_an_ip_target_group() {
+    let world = World::new();
+    let ip_group = world.target_group("go-auth-dc", "ip");
+    let instance_group = world.target_group("go-auth-blue", "instance");
+    // No metadata service is asked off AWS: point it where nothing listens.
+    let closed = closed_endpoint();
+    let host = [
+        "--provider",
+        "dc-fra1",
+        "--host-id",
+        "fra1-web-7",
+        "--address",
+        "127.0.0.5",
+    ];
+    // Hooks see the action and the host; a failing pre-hook stops the join before any change.
+    let hooks = world.dir.path().join("hooks");
+    std::fs::create_dir(&hooks).unwrap();
+    let seen = world.dir.path().join("post-hook.env");
+    let executable = |name: &str, body: &str| {
+        let path = hooks.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    };
+    executable("pre-register-host", "exit 9");
+    let hooks_dir = hooks.display().to_string();
+    let mut args = vec![
+        "join",
+        "--service",
+        "go-auth",
+        "--label",
+        "provider=dc-fra1",
+        "--label",
+        "region=eu-central",
+        "--target-group",
+        &ip_group,
+        "--port",
+        "9000",
+        "--hooks-dir",
+        &hooks_dir,
+    ];
+    args.extend(host);
+    let out = world.step(&closed, &args);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("hook pre-register-host failed"),
+        "{}",
+        out.stderr
+    );
+    assert!(world.health(&ip_group).is_empty());
+    executable("pre-register-host", "exit 0");
+    executable(
+        "post-register-host",
+        &format!(
+            "echo \"$SWITCHYARD_ACTION $SWITCHYARD_HOST_ID $SWITCHYARD_PROVIDER $SWITCHYARD_SERVICE\" > '{}'",
+            seen.display()
+        ),
+    );
+    let out = world.step(&closed, &args);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(&seen).unwrap(),
+        "join fra1-web-7 dc-fra1 go-auth\n"
+    );
+    assert!(
+        out.stdout
+            .starts_with("joined fra1-web-7 (dc-fra1, 127.0.0.5): service go-auth"),
+        "{}",
+        out.stdout
+    );
+    let health = world.health(&ip_group);
+    assert_eq!(health[0]["Target"]["Id"], "127.0.0.5");
+    assert_eq!(health[0]["Target"]["Port"], 9000);
+    assert_eq!(health[0]["TargetHealth"]["State"], "healthy");
+    let doc = world.doc();
+    assert_eq!(doc["hosts"]["fra1-web-7"]["provider"], "dc-fra1");
+    assert_eq!(doc["hosts"]["fra1-web-7"]["region"], "eu-central");
+    assert_eq!(doc["hosts"]["fra1-web-7"]["address"], "127.0.0.5");
+
+    // An instance target group cannot take a host that has no instance id.
+    let mut args = vec![
+        "join",
+        "--service",
+        "go-auth",
+        "--target-group",
+        &instance_group,
+    ];
+    args.extend(host);
+    let out = world.step(&closed, &args);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains(
+            "target group go-auth-blue has target type instance: a host off AWS (--provider dc-fra1) has no instance id"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(world.health(&instance_group).is_empty());
+
+    let mut args = vec!["leave", "--target-group", &ip_group, "--port", "9000"];
+    args.extend(host);
+    let out = world.step(&closed, &args);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(world.health(&ip_group).is_empty());
+    assert!(world.doc()["hosts"].get("fra1-web-7").is_none());
+}
+
+#[test]
+fn list_filters_the_fleet_by_labels_across_regions() {
+    let world = World::new();
+    let tagged = |region: &str, service: &str, labels: &[(&str, &str)]| {
+        let mut tags = vec![("switchyard:service".to_owned(), service.to_owned())];
+        for (k, v) in labels {
+            tags.push((format!("switchyard:label:{k}"), (*v).to_owned()));
+        }
+        let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        world.instance(region, &tags)["InstanceId"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let first = tagged(
+        "us-east-1",
+        "go-auth",
+        &[("region", "us-east-1"), ("provider", "aws")],
+    );
+    let canary = tagged(
+        "us-east-1",
+        "go-auth",
+        &[
+            ("region", "us-east-1"),
+            ("provider", "aws"),
+            ("canary", "yes"),
+        ],
+    );
+    let _other_service = tagged("us-east-1", "billing", &[("region", "us-east-1")]);
+    let _untagged = world.instance("us-east-1", &[("Name", "bastion")]);
+    let europe = tagged(
+        "eu-west-1",
+        "go-auth",
+        &[("region", "eu-west-1"), ("provider", "aws")],
+    );
+    let imds = closed_endpoint();
+    let listed = |out: &StepOutput| -> Vec<String> {
+        assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+        let mut found: Vec<String> = json(out)["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["host_id"].as_str().unwrap().to_owned())
+            .collect();
+        found.sort();
+        found
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+
+    let out = world.step(
+        &imds,
+        &[
+            "list",
+            "--service",
+            "go-auth",
+            "--label",
+            "region=us-east-1",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(listed(&out), sorted(vec![first.clone(), canary.clone()]));
+    let report = json(&out);
+    assert_eq!(report["count"], 2);
+    let host = report["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host_id"] == canary.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(host["labels"]["canary"], "yes");
+    assert_eq!(host["service"], "go-auth");
+    assert_eq!(host["region"], "us-east-1");
+    assert_eq!(host["state"], "running");
+
+    let out = world.step(
+        &imds,
+        &[
+            "list",
+            "--service",
+            "go-auth",
+            "--label",
+            "canary=yes",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(listed(&out), std::slice::from_ref(&canary));
+
+    // The placement view across regions.
+    let out = world.step(
+        &imds,
+        &[
+            "list",
+            "--service",
+            "go-auth",
+            "--regions",
+            "us-east-1,eu-west-1",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(
+        listed(&out),
+        sorted(vec![first.clone(), canary.clone(), europe])
+    );
+    let report = json(&out);
+    assert_eq!(report["by_region"]["us-east-1"], 2);
+    assert_eq!(report["by_region"]["eu-west-1"], 1);
+
+    // A stopped host is not in the fleet.
+    aws(
+        &world.moto,
+        &["ec2", "stop-instances", "--instance-ids", &canary],
+    );
+    let out = world.step(&imds, &["list", "--service", "go-auth"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines[0].starts_with("HOST "), "{}", out.stdout);
+    assert_eq!(lines.len(), 3, "{}", out.stdout);
+    assert!(lines[1].starts_with(&first) && lines[1].contains("provider=aws,region=us-east-1"));
+    assert_eq!(lines[2], "1 host(s) match service=go-auth (us-east-1: 1)");
+
+    let out = world.step(&imds, &["list", "--service", "nothing"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(out.stdout, "no hosts match service=nothing in us-east-1\n");
+}
+
+#[test]
+fn bad_input_exits_2_naming_the_problem_before_any_call() {
+    let world = World::new();
+    let group = world.target_group("go-auth-blue", "instance");
+    let instance = world.instance("us-east-1", &[]);
+    let imds = World::imds_for(&instance);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--label", "region"],
+            "error: --label \"region\" is not KEY=VALUE; e.g. --label region=us-east-1",
+        ),
+        (
+            vec!["--label", "service=other"],
+            "names the service, which is given with --service, not as a label",
+        ),
+        (
+            vec!["--label", "region=a", "--label", "region=b"],
+            "label \"region\" is given twice (--label region=a and --label region=b)",
+        ),
+        (
+            vec!["--label", "team=a b"],
+            "--label \"team=a b\" has a value that holds ' '",
+        ),
+        (
+            vec!["--target-group", "go-auth-blue"],
+            "--target-group \"go-auth-blue\" is not a target group ARN",
+        ),
+        (
+            vec!["--target-group", &group, "--region", "eu-west-1"],
+            "is in us-east-1, but this host's calls go to eu-west-1",
+        ),
+        (
+            vec!["--provider", "hetzner"],
+            "--provider hetzner needs --host-id ID and --address IP",
+        ),
+    ];
+    for (extra, message) in cases {
+        let mut args = vec!["join", "--service", "go-auth"];
+        args.extend(extra.iter().copied());
+        let out = world.step(&imds.endpoint(), &args);
+        assert_eq!(out.code, 2, "{extra:?}: {}{}", out.stdout, out.stderr);
+        assert!(
+            out.stderr.contains(message),
+            "{extra:?}: expected {message:?} in {}",
+            out.stderr
+        );
+    }
+    assert_eq!(
+        imds.requests(),
+        0,
+        "nothing was asked before the input was checked"
+    );
+    assert!(!world.state().exists());
+    assert!(world.health(&group).is_empty());
+    let id = instance["InstanceId"].as_str().unwrap();
+    assert!(world.tags(id).is_empty());
+
+    // A target group that does not exist is bad input too, found before any change.
+    let missing = group.replace("go-auth-blue", "go-auth-gone");
+    let out = world.step(
+        &imds.endpoint(),
+        &["join", "--service", "go-auth", "--target-group", &missing],
+    );
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("error: no target group {missing} in us-east-1")),
+        "{}",
+        out.stderr
+    );
+    assert!(world.tags(id).is_empty());
+}
+
+/// Parses the document with PyYAML and returns it as JSON.
+fn parse_yaml(document: &str) -> Value {
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin.read()), sys.stdout)",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs (PyYAML comes with moto[server])");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(document.as_bytes())
+        .expect("the document is written");
+    let out = child.wait_with_output().expect("python3 ends");
+    assert!(
+        out.status.success(),
+        "PyYAML refused the document: {}\n{document}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON from python3")
+}
+
+fn bash_n(script: &Path) {
+    let out = Command::new("bash")
+        .arg("-n")
+        .arg(script)
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "bash -n {}: {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn user_data_is_a_cloud_config_document_whose_script_runs_join_and_leave() {
+    let dir = tempfile::tempdir().unwrap();
+    let group =
+        "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/go-auth-blue/50dc6c495c0c9188";
+    // A stand-in for the executable on the image, recording its arguments.
+    let fake = dir.path().join("register-host");
+    let recorded = dir.path().join("args");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" >> '{}'\necho --- >> '{}'\n",
+            recorded.display(),
+            recorded.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let state_file = dir.path().join("host").join("state.json");
+    let fake_path = fake.display().to_string();
+    let state_path = state_file.display().to_string();
+    let args = [
+        "user-data",
+        "--service",
+        "go-auth",
+        "--label",
+        "provider=aws",
+        "--label",
+        "region=us-east-1",
+        "--target-group",
+        group,
+        "--port",
+        "9000",
+        "--after",
+        "go-auth.service",
+        "--lifecycle-hook",
+        "drain",
+        "--asg",
+        "go-auth-green",
+        "--binary",
+        &fake_path,
+        "--state-file",
+        &state_path,
+    ];
+    let mut cmd = step("register-host", &[]);
+    cmd.args(args);
+    let out = run(&mut cmd);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let document = out.stdout;
+    assert!(document.starts_with("#cloud-config\n"), "{document}");
+
+    let parsed = parse_yaml(&document);
+    let files = parsed["write_files"].as_array().expect("write_files");
+    assert_eq!(files.len(), 2);
+    assert_eq!(
+        files[0]["path"],
+        "/usr/local/lib/switchyard/register-host.sh"
+    );
+    assert_eq!(files[0]["permissions"], "0755");
+    assert_eq!(
+        files[1]["path"],
+        "/etc/systemd/system/switchyard-register-host.service"
+    );
+    let unit = files[1]["content"].as_str().unwrap();
+    for line in [
+        "ExecStart=/usr/local/lib/switchyard/register-host.sh join",
+        "ExecStop=/usr/local/lib/switchyard/register-host.sh leave",
+        "RemainAfterExit=yes",
+        "After=network-online.target go-auth.service",
+        "WantedBy=multi-user.target",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "{line:?} not in\n{unit}");
+    }
+
+    // The shell parts parse: the script, and every runcmd line.
+    let script = dir.path().join("register-host.sh");
+    std::fs::write(&script, files[0]["content"].as_str().unwrap()).unwrap();
+    bash_n(&script);
+    let runcmd = parsed["runcmd"].as_array().expect("runcmd");
+    assert_eq!(runcmd.len(), 2);
+    for (i, line) in runcmd.iter().enumerate() {
+        let path = dir.path().join(format!("runcmd-{i}.sh"));
+        std::fs::write(&path, line.as_str().expect("a shell line")).unwrap();
+        bash_n(&path);
+    }
+
+    // And runs: join and leave reach the executable with their words intact.
+    for action in ["join", "leave"] {
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg(action)
+            .output()
+            .expect("bash runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let recorded = std::fs::read_to_string(&recorded).unwrap();
+    let runs: Vec<Vec<&str>> = recorded
+        .split("---\n")
+        .filter(|r| !r.is_empty())
+        .map(|r| r.lines().collect())
+        .collect();
+    assert_eq!(
+        runs[0],
+        [
+            "join",
+            "--service",
+            "go-auth",
+            "--label",
+            "provider=aws",
+            "--label",
+            "region=us-east-1",
+            "--target-group",
+            group,
+            "--port",
+            "9000",
+            "--wait-healthy",
+            "300s",
+            "--timeout",
+            "330s"
+        ]
+    );
+    assert_eq!(
+        runs[1],
+        [
+            "leave",
+            "--target-group",
+            group,
+            "--port",
+            "9000",
+            "--lifecycle-hook",
+            "drain",
+            "--asg",
+            "go-auth-green",
+            "--timeout",
+            "600s"
+        ]
+    );
+    assert!(
+        state_file.parent().unwrap().is_dir(),
+        "the state folder is made"
+    );
+    let unknown = Command::new("bash")
+        .arg(&script)
+        .arg("restart")
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+
+    // JSON output carries the document and its hash.
+    let mut cmd = step("register-host", &[]);
+    cmd.args(args).args(["--output", "json"]);
+    let out = run(&mut cmd);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report = json(&out);
+    assert_eq!(report["user_data"], document.as_str());
+    assert_eq!(report["bytes"], document.len());
+    assert_eq!(report["sha256"].as_str().unwrap().len(), 64);
+}
