@@ -18,11 +18,15 @@ cd "$(dirname "$0")/../.."
 ROOT=$PWD
 BIN=${SWITCHYARD_BIN_DIR:-$ROOT/target/release}
 SW=$BIN/shift-weight
+VH=$BIN/verify-health
+SY=$BIN/switchyard
 
 for tool in moto_server aws python3; do
   command -v "$tool" >/dev/null || { echo "demo: $tool is missing; run 'make deps'" >&2; exit 2; }
 done
-[[ -x $SW ]] || { echo "demo: $SW is not built; run 'make release' (make demo does)" >&2; exit 2; }
+for exe in "$SW" "$VH" "$SY"; do
+  [[ -x $exe ]] || { echo "demo: $exe is not built; run 'make release' (make demo does)" >&2; exit 2; }
+done
 
 # --- setup: temp folder, cleanup ----------------------------------------------
 
@@ -187,6 +191,10 @@ step() {
 section "1. dry run: the plan for a gated canary to green (changes nothing)"
 step "dry run" 0 "${ROUTE[@]}" --to green --steps 10,50,100 "${GATE[@]}" --dry-run
 
+section "2a. verify-health: is green healthy? (the verdict goes into the state file)"
+echo "\$ verify-health --stack green --url $HEALTH_URL --interval 200ms"
+"$VH" --stack green --url "$HEALTH_URL" --interval 200ms --state "$STATE"
+
 section "2. canary to green through 10%, 50%, 100%, with a health gate after each step"
 step "canary to green 10,50,100" 0 "${ROUTE[@]}" --to green --steps 10,50,100 "${GATE[@]}"
 
@@ -242,6 +250,10 @@ print(f"  schema {doc['schema']}, {len(doc['journal'])} entries")
 for e in doc["journal"]:
     print(f"    {e['action']:<20} {e['outcome']:<12} {e.get('detail', '')}")
 PY
+
+echo
+echo "  release history (switchyard history):"
+"$SY" history --state "$STATE" | sed 's/^/    /'
 
 echo
 if [[ $FAILED -ne 0 ]]; then

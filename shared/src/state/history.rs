@@ -106,6 +106,8 @@ fn word(h: Health) -> &'static str {
 /// Adds a journal entry to an open move; true when it ends the move.
 fn record(r: &mut Release, action: &str, e: &JournalEntry) -> bool {
     let ended = match action {
+        // The rollback after a failed gate is the move's undoing, not its destination.
+        "weights-submitted" if e.detail.as_deref() == Some("rollback") => None,
         "weights-submitted" => {
             if let Some(c) = e.changes.first() {
                 if r.from.is_none() {

@@ -1,5 +1,6 @@
 //! `make bench`: shift-weight against the aws CLI doing the same job, side by
-//! side in one run, against one local moto server.
+//! side in one run, against one local moto server; then verify-health against
+//! `xargs -P 64 curl` probing the same 10,000 loopback endpoints.
 //!
 //! The job: a weighted A record group at blue=100,green=0 is set to
 //! blue=50,green=50. shift-weight does it as one process (`--to green --weight
