@@ -62,6 +62,19 @@ pub fn normalize_name(name: &str) -> String {
     out
 }
 
+/// Parses a record type as given on the command line (`A`, `aaaa`, ...).
+pub fn parse_record_type(text: &str) -> Result<RrType, String> {
+    let upper = text.trim().to_ascii_uppercase();
+    if RrType::values().contains(&upper.as_str()) {
+        Ok(RrType::from(upper.as_str()))
+    } else {
+        Err(format!(
+            "--record-type {text:?} is not a Route53 record type ({})",
+            RrType::values().join(", ")
+        ))
+    }
+}
+
 /// A hosted zone id without the `/hostedzone/` prefix.
 pub fn normalize_zone_id(zone_id: &str) -> String {
     zone_id.trim().trim_start_matches("/hostedzone/").to_owned()

@@ -259,16 +259,7 @@ fn settings(args: &Args) -> Result<(Request, Options), Failure> {
 }
 
 fn record_type(text: &str) -> Result<aws_sdk_route53::types::RrType, Failure> {
-    use aws_sdk_route53::types::RrType;
-    let upper = text.trim().to_ascii_uppercase();
-    if RrType::values().contains(&upper.as_str()) {
-        Ok(RrType::from(upper.as_str()))
-    } else {
-        Err(Failure::usage(format!(
-            "--record-type {text:?} is not a Route53 record type ({})",
-            RrType::values().join(", ")
-        )))
-    }
+    switchyard::aws::route53::parse_record_type(text).map_err(Failure::usage)
 }
 
 #[cfg(test)]

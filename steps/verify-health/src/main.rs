@@ -497,15 +497,7 @@ fn probe_spec(v: &VerifyArgs) -> Result<ProbeSpec, Failure> {
 }
 
 fn record_type(text: &str) -> Result<aws_sdk_route53::types::RrType, Failure> {
-    use aws_sdk_route53::types::RrType;
-    let upper = text.trim().to_ascii_uppercase();
-    if RrType::values().contains(&upper.as_str()) {
-        Ok(RrType::from(upper.as_str()))
-    } else {
-        Err(Failure::usage(format!(
-            "--record-type {text:?} is not a Route53 record type"
-        )))
-    }
+    switchyard::aws::route53::parse_record_type(text).map_err(Failure::usage)
 }
 
 async fn route53(cmd: &Route53Command, common: &CommonArgs) -> Result<(), Failure> {
