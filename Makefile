@@ -40,7 +40,8 @@ lint:
 
 ## test: everything; the integration tests start moto_server on loopback themselves
 test: deps fmt-check lint build
-	$(CARGO) test --workspace --no-fail-fast
+	@set -o pipefail; $(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
+	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f; exit (f > 0) }' target/test-output.txt
 
 ci: test
 
