@@ -5,7 +5,9 @@
 
 use std::fmt::Write as _;
 
-use aws_sdk_route53::types::{ChangeAction, HealthCheckConfig, HealthCheckType, RrType};
+use aws_sdk_route53::types::{
+    ChangeAction, HealthCheckConfig, HealthCheckType, ResourceRecordSet, RrType,
+};
 use aws_sdk_route53::Client;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -71,6 +73,26 @@ pub struct RecordGroup {
     pub name: String,
     /// Record type.
     pub rtype: RrType,
+}
+
+impl RecordGroup {
+    /// Reads the group's record sets: the normalized zone id, the route's id
+    /// and the sets, refusing a group with none.
+    async fn read(
+        &self,
+        client: &Client,
+    ) -> Result<(String, String, Vec<ResourceRecordSet>), HealthCheckError> {
+        let zone_id = api::normalize_zone_id(&self.zone_id);
+        let name = api::normalize_name(&self.name);
+        let route = format!("route53:{zone_id}/{name}/{}", self.rtype.as_str());
+        let sets = api::list_group(client, &zone_id, &name, &self.rtype).await?;
+        if sets.is_empty() {
+            return Err(HealthCheckError::Invalid(format!(
+                "no record group {route}: nothing has that name and type"
+            )));
+        }
+        Ok((zone_id, route, sets))
+    }
 }
 
 /// A member and the endpoint that represents it.
@@ -259,18 +281,8 @@ pub async fn ensure(
     deadline: Instant,
     cancel: &CancellationToken,
 ) -> Result<EnsureReport, HealthCheckError> {
-    let (zone_id, name, rtype) = (
-        api::normalize_zone_id(&group.zone_id),
-        api::normalize_name(&group.name),
-        &group.rtype,
-    );
-    let route = format!("route53:{zone_id}/{name}/{}", rtype.as_str());
-    let sets = api::list_group(client, &zone_id, &name, rtype).await?;
-    if sets.is_empty() {
-        return Err(HealthCheckError::Invalid(format!(
-            "no record group {route}: nothing has that name and type"
-        )));
-    }
+    let (zone_id, route, sets) = group.read(client).await?;
+    let name = api::normalize_name(&group.name);
     let known: Vec<&str> = sets.iter().filter_map(|s| s.set_identifier()).collect();
     for m in members {
         if !known.contains(&m.set_id.as_str()) {
@@ -408,18 +420,7 @@ pub async fn status(
     client: &Client,
     group: &RecordGroup,
 ) -> Result<StatusReport, HealthCheckError> {
-    let (zone_id, name, rtype) = (
-        api::normalize_zone_id(&group.zone_id),
-        api::normalize_name(&group.name),
-        &group.rtype,
-    );
-    let route = format!("route53:{zone_id}/{name}/{}", rtype.as_str());
-    let sets = api::list_group(client, &zone_id, &name, rtype).await?;
-    if sets.is_empty() {
-        return Err(HealthCheckError::Invalid(format!(
-            "no record group {route}: nothing has that name and type"
-        )));
-    }
+    let (_, route, sets) = group.read(client).await?;
     let lookups = sets.iter().map(|set| async move {
         let set_id = set.set_identifier().unwrap_or("(simple)").to_owned();
         let Some(id) = set.health_check_id() else {

@@ -281,7 +281,8 @@ fn aws_settings(common: &CommonArgs) -> AwsSettings {
 fn verify(args: &Args, runtime: &tokio::runtime::Runtime) -> Result<(), Failure> {
     let v = &args.verify;
     let state = StateFile::new(&args.common.state);
-    let (stack, urls) = targets(v, &state.load()?)?;
+    let doc = state.load()?;
+    let (stack, urls) = targets(v, &doc)?;
     let probe = HttpProbe::with_spec(probe_spec(v)?).map_err(|e| Failure::new(Code::Usage, e))?;
     let policy = probe_policy(v, args.common.timeout);
     policy.check().map_err(|e| Failure::new(Code::Usage, e))?;
@@ -314,7 +315,7 @@ fn verify(args: &Args, runtime: &tokio::runtime::Runtime) -> Result<(), Failure>
             alarms,
         };
         let hooks = args.common.hooks();
-        let mut env = HookEnv::new("verify-health", state.path(), &state.load()?, false);
+        let mut env = HookEnv::new("verify-health", state.path(), &doc, false);
         env.set_opt("SWITCHYARD_STACK", stack.as_deref());
         hooks.run("pre-verify-health", &env).await?;
         let report = verification.run(&cancel).await?;
