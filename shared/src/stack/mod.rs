@@ -1,0 +1,130 @@
+//! Stacks: the [`StackDriver`] seam that brings a blue-green color (or a
+//! region's deployment) up at a version and takes it down again, with one
+//! file per driver: `asg` (an EC2 Auto Scaling group per color, built from a
+//! launch template) and `command` (templated shell commands for any
+//! orchestrator: docker compose, kubectl, nomad, rancher-compose).
+
+use std::collections::BTreeMap;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::aws::ProviderError;
+use crate::cli::{Code, ExitStatus};
+
+/// What a stack is: the identity every driver understands. Driver-specific
+/// settings (instance type, subnets, command templates) live in the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackSpec {
+    /// Service name, e.g. `go-auth`.
+    pub service: String,
+    /// The color (`blue`, `green`) or another stack name.
+    pub color: String,
+    /// The version it is to run.
+    pub version: String,
+    /// The machine or container image, when the release has one.
+    pub image: Option<String>,
+    /// The region it runs in (`local` or another provider's name off AWS).
+    pub region: String,
+}
+
+impl StackSpec {
+    /// The placeholders a template may use: `{service}`, `{color}`,
+    /// `{version}`, `{image}`, `{region}`.
+    pub fn placeholders(&self) -> BTreeMap<&'static str, String> {
+        BTreeMap::from([
+            ("service", self.service.clone()),
+            ("color", self.color.clone()),
+            ("version", self.version.clone()),
+            ("image", self.image.clone().unwrap_or_default()),
+            ("region", self.region.clone()),
+        ])
+    }
+}
+
+/// How long a driver may wait, and the token that stops it (SIGINT, SIGTERM).
+#[derive(Debug, Clone)]
+pub struct Wait {
+    /// When waiting gives up with [`StackError::Timeout`].
+    pub deadline: Instant,
+    /// Cancelled by a signal: the driver stops waiting with [`StackError::Interrupted`].
+    pub cancel: CancellationToken,
+}
+
+/// What a driver reports about a stack after bringing it up or down.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StackStatus {
+    /// Where the stack serves: URLs or `host:port` pairs.
+    pub endpoints: Vec<String>,
+    /// Provider ids (group name, instance ids, compose project).
+    pub ids: Vec<String>,
+    /// Whether this run changed anything (a second identical run reports false).
+    pub changed: bool,
+    /// The changes made, one line each, in order, for the journal and the output.
+    pub changes: Vec<String>,
+    /// Driver facts worth keeping in the state (launch template version, ...).
+    pub detail: BTreeMap<String, String>,
+}
+
+/// Errors of a stack driver.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    /// Bad input found before any change: exit 2.
+    #[error("{0}")]
+    Invalid(String),
+    /// The state or the provider forbids the step (e.g. retiring the stack
+    /// that takes the traffic): exit 5.
+    #[error("{0}")]
+    Refused(String),
+    /// An AWS call failed after retries: exit 3.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    /// A command of the command driver failed: exit 3.
+    #[error("{command} exited with {status}: {stderr_tail}")]
+    Command {
+        command: String,
+        status: String,
+        stderr_tail: String,
+    },
+    /// A deadline passed while waiting for something named in the message: exit 3.
+    #[error("{0}")]
+    Timeout(String),
+    /// A new stack (or batch) came up but failed verification and was rolled
+    /// back: exit 4.
+    #[error("{0}")]
+    RolledBack(String),
+    /// Stopped by SIGINT or SIGTERM: exit 130.
+    #[error("{0}")]
+    Interrupted(String),
+}
+
+impl ExitStatus for StackError {
+    fn exit_code(&self) -> Code {
+        match self {
+            Self::Invalid(_) => Code::Usage,
+            Self::Refused(_) => Code::Conflict,
+            Self::Provider(_) | Self::Command { .. } | Self::Timeout(_) => Code::Provider,
+            Self::RolledBack(_) => Code::RolledBack,
+            Self::Interrupted(_) => Code::Interrupted,
+        }
+    }
+}
+
+/// Something that runs a stack: brings it up at a version, says where it
+/// serves, and takes it down. `up` is idempotent: run twice with the same
+/// spec it changes nothing the second time.
+#[allow(async_fn_in_trait)]
+pub trait StackDriver {
+    /// The driver kind as written in the state: `asg`, `command`.
+    fn kind(&self) -> &'static str;
+
+    /// Every change `up` would make, in order, without making any (`--dry-run`).
+    async fn plan(&self, spec: &StackSpec) -> Result<Vec<String>, StackError>;
+
+    /// Brings the stack up at `spec.version` and waits until it serves at full
+    /// capacity (or `wait.deadline` passes).
+    async fn up(&self, spec: &StackSpec, wait: &Wait) -> Result<StackStatus, StackError>;
+
+    /// Takes the stack down (scales it to zero, or runs the down command).
+    async fn down(&self, spec: &StackSpec, wait: &Wait) -> Result<StackStatus, StackError>;
+}
