@@ -9,6 +9,7 @@
 
 mod aws_cli;
 mod ergonomics;
+mod faults;
 mod pipeline;
 mod register_host;
 mod shift_weight;

@@ -3,6 +3,7 @@
 //! HTTP endpoint whose health the test controls) started on loopback and
 //! stopped when dropped, and the step executables run as processes.
 
+pub mod fault_proxy;
 pub mod health_server;
 pub mod http_farm;
 pub mod moto;

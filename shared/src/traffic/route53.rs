@@ -258,14 +258,10 @@ impl Router for Route53Router {
         let Some((set, held)) = existing.into_iter().next() else {
             match api::submit(&self.client, &self.zone_id, vec![create], &comment).await {
                 Ok(_) => return self.confirm(lease).await,
-                Err(e) if is_duplicate_create(&e) => {
-                    let now = self.read_leases().await?;
-                    let leases: Vec<Lease> = now.into_iter().filter_map(|(_, l)| l).collect();
-                    return Err(lease_held(
-                        self.lock_name(),
-                        first_live(&leases, Utc::now()),
-                    ));
-                }
+                // Someone's lease exists now. It may be ours: a CREATE whose
+                // answer was lost and that the SDK sent again finds the record
+                // its first attempt made. The token tells.
+                Err(e) if is_duplicate_create(&e) => return self.confirm(lease).await,
                 Err(e) => return Err(e.into()),
             }
         };
@@ -294,9 +290,13 @@ impl Router for Route53Router {
         // DELETE repeats the old record exactly, so the batch fails if anyone
         // changed it meanwhile: exactly one taker wins.
         let batch = vec![api::change(ChangeAction::Delete, set), create];
-        api::submit(&self.client, &self.zone_id, batch, &comment)
-            .await
-            .map_err(|e| self.held_error(&e, held.as_ref()))?;
+        match api::submit(&self.client, &self.zone_id, batch, &comment).await {
+            // The DELETE no longer matches: someone else took it, or our own
+            // first attempt did and its answer was lost. The token tells.
+            Ok(_) => {}
+            Err(e) if e.code.as_deref() == Some("InvalidChangeBatch") => {}
+            Err(e) => return Err(e.into()),
+        }
         self.confirm(lease).await
     }
 
@@ -335,14 +335,6 @@ impl Route53Router {
         match first_live(&leases, Utc::now()) {
             Some(first) if first.token == lease.token => Ok(lease),
             first => Err(lease_held(self.lock_name(), first)),
-        }
-    }
-
-    fn held_error(&self, err: &crate::aws::ProviderError, held: Option<&Lease>) -> TrafficError {
-        if err.code.as_deref() == Some("InvalidChangeBatch") {
-            lease_held(self.lock_name(), held)
-        } else {
-            TrafficError::Provider(err.clone())
         }
     }
 }

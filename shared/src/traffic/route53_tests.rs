@@ -437,6 +437,43 @@ async fn a_create_that_loses_the_race_is_a_conflict() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_create_whose_answer_was_lost_finds_its_own_lease_and_holds_it() {
+    // The first CREATE reaches Route53 but its answer is lost (a 500 here);
+    // the SDK sends it again and Route53 says the record already exists. It
+    // is ours: the token in it is the one we created.
+    let zone = LockZone::default();
+    let (list, _) = zone.rules();
+    let z = zone.clone();
+    let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let create = mock!(Client::change_resource_record_sets)
+        .match_requests(move |r| {
+            if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                z.apply(r);
+            }
+            true
+        })
+        .sequence()
+        .http_status(500, Some(error_body("InternalFailure", "lost answer")))
+        .http_status(
+            400,
+            Some(error_body(
+                "InvalidChangeBatch",
+                "[Tried to create resource record set [name='_switchyard-lock.app.example.com.', type='TXT'] but it already exists]",
+            )),
+        )
+        .build();
+    let router = router(client(&[&list, &create]));
+    let request = LeaseRequest {
+        holder: "me".into(),
+        message: None,
+        expires: chrono::Utc::now() + chrono::Duration::minutes(10),
+    };
+    let lease = router.acquire_lease(&request, None).await.unwrap();
+    assert_eq!(create.num_calls(), 2);
+    assert_eq!(router.leases().await.unwrap(), vec![lease]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_expired_lease_is_taken_over_in_one_batch() {
     let zone = LockZone::holding(lock_record(1_000));
     let batches: Arc<Mutex<Vec<Vec<ChangeAction>>>> = Arc::default();

@@ -1,0 +1,159 @@
+//! Steps under injected faults: a fault-injecting proxy in front of moto's
+//! server answers a share of the calls with Throttling, PriorRequestNotComplete,
+//! 500s, slow answers and dropped connections (before and after the call was
+//! made). Every run must complete, or exit cleanly with code 3 and a state file
+//! that validates and says where it stopped; run again, it must converge.
+//! The figures (runs, faults injected, outcomes) are written to
+//! `target/tmp/fault-report.txt`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::Value;
+use switchyard_tests::fault_proxy::{FaultProxy, Faults, Outcome};
+use switchyard_tests::steps::{run, step, StepOutput};
+use switchyard_tests::{HealthServer, Moto};
+
+use crate::aws_cli::{self, w};
+
+const ROUNDS: usize = 8;
+const FAULT_RATE: f64 = 0.2;
+
+fn env_through(moto: &Moto, proxy: &FaultProxy, state: &Path) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = moto
+        .env()
+        .into_iter()
+        .filter(|(k, _)| k != "AWS_ENDPOINT_URL" && k != "AWS_MAX_ATTEMPTS")
+        .collect();
+    env.push(("AWS_ENDPOINT_URL".into(), proxy.endpoint()));
+    env.push(("SWITCHYARD_STATE".into(), state.display().to_string()));
+    env
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).expect("the state file exists"))
+        .expect("the state file is JSON")
+}
+
+fn state_validates(state: &Path) -> bool {
+    let mut cmd = step("switchyard", &[]);
+    cmd.args(["state", "validate"])
+        .arg(state)
+        .args(["--output", "json"]);
+    let out = run(&mut cmd);
+    out.code == 0
+}
+
+#[test]
+fn a_gated_canary_completes_or_stops_cleanly_under_20_percent_injected_faults() {
+    let moto = Moto::start().expect("moto_server starts");
+    let proxy = FaultProxy::start(&moto.endpoint(), Faults::spread(FAULT_RATE)).unwrap();
+    let gate = HealthServer::start(None, None).unwrap();
+    let gate_url = gate.url();
+    let dir = tempfile::tempdir().unwrap();
+
+    let mut report = String::new();
+    let mut first_runs: BTreeMap<i32, usize> = BTreeMap::new();
+    let mut reruns = 0;
+    for round in 0..ROUNDS {
+        let zone = aws_cli::create_zone(&moto, &format!("r{round}.example.com"));
+        let name = format!("app.r{round}.example.com");
+        aws_cli::create_weighted(
+            &moto,
+            &zone,
+            &name,
+            &[("blue", 100, "10.0.0.1"), ("green", 0, "10.0.0.2")],
+            1,
+        );
+        let state = dir.path().join(format!("state-{round}.json"));
+        let shift = || -> StepOutput {
+            let mut cmd = step("shift-weight", &env_through(&moto, &proxy, &state));
+            cmd.args([
+                "--zone-id",
+                &zone,
+                "--record-name",
+                &name,
+                "--settle",
+                "0s",
+                "--to",
+                "green",
+                "--steps",
+                "10,50,100",
+                "--gate-url",
+                &gate_url,
+                "--gate-successes",
+                "1",
+                "--gate-interval",
+                "50ms",
+                "--timeout",
+                "90s",
+                "--lock-wait",
+                "30s",
+            ]);
+            run(&mut cmd)
+        };
+
+        let mut out = shift();
+        *first_runs.entry(out.code).or_default() += 1;
+        let mut attempts = 1;
+        while out.code == 3 && attempts < 4 {
+            // A clean stop: the state validates and says where the shift stopped.
+            assert!(state_validates(&state), "round {round}: {}", out.stderr);
+            let doc = read_json(&state);
+            let status = doc["traffic"]
+                .as_object()
+                .and_then(|t| t.values().next())
+                .map(|r| r["shift"]["status"].clone());
+            assert!(
+                status.is_none() || status == Some(Value::from("failed")),
+                "round {round}: exit 3 left status {status:?}\n{}",
+                out.stderr
+            );
+            out = shift();
+            attempts += 1;
+            reruns += 1;
+        }
+        assert_eq!(
+            out.code, 0,
+            "round {round} after {attempts} run(s):\n{}{}",
+            out.stdout, out.stderr
+        );
+        // Converged: traffic on green, as the state says, and the lease released.
+        assert_eq!(
+            aws_cli::weights(&moto, &zone, &name),
+            w(&[("blue", 0), ("green", 100)])
+        );
+        let doc = read_json(&state);
+        let route = doc["traffic"].as_object().unwrap().values().next().unwrap();
+        assert_eq!(route["weights"]["green"], 100);
+        assert_eq!(route["shift"]["status"], "completed");
+        assert!(state_validates(&state));
+        assert!(
+            !aws_cli::lock_exists(&moto, &zone, &name),
+            "round {round}: lease left behind"
+        );
+        let _ = writeln!(report, "round {round}: exit 0 after {attempts} run(s)");
+    }
+
+    let outcomes = proxy.outcomes();
+    let calls: usize = outcomes.values().sum();
+    let faults: usize = outcomes
+        .iter()
+        .filter(|(k, _)| **k != Outcome::Forwarded)
+        .map(|(_, v)| v)
+        .sum();
+    let _ = writeln!(
+        report,
+        "shift-weight canary 10,50,100 under {:.0}% injected faults: {ROUNDS} rounds, first runs by exit code {first_runs:?}, {reruns} rerun(s), {calls} calls, {faults} faults injected: {outcomes:?}",
+        FAULT_RATE * 100.0
+    );
+    std::fs::write(
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("fault-report.txt"),
+        &report,
+    )
+    .unwrap();
+    eprintln!("{report}");
+    // The proxy really injected faults of every kind it draws.
+    assert!(faults * 10 >= calls, "{outcomes:?}");
+}

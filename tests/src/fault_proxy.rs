@@ -1,0 +1,492 @@
+//! A fault-injecting HTTP proxy in front of moto's server, owned by the tests.
+//!
+//! Steps are pointed at the proxy (`AWS_ENDPOINT_URL`) while the test checks
+//! the outcome against moto directly. At configurable rates the proxy answers
+//! with what AWS sends under stress, instead of forwarding:
+//! - `Throttling` (Route53, ELBv2, Auto Scaling, CloudWatch: 400) and
+//!   `RequestLimitExceeded` (EC2: 503);
+//! - `PriorRequestNotComplete` (Route53 ChangeResourceRecordSets: 400);
+//! - 500 `InternalFailure` / `InternalError`;
+//! - slow answers (forwarded after a delay);
+//! - dropped connections, before forwarding (the call never happened) or
+//!   after it (the call happened but its answer was lost — the hard case for
+//!   anything that is not idempotent).
+//!
+//! Every call is recorded as `service:Action` (from the SigV4 credential scope
+//! and the query protocol's `Action=` or Route53's REST path), which is how the
+//! least-privilege tests compare what a step called with the IAM policy it
+//! prints.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// How often each fault is injected, as a probability per request (0.0–1.0).
+/// The kinds are drawn in turn from one roll, so their sum is the total fault rate.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// `Throttling` / `RequestLimitExceeded`.
+    pub throttle: f64,
+    /// `PriorRequestNotComplete`, only on Route53 ChangeResourceRecordSets.
+    pub prior_request: f64,
+    /// 500 internal errors.
+    pub server_error: f64,
+    /// Forwarded after `slow_by`.
+    pub slow: f64,
+    /// The delay of a slow answer.
+    pub slow_by: Duration,
+    /// The connection closed before the call is forwarded.
+    pub drop_before: f64,
+    /// The call forwarded, then the connection closed without its answer.
+    pub drop_after: f64,
+}
+
+impl Faults {
+    /// `total` spread evenly over every kind.
+    pub fn spread(total: f64) -> Self {
+        let each = total / 6.0;
+        Self {
+            throttle: each,
+            prior_request: each,
+            server_error: each,
+            slow: each,
+            slow_by: Duration::from_millis(400),
+            drop_before: each,
+            drop_after: each,
+        }
+    }
+}
+
+/// What the proxy did with one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Outcome {
+    Forwarded,
+    Throttled,
+    PriorRequestNotComplete,
+    ServerError,
+    Slow,
+    DroppedBefore,
+    DroppedAfter,
+}
+
+/// One call seen by the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// The SigV4 signing name: `route53`, `ec2`, `elasticloadbalancing`, `autoscaling`, `monitoring`.
+    pub service: String,
+    /// The API action, e.g. `ChangeResourceRecordSets`.
+    pub action: String,
+    /// What the proxy did.
+    pub outcome: Outcome,
+}
+
+impl Call {
+    /// `service:Action` as IAM spells it (`monitoring` is `cloudwatch` there).
+    pub fn iam_action(&self) -> String {
+        let prefix = match self.service.as_str() {
+            "monitoring" => "cloudwatch",
+            other => other,
+        };
+        format!("{prefix}:{}", self.action)
+    }
+}
+
+/// A running proxy; stopped when dropped.
+#[derive(Debug)]
+pub struct FaultProxy {
+    addr: SocketAddr,
+    calls: Arc<Mutex<Vec<Call>>>,
+    faults: Arc<Mutex<Faults>>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy on a free loopback port forwarding to `upstream`
+    /// (`http://127.0.0.1:PORT`).
+    pub fn start(upstream: &str, faults: Faults) -> anyhow::Result<Self> {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let calls: Arc<Mutex<Vec<Call>>> = Arc::default();
+        let faults = Arc::new(Mutex::new(faults));
+        let (stop, stopped) = oneshot::channel();
+        let shared = Arc::new(Shared {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(60))
+                .build()?,
+            calls: calls.clone(),
+            faults: faults.clone(),
+        });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let thread = std::thread::spawn(move || {
+            runtime.block_on(serve(std_listener, shared, stopped));
+        });
+        Ok(Self {
+            addr,
+            calls,
+            faults,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The proxy's URL, for `AWS_ENDPOINT_URL`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every call seen so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().expect("calls lock").clone()
+    }
+
+    /// How many requests ended each way.
+    pub fn outcomes(&self) -> BTreeMap<Outcome, usize> {
+        let mut counts = BTreeMap::new();
+        for call in self.calls.lock().expect("calls lock").iter() {
+            *counts.entry(call.outcome).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Changes the fault rates from now on.
+    pub fn set_faults(&self, faults: Faults) {
+        *self.faults.lock().expect("faults lock") = faults;
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    upstream: String,
+    client: reqwest::Client,
+    calls: Arc<Mutex<Vec<Call>>>,
+    faults: Arc<Mutex<Faults>>,
+}
+
+async fn serve(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let Ok(listener) = TcpListener::from_std(listener) else {
+        return;
+    };
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut stopped => return,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handle(shared.clone(), req));
+            // An error here is a dropped connection: the point of some faults.
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Why a connection is dropped on purpose.
+#[derive(Debug)]
+struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by the fault proxy")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Dropped> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(http_body_util::Collected::to_bytes)
+        .unwrap_or_default();
+    let service = signing_service(&parts.headers).unwrap_or_else(|| "unknown".to_owned());
+    let action = action(&service, parts.method.as_str(), parts.uri.path(), &body);
+    let faults = *shared.faults.lock().expect("faults lock");
+    let outcome = draw(&faults, &service, &action);
+    shared.calls.lock().expect("calls lock").push(Call {
+        service: service.clone(),
+        action,
+        outcome,
+    });
+    match outcome {
+        Outcome::Throttled => return Ok(throttled(&service)),
+        Outcome::PriorRequestNotComplete => {
+            return Ok(error_response(
+                &service,
+                400,
+                "PriorRequestNotComplete",
+                "The request was rejected because Route 53 was still processing a prior request.",
+            ))
+        }
+        Outcome::ServerError => {
+            let code = if service == "ec2" {
+                "InternalError"
+            } else {
+                "InternalFailure"
+            };
+            return Ok(error_response(
+                &service,
+                500,
+                code,
+                "injected internal error",
+            ));
+        }
+        Outcome::DroppedBefore => return Err(Dropped),
+        Outcome::Slow => tokio::time::sleep(faults.slow_by).await,
+        Outcome::Forwarded | Outcome::DroppedAfter => {}
+    }
+    let response = forward(&shared, parts, body).await;
+    if outcome == Outcome::DroppedAfter {
+        return Err(Dropped);
+    }
+    Ok(response)
+}
+
+fn draw(faults: &Faults, service: &str, action: &str) -> Outcome {
+    let roll = fastrand::f64();
+    let mut edge = 0.0;
+    let mut kinds = vec![
+        (faults.throttle, Outcome::Throttled),
+        (faults.server_error, Outcome::ServerError),
+        (faults.slow, Outcome::Slow),
+        (faults.drop_before, Outcome::DroppedBefore),
+        (faults.drop_after, Outcome::DroppedAfter),
+    ];
+    if service == "route53" && action == "ChangeResourceRecordSets" {
+        kinds.push((faults.prior_request, Outcome::PriorRequestNotComplete));
+    }
+    for (rate, outcome) in kinds {
+        edge += rate;
+        if roll < edge {
+            return outcome;
+        }
+    }
+    Outcome::Forwarded
+}
+
+async fn forward(
+    shared: &Shared,
+    parts: hyper::http::request::Parts,
+    body: Bytes,
+) -> Response<Full<Bytes>> {
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", hyper::http::uri::PathAndQuery::as_str);
+    let url = format!("{}{path}", shared.upstream);
+    let method = reqwest::Method::from_bytes(parts.method.as_str().as_bytes())
+        .unwrap_or(reqwest::Method::GET);
+    let mut request = shared.client.request(method, &url).body(body);
+    for (name, value) in &parts.headers {
+        if name != "host" && name != "content-length" {
+            request = request.header(name.as_str(), value.as_bytes());
+        }
+    }
+    match request.send().await {
+        Ok(upstream) => {
+            let status = upstream.status().as_u16();
+            let headers = upstream.headers().clone();
+            let bytes = upstream.bytes().await.unwrap_or_default();
+            let mut response = Response::builder().status(status);
+            for (name, value) in &headers {
+                if name != "content-length" && name != "transfer-encoding" && name != "connection" {
+                    response = response.header(name.as_str(), value.as_bytes());
+                }
+            }
+            response
+                .body(Full::new(bytes))
+                .unwrap_or_else(|_| plain(502, "bad upstream response"))
+        }
+        Err(e) => plain(502, &format!("upstream unreachable: {e}")),
+    }
+}
+
+fn plain(status: u16, text: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(text.to_owned())));
+    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
+    response
+}
+
+fn throttled(service: &str) -> Response<Full<Bytes>> {
+    if service == "ec2" {
+        error_response(
+            service,
+            503,
+            "RequestLimitExceeded",
+            "Request limit exceeded.",
+        )
+    } else {
+        error_response(service, 400, "Throttling", "Rate exceeded")
+    }
+}
+
+/// An error in the service's own wire format: EC2's `<Response><Errors>`,
+/// the query services' and Route53's `<ErrorResponse>`.
+fn error_response(service: &str, status: u16, code: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = if service == "ec2" {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>fault-proxy</RequestID></Response>"
+        )
+    } else {
+        let kind = if status >= 500 { "Receiver" } else { "Sender" };
+        format!(
+            "<?xml version=\"1.0\"?>\n<ErrorResponse><Error><Type>{kind}</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>fault-proxy</RequestId></ErrorResponse>"
+        )
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
+    response.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("text/xml"),
+    );
+    response
+}
+
+/// The SigV4 signing name from `Authorization: AWS4-HMAC-SHA256 Credential=AKID/DATE/REGION/SERVICE/aws4_request`.
+fn signing_service(headers: &hyper::HeaderMap) -> Option<String> {
+    let auth = headers.get("authorization")?.to_str().ok()?;
+    let credential = auth.split("Credential=").nth(1)?;
+    let scope = credential.split([',', ' ']).next()?;
+    scope.split('/').nth(3).map(str::to_owned)
+}
+
+/// The API action: `Action=` of the query protocol, or Route53's REST route.
+fn action(service: &str, method: &str, path: &str, body: &[u8]) -> String {
+    if service == "route53" {
+        return route53_action(method, path).to_owned();
+    }
+    let body = String::from_utf8_lossy(body);
+    body.split('&')
+        .find_map(|pair| pair.strip_prefix("Action="))
+        .map_or_else(|| format!("{method} {path}"), str::to_owned)
+}
+
+fn route53_action(method: &str, path: &str) -> &'static str {
+    let parts: Vec<&str> = path
+        .trim_start_matches('/')
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .collect();
+    // parts[0] is the API version, 2013-04-01.
+    match (method, parts.get(1..).unwrap_or_default()) {
+        ("GET", ["hostedzone"]) => "ListHostedZones",
+        ("POST", ["hostedzone"]) => "CreateHostedZone",
+        ("GET", ["hostedzonesbyname"]) => "ListHostedZonesByName",
+        ("GET", ["hostedzone", _]) => "GetHostedZone",
+        ("DELETE", ["hostedzone", _]) => "DeleteHostedZone",
+        ("POST", ["hostedzone", _, "rrset"]) => "ChangeResourceRecordSets",
+        ("GET", ["hostedzone", _, "rrset"]) => "ListResourceRecordSets",
+        ("GET", ["change", _]) => "GetChange",
+        ("POST", ["healthcheck"]) => "CreateHealthCheck",
+        ("GET", ["healthcheck"]) => "ListHealthChecks",
+        ("GET", ["healthcheck", _]) => "GetHealthCheck",
+        ("POST", ["healthcheck", _]) => "UpdateHealthCheck",
+        ("DELETE", ["healthcheck", _]) => "DeleteHealthCheck",
+        ("GET", ["healthcheck", _, "status"]) => "GetHealthCheckStatus",
+        ("POST", ["tags", _, _]) => "ChangeTagsForResource",
+        ("GET", ["tags", _, _]) => "ListTagsForResource",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route53_paths_name_their_actions() {
+        assert_eq!(
+            route53_action("POST", "/2013-04-01/hostedzone/Z1/rrset/"),
+            "ChangeResourceRecordSets"
+        );
+        assert_eq!(
+            route53_action("GET", "/2013-04-01/hostedzone/Z1/rrset"),
+            "ListResourceRecordSets"
+        );
+        assert_eq!(route53_action("GET", "/2013-04-01/change/C1"), "GetChange");
+        assert_eq!(
+            route53_action("GET", "/2013-04-01/healthcheck/H/status"),
+            "GetHealthCheckStatus"
+        );
+    }
+
+    #[test]
+    fn query_actions_and_signing_names_are_read() {
+        assert_eq!(
+            action(
+                "ec2",
+                "POST",
+                "/",
+                b"Action=RunInstances&Version=2016-11-15"
+            ),
+            "RunInstances"
+        );
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert(
+            "authorization",
+            hyper::header::HeaderValue::from_static(
+                "AWS4-HMAC-SHA256 Credential=testing/20261127/us-east-1/monitoring/aws4_request, SignedHeaders=host, Signature=x",
+            ),
+        );
+        assert_eq!(signing_service(&headers).as_deref(), Some("monitoring"));
+    }
+
+    #[test]
+    fn no_faults_forwards_everything_and_full_rate_always_faults() {
+        let none = Faults::default();
+        assert!((0..200).all(|_| draw(&none, "ec2", "RunInstances") == Outcome::Forwarded));
+        let all = Faults {
+            throttle: 1.0,
+            ..Faults::default()
+        };
+        assert!((0..200).all(|_| draw(&all, "ec2", "RunInstances") == Outcome::Throttled));
+        let prior = Faults {
+            prior_request: 1.0,
+            ..Faults::default()
+        };
+        assert_eq!(
+            draw(&prior, "route53", "ChangeResourceRecordSets"),
+            Outcome::PriorRequestNotComplete
+        );
+        assert_eq!(draw(&prior, "route53", "GetChange"), Outcome::Forwarded);
+    }
+}
