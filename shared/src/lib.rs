@@ -20,3 +20,6 @@ pub mod host;
 pub mod stack;
 pub mod state;
 pub mod traffic;
+
+#[cfg(test)]
+mod fuzz_tests;
