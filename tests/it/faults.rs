@@ -48,7 +48,7 @@ fn state_validates(state: &Path) -> bool {
 #[test]
 fn a_gated_canary_completes_or_stops_cleanly_under_20_percent_injected_faults() {
     let moto = Moto::start().expect("moto_server starts");
-    let proxy = FaultProxy::start(&moto.endpoint(), Faults::spread(FAULT_RATE)).unwrap();
+    let proxy = FaultProxy::start(&moto.direct_endpoint(), Faults::spread(FAULT_RATE)).unwrap();
     let gate = HealthServer::start(None, None).unwrap();
     let gate_url = gate.url();
     let dir = tempfile::tempdir().unwrap();

@@ -89,6 +89,8 @@ pub struct Call {
     pub action: String,
     /// What the proxy did.
     pub outcome: Outcome,
+    /// The caller's User-Agent (`aws-sdk-rust/...` for the steps, `aws-cli/...` for fixtures).
+    pub user_agent: String,
 }
 
 impl Call {
@@ -138,6 +140,10 @@ impl FaultProxy {
         let thread = std::thread::spawn(move || {
             runtime.block_on(serve(std_listener, shared, stopped));
         });
+        RECORDERS
+            .lock()
+            .expect("recorders lock")
+            .insert(format!("http://{addr}"), calls.clone());
         Ok(Self {
             addr,
             calls,
@@ -172,8 +178,24 @@ impl FaultProxy {
     }
 }
 
+/// Every running proxy's calls by its endpoint, so that whoever runs a step
+/// with `AWS_ENDPOINT_URL` set to a proxy can see what the step called.
+static RECORDERS: Mutex<BTreeMap<String, Arc<Mutex<Vec<Call>>>>> = Mutex::new(BTreeMap::new());
+
+/// The calls seen so far by the proxy at `endpoint`, if one runs there.
+pub fn calls_at(endpoint: &str) -> Option<Vec<Call>> {
+    let recorders = RECORDERS.lock().expect("recorders lock");
+    let calls = recorders.get(endpoint.trim_end_matches('/'))?;
+    let calls = calls.lock().expect("calls lock").clone();
+    Some(calls)
+}
+
 impl Drop for FaultProxy {
     fn drop(&mut self) {
+        RECORDERS
+            .lock()
+            .expect("recorders lock")
+            .remove(&self.endpoint());
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -242,10 +264,17 @@ async fn handle(
     let action = action(&service, parts.method.as_str(), parts.uri.path(), &body);
     let faults = *shared.faults.lock().expect("faults lock");
     let outcome = draw(&faults, &service, &action);
+    let user_agent = parts
+        .headers
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     shared.calls.lock().expect("calls lock").push(Call {
         service: service.clone(),
         action,
         outcome,
+        user_agent,
     });
     match outcome {
         Outcome::Throttled => return Ok(throttled(&service)),

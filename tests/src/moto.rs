@@ -1,21 +1,40 @@
 //! moto's server (`moto_server`, from PyPI package `moto`), started on a free
 //! loopback port and stopped when the handle is dropped.
+//!
+//! By default the tests reach it through a recording proxy (a
+//! [`FaultProxy`] injecting nothing), so that every AWS call a step makes is
+//! seen and checked against the IAM policy the step prints (see
+//! [`crate::steps::run`]). Benchmarks talk to it directly.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::fault_proxy::{FaultProxy, Faults};
+
 /// A running moto server.
 #[derive(Debug)]
 pub struct Moto {
     child: Child,
     addr: SocketAddr,
+    recorder: Option<FaultProxy>,
 }
 
 impl Moto {
-    /// Starts `moto_server -H 127.0.0.1 -p PORT` on a free port and waits until it answers.
+    /// Starts moto behind a recording proxy: what the tests use.
     pub fn start() -> anyhow::Result<Self> {
+        let mut moto = Self::start_direct()?;
+        moto.recorder = Some(FaultProxy::start(
+            &moto.direct_endpoint(),
+            Faults::default(),
+        )?);
+        Ok(moto)
+    }
+
+    /// Starts `moto_server -H 127.0.0.1 -p PORT` on a free port and waits
+    /// until it answers; clients talk to it directly (benchmarks).
+    pub fn start_direct() -> anyhow::Result<Self> {
         let mut last_error = None;
         for _ in 0..5 {
             let port = free_port()?;
@@ -29,7 +48,11 @@ impl Moto {
                 .map_err(|e| {
                     anyhow::anyhow!("cannot start moto_server (pip install 'moto[server]'): {e}")
                 })?;
-            let mut moto = Self { child, addr };
+            let mut moto = Self {
+                child,
+                addr,
+                recorder: None,
+            };
             match moto.wait_ready(Duration::from_secs(30)) {
                 Ok(()) => return Ok(moto),
                 Err(e) => {
@@ -41,8 +64,15 @@ impl Moto {
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("moto_server did not start")))
     }
 
-    /// Its endpoint URL, for `AWS_ENDPOINT_URL`.
+    /// Its endpoint URL, for `AWS_ENDPOINT_URL`: the recording proxy's when there is one.
     pub fn endpoint(&self) -> String {
+        self.recorder
+            .as_ref()
+            .map_or_else(|| self.direct_endpoint(), FaultProxy::endpoint)
+    }
+
+    /// moto's own endpoint URL, bypassing the recording proxy.
+    pub fn direct_endpoint(&self) -> String {
         format!("http://{}", self.addr)
     }
 

@@ -1,7 +1,10 @@
 //! The step executables, run as a pipeline runs them.
 
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use crate::fault_proxy::{calls_at, Call};
 
 /// The folder holding the built step executables: `SWITCHYARD_BIN_DIR`, else
 /// the cargo target folder this test binary was built into.
@@ -40,14 +43,96 @@ pub fn step(name: &str, env: &[(String, String)]) -> Command {
     cmd
 }
 
+/// The steps whose AWS calls are checked against their `--print-iam-policy`.
+pub const IAM_AUDITED: &[&str] = &[
+    "verify-health",
+    "register-host",
+    "shift-weight",
+    "switchyard",
+];
+
 /// Runs a command and returns its output, with stdout and stderr as text.
+///
+/// When the command is a step pointed (`AWS_ENDPOINT_URL`) at a recording
+/// proxy, every AWS call it made is checked against the IAM policy the same
+/// command line prints with `--print-iam-policy`: a call the policy does not
+/// allow fails the test (least privilege, checked in every integration test).
 pub fn run(cmd: &mut Command) -> StepOutput {
+    let endpoint = cmd
+        .get_envs()
+        .find(|(k, _)| *k == "AWS_ENDPOINT_URL")
+        .and_then(|(_, v)| v)
+        .map(|v| v.to_string_lossy().into_owned());
+    let seen_before = endpoint
+        .as_deref()
+        .and_then(calls_at)
+        .map_or(0, |c| c.len());
     let out: Output = cmd.output().expect("the step runs");
-    StepOutput {
+    let output = StepOutput {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    if let Some(calls) = endpoint.as_deref().and_then(calls_at) {
+        audit(cmd, calls.get(seen_before..).unwrap_or_default());
     }
+    output
+}
+
+/// Checks the SDK calls made while `cmd` ran against the policy it prints.
+fn audit(cmd: &Command, calls: &[Call]) {
+    let program = Path::new(cmd.get_program());
+    let name = program
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if !IAM_AUDITED.contains(&name.as_str()) {
+        return;
+    }
+    // Fixtures call through the aws CLI at the same time; the steps are the SDK's.
+    let made: BTreeSet<String> = calls
+        .iter()
+        .filter(|c| c.user_agent.contains("aws-sdk-rust"))
+        .map(Call::iam_action)
+        .collect();
+    if made.is_empty() {
+        return;
+    }
+    let mut policy_cmd = Command::new(program);
+    policy_cmd.env_clear();
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            policy_cmd.env(k, v);
+        }
+    }
+    policy_cmd.args(cmd.get_args()).arg("--print-iam-policy");
+    let out = policy_cmd.output().expect("the step runs");
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        out.status.success(),
+        "{name} {args:?} --print-iam-policy failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let policy: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("--print-iam-policy prints JSON");
+    let allowed: BTreeSet<String> = policy["Statement"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["Action"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a.as_str().map(str::to_ascii_lowercase))
+        .collect();
+    let denied: Vec<&String> = made
+        .iter()
+        .filter(|a| !allowed.contains(&a.to_ascii_lowercase()))
+        .collect();
+    assert!(
+        denied.is_empty(),
+        "{name} {args:?} called {denied:?}, which its --print-iam-policy does not allow:\n{policy:#}"
+    );
 }
 
 /// What a step printed and how it exited.

@@ -5,6 +5,7 @@ pub mod autoscaling;
 pub mod config;
 pub mod ec2;
 pub mod elbv2;
+pub mod iam;
 pub mod route53;
 pub mod wait;
 

@@ -88,6 +88,10 @@ pub struct CommonArgs {
         value_name = "DURATION"
     )]
     pub hook_timeout: Duration,
+
+    /// Print the IAM policy these options need (JSON) and exit, calling nothing
+    #[arg(long, global = true, env = "SWITCHYARD_PRINT_IAM_POLICY", value_parser = clap::builder::BoolishValueParser::new())]
+    pub print_iam_policy: bool,
 }
 
 impl CommonArgs {

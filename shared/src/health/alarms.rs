@@ -240,3 +240,10 @@ fn report(
         alarms,
     }
 }
+
+/// The IAM policy of watching alarms (DescribeAlarms has no resource level).
+pub fn policy() -> crate::aws::iam::Policy {
+    let mut policy = crate::aws::iam::Policy::new();
+    policy.allow("WatchAlarms", &["cloudwatch:DescribeAlarms"], ["*"]);
+    policy
+}

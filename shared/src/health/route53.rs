@@ -550,6 +550,43 @@ impl StepReport for StatusReport {
     }
 }
 
+/// The IAM policy of `ensure` (`create` true) or `status` on a group in `zone_id`.
+pub fn policy(zone_id: &str, create: bool) -> crate::aws::iam::Policy {
+    use crate::aws::iam::arn;
+    let mut policy = crate::aws::iam::Policy::new();
+    policy.allow(
+        "ReadRecords",
+        &["route53:ListResourceRecordSets"],
+        [arn::hosted_zone(zone_id)],
+    );
+    if !create {
+        policy.allow(
+            "ReadHealthChecks",
+            &["route53:GetHealthCheckStatus"],
+            [arn::ROUTE53_HEALTH_CHECKS],
+        );
+    }
+    if create {
+        policy.allow(
+            "ChangeRecords",
+            &["route53:ChangeResourceRecordSets"],
+            [arn::hosted_zone(zone_id)],
+        );
+        policy.allow(
+            "ReadChanges",
+            &["route53:GetChange"],
+            [arn::ROUTE53_CHANGES],
+        );
+        // CreateHealthCheck and ListHealthChecks have no resource level.
+        policy.allow(
+            "CreateHealthChecks",
+            &["route53:CreateHealthCheck", "route53:ListHealthChecks"],
+            ["*"],
+        );
+    }
+    policy
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -265,3 +265,10 @@ pub async fn list(
         hosts,
     })
 }
+
+/// The IAM policy `list` needs (DescribeInstances has no resource level).
+pub fn list_policy() -> crate::aws::iam::Policy {
+    let mut policy = crate::aws::iam::Policy::new();
+    policy.allow("DescribeInstances", &["ec2:DescribeInstances"], ["*"]);
+    policy
+}

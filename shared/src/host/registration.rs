@@ -1278,6 +1278,72 @@ fn leave_plan(
     plan
 }
 
+/// The IAM policy `join` needs: tag the instance (only on EC2), find the
+/// target groups, register in them and watch the target's health.
+pub fn join_policy(request: &JoinRequest, on_ec2: bool) -> crate::aws::iam::Policy {
+    let mut policy = crate::aws::iam::Policy::new();
+    if on_ec2 {
+        policy.allow(
+            "TagThisInstance",
+            &["ec2:CreateTags"],
+            [crate::aws::iam::arn::instances("*")],
+        );
+    }
+    targets_policy(
+        &mut policy,
+        &request.target_groups,
+        &["elasticloadbalancing:RegisterTargets"],
+    );
+    policy
+}
+
+/// The IAM policy `leave` needs: deregister, wait out the draining, and
+/// complete the lifecycle action when a hook is named.
+pub fn leave_policy(request: &LeaveRequest) -> crate::aws::iam::Policy {
+    let mut policy = crate::aws::iam::Policy::new();
+    targets_policy(
+        &mut policy,
+        &request.target_groups,
+        &["elasticloadbalancing:DeregisterTargets"],
+    );
+    if let Some(hook) = &request.lifecycle {
+        policy.allow(
+            "CompleteLifecycleAction",
+            &["autoscaling:CompleteLifecycleAction"],
+            [format!(
+                "arn:aws:autoscaling:*:*:autoScalingGroup:*:autoScalingGroupName/{}",
+                hook.group
+            )],
+        );
+    }
+    policy
+}
+
+fn targets_policy(
+    policy: &mut crate::aws::iam::Policy,
+    groups: &[TargetGroupArn],
+    change: &[&str],
+) {
+    if groups.is_empty() {
+        return;
+    }
+    policy.allow(
+        "ChangeTargets",
+        change,
+        groups.iter().map(|g| g.as_str().to_owned()),
+    );
+    // The Describe* calls of ELBv2 have no resource level.
+    policy.allow(
+        "DescribeTargets",
+        &[
+            "elasticloadbalancing:DescribeTargetGroups",
+            "elasticloadbalancing:DescribeTargetGroupAttributes",
+            "elasticloadbalancing:DescribeTargetHealth",
+        ],
+        ["*"],
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

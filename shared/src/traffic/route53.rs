@@ -360,6 +360,24 @@ fn lease_held(resource: String, held: Option<&Lease>) -> TrafficError {
     }
 }
 
+/// The IAM policy of reading a weighted group and its lease in `zone_id`, and
+/// with `change` of changing them and waiting for the change.
+pub fn policy(zone_id: &str, change: bool) -> crate::aws::iam::Policy {
+    use crate::aws::iam::arn;
+    let mut policy = crate::aws::iam::Policy::new();
+    let mut actions = vec!["route53:ListResourceRecordSets"];
+    if change {
+        actions.push("route53:ChangeResourceRecordSets");
+        policy.allow(
+            "ReadChanges",
+            &["route53:GetChange"],
+            [arn::ROUTE53_CHANGES],
+        );
+    }
+    policy.allow("WeightedRecords", &actions, [arn::hosted_zone(zone_id)]);
+    policy
+}
+
 #[cfg(test)]
 #[path = "route53_tests.rs"]
 mod tests;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use switchyard::aws::{self, AwsSettings};
+use switchyard::aws::{self, iam, AwsSettings};
 use switchyard::cli::hooks::{HookEnv, Hooks};
 use switchyard::cli::{exit, logging, output, parse_duration, Code, CommonArgs, Failure};
 use switchyard::host::fleet::{self, FleetQuery};
@@ -226,6 +226,10 @@ fn run(args: &Args) -> Result<(), Failure> {
     if let Command::UserData(a) = &args.command {
         let spec = user_data_spec(a)?;
         let document = user_data::render(&spec)?;
+        if common.print_iam_policy {
+            iam::print(&iam::Policy::new());
+            return Ok(());
+        }
         output::emit(common.output, &document);
         return Ok(());
     }
@@ -355,6 +359,10 @@ async fn clients(common: &CommonArgs, identity: &Identity, elb_region: Option<&s
 
 async fn join(a: &JoinArgs, common: &CommonArgs) -> Result<(), Failure> {
     let (request, elb_region, source) = join_settings(a, common)?;
+    if common.print_iam_policy {
+        iam::print(&registration::join_policy(&request, a.host.provider == AWS));
+        return Ok(());
+    }
     let cancel = switchyard::cli::signal::cancel_on_signals();
     let identity = source.identity().await?;
     let clients = clients(common, &identity, elb_region.as_deref()).await;
@@ -373,6 +381,10 @@ async fn join(a: &JoinArgs, common: &CommonArgs) -> Result<(), Failure> {
 
 async fn leave(a: &LeaveArgs, common: &CommonArgs) -> Result<(), Failure> {
     let (request, elb_region, source) = leave_settings(a, common)?;
+    if common.print_iam_policy {
+        iam::print(&registration::leave_policy(&request));
+        return Ok(());
+    }
     let cancel = switchyard::cli::signal::cancel_on_signals();
     let identity = source.identity().await?;
     let clients = clients(common, &identity, elb_region.as_deref()).await;
@@ -433,6 +445,10 @@ fn list_query(a: &ListArgs) -> Result<FleetQuery, Failure> {
 
 async fn list(a: &ListArgs, common: &CommonArgs) -> Result<(), Failure> {
     let query = list_query(a)?;
+    if common.print_iam_policy {
+        iam::print(&switchyard::host::fleet::list_policy());
+        return Ok(());
+    }
     let config = aws::load(&AwsSettings {
         region: common.region.clone(),
         profile: common.profile.clone(),

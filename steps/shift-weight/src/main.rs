@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{ArgGroup, Parser, ValueEnum};
-use switchyard::aws::{self, AwsSettings};
+use switchyard::aws::{self, iam, AwsSettings};
 use switchyard::cli::{exit, logging, output, parse_duration, CommonArgs, Failure};
 use switchyard::health::{Gate, GatePolicy};
 use switchyard::state::StateFile;
@@ -158,6 +158,10 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> Result<(), Failure> {
     let (request, options) = settings(args)?;
     let rtype = record_type(&args.record_type)?;
+    if args.common.print_iam_policy {
+        iam::print(&switchyard::traffic::route53::policy(&args.zone_id, true));
+        return Ok(());
+    }
     let state = StateFile::new(&args.common.state);
     let aws = AwsSettings {
         region: args.common.region.clone(),

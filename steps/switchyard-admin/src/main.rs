@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use switchyard::aws::{self, AwsSettings};
+use switchyard::aws::{self, iam, AwsSettings};
 use switchyard::cli::{exit, logging, Code, CommonArgs, Failure, OutputFormat};
 use switchyard::state::{history, validate, JournalEntry, Outcome, StateFile};
 use switchyard::traffic::route53::Route53Router;
@@ -84,6 +84,19 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), Failure> {
+    if args.common.print_iam_policy {
+        let policy = match &args.command {
+            Command::Lock(LockCommand::Status(r)) => {
+                switchyard::traffic::route53::policy(&r.zone_id, false)
+            }
+            Command::Lock(LockCommand::Release { route, .. }) => {
+                switchyard::traffic::route53::policy(&route.zone_id, true)
+            }
+            Command::History | Command::State(_) => iam::Policy::new(),
+        };
+        iam::print(&policy);
+        return Ok(());
+    }
     let state = StateFile::new(&args.common.state);
     match &args.command {
         Command::History => {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use switchyard::aws::{self, AwsSettings};
+use switchyard::aws::{self, iam, AwsSettings};
 use switchyard::cli::hooks::HookEnv;
 use switchyard::cli::{exit, logging, output, parse_duration, Code, CommonArgs, Failure};
 use switchyard::health::alarms::{AlarmGate, InsufficientData};
@@ -264,9 +264,25 @@ fn run(args: &Args) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::new(Code::Provider, e))?;
+    if args.common.print_iam_policy {
+        iam::print(&policy(args));
+        return Ok(());
+    }
     match &args.command {
         None => verify(args, &runtime),
         Some(Command::Route53(cmd)) => runtime.block_on(route53(cmd, &args.common)),
+    }
+}
+
+/// The IAM policy these options need: HTTP probes need none.
+fn policy(args: &Args) -> iam::Policy {
+    match &args.command {
+        None if args.verify.alarms.is_empty() && args.verify.alarm_prefixes.is_empty() => {
+            iam::Policy::new()
+        }
+        None => switchyard::health::alarms::policy(),
+        Some(Command::Route53(Route53Command::Ensure(a))) => checks::policy(&a.group.zone_id, true),
+        Some(Command::Route53(Route53Command::Status(g))) => checks::policy(&g.zone_id, false),
     }
 }
 

@@ -52,7 +52,7 @@ fn run() -> Result<()> {
     );
     let work = WorkDir::new()?;
     eprintln!("starting moto_server");
-    let moto = Moto::start()?;
+    let moto = Moto::start_direct()?;
     let env = moto.env();
     let bench = Bench {
         env: &env,
