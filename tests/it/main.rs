@@ -12,5 +12,6 @@ mod ergonomics;
 mod faults;
 mod pipeline;
 mod register_host;
+mod secrets;
 mod shift_weight;
 mod verify_health;
