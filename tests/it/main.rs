@@ -10,6 +10,7 @@
 mod aws_cli;
 mod ergonomics;
 mod faults;
+mod kill_resume;
 mod pipeline;
 mod register_host;
 mod secrets;

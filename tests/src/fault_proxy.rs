@@ -19,6 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -110,6 +111,7 @@ pub struct FaultProxy {
     addr: SocketAddr,
     calls: Arc<Mutex<Vec<Call>>>,
     faults: Arc<Mutex<Faults>>,
+    in_flight: Arc<AtomicUsize>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -124,7 +126,9 @@ impl FaultProxy {
         let calls: Arc<Mutex<Vec<Call>>> = Arc::default();
         let faults = Arc::new(Mutex::new(faults));
         let (stop, stopped) = oneshot::channel();
+        let in_flight: Arc<AtomicUsize> = Arc::default();
         let shared = Arc::new(Shared {
+            in_flight: in_flight.clone(),
             upstream: upstream.trim_end_matches('/').to_owned(),
             client: reqwest::Client::builder()
                 .no_proxy()
@@ -148,6 +152,7 @@ impl FaultProxy {
             addr,
             calls,
             faults,
+            in_flight,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -170,6 +175,15 @@ impl FaultProxy {
             *counts.entry(call.outcome).or_default() += 1;
         }
         counts
+    }
+
+    /// Waits until no request is being forwarded: a killed client's last call
+    /// still reaches moto after the client is gone, as it would reach AWS.
+    pub fn wait_idle(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.in_flight.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// Changes the fault rates from now on.
@@ -207,6 +221,7 @@ impl Drop for FaultProxy {
 
 #[derive(Debug)]
 struct Shared {
+    in_flight: Arc<AtomicUsize>,
     upstream: String,
     client: reqwest::Client,
     calls: Arc<Mutex<Vec<Call>>>,
@@ -252,6 +267,16 @@ impl std::error::Error for Dropped {}
 
 async fn handle(
     shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Dropped> {
+    shared.in_flight.fetch_add(1, Ordering::SeqCst);
+    let result = handle_counted(&shared, req).await;
+    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+    result
+}
+
+async fn handle_counted(
+    shared: &Arc<Shared>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Dropped> {
     let (parts, body) = req.into_parts();
@@ -303,7 +328,7 @@ async fn handle(
         Outcome::Slow => tokio::time::sleep(faults.slow_by).await,
         Outcome::Forwarded | Outcome::DroppedAfter => {}
     }
-    let response = forward(&shared, parts, body).await;
+    let response = forward(shared, parts, body).await;
     if outcome == Outcome::DroppedAfter {
         return Err(Dropped);
     }

@@ -96,6 +96,14 @@ impl Moto {
         .collect()
     }
 
+    /// Waits until every call sent through the recording proxy has reached
+    /// moto (those of a killed step included).
+    pub fn wait_idle(&self) {
+        if let Some(r) = &self.recorder {
+            r.wait_idle();
+        }
+    }
+
     /// Forgets everything moto holds (POST /moto-api/reset).
     pub fn reset(&self) -> anyhow::Result<()> {
         let status = http_status(self.addr, "POST", "/moto-api/reset")?;

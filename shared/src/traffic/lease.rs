@@ -27,6 +27,10 @@ pub struct LeaseRequest {
     pub message: Option<String>,
     /// When the lease lapses if it is never released.
     pub expires: DateTime<Utc>,
+    /// The token to take it with. A run records its token in the state before
+    /// it takes the lease, so that a run killed in between takes its own lease
+    /// back with the same token; `None` makes a new one.
+    pub token: Option<String>,
 }
 
 /// A lease as stored at the provider.
@@ -68,7 +72,10 @@ impl Lease {
             .take(10)
             .collect();
         Self {
-            token: format!("{:013}-{random}", since.timestamp_millis()),
+            token: request
+                .token
+                .clone()
+                .unwrap_or_else(|| format!("{:013}-{random}", since.timestamp_millis())),
             // Whole seconds, as the encoding keeps them.
             since: since.trunc_subsecs(0),
             holder: clean(&request.holder, 100),
@@ -226,6 +233,7 @@ mod tests {
     #[test]
     fn encoding_round_trips_and_sanitizes() {
         let lease = Lease::new(&LeaseRequest {
+            token: None,
             holder: "ci \"bot\";x@host (run 7)".into(),
             message: Some("release 2.4; hotfix".into()),
             expires: Utc.timestamp_opt(1_800_000_000, 0).unwrap(),

@@ -427,6 +427,7 @@ async fn a_create_that_loses_the_race_is_a_conflict() {
         .build();
     let router = router(client(&[&lock, &create]));
     let request = LeaseRequest {
+        token: None,
         holder: "me".into(),
         message: None,
         expires: chrono::Utc::now() + chrono::Duration::minutes(10),
@@ -464,6 +465,7 @@ async fn a_create_whose_answer_was_lost_finds_its_own_lease_and_holds_it() {
         .build();
     let router = router(client(&[&list, &create]));
     let request = LeaseRequest {
+        token: None,
         holder: "me".into(),
         message: None,
         expires: chrono::Utc::now() + chrono::Duration::minutes(10),
@@ -495,6 +497,7 @@ async fn an_expired_lease_is_taken_over_in_one_batch() {
         .then_output(|| submitted("C1", ChangeStatus::Pending));
     let router = router(client(&[&list, &change]));
     let request = LeaseRequest {
+        token: None,
         holder: "me".into(),
         message: Some("release 7".into()),
         expires: chrono::Utc::now() + chrono::Duration::minutes(10),
@@ -545,6 +548,7 @@ async fn of_two_concurrent_creates_accepted_by_an_emulator_the_earlier_holds() {
         });
     let router = router(client(&[&list, &change]));
     let request = LeaseRequest {
+        token: None,
         holder: "second@ci".into(),
         message: None,
         expires: chrono::Utc::now() + chrono::Duration::minutes(10),

@@ -236,7 +236,7 @@ pub async fn run<R: Router>(
 ) -> Result<ShiftReport, ShiftError> {
     let started = Instant::now();
     let deadline = started + options.timeout;
-    let doc = file.load().map_err(ShiftError::StateRead)?;
+    let mut doc = file.load().map_err(ShiftError::StateRead)?;
     let group = router.read().await?;
     let route_id = router.id();
     let Decision {
@@ -286,7 +286,26 @@ pub async fn run<R: Router>(
     );
     options.hooks.run(&format!("pre-{STEP}"), &env).await?;
 
-    let lease = take_lease(router, options, ours.as_ref(), cancel).await?;
+    // Write-ahead: the lease's token goes into the state before the lease is
+    // taken, so that a run killed in between takes its own lease back rather
+    // than waiting for it to expire. A run that held one before keeps its token.
+    let mut request = LeaseRequest {
+        holder: crate::state::journal::actor(),
+        message: options.lock_message.clone(),
+        expires: Utc::now() + options.timeout + options.lock_wait + Duration::from_secs(120),
+        token: ours.as_ref().map(|l| l.token.clone()),
+    };
+    let intent = Lease::new(&request);
+    request.token = Some(intent.token.clone());
+    remember_lease(file, &mut doc, &route_id, router, &group.weights, &intent)?;
+    let lease = take_lease(
+        router,
+        &request,
+        options,
+        ours.as_ref().unwrap_or(&intent),
+        cancel,
+    )
+    .await?;
 
     let mut run = Run {
         router,
@@ -439,8 +458,12 @@ fn decide(
         Request::Shift(intent) => {
             let plan = plan::plan(&group.weights, intent)?;
             // A shift that stopped half-way keeps its original starting point:
-            // rollback must restore what was there before any of it.
-            let before = match (doc.traffic.get(route_id), unfinished) {
+            // rollback must restore what was there before any of it. So does
+            // one that changes nothing (a CI retry of a shift that completed
+            // just before its job was killed): its rollback target stays the
+            // one of the shift that got the weights here.
+            let no_change = plan.iter().all(|w| *w == group.weights);
+            let before = match (doc.traffic.get(route_id), unfinished || no_change) {
                 (Some(r), true) => r.before.clone().unwrap_or_else(|| group.weights.clone()),
                 _ => group.weights.clone(),
             };
@@ -516,19 +539,41 @@ fn check_verified(
     Ok(())
 }
 
+/// Records the lease this run is about to take in the route's state entry
+/// (creating the entry, with the weights as read, on a route's first shift).
+fn remember_lease<R: Router>(
+    file: &StateFile,
+    doc: &mut StateDocument,
+    route_id: &str,
+    router: &R,
+    weights: &Weights,
+    lease: &Lease,
+) -> Result<(), ShiftError> {
+    let route = doc
+        .traffic
+        .entry(route_id.to_owned())
+        .or_insert_with(|| RouteState {
+            router: router.kind().to_owned(),
+            resource: router.resource(),
+            weights: weights.clone(),
+            before: None,
+            shift: None,
+            updated_at: Utc::now(),
+            extra: serde_json::Map::new(),
+        });
+    route.extra.insert("lease".into(), lease.encode().into());
+    file.save(doc).map_err(ShiftError::StateWrite)
+}
+
 /// Takes the route's lease for this run (waiting `--lock-wait` if it is held).
 async fn take_lease<R: Router>(
     router: &R,
+    request: &LeaseRequest,
     options: &Options,
-    ours: Option<&Lease>,
+    ours: &Lease,
     cancel: &CancellationToken,
 ) -> Result<Lease, TrafficError> {
-    let request = LeaseRequest {
-        holder: crate::state::journal::actor(),
-        message: options.lock_message.clone(),
-        expires: Utc::now() + options.timeout + options.lock_wait + Duration::from_secs(120),
-    };
-    let lease = lease::acquire(router, &request, ours, options.lock_wait, cancel).await?;
+    let lease = lease::acquire(router, request, Some(ours), options.lock_wait, cancel).await?;
     tracing::info!(
         "took the lease {} until {}",
         router.lease_resource(),

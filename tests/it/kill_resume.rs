@@ -1,0 +1,291 @@
+//! Kill and resume: a step is killed with SIGKILL at many points — just
+//! after each change point it records in the journal, and at random times —
+//! then run again as a CI retry would. Every run must end with a state file
+//! that validates, traffic only where the state says (on the verified stack),
+//! the lease released, and the shift completed.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use switchyard_tests::steps::{run, step, StepOutput};
+use switchyard_tests::{HealthServer, Moto};
+
+use crate::aws_cli::w;
+
+/// How the kill point was chosen.
+#[derive(Debug, Clone, Copy)]
+pub enum KillAt {
+    /// Once the journal holds this many entries.
+    Journal(usize),
+    /// This long after the start.
+    After(Duration),
+}
+
+/// Runs `cmd` and SIGKILLs it at `at`; true when it was killed (false when it
+/// finished first).
+pub fn run_and_kill(mut cmd: Command, state: &Path, at: KillAt) -> bool {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the step starts");
+    let started = Instant::now();
+    loop {
+        if child.try_wait().expect("the step is waited on").is_some() {
+            return false;
+        }
+        let due = match at {
+            KillAt::Journal(n) => journal_len(state) >= n,
+            KillAt::After(d) => started.elapsed() >= d,
+        };
+        if due {
+            let _ = child.kill();
+            let status = child.wait().expect("the killed step is reaped");
+            return status.code().is_none();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the step neither finished nor reached its kill point"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn journal_len(state: &Path) -> usize {
+    std::fs::read(state)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|d| d["journal"].as_array().map(Vec::len))
+        .unwrap_or(0)
+}
+
+fn validates(state: &Path) -> bool {
+    let mut cmd = step("switchyard", &[]);
+    cmd.args(["state", "validate"]).arg(state);
+    run(&mut cmd).code == 0
+}
+
+#[test]
+fn shift_weight_killed_at_every_change_point_and_at_random_resumes_to_a_consistent_end() {
+    let moto = Moto::start().expect("moto_server starts");
+    let gate = HealthServer::start(None, None).unwrap();
+    let gate_url = gate.url();
+    let dir = tempfile::tempdir().unwrap();
+    let mut round = 0;
+    let mut kills = 0;
+    let r53 = Route53::new(&moto);
+    let zone = r53.zone.clone();
+
+    let mut play = |at: KillAt| {
+        round += 1;
+        let name = format!("app{round}.example.com");
+        r53.create_weighted(&name);
+        let state = dir.path().join(format!("state-{round}.json"));
+        let shift = || {
+            let mut env = moto.env();
+            env.push(("SWITCHYARD_STATE".into(), state.display().to_string()));
+            let mut cmd = step("shift-weight", &env);
+            cmd.args([
+                "--zone-id",
+                &zone,
+                "--record-name",
+                &name,
+                "--settle",
+                "0s",
+                "--to",
+                "green",
+                "--steps",
+                "10,50,100",
+                "--gate-url",
+                &gate_url,
+                "--gate-successes",
+                "1",
+                "--gate-interval",
+                "20ms",
+            ]);
+            cmd
+        };
+        let killed = run_and_kill(shift(), &state, at);
+        let after_kill = std::fs::read_to_string(&state).unwrap_or_default();
+        if state.exists() {
+            assert!(
+                validates(&state),
+                "round {round} ({at:?}): state invalid after the kill"
+            );
+        }
+        // The CI retry.
+        // The killed step's last call still reaches moto, as it would reach
+        // AWS; the retry starts after it landed. (moto's DELETE removes a
+        // record by name whatever its value, where Route53 refuses a DELETE
+        // that does not match exactly, so a late one would hit the retry's lease.)
+        moto.wait_idle();
+        let locks_before_rerun = r53.lock_values(&name);
+        let out: StepOutput = run(&mut shift());
+        assert_eq!(
+            out.code, 0,
+            "round {round} ({at:?}, killed {killed}): the rerun must finish:\n{}\nlocks before the rerun: {locks_before_rerun:?}\nstate after the kill: {after_kill}",
+            out.stderr
+        );
+        assert!(validates(&state), "round {round}");
+        let (weights, locked) = r53.weights_and_lock(&name);
+        assert_eq!(
+            weights,
+            w(&[("blue", 0), ("green", 100)]),
+            "round {round} ({at:?})"
+        );
+        let doc: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+        let route = doc["traffic"].as_object().unwrap().values().next().unwrap();
+        assert_eq!(
+            route["weights"],
+            serde_json::json!({"blue": 0, "green": 100})
+        );
+        assert_eq!(
+            route["shift"]["status"], "completed",
+            "round {round} ({at:?})"
+        );
+        assert!(!locked, "round {round} ({at:?}): lease left behind");
+        killed
+    };
+
+    // Every change point the journal records: a canary of three steps writes
+    // twelve entries (started, gate, then submitted/verified/gate per step, completed).
+    for n in 0..=12 {
+        kills += usize::from(play(KillAt::Journal(n)));
+    }
+    // And at random moments across a run's usual length.
+    for _ in 0..25 {
+        let ms = fastrand::u64(0..250);
+        kills += usize::from(play(KillAt::After(Duration::from_millis(ms))));
+    }
+    assert!(
+        kills >= 25,
+        "only {kills} runs were killed before they finished"
+    );
+    eprintln!("shift-weight: {round} rounds, {kills} killed mid-run, every rerun converged");
+}
+
+/// Route53 in moto through the SDK, in process: set-up and checks stay fast
+/// over many rounds (the aws CLI takes most of a second a call).
+struct Route53 {
+    rt: tokio::runtime::Runtime,
+    client: aws_sdk_route53::Client,
+    zone: String,
+}
+
+impl Route53 {
+    fn new(moto: &Moto) -> Self {
+        use aws_sdk_route53::config::{BehaviorVersion, Credentials, Region};
+        let config = aws_sdk_route53::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(moto.direct_endpoint())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+            .build();
+        let client = aws_sdk_route53::Client::from_conf(config);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let zone = rt
+            .block_on(
+                client
+                    .create_hosted_zone()
+                    .name("example.com")
+                    .caller_reference("kill-resume")
+                    .send(),
+            )
+            .unwrap()
+            .hosted_zone
+            .unwrap()
+            .id
+            .trim_start_matches("/hostedzone/")
+            .to_owned();
+        Self { rt, client, zone }
+    }
+
+    fn create_weighted(&self, name: &str) {
+        use aws_sdk_route53::types::{
+            Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
+        };
+        let set = |id: &str, weight: i64, ip: &str| {
+            Change::builder()
+                .action(ChangeAction::Create)
+                .resource_record_set(
+                    ResourceRecordSet::builder()
+                        .name(name)
+                        .r#type(RrType::A)
+                        .set_identifier(id)
+                        .weight(weight)
+                        .ttl(1)
+                        .resource_records(ResourceRecord::builder().value(ip).build().unwrap())
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap()
+        };
+        let batch = ChangeBatch::builder()
+            .changes(set("blue", 100, "10.0.0.1"))
+            .changes(set("green", 0, "10.0.0.2"))
+            .build()
+            .unwrap();
+        self.rt
+            .block_on(
+                self.client
+                    .change_resource_record_sets()
+                    .hosted_zone_id(&self.zone)
+                    .change_batch(batch)
+                    .send(),
+            )
+            .unwrap();
+    }
+
+    /// The values of `name`'s lease records.
+    fn lock_values(&self, name: &str) -> Vec<String> {
+        let out = self
+            .rt
+            .block_on(
+                self.client
+                    .list_resource_record_sets()
+                    .hosted_zone_id(&self.zone)
+                    .send(),
+            )
+            .unwrap();
+        let lock = format!("_switchyard-lock.{name}.");
+        out.resource_record_sets()
+            .iter()
+            .filter(|s| s.name() == lock)
+            .flat_map(|s| s.resource_records().iter().map(|r| r.value().to_owned()))
+            .collect()
+    }
+
+    /// The weights of `name`'s group, and whether its lease record exists.
+    fn weights_and_lock(&self, name: &str) -> (std::collections::BTreeMap<String, u64>, bool) {
+        let out = self
+            .rt
+            .block_on(
+                self.client
+                    .list_resource_record_sets()
+                    .hosted_zone_id(&self.zone)
+                    .send(),
+            )
+            .unwrap();
+        let fqdn = format!("{name}.");
+        let lock = format!("_switchyard-lock.{name}.");
+        let mut weights = std::collections::BTreeMap::new();
+        let mut locked = false;
+        for set in out.resource_record_sets() {
+            if set.name() == fqdn {
+                weights.insert(
+                    set.set_identifier().unwrap_or_default().to_owned(),
+                    u64::try_from(set.weight().unwrap_or(-1)).unwrap_or(u64::MAX),
+                );
+            } else if set.name() == lock {
+                locked = true;
+            }
+        }
+        (weights, locked)
+    }
+}
