@@ -5,6 +5,8 @@ pub mod autoscaling;
 pub mod config;
 pub mod ec2;
 pub mod elbv2;
+pub mod launch_template;
+pub mod metric_alarms;
 pub mod route53;
 pub mod wait;
 

@@ -4,6 +4,9 @@
 //! launch template) and `command` (templated shell commands for any
 //! orchestrator: docker compose, kubectl, nomad, rancher-compose).
 
+pub mod asg;
+pub mod standby;
+
 use std::collections::BTreeMap;
 
 use tokio::time::Instant;

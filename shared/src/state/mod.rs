@@ -9,7 +9,7 @@ pub mod store;
 pub mod validate;
 
 pub use document::{
-    Deployment, EndpointVerdict, Health, Host, Image, Role, RouteState, ShiftProgress, ShiftStatus,
+    Deployment, EndpointVerdict, Health, Host, Image, RegionalStack, Role, RouteState, ShiftProgress, ShiftStatus,
     Stack, StateDocument, Verdict, Weights, SCHEMA,
 };
 pub use journal::{Change, JournalEntry, Outcome};
