@@ -206,7 +206,9 @@ pub async fn create_group(client: &Client, group: &NewGroup) -> Result<(), Provi
         .max_size(int(group.max))
         .desired_capacity(int(group.desired))
         .vpc_zone_identifier(group.subnets.join(","))
-        .set_target_group_arns((!group.target_groups.is_empty()).then(|| group.target_groups.clone()))
+        .set_target_group_arns(
+            (!group.target_groups.is_empty()).then(|| group.target_groups.clone()),
+        )
         .health_check_type(&group.health_check_type)
         .health_check_grace_period(int(group.grace_period_secs))
         .set_tags(Some(group_tags(&group.name, &group.tags)))
@@ -286,11 +288,12 @@ pub async fn describe_policies(
         .iter()
         .map(|p| {
             let policy = match p.policy_type() {
-                Some("TargetTrackingScaling") => p
-                    .target_tracking_configuration()
-                    .map(|t| Policy::CpuTarget {
-                        target: t.target_value().unwrap_or_default(),
-                    }),
+                Some("TargetTrackingScaling") => {
+                    p.target_tracking_configuration()
+                        .map(|t| Policy::CpuTarget {
+                            target: t.target_value().unwrap_or_default(),
+                        })
+                }
                 _ => p.scaling_adjustment().map(|adjustment| Policy::Simple {
                     adjustment,
                     cooldown_secs: u32::try_from(p.cooldown().unwrap_or(0)).unwrap_or(0),
@@ -325,16 +328,18 @@ pub async fn put_policy(
             .adjustment_type("ChangeInCapacity")
             .scaling_adjustment(*adjustment)
             .cooldown(int(*cooldown_secs)),
-        Policy::CpuTarget { target } => request.policy_type("TargetTrackingScaling").target_tracking_configuration(
-            TargetTrackingConfiguration::builder()
-                .predefined_metric_specification(
-                    PredefinedMetricSpecification::builder()
-                        .predefined_metric_type(MetricType::AsgAverageCpuUtilization)
-                        .build(),
-                )
-                .target_value(*target)
-                .build(),
-        ),
+        Policy::CpuTarget { target } => request
+            .policy_type("TargetTrackingScaling")
+            .target_tracking_configuration(
+                TargetTrackingConfiguration::builder()
+                    .predefined_metric_specification(
+                        PredefinedMetricSpecification::builder()
+                            .predefined_metric_type(MetricType::AsgAverageCpuUtilization)
+                            .build(),
+                    )
+                    .target_value(*target)
+                    .build(),
+            ),
     };
     let out = request
         .send()

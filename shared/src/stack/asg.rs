@@ -261,7 +261,11 @@ impl AsgDriver {
         })
     }
 
-    async fn capacity(&self, spec: &StackSpec, own: Option<&Group>) -> Result<(u32, u32, u32), StackError> {
+    async fn capacity(
+        &self,
+        spec: &StackSpec,
+        own: Option<&Group>,
+    ) -> Result<(u32, u32, u32), StackError> {
         let desired = match self.settings.desired {
             Some(d) => d,
             None => {
@@ -296,7 +300,12 @@ impl AsgDriver {
 
     /// Brings the group to what `spec` asks for (or, with `changes.apply`
     /// false, only lists what that would take).
-    async fn converge(&self, spec: &StackSpec, changes: &mut Changes, wait: Option<&Wait>) -> Result<Desired, StackError> {
+    async fn converge(
+        &self,
+        spec: &StackSpec,
+        changes: &mut Changes,
+        wait: Option<&Wait>,
+    ) -> Result<Desired, StackError> {
         let launch = self.launch_spec(spec)?;
         let name = self.group_of(spec);
         let group = asg::describe_group(&self.clients.autoscaling, &name).await?;
@@ -321,7 +330,16 @@ impl AsgDriver {
             None => {
                 changes.note(format!("create launch template {name} (version 1: {what})"));
                 let id = if changes.apply {
-                    Some(lt::create(&self.clients.ec2, &name, &launch, user_data, &launch.instance_tags).await?)
+                    Some(
+                        lt::create(
+                            &self.clients.ec2,
+                            &name,
+                            &launch,
+                            user_data,
+                            &launch.instance_tags,
+                        )
+                        .await?,
+                    )
                 } else {
                     None
                 };
@@ -330,7 +348,9 @@ impl AsgDriver {
             Some(t) if t.latest == launch => (Some(t.id.clone()), t.latest_version),
             Some(t) => {
                 let next = t.latest_version + 1;
-                changes.note(format!("create launch template {name} version {next} ({what})"));
+                changes.note(format!(
+                    "create launch template {name} version {next} ({what})"
+                ));
                 let v = if changes.apply {
                     lt::create_version(&self.clients.ec2, &t.id, &launch, user_data).await?
                 } else {
@@ -339,15 +359,22 @@ impl AsgDriver {
                 (Some(t.id.clone()), v)
             }
         };
-        if template.as_ref().is_some_and(|t| t.default_version != version) {
-            changes.note(format!("make version {version} the default of launch template {name}"));
+        if template
+            .as_ref()
+            .is_some_and(|t| t.default_version != version)
+        {
+            changes.note(format!(
+                "make version {version} the default of launch template {name}"
+            ));
             if let (true, Some(id)) = (changes.apply, &template_id) {
                 lt::set_default_version(&self.clients.ec2, id, version).await?;
             }
         }
         out.template_id.clone_from(&template_id);
         out.template_version = version;
-        let id_text = template_id.clone().unwrap_or_else(|| format!("(new {name})"));
+        let id_text = template_id
+            .clone()
+            .unwrap_or_else(|| format!("(new {name})"));
         let version_text = version.to_string();
 
         // The group.
@@ -379,7 +406,8 @@ impl AsgDriver {
                             subnets: self.settings.subnets.clone(),
                             target_groups: self.settings.target_groups.clone(),
                             health_check_type: self.settings.health_check_type.clone(),
-                            grace_period_secs: u32::try_from(self.settings.grace_period.as_secs()).unwrap_or(u32::MAX),
+                            grace_period_secs: u32::try_from(self.settings.grace_period.as_secs())
+                                .unwrap_or(u32::MAX),
                             tags: tags.clone(),
                         },
                     )
@@ -391,7 +419,11 @@ impl AsgDriver {
                     .instances
                     .iter()
                     .filter(|i| !i.leaving())
-                    .filter(|i| i.template_version.as_deref().is_some_and(|v| v != version_text))
+                    .filter(|i| {
+                        i.template_version
+                            .as_deref()
+                            .is_some_and(|v| v != version_text)
+                    })
                     .map(|i| i.id.as_str())
                     .collect();
                 let template_now = Some((id_text.clone(), version_text.clone()));
@@ -402,7 +434,15 @@ impl AsgDriver {
                         stale.join(", ")
                     ));
                     if changes.apply {
-                        asg::update_group(&self.clients.autoscaling, &name, Some((&id_text, &version_text)), 0, max, 0).await?;
+                        asg::update_group(
+                            &self.clients.autoscaling,
+                            &name,
+                            Some((&id_text, &version_text)),
+                            0,
+                            max,
+                            0,
+                        )
+                        .await?;
                         if let Some(w) = wait {
                             self.wait_empty(&name, w).await?;
                         }
@@ -417,7 +457,15 @@ impl AsgDriver {
                         g.desired, g.min, g.max
                     ));
                     if changes.apply {
-                        asg::update_group(&self.clients.autoscaling, &name, Some((&id_text, &version_text)), min, max, desired).await?;
+                        asg::update_group(
+                            &self.clients.autoscaling,
+                            &name,
+                            Some((&id_text, &version_text)),
+                            min,
+                            max,
+                            desired,
+                        )
+                        .await?;
                     }
                 }
                 let missing: BTreeMap<String, String> = tags
@@ -434,19 +482,29 @@ impl AsgDriver {
             }
         }
 
-        self.converge_scaling(&name, changes).await?;
+        self.converge_scaling(&name, group.is_some(), changes)
+            .await?;
         Ok(out)
     }
 
     /// Puts the scaling policies and alarms the settings ask for, when they differ.
-    async fn converge_scaling(&self, name: &str, changes: &mut Changes) -> Result<(), StackError> {
+    async fn converge_scaling(
+        &self,
+        name: &str,
+        exists: bool,
+        changes: &mut Changes,
+    ) -> Result<(), StackError> {
         let up = format!("{name}-cpu-up");
         let down = format!("{name}-cpu-down");
         let tracking = format!("{name}-cpu-target");
         let high = format!("{name}-cpu-high");
         let low = format!("{name}-cpu-low");
         let client = &self.clients.autoscaling;
-        let existing = if changes.apply || asg::describe_group(client, name).await?.is_some() {
+        if self.settings.scaling == Scaling::Unmanaged {
+            return Ok(());
+        }
+        // A group this plan would create has no policies yet.
+        let existing = if changes.apply || exists {
             asg::describe_policies(client, name).await?
         } else {
             Vec::new()
@@ -457,14 +515,18 @@ impl AsgDriver {
             Scaling::CpuTarget(target) => {
                 let want = Policy::CpuTarget { target: *target };
                 if find(&tracking).and_then(|p| p.policy.as_ref()) != Some(&want) {
-                    changes.note(format!("put target tracking policy {tracking}: average CPU {target}%"));
+                    changes.note(format!(
+                        "put target tracking policy {tracking}: average CPU {target}%"
+                    ));
                     if changes.apply {
                         asg::put_policy(client, name, &tracking, &want).await?;
                     }
                 }
                 for old in [&up, &down] {
                     if find(old).is_some() {
-                        changes.note(format!("delete simple scaling policy {old} (target tracking replaces it)"));
+                        changes.note(format!(
+                            "delete simple scaling policy {old} (target tracking replaces it)"
+                        ));
                         if changes.apply {
                             asg::delete_policy(client, name, old).await?;
                         }
@@ -480,7 +542,9 @@ impl AsgDriver {
             Scaling::Alarms(a) => {
                 let cooldown_secs = u32::try_from(a.cooldown.as_secs()).unwrap_or(u32::MAX);
                 if find(&tracking).is_some() {
-                    changes.note(format!("delete target tracking policy {tracking} (alarm policies replace it)"));
+                    changes.note(format!(
+                        "delete target tracking policy {tracking} (alarm policies replace it)"
+                    ));
                     if changes.apply {
                         asg::delete_policy(client, name, &tracking).await?;
                     }
@@ -489,7 +553,10 @@ impl AsgDriver {
                     (&up, &high, 1, a.up_threshold, true),
                     (&down, &low, -1, a.down_threshold, false),
                 ] {
-                    let want = Policy::Simple { adjustment, cooldown_secs };
+                    let want = Policy::Simple {
+                        adjustment,
+                        cooldown_secs,
+                    };
                     let arn = match find(policy) {
                         Some(p) if p.policy.as_ref() == Some(&want) => p.arn.clone(),
                         _ => {
@@ -497,7 +564,14 @@ impl AsgDriver {
                                 "put scaling policy {policy}: {adjustment:+} instance, cooldown {cooldown_secs}s"
                             ));
                             if changes.apply {
-                                asg::put_policy(client, name, policy, &want).await?
+                                let arn = asg::put_policy(client, name, policy, &want).await?;
+                                // The ARN as DescribePolicies gives it, so that the next
+                                // run compares the alarm's action with the same text.
+                                asg::describe_policies(client, name)
+                                    .await?
+                                    .into_iter()
+                                    .find(|p| &p.name == policy)
+                                    .map_or(arn, |p| p.arn)
                             } else {
                                 format!("(arn of {policy})")
                             }
@@ -514,6 +588,7 @@ impl AsgDriver {
                     };
                     let have = metric_alarms::describe(&self.clients.cloudwatch, alarm).await?;
                     if have.as_ref() != Some(&want) {
+                        tracing::debug!("alarm {alarm} differs: have {have:?}, want {want:?}");
                         changes.note(format!(
                             "put alarm {alarm}: average CPU {} {threshold}% for {} x {}s -> {policy}",
                             if above { ">=" } else { "<=" },
@@ -541,39 +616,53 @@ impl AsgDriver {
         wait: &Wait,
     ) -> Result<(Vec<String>, Vec<String>), StackError> {
         let version = version.to_string();
-        let mut pace = Pace::new(format!("{desired} instance(s) of {name} InService"), wait.deadline);
+        let mut pace = Pace::new(
+            format!("{desired} instance(s) of {name} InService"),
+            wait.deadline,
+        );
         let mut lost: BTreeSet<String> = BTreeSet::new();
         let mut ports: BTreeMap<String, u16> = BTreeMap::new();
         let mut attempt = 0;
         loop {
             let group = asg::describe_group(&self.clients.autoscaling, name)
                 .await?
-                .ok_or_else(|| StackError::Refused(format!("group {name} disappeared while its instances launched")))?;
-            for i in group.instances.iter().filter(|i| i.leaving() || i.health == "Unhealthy") {
+                .ok_or_else(|| {
+                    StackError::Refused(format!(
+                        "group {name} disappeared while its instances launched"
+                    ))
+                })?;
+            for i in group
+                .instances
+                .iter()
+                .filter(|i| i.leaving() || i.health == "Unhealthy")
+            {
                 if lost.insert(i.id.clone()) {
                     tracing::warn!(
                         "instance {} of {name} is {} ({}) while launching; the group replaces it",
-                        i.id, i.lifecycle, i.health
+                        i.id,
+                        i.lifecycle,
+                        i.health
                     );
                 }
             }
             let serving: Vec<String> = group
                 .instances
                 .iter()
-                .filter(|i| i.in_service() && i.template_version.as_deref().is_none_or(|v| v == version))
+                .filter(|i| {
+                    i.in_service() && i.template_version.as_deref().is_none_or(|v| v == version)
+                })
                 .map(|i| i.id.clone())
                 .collect();
-            let mut status = format!(
-                "{} of {desired} InService{}",
-                serving.len(),
-                states(&group)
-            );
+            let mut status = format!("{} of {desired} InService{}", serving.len(), states(&group));
             if serving.len() >= desired as usize {
                 let unhealthy = self.target_health(&group, &serving, &mut ports).await?;
                 if unhealthy.is_empty() {
                     return Ok((serving, lost.into_iter().collect()));
                 }
-                status = format!("{status}; not yet healthy in the target groups: {}", unhealthy.join(", "));
+                status = format!(
+                    "{status}; not yet healthy in the target groups: {}",
+                    unhealthy.join(", ")
+                );
             }
             pace.tick(&status);
             match wait::sleep(self.settings.backoff.delay(attempt), wait.deadline, &wait.cancel).await {
@@ -613,7 +702,11 @@ impl AsgDriver {
                 }
             };
             for id in serving {
-                let target = Target { id: id.clone(), port, availability_zone: None };
+                let target = Target {
+                    id: id.clone(),
+                    port,
+                    availability_zone: None,
+                };
                 let health = elbv2::target_health(&self.clients.elbv2, arn, &target).await?;
                 if !health.is_serving() {
                     let short_name = arn.rsplit(':').next().unwrap_or(arn);
@@ -643,7 +736,13 @@ impl AsgDriver {
             }
             let status = format!("{} instance(s) left{}", left.len(), states(&group));
             pace.tick(&status);
-            match wait::sleep(self.settings.backoff.delay(attempt), wait.deadline, &wait.cancel).await {
+            match wait::sleep(
+                self.settings.backoff.delay(attempt),
+                wait.deadline,
+                &wait.cancel,
+            )
+            .await
+            {
                 Ok(()) => attempt += 1,
                 Err(WaitEnd::Deadline) => {
                     return Err(StackError::Timeout(format!(
@@ -726,7 +825,10 @@ fn describe_launch(l: &LaunchSpec) -> String {
         l.instance_type,
         l.user_data_sha256
             .as_ref()
-            .map_or(String::new(), |h| format!("user-data sha256 {}, ", &h[..h.len().min(12)])),
+            .map_or(String::new(), |h| format!(
+                "user-data sha256 {}, ",
+                &h[..h.len().min(12)]
+            )),
         pairs(&l.instance_tags)
     )
 }
@@ -743,23 +845,38 @@ impl StackDriver for AsgDriver {
             "wait until {} instance(s) of {} are InService{}",
             out.desired,
             out.group,
-            if self.settings.target_groups.is_empty() { "" } else { " and healthy in its target groups" }
+            if self.settings.target_groups.is_empty() {
+                ""
+            } else {
+                " and healthy in its target groups"
+            }
         ));
         Ok(changes.lines)
     }
 
     async fn up(&self, spec: &StackSpec, wait: &Wait) -> Result<StackStatus, StackError> {
-        let mut changes = Changes { apply: true, lines: Vec::new() };
+        let mut changes = Changes {
+            apply: true,
+            lines: Vec::new(),
+        };
         let out = self.converge(spec, &mut changes, Some(wait)).await?;
-        let (ids, lost) = self.wait_in_service(&out.group, out.desired, out.template_version, wait).await?;
+        let (ids, lost) = self
+            .wait_in_service(&out.group, out.desired, out.template_version, wait)
+            .await?;
         let endpoints = self.endpoints(&ids).await?;
         let template_id = out.template_id.clone().unwrap_or_default();
-        let mut all_ids = vec![out.group.clone(), format!("{template_id}:{}", out.template_version)];
+        let mut all_ids = vec![
+            out.group.clone(),
+            format!("{template_id}:{}", out.template_version),
+        ];
         all_ids.extend(ids.iter().cloned());
         let mut detail = BTreeMap::from([
             ("group".to_owned(), out.group.clone()),
             ("launch_template".to_owned(), template_id),
-            ("launch_template_version".to_owned(), out.template_version.to_string()),
+            (
+                "launch_template_version".to_owned(),
+                out.template_version.to_string(),
+            ),
             ("desired".to_owned(), out.desired.to_string()),
             ("region".to_owned(), spec.region.clone()),
             ("instances".to_owned(), ids.join(",")),
@@ -784,7 +901,9 @@ impl StackDriver for AsgDriver {
         let lines = self.plan_down(spec).await?;
         if let Some(line) = lines.first() {
             tracing::info!("{line}");
-            let g = asg::describe_group(&self.clients.autoscaling, &name).await?.unwrap_or_default();
+            let g = asg::describe_group(&self.clients.autoscaling, &name)
+                .await?
+                .unwrap_or_default();
             asg::update_group(&self.clients.autoscaling, &name, None, 0, g.max, 0).await?;
             self.wait_empty(&name, wait).await?;
         }

@@ -163,14 +163,36 @@ impl StepReport for StandbyReport {
     fn text(&self) -> String {
         let mut t = String::new();
         let what = match (self.action, self.dry_run) {
-            ("up", true) => format!("plan to bring {} {} up (dry run, nothing changed)", self.service, self.color),
-            ("up", false) if self.changed => format!("{} {} is up as standby", self.service, self.color),
-            ("up", false) => format!("{} {} is up as standby, unchanged", self.service, self.color),
-            (_, true) => format!("plan to retire {} {} (dry run, nothing changed)", self.service, self.color),
-            (_, false) if self.changed => format!("{} {} is retired (scaled to 0)", self.service, self.color),
-            (_, false) => format!("{} {} was already retired, unchanged", self.service, self.color),
+            ("up", true) => format!(
+                "plan to bring {} {} up (dry run, nothing changed)",
+                self.service, self.color
+            ),
+            ("up", false) if self.changed => {
+                format!("{} {} is up as standby", self.service, self.color)
+            }
+            ("up", false) => format!(
+                "{} {} is up as standby, unchanged",
+                self.service, self.color
+            ),
+            (_, true) => format!(
+                "plan to retire {} {} (dry run, nothing changed)",
+                self.service, self.color
+            ),
+            (_, false) if self.changed => {
+                format!("{} {} is retired (scaled to 0)", self.service, self.color)
+            }
+            (_, false) => format!(
+                "{} {} was already retired, unchanged",
+                self.service, self.color
+            ),
         };
-        let _ = writeln!(t, "{what}{}", self.version.as_ref().map_or(String::new(), |v| format!(" at {v}")));
+        let _ = writeln!(
+            t,
+            "{what}{}",
+            self.version
+                .as_ref()
+                .map_or(String::new(), |v| format!(" at {v}"))
+        );
         let _ = writeln!(t, "color: {} ({})", self.color, self.reason);
         if let Some(b) = &self.blocked {
             let _ = writeln!(t, "blocked: {b}; a real run exits 5");
@@ -181,7 +203,9 @@ impl StepReport for StandbyReport {
                 "{}: group {}{}",
                 r.region,
                 r.group,
-                r.launch_template_version.as_ref().map_or(String::new(), |v| format!(", launch template version {v}"))
+                r.launch_template_version
+                    .as_ref()
+                    .map_or(String::new(), |v| format!(", launch template version {v}"))
             );
             for c in &r.changes {
                 let _ = writeln!(t, "  - {c}");
@@ -323,7 +347,11 @@ pub fn retire_check(
             .map(|(id, r)| {
                 format!(
                     "{id}: {}",
-                    r.weights.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+                    r.weights
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
                 )
             })
             .collect();
@@ -384,10 +412,20 @@ fn service_of(doc: &StateDocument, given: Option<&String>) -> Result<String, Sta
         .cloned()
         .or_else(|| doc.deployment.as_ref().and_then(|d| d.service.clone()))
         .filter(|s| !s.trim().is_empty())
-        .ok_or_else(|| StackError::Invalid("no --service, and the state names no deployment service".to_owned()))
+        .ok_or_else(|| {
+            StackError::Invalid(
+                "no --service, and the state names no deployment service".to_owned(),
+            )
+        })
 }
 
-fn spec(service: &str, color: &str, version: &str, image: Option<String>, region: &str) -> StackSpec {
+fn spec(
+    service: &str,
+    color: &str,
+    version: &str,
+    image: Option<String>,
+    region: &str,
+) -> StackSpec {
     StackSpec {
         service: service.to_owned(),
         color: color.to_owned(),
@@ -414,7 +452,11 @@ pub async fn deploy(
         .clone()
         .or_else(|| doc.deployment.as_ref().and_then(|d| d.version.clone()))
         .filter(|v| !v.trim().is_empty())
-        .ok_or_else(|| StackError::Invalid("no --version, and the state names no deployment version".to_owned()))?;
+        .ok_or_else(|| {
+            StackError::Invalid(
+                "no --version, and the state names no deployment version".to_owned(),
+            )
+        })?;
     if let Some(c) = &req.color {
         if !COLORS.contains(&c.as_str()) {
             return Err(StackError::Invalid(format!("--color {c:?} is not blue or green")).into());
@@ -446,10 +488,11 @@ pub async fn deploy(
 
     let mut specs = Vec::new();
     for r in regions {
-        let image = req
-            .image
-            .clone()
-            .or_else(|| doc.image.as_ref().and_then(|i| i.amis.get(&r.name).cloned()));
+        let image = req.image.clone().or_else(|| {
+            doc.image
+                .as_ref()
+                .and_then(|i| i.amis.get(&r.name).cloned())
+        });
         let mut settings = r.driver.settings().clone();
         if settings.capacity_from.is_none() {
             settings.capacity_from = Some(peer.to_owned());
@@ -476,7 +519,17 @@ pub async fn deploy(
                 changes: plan?,
             });
         }
-        return Ok(report("up", &service, &color, Some(version), reason, true, outcomes, blocked, started));
+        return Ok(report(
+            "up",
+            &service,
+            &color,
+            Some(version),
+            reason,
+            true,
+            outcomes,
+            blocked,
+            started,
+        ));
     }
     if let Some(why) = blocked {
         return Err(StackError::Refused(why).into());
@@ -486,7 +539,14 @@ pub async fn deploy(
     env.set("SWITCHYARD_STACK", &color);
     env.set("SWITCHYARD_SERVICE", &service);
     env.set("SWITCHYARD_VERSION", &version);
-    env.set("SWITCHYARD_REGIONS", &regions.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(","));
+    env.set(
+        "SWITCHYARD_REGIONS",
+        &regions
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+    );
     options.hooks.run(&format!("pre-{STEP}"), &env).await?;
 
     let wait = Wait {
@@ -514,7 +574,9 @@ pub async fn deploy(
                 }
                 let regional = regional(&status, s, now);
                 outcomes.push(outcome(region, driver.group_of(s), &status, &regional));
-                doc.stack_mut(&color).regions.insert(region.clone(), regional);
+                doc.stack_mut(&color)
+                    .regions
+                    .insert(region.clone(), regional);
             }
             Err(e) => {
                 tracing::error!("{region}: {e}");
@@ -542,7 +604,10 @@ pub async fn deploy(
         .detail(match &first_error {
             Some(e) => format!("{color} at {version}: {e}"),
             None if changed => format!("{color} up at {version} in {}", regions_text(&outcomes)),
-            None => format!("{color} at {version} unchanged in {}", regions_text(&outcomes)),
+            None => format!(
+                "{color} at {version} unchanged in {}",
+                regions_text(&outcomes)
+            ),
         })
         .with("stack", color.clone());
     entry.changes = entry_changes;
@@ -552,7 +617,17 @@ pub async fn deploy(
     if let Some(e) = first_error {
         return Err(e.into());
     }
-    let report = report("up", &service, &color, Some(version), reason, false, outcomes, None, started);
+    let report = report(
+        "up",
+        &service,
+        &color,
+        Some(version),
+        reason,
+        false,
+        outcomes,
+        None,
+        started,
+    );
     env.set("SWITCHYARD_ENDPOINTS", &report.endpoints.join(","));
     options.hooks.run_after(&format!("post-{STEP}"), &env).await;
     Ok(report)
@@ -571,7 +646,9 @@ pub async fn retire(
     let service = service_of(&doc, req.service.as_ref())?;
     let (color, reason) = match &req.color {
         Some(c) if COLORS.contains(&c.as_str()) => (c.clone(), "--color".to_owned()),
-        Some(c) => return Err(StackError::Invalid(format!("--color {c:?} is not blue or green")).into()),
+        Some(c) => {
+            return Err(StackError::Invalid(format!("--color {c:?} is not blue or green")).into())
+        }
         None => {
             let active = COLORS
                 .into_iter()
@@ -590,7 +667,13 @@ pub async fn retire(
     let check = retire_check(&doc, &color, req.retire_after, Utc::now());
     let specs: Vec<(String, StackSpec, &AsgDriver)> = regions
         .iter()
-        .map(|r| (r.name.clone(), spec(&service, &color, "", None, &r.name), &r.driver))
+        .map(|r| {
+            (
+                r.name.clone(),
+                spec(&service, &color, "", None, &r.name),
+                &r.driver,
+            )
+        })
         .collect();
 
     if options.dry_run {
@@ -607,9 +690,20 @@ pub async fn retire(
                 changes: plan?,
             });
         }
-        return Ok(report("retire", &service, &color, None, reason, true, outcomes, check.err(), started));
+        return Ok(report(
+            "retire",
+            &service,
+            &color,
+            None,
+            reason,
+            true,
+            outcomes,
+            check.err(),
+            started,
+        ));
     }
-    let completed = check.map_err(|why| StackError::Refused(format!("will not retire {color}: {why}")))?;
+    let completed =
+        check.map_err(|why| StackError::Refused(format!("will not retire {color}: {why}")))?;
 
     let mut env = HookEnv::new(STEP, file.path(), &doc, false);
     env.set("SWITCHYARD_STACK", &color);
@@ -670,7 +764,11 @@ pub async fn retire(
     let mut entry = JournalEntry::new(
         STEP,
         "retired",
-        if first_error.is_some() { Outcome::Failed } else { Outcome::Ok },
+        if first_error.is_some() {
+            Outcome::Failed
+        } else {
+            Outcome::Ok
+        },
     )
     .detail(match &first_error {
         Some(e) => format!("{color}: {e}"),
@@ -689,7 +787,9 @@ pub async fn retire(
         return Err(e.into());
     }
     options.hooks.run_after(&format!("post-{STEP}"), &env).await;
-    let mut report = report("retire", &service, &color, None, reason, false, outcomes, None, started);
+    let mut report = report(
+        "retire", &service, &color, None, reason, false, outcomes, None, started,
+    );
     report.changed = changed;
     Ok(report)
 }
@@ -704,7 +804,12 @@ fn regional(status: &StackStatus, s: &StackSpec, now: DateTime<Utc>) -> Regional
         user_data_sha256: get("user_data_sha256"),
         desired: get("desired").and_then(|d| d.parse().ok()),
         instances: get("instances")
-            .map(|i| i.split(',').filter(|x| !x.is_empty()).map(str::to_owned).collect())
+            .map(|i| {
+                i.split(',')
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default(),
         endpoints: status.endpoints.clone(),
         updated_at: Some(now),
@@ -741,7 +846,11 @@ fn aggregate(stack: &mut crate::state::Stack) {
 }
 
 fn regions_text(outcomes: &[RegionOutcome]) -> String {
-    outcomes.iter().map(|o| o.region.as_str()).collect::<Vec<_>>().join(", ")
+    outcomes
+        .iter()
+        .map(|o| o.region.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -764,9 +873,164 @@ fn report(
         reason,
         dry_run,
         changed: regions.iter().any(|r| !r.changes.is_empty()),
-        endpoints: regions.iter().flat_map(|r| r.endpoints.iter().cloned()).collect(),
+        endpoints: regions
+            .iter()
+            .flat_map(|r| r.endpoints.iter().cloned())
+            .collect(),
         regions,
         blocked,
         elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+
+    use super::*;
+    use crate::state::{RouteState, ShiftProgress, Verdict};
+
+    fn route(blue: u32, green: u32, completed: DateTime<Utc>, status: ShiftStatus) -> RouteState {
+        RouteState {
+            router: "route53".into(),
+            resource: BTreeMap::new(),
+            weights: BTreeMap::from([("blue".into(), blue), ("green".into(), green)]),
+            before: None,
+            shift: Some(ShiftProgress {
+                target: Some("green".into()),
+                plan: Vec::new(),
+                steps_done: 1,
+                status,
+                pending_change: None,
+                message: None,
+                started_at: completed,
+                extra: Default::default(),
+            }),
+            updated_at: completed,
+            extra: Default::default(),
+        }
+    }
+
+    fn verdict(status: Health, at: DateTime<Utc>) -> Verdict {
+        Verdict {
+            status,
+            at,
+            summary: "2/2 endpoints healthy".into(),
+            endpoints: Vec::new(),
+            latency_ms: None,
+            extra: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_standby_color_comes_from_the_flag_the_state_then_the_groups() {
+        let mut doc = StateDocument::default();
+        let none = BTreeMap::new();
+        assert_eq!(choose_color(&doc, None, &none).unwrap().0, "blue");
+        let blue_only = BTreeMap::from([("blue".to_owned(), Some(2)), ("green".to_owned(), None)]);
+        assert_eq!(
+            choose_color(&doc, None, &blue_only).unwrap(),
+            (
+                "green".to_owned(),
+                "only the blue group has instances".to_owned()
+            )
+        );
+        let green_at_zero =
+            BTreeMap::from([("blue".to_owned(), Some(2)), ("green".to_owned(), Some(0))]);
+        assert_eq!(choose_color(&doc, None, &green_at_zero).unwrap().0, "green");
+        let both = BTreeMap::from([("blue".to_owned(), Some(2)), ("green".to_owned(), Some(2))]);
+        let err = choose_color(&doc, None, &both).unwrap_err();
+        assert_eq!(err.exit_code(), Code::Conflict);
+        assert_eq!(choose_color(&doc, Some("blue"), &both).unwrap().0, "blue");
+        doc.stack_mut("green").role = Some(Role::Active);
+        assert_eq!(
+            choose_color(&doc, None, &both).unwrap(),
+            ("blue".to_owned(), "the state marks green active".to_owned())
+        );
+        let mut doc = StateDocument::default();
+        doc.traffic.insert(
+            "r53".into(),
+            route(90, 10, Utc::now(), ShiftStatus::Completed),
+        );
+        assert_eq!(choose_color(&doc, None, &both).unwrap().0, "green");
+    }
+
+    #[test]
+    fn a_color_with_traffic_or_marked_active_is_never_deployed_over() {
+        let mut doc = StateDocument::default();
+        assert_eq!(deploy_blocker(&doc, "green"), None);
+        doc.traffic.insert(
+            "r53".into(),
+            route(90, 10, Utc::now(), ShiftStatus::Completed),
+        );
+        assert_eq!(
+            deploy_blocker(&doc, "green").unwrap(),
+            "green carries traffic (weight 10 in route r53); deploy-standby never replaces a stack that takes traffic"
+        );
+        let mut doc = StateDocument::default();
+        doc.stack_mut("blue").role = Some(Role::Active);
+        assert!(deploy_blocker(&doc, "blue")
+            .unwrap()
+            .contains("marks blue active"));
+    }
+
+    #[test]
+    fn retire_needs_full_traffic_a_later_healthy_verdict_and_the_delay() {
+        let now = Utc::now();
+        let after = Duration::from_secs(600);
+        let mut doc = StateDocument::default();
+        let err = retire_check(&doc, "blue", after, now).unwrap_err();
+        assert!(
+            err.starts_with(
+                "no traffic route in the state shows green at 100% (the state has no routes)"
+            ),
+            "{err}"
+        );
+
+        doc.traffic
+            .insert("r53".into(), route(50, 50, now, ShiftStatus::InProgress));
+        let err = retire_check(&doc, "blue", after, now).unwrap_err();
+        assert!(err.contains("r53: blue=50,green=50"), "{err}");
+
+        let completed = now - TimeDelta::minutes(15);
+        doc.traffic.insert(
+            "r53".into(),
+            route(0, 100, completed, ShiftStatus::Completed),
+        );
+        let err = retire_check(&doc, "blue", after, now).unwrap_err();
+        assert_eq!(
+            err,
+            "the state has no health verdict for green; run verify-health --stack green"
+        );
+
+        doc.health.insert(
+            "green".into(),
+            verdict(Health::Healthy, completed - TimeDelta::minutes(1)),
+        );
+        let err = retire_check(&doc, "blue", after, now).unwrap_err();
+        assert!(err.contains("is from before the shift completed"), "{err}");
+
+        doc.health.insert(
+            "green".into(),
+            verdict(Health::Unhealthy, completed + TimeDelta::minutes(1)),
+        );
+        let err = retire_check(&doc, "blue", after, now).unwrap_err();
+        assert!(
+            err.starts_with("green's last health verdict is unhealthy"),
+            "{err}"
+        );
+
+        doc.health.insert(
+            "green".into(),
+            verdict(Health::Healthy, completed + TimeDelta::minutes(1)),
+        );
+        assert_eq!(retire_check(&doc, "blue", after, now), Ok(completed));
+        let err = retire_check(&doc, "blue", Duration::from_secs(3600), now).unwrap_err();
+        assert!(
+            err.contains("--retire-after 1h00m leaves 45m00s to go"),
+            "{err}"
+        );
+        // Retiring the stack that takes the traffic is never allowed.
+        assert!(retire_check(&doc, "green", after, now).is_err());
     }
 }

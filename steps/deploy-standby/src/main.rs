@@ -86,7 +86,12 @@ struct UpArgs {
     image: Option<String>,
 
     /// Instance type
-    #[arg(long, env = "SWITCHYARD_INSTANCE_TYPE", default_value = "t3.micro", value_name = "TYPE")]
+    #[arg(
+        long,
+        env = "SWITCHYARD_INSTANCE_TYPE",
+        default_value = "t3.micro",
+        value_name = "TYPE"
+    )]
     instance_type: String,
 
     /// File whose content becomes the instances' user-data (only its sha256 goes into the state)
@@ -132,11 +137,21 @@ struct UpArgs {
     max: Option<u32>,
 
     /// Add an instance when the average CPU is at or above this percentage
-    #[arg(long, env = "SWITCHYARD_SCALE_UP_CPU", default_value_t = 70.0, value_name = "PCT")]
+    #[arg(
+        long,
+        env = "SWITCHYARD_SCALE_UP_CPU",
+        default_value_t = 70.0,
+        value_name = "PCT"
+    )]
     scale_up_cpu: f64,
 
     /// Remove an instance when the average CPU is at or below this percentage
-    #[arg(long, env = "SWITCHYARD_SCALE_DOWN_CPU", default_value_t = 10.0, value_name = "PCT")]
+    #[arg(
+        long,
+        env = "SWITCHYARD_SCALE_DOWN_CPU",
+        default_value_t = 10.0,
+        value_name = "PCT"
+    )]
     scale_down_cpu: f64,
 
     /// Period of the CPU alarms
@@ -144,7 +159,12 @@ struct UpArgs {
     scale_period: Duration,
 
     /// Periods in a row a CPU alarm must breach
-    #[arg(long, env = "SWITCHYARD_SCALE_EVALUATION_PERIODS", default_value_t = 1, value_name = "N")]
+    #[arg(
+        long,
+        env = "SWITCHYARD_SCALE_EVALUATION_PERIODS",
+        default_value_t = 1,
+        value_name = "N"
+    )]
     scale_evaluation_periods: u32,
 
     /// Cooldown after a simple scaling activity
@@ -152,7 +172,12 @@ struct UpArgs {
     scale_cooldown: Duration,
 
     /// Use target tracking on the average CPU at this percentage instead of the alarm policies
-    #[arg(long, env = "SWITCHYARD_CPU_TARGET", value_name = "PCT", conflicts_with = "no_scaling")]
+    #[arg(
+        long,
+        env = "SWITCHYARD_CPU_TARGET",
+        value_name = "PCT",
+        conflicts_with = "no_scaling"
+    )]
     cpu_target: Option<f64>,
 
     /// Leave the groups' scaling policies alone
@@ -160,7 +185,12 @@ struct UpArgs {
     no_scaling: bool,
 
     /// Port the service listens on, for the endpoints
-    #[arg(long, env = "SWITCHYARD_PORT", default_value_t = 80, value_name = "PORT")]
+    #[arg(
+        long,
+        env = "SWITCHYARD_PORT",
+        default_value_t = 80,
+        value_name = "PORT"
+    )]
     port: u16,
 
     /// How an instance's endpoint is written into the state: {ip}, {port}, {instance}
@@ -234,7 +264,11 @@ fn regions(matches: &ArgMatches) -> Vec<String> {
         }
     }
     let mut seen = Vec::new();
-    for r in all.into_iter().map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()) {
+    for r in all
+        .into_iter()
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty())
+    {
         if !seen.contains(&r) {
             seen.push(r);
         }
@@ -252,7 +286,9 @@ struct Settings {
 
 fn check_region(region: &str) -> Result<(), Failure> {
     let ok = region.split('-').count() >= 3
-        && region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        && region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if ok {
         Ok(())
     } else {
@@ -278,7 +314,10 @@ fn settings(args: &Args, regions: &[String]) -> Result<Settings, Failure> {
     let user_data = match &up.user_data {
         Some(path) => {
             let bytes = std::fs::read(path).map_err(|e| {
-                Failure::usage(format!("--user-data {}: cannot read it: {e}", path.display()))
+                Failure::usage(format!(
+                    "--user-data {}: cannot read it: {e}",
+                    path.display()
+                ))
             })?;
             if bytes.len() > USER_DATA_LIMIT {
                 return Err(Failure::usage(format!(
@@ -299,11 +338,16 @@ fn settings(args: &Args, regions: &[String]) -> Result<Settings, Failure> {
     }
     if let Some(image) = &up.image {
         if !image.starts_with("ami-") {
-            return Err(Failure::usage(format!("--image {image:?} is not an AMI id (ami-...)")));
+            return Err(Failure::usage(format!(
+                "--image {image:?} is not an AMI id (ami-...)"
+            )));
         }
     }
     let in_range = |v: f64| (0.0..=100.0).contains(&v);
-    if !in_range(up.scale_up_cpu) || !in_range(up.scale_down_cpu) || up.scale_down_cpu >= up.scale_up_cpu {
+    if !in_range(up.scale_up_cpu)
+        || !in_range(up.scale_down_cpu)
+        || up.scale_down_cpu >= up.scale_up_cpu
+    {
         return Err(Failure::usage(format!(
             "--scale-down-cpu {} must be below --scale-up-cpu {}, both within 0-100",
             up.scale_down_cpu, up.scale_up_cpu
@@ -316,7 +360,9 @@ fn settings(args: &Args, regions: &[String]) -> Result<Settings, Failure> {
         )));
     }
     if up.scale_evaluation_periods == 0 {
-        return Err(Failure::usage("--scale-evaluation-periods must be at least 1"));
+        return Err(Failure::usage(
+            "--scale-evaluation-periods must be at least 1",
+        ));
     }
     if let Some(t) = up.cpu_target {
         if !(t > 0.0 && t <= 100.0) {
@@ -343,7 +389,9 @@ fn settings(args: &Args, regions: &[String]) -> Result<Settings, Failure> {
             None => (None, s.as_str()),
         };
         if !id.starts_with("subnet-") {
-            return Err(Failure::usage(format!("--subnet {s:?} is not a subnet id (subnet-...)")));
+            return Err(Failure::usage(format!(
+                "--subnet {s:?} is not a subnet id (subnet-...)"
+            )));
         }
         subnets.entry(region).or_default().push(id.to_owned());
     }
@@ -355,10 +403,19 @@ fn settings(args: &Args, regions: &[String]) -> Result<Settings, Failure> {
     let mut target_groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for arn in &up.target_groups {
         let parts: Vec<&str> = arn.split(':').collect();
-        if parts.len() < 6 || parts[0] != "arn" || parts[2] != "elasticloadbalancing" || !parts[5].starts_with("targetgroup/") {
-            return Err(Failure::usage(format!("--target-group {arn:?} is not a target group ARN")));
+        if parts.len() < 6
+            || parts[0] != "arn"
+            || parts[2] != "elasticloadbalancing"
+            || !parts[5].starts_with("targetgroup/")
+        {
+            return Err(Failure::usage(format!(
+                "--target-group {arn:?} is not a target group ARN"
+            )));
         }
-        target_groups.entry(parts[3].to_owned()).or_default().push(arn.clone());
+        target_groups
+            .entry(parts[3].to_owned())
+            .or_default()
+            .push(arn.clone());
     }
     let scaling = match (up.no_scaling, up.cpu_target) {
         (true, _) => Scaling::Unmanaged,
@@ -431,7 +488,11 @@ fn run(args: &Args, regions: &[String]) -> Result<(), Failure> {
                 .or_else(|| checked.subnets.get(&None))
                 .cloned()
                 .unwrap_or_default();
-            s.target_groups = checked.target_groups.get(&region).cloned().unwrap_or_default();
+            s.target_groups = checked
+                .target_groups
+                .get(&region)
+                .cloned()
+                .unwrap_or_default();
             drivers.push(Region {
                 name: region,
                 driver: AsgDriver::new(AsgClients::new(&config), s),
@@ -476,7 +537,10 @@ mod tests {
 
     #[test]
     fn help_is_the_documented_contract() {
-        let help = Args::command().term_width(100).render_long_help().to_string();
+        let help = Args::command()
+            .term_width(100)
+            .render_long_help()
+            .to_string();
         insta::assert_snapshot!("deploy-standby-help", help);
         let mut command = Args::command();
         command.build();
@@ -513,7 +577,8 @@ mod tests {
 
     #[test]
     fn region_repeats_and_splits_on_commas() {
-        let (_, regions) = parse(&["--region", "us-east-1", "--region", "eu-west-1,us-east-1"]).unwrap();
+        let (_, regions) =
+            parse(&["--region", "us-east-1", "--region", "eu-west-1,us-east-1"]).unwrap();
         assert_eq!(regions, ["us-east-1", "eu-west-1"]);
         let (args, regions) = parse(&["retire", "--region", "us-west-2"]).unwrap();
         assert_eq!(regions, ["us-west-2"]);
@@ -550,7 +615,9 @@ mod tests {
             check(&["--image", "img-1"]).unwrap_err(),
             "2: --image \"img-1\" is not an AMI id (ami-...)"
         );
-        assert!(check(&["--user-data", "/nonexistent/user-data"]).unwrap_err().starts_with("2: --user-data /nonexistent/user-data: cannot read it"));
+        assert!(check(&["--user-data", "/nonexistent/user-data"])
+            .unwrap_err()
+            .starts_with("2: --user-data /nonexistent/user-data: cannot read it"));
         assert!(parse(&["--cpu-target", "50", "--no-scaling"]).is_err());
         assert!(parse(&["--color", "red"]).is_err());
     }
@@ -558,10 +625,16 @@ mod tests {
     #[test]
     fn good_input_becomes_settings() {
         let s = check(&[
-            "--region", "us-east-1", "--region", "eu-west-1",
-            "--subnet", "us-east-1=subnet-a,eu-west-1=subnet-b",
-            "--target-group", "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123",
-            "--cpu-target", "50",
+            "--region",
+            "us-east-1",
+            "--region",
+            "eu-west-1",
+            "--subnet",
+            "us-east-1=subnet-a,eu-west-1=subnet-b",
+            "--target-group",
+            "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123",
+            "--cpu-target",
+            "50",
         ])
         .unwrap();
         assert_eq!(s.subnets[&Some("eu-west-1".to_owned())], ["subnet-b"]);
