@@ -106,7 +106,7 @@ pub async fn find(client: &Client, name: &str) -> Result<Option<Template>, Provi
                 d.tag_specifications()
                     .iter()
                     .filter(|s| s.resource_type().is_some_and(|r| r.as_str() == "instance"))
-                    .flat_map(|s| s.tags())
+                    .flat_map(aws_sdk_ec2::types::LaunchTemplateTagSpecification::tags)
                     .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or("").to_owned())))
                     .collect()
             })

@@ -168,9 +168,32 @@ pub struct AsgDriver {
     settings: AsgSettings,
 }
 
-/// Where a group is, as the driver found or left it.
+/// A simple scaling policy and its alarm.
+#[derive(Debug, Clone, Copy)]
+struct AlarmPair<'a> {
+    policy: &'a str,
+    alarm: &'a str,
+    adjustment: i32,
+    threshold: f64,
+    above: bool,
+}
+
+/// What a group is to be.
+#[derive(Debug, Clone)]
+struct GroupTarget {
+    name: String,
+    /// Launch template id (or a placeholder in a plan that creates it).
+    template: String,
+    version: String,
+    desired: u32,
+    min: u32,
+    max: u32,
+    tags: BTreeMap<String, String>,
+}
+
+/// Where a group is, as the driver left it.
 #[derive(Debug, Clone, Default)]
-struct Desired {
+struct Converged {
     group: String,
     desired: u32,
     template_id: Option<String>,
@@ -266,25 +289,24 @@ impl AsgDriver {
         spec: &StackSpec,
         own: Option<&Group>,
     ) -> Result<(u32, u32, u32), StackError> {
-        let desired = match self.settings.desired {
-            Some(d) => d,
-            None => {
-                let from = match &self.settings.capacity_from {
-                    Some(color) => self.capacity_of(spec, color).await?.filter(|d| *d > 0),
-                    None => None,
-                };
-                match (from, own) {
-                    (Some(d), _) => d,
-                    (None, Some(g)) if g.desired > 0 => g.desired,
-                    _ => {
-                        return Err(StackError::Invalid(format!(
-                            "no --desired, and no active group with instances to copy the capacity from ({}); pass --desired",
-                            self.settings.capacity_from.as_deref().map_or_else(
-                                || "no active color known".to_owned(),
-                                |c| group_name(&self.settings.group_pattern, &spec.service, c, &spec.region)
-                            )
-                        )))
-                    }
+        let desired = if let Some(d) = self.settings.desired {
+            d
+        } else {
+            let from = match &self.settings.capacity_from {
+                Some(color) => self.capacity_of(spec, color).await?.filter(|d| *d > 0),
+                None => None,
+            };
+            match (from, own) {
+                (Some(d), _) => d,
+                (None, Some(g)) if g.desired > 0 => g.desired,
+                _ => {
+                    return Err(StackError::Invalid(format!(
+                        "no --desired, and no active group with instances to copy the capacity from ({}); pass --desired",
+                        self.settings.capacity_from.as_deref().map_or_else(
+                            || "no active color known".to_owned(),
+                            |c| group_name(&self.settings.group_pattern, &spec.service, c, &spec.region)
+                        )
+                    )))
                 }
             }
         };
@@ -305,7 +327,7 @@ impl AsgDriver {
         spec: &StackSpec,
         changes: &mut Changes,
         wait: Option<&Wait>,
-    ) -> Result<Desired, StackError> {
+    ) -> Result<Converged, StackError> {
         let launch = self.launch_spec(spec)?;
         let name = self.group_of(spec);
         let group = asg::describe_group(&self.clients.autoscaling, &name).await?;
@@ -316,43 +338,63 @@ impl AsgDriver {
                 spec.region
             )));
         }
-        let mut out = Desired {
-            group: name.clone(),
+        let (template_id, version) = self.converge_template(&name, &launch, changes).await?;
+        let target = GroupTarget {
+            name: name.clone(),
+            template: template_id
+                .clone()
+                .unwrap_or_else(|| format!("(new {name})")),
+            version: version.to_string(),
             desired,
-            ..Desired::default()
+            min,
+            max,
+            tags: launch.instance_tags.clone(),
         };
+        match &group {
+            None => self.create_group(&target, changes).await?,
+            Some(g) => self.update_group(g, &target, changes, wait).await?,
+        }
+        self.converge_scaling(&name, group.is_some(), changes)
+            .await?;
+        Ok(Converged {
+            group: name,
+            desired,
+            template_id,
+            template_version: version,
+        })
+    }
 
-        // The launch template and its version.
+    /// Makes sure the latest version of template `name` launches `launch`,
+    /// and that it is the default; returns the template id (unknown in a plan
+    /// that creates it) and the version.
+    async fn converge_template(
+        &self,
+        name: &str,
+        launch: &LaunchSpec,
+        changes: &mut Changes,
+    ) -> Result<(Option<String>, i64), StackError> {
         let user_data = self.settings.user_data.as_deref();
-        let what = describe_launch(&launch);
-        let template = lt::find(&self.clients.ec2, &name).await?;
+        let what = describe_launch(launch);
+        let template = lt::find(&self.clients.ec2, name).await?;
         let (template_id, version) = match &template {
             None => {
                 changes.note(format!("create launch template {name} (version 1: {what})"));
                 let id = if changes.apply {
-                    Some(
-                        lt::create(
-                            &self.clients.ec2,
-                            &name,
-                            &launch,
-                            user_data,
-                            &launch.instance_tags,
-                        )
-                        .await?,
-                    )
+                    let tags = &launch.instance_tags;
+                    Some(lt::create(&self.clients.ec2, name, launch, user_data, tags).await?)
                 } else {
                     None
                 };
                 (id, 1)
             }
-            Some(t) if t.latest == launch => (Some(t.id.clone()), t.latest_version),
+            Some(t) if t.latest == *launch => (Some(t.id.clone()), t.latest_version),
             Some(t) => {
                 let next = t.latest_version + 1;
                 changes.note(format!(
                     "create launch template {name} version {next} ({what})"
                 ));
                 let v = if changes.apply {
-                    lt::create_version(&self.clients.ec2, &t.id, &launch, user_data).await?
+                    lt::create_version(&self.clients.ec2, &t.id, launch, user_data).await?
                 } else {
                     next
                 };
@@ -370,121 +412,109 @@ impl AsgDriver {
                 lt::set_default_version(&self.clients.ec2, id, version).await?;
             }
         }
-        out.template_id.clone_from(&template_id);
-        out.template_version = version;
-        let id_text = template_id
-            .clone()
-            .unwrap_or_else(|| format!("(new {name})"));
-        let version_text = version.to_string();
+        Ok((template_id, version))
+    }
 
-        // The group.
-        let tags = BTreeMap::from([
-            ("service".to_owned(), spec.service.clone()),
-            ("color".to_owned(), spec.color.clone()),
-            ("version".to_owned(), spec.version.clone()),
-            ("managed-by".to_owned(), "switchyard".to_owned()),
-        ]);
-        match &group {
-            None => {
-                changes.note(format!(
-                    "create group {name}: launch template {id_text} version {version}, desired {desired} (min {min}, max {max}), subnets {}, {}health check {} (grace {}s), tags propagated at launch",
-                    self.settings.subnets.join(","),
-                    if self.settings.target_groups.is_empty() { String::new() } else { format!("target groups {}, ", self.settings.target_groups.join(",")) },
-                    self.settings.health_check_type,
-                    self.settings.grace_period.as_secs(),
-                ));
-                if changes.apply {
-                    asg::create_group(
-                        &self.clients.autoscaling,
-                        &NewGroup {
-                            name: name.clone(),
-                            template_id: template_id.clone().unwrap_or_default(),
-                            template_version: version_text.clone(),
-                            min,
-                            max,
-                            desired,
-                            subnets: self.settings.subnets.clone(),
-                            target_groups: self.settings.target_groups.clone(),
-                            health_check_type: self.settings.health_check_type.clone(),
-                            grace_period_secs: u32::try_from(self.settings.grace_period.as_secs())
-                                .unwrap_or(u32::MAX),
-                            tags: tags.clone(),
-                        },
-                    )
-                    .await?;
-                }
-            }
-            Some(g) => {
-                let stale: Vec<&str> = g
-                    .instances
-                    .iter()
-                    .filter(|i| !i.leaving())
-                    .filter(|i| {
-                        i.template_version
-                            .as_deref()
-                            .is_some_and(|v| v != version_text)
-                    })
-                    .map(|i| i.id.as_str())
-                    .collect();
-                let template_now = Some((id_text.clone(), version_text.clone()));
-                if !stale.is_empty() {
-                    changes.note(format!(
-                        "scale group {name} to 0 to replace {} instance(s) of an older launch template version ({}), and wait until they are gone",
-                        stale.len(),
-                        stale.join(", ")
-                    ));
-                    if changes.apply {
-                        asg::update_group(
-                            &self.clients.autoscaling,
-                            &name,
-                            Some((&id_text, &version_text)),
-                            0,
-                            max,
-                            0,
-                        )
-                        .await?;
-                        if let Some(w) = wait {
-                            self.wait_empty(&name, w).await?;
-                        }
-                    }
-                }
-                if !stale.is_empty()
-                    || g.launch_template != template_now
-                    || (g.desired, g.min, g.max) != (desired, min, max)
-                {
-                    changes.note(format!(
-                        "update group {name}: launch template {id_text} version {version}, desired {desired} (min {min}, max {max}; was desired {} min {} max {})",
-                        g.desired, g.min, g.max
-                    ));
-                    if changes.apply {
-                        asg::update_group(
-                            &self.clients.autoscaling,
-                            &name,
-                            Some((&id_text, &version_text)),
-                            min,
-                            max,
-                            desired,
-                        )
-                        .await?;
-                    }
-                }
-                let missing: BTreeMap<String, String> = tags
-                    .iter()
-                    .filter(|(k, v)| g.tags.get(*k) != Some(v))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                if !missing.is_empty() {
-                    changes.note(format!("tag group {name}: {}", pairs(&missing)));
-                    if changes.apply {
-                        asg::tag_group(&self.clients.autoscaling, &name, &missing).await?;
-                    }
+    async fn create_group(&self, t: &GroupTarget, changes: &mut Changes) -> Result<(), StackError> {
+        let s = &self.settings;
+        changes.note(format!(
+            "create group {}: launch template {} version {}, desired {} (min {}, max {}), subnets {}, {}health check {} (grace {}s), tags propagated at launch",
+            t.name,
+            t.template,
+            t.version,
+            t.desired,
+            t.min,
+            t.max,
+            s.subnets.join(","),
+            if s.target_groups.is_empty() {
+                String::new()
+            } else {
+                format!("target groups {}, ", s.target_groups.join(","))
+            },
+            s.health_check_type,
+            s.grace_period.as_secs(),
+        ));
+        if changes.apply {
+            let group = NewGroup {
+                name: t.name.clone(),
+                template_id: t.template.clone(),
+                template_version: t.version.clone(),
+                min: t.min,
+                max: t.max,
+                desired: t.desired,
+                subnets: s.subnets.clone(),
+                target_groups: s.target_groups.clone(),
+                health_check_type: s.health_check_type.clone(),
+                grace_period_secs: u32::try_from(s.grace_period.as_secs()).unwrap_or(u32::MAX),
+                tags: t.tags.clone(),
+            };
+            asg::create_group(&self.clients.autoscaling, &group).await?;
+        }
+        Ok(())
+    }
+
+    /// Points an existing group at the version, sizes it and tags it;
+    /// instances of another version are replaced by scaling to zero first.
+    async fn update_group(
+        &self,
+        g: &Group,
+        t: &GroupTarget,
+        changes: &mut Changes,
+        wait: Option<&Wait>,
+    ) -> Result<(), StackError> {
+        let client = &self.clients.autoscaling;
+        let name = &t.name;
+        let template = Some((t.template.as_str(), t.version.as_str()));
+        let stale: Vec<&str> = g
+            .instances
+            .iter()
+            .filter(|i| !i.leaving())
+            .filter(|i| {
+                i.template_version
+                    .as_deref()
+                    .is_some_and(|v| v != t.version)
+            })
+            .map(|i| i.id.as_str())
+            .collect();
+        if !stale.is_empty() {
+            changes.note(format!(
+                "scale group {name} to 0 to replace {} instance(s) of an older launch template version ({}), and wait until they are gone",
+                stale.len(),
+                stale.join(", ")
+            ));
+            if changes.apply {
+                asg::update_group(client, name, template, 0, t.max, 0).await?;
+                if let Some(w) = wait {
+                    self.wait_empty(name, w).await?;
                 }
             }
         }
-
-        self.converge_scaling(&name, group.is_some(), changes)
-            .await?;
-        Ok(out)
+        let now = Some((t.template.clone(), t.version.clone()));
+        if !stale.is_empty()
+            || g.launch_template != now
+            || (g.desired, g.min, g.max) != (t.desired, t.min, t.max)
+        {
+            changes.note(format!(
+                "update group {name}: launch template {} version {}, desired {} (min {}, max {}; was desired {} min {} max {})",
+                t.template, t.version, t.desired, t.min, t.max, g.desired, g.min, g.max
+            ));
+            if changes.apply {
+                asg::update_group(client, name, template, t.min, t.max, t.desired).await?;
+            }
+        }
+        let missing: BTreeMap<String, String> = t
+            .tags
+            .iter()
+            .filter(|(k, v)| g.tags.get(*k) != Some(v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if !missing.is_empty() {
+            changes.note(format!("tag group {name}: {}", pairs(&missing)));
+            if changes.apply {
+                asg::tag_group(client, name, &missing).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Puts the scaling policies and alarms the settings ask for, when they differ.
@@ -540,7 +570,6 @@ impl AsgDriver {
                 }
             }
             Scaling::Alarms(a) => {
-                let cooldown_secs = u32::try_from(a.cooldown.as_secs()).unwrap_or(u32::MAX);
                 if find(&tracking).is_some() {
                     changes.note(format!(
                         "delete target tracking policy {tracking} (alarm policies replace it)"
@@ -549,57 +578,92 @@ impl AsgDriver {
                         asg::delete_policy(client, name, &tracking).await?;
                     }
                 }
-                for (policy, alarm, adjustment, threshold, above) in [
-                    (&up, &high, 1, a.up_threshold, true),
-                    (&down, &low, -1, a.down_threshold, false),
+                for pair in [
+                    AlarmPair {
+                        policy: &up,
+                        alarm: &high,
+                        adjustment: 1,
+                        threshold: a.up_threshold,
+                        above: true,
+                    },
+                    AlarmPair {
+                        policy: &down,
+                        alarm: &low,
+                        adjustment: -1,
+                        threshold: a.down_threshold,
+                        above: false,
+                    },
                 ] {
-                    let want = Policy::Simple {
-                        adjustment,
-                        cooldown_secs,
-                    };
-                    let arn = match find(policy) {
-                        Some(p) if p.policy.as_ref() == Some(&want) => p.arn.clone(),
-                        _ => {
-                            changes.note(format!(
-                                "put scaling policy {policy}: {adjustment:+} instance, cooldown {cooldown_secs}s"
-                            ));
-                            if changes.apply {
-                                let arn = asg::put_policy(client, name, policy, &want).await?;
-                                // The ARN as DescribePolicies gives it, so that the next
-                                // run compares the alarm's action with the same text.
-                                asg::describe_policies(client, name)
-                                    .await?
-                                    .into_iter()
-                                    .find(|p| &p.name == policy)
-                                    .map_or(arn, |p| p.arn)
-                            } else {
-                                format!("(arn of {policy})")
-                            }
-                        }
-                    };
-                    let want = CpuAlarm {
-                        name: alarm.clone(),
-                        group: name.to_owned(),
-                        threshold,
-                        above,
-                        period_secs: u32::try_from(a.period.as_secs()).unwrap_or(u32::MAX),
-                        evaluation_periods: a.evaluation_periods,
-                        actions: vec![arn],
-                    };
-                    let have = metric_alarms::describe(&self.clients.cloudwatch, alarm).await?;
-                    if have.as_ref() != Some(&want) {
-                        tracing::debug!("alarm {alarm} differs: have {have:?}, want {want:?}");
-                        changes.note(format!(
-                            "put alarm {alarm}: average CPU {} {threshold}% for {} x {}s -> {policy}",
-                            if above { ">=" } else { "<=" },
-                            a.evaluation_periods,
-                            a.period.as_secs()
-                        ));
-                        if changes.apply {
-                            metric_alarms::put(&self.clients.cloudwatch, &want).await?;
-                        }
-                    }
+                    self.converge_alarm_pair(name, &existing, &pair, a, changes)
+                        .await?;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// One simple scaling policy and the CPU alarm that triggers it.
+    async fn converge_alarm_pair(
+        &self,
+        name: &str,
+        existing: &[asg::PolicyInfo],
+        pair: &AlarmPair<'_>,
+        a: &AlarmScaling,
+        changes: &mut Changes,
+    ) -> Result<(), StackError> {
+        let client = &self.clients.autoscaling;
+        let AlarmPair {
+            policy,
+            alarm,
+            adjustment,
+            threshold,
+            above,
+        } = *pair;
+        let cooldown_secs = u32::try_from(a.cooldown.as_secs()).unwrap_or(u32::MAX);
+        let want = Policy::Simple {
+            adjustment,
+            cooldown_secs,
+        };
+        let arn = match existing.iter().find(|p| p.name == policy) {
+            Some(p) if p.policy.as_ref() == Some(&want) => p.arn.clone(),
+            _ => {
+                changes.note(format!(
+                    "put scaling policy {policy}: {adjustment:+} instance, cooldown {cooldown_secs}s"
+                ));
+                if changes.apply {
+                    let arn = asg::put_policy(client, name, policy, &want).await?;
+                    // The ARN as DescribePolicies gives it, so that the next
+                    // run compares the alarm's action with the same text.
+                    asg::describe_policies(client, name)
+                        .await?
+                        .into_iter()
+                        .find(|p| p.name == policy)
+                        .map_or(arn, |p| p.arn)
+                } else {
+                    format!("(arn of {policy})")
+                }
+            }
+        };
+        let want = CpuAlarm {
+            name: alarm.to_owned(),
+            group: name.to_owned(),
+            threshold,
+            above,
+            period_secs: u32::try_from(a.period.as_secs()).unwrap_or(u32::MAX),
+            evaluation_periods: a.evaluation_periods,
+            actions: vec![arn],
+        };
+        let have = metric_alarms::describe(&self.clients.cloudwatch, alarm).await?;
+        if have.as_ref() != Some(&want) {
+            tracing::debug!("alarm {alarm} differs: have {have:?}, want {want:?}");
+            changes.note(format!(
+                "put alarm {alarm}: average CPU {} {threshold}% for {} x {}s -> {policy}",
+                if above { ">=" } else { "<=" },
+                a.evaluation_periods,
+                a.period.as_secs()
+            ));
+            if changes.apply {
+                metric_alarms::put(&self.clients.cloudwatch, &want).await?;
             }
         }
         Ok(())
@@ -692,14 +756,13 @@ impl AsgDriver {
     ) -> Result<Vec<String>, ProviderError> {
         let mut not_yet = Vec::new();
         for arn in &group.target_groups {
-            let port = match ports.get(arn) {
-                Some(p) => *p,
-                None => {
-                    let tg = elbv2::describe_target_group(&self.clients.elbv2, arn).await?;
-                    let p = tg.port.unwrap_or(self.settings.port);
-                    ports.insert(arn.clone(), p);
-                    p
-                }
+            let port = if let Some(p) = ports.get(arn) {
+                *p
+            } else {
+                let tg = elbv2::describe_target_group(&self.clients.elbv2, arn).await?;
+                let p = tg.port.unwrap_or(self.settings.port);
+                ports.insert(arn.clone(), p);
+                p
             };
             for id in serving {
                 let target = Target {

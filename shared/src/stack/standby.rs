@@ -395,7 +395,7 @@ pub fn retire_check(
             short(since),
             completed.to_rfc3339(),
             short(retire_after),
-            short(retire_after - since)
+            short(retire_after.saturating_sub(since))
         ));
     }
     Ok(completed)
@@ -435,6 +435,146 @@ fn spec(
     }
 }
 
+/// The color: from the flag or the state, else from the groups in every region.
+async fn pick_color(
+    doc: &StateDocument,
+    regions: &[Region],
+    explicit: Option<&str>,
+    service: &str,
+) -> Result<(String, String), StackError> {
+    if explicit.is_some() {
+        return choose_color(doc, explicit, &BTreeMap::new());
+    }
+    if let Some(found) = color_from_state(doc) {
+        return Ok(found);
+    }
+    let mut groups: BTreeMap<String, Option<u32>> = BTreeMap::new();
+    for r in regions {
+        for c in COLORS {
+            let probe = spec(service, c, "", None, &r.name);
+            let d = r.driver.capacity_of(&probe, c).await?;
+            let entry = groups.entry(c.to_owned()).or_insert(None);
+            *entry = match (*entry, d) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+    choose_color(doc, None, &groups)
+}
+
+/// Every region's plan, as a dry run shows it.
+async fn plans(specs: &[Planned], down: bool) -> Result<Vec<RegionOutcome>, StackError> {
+    let plans = futures::future::join_all(specs.iter().map(|p| async move {
+        if down {
+            p.driver.plan_down(&p.spec).await
+        } else {
+            p.driver.plan(&p.spec).await
+        }
+    }))
+    .await;
+    let mut outcomes = Vec::new();
+    for (p, plan) in specs.iter().zip(plans) {
+        outcomes.push(RegionOutcome {
+            region: p.region.clone(),
+            group: p.driver.group_of(&p.spec),
+            launch_template: None,
+            launch_template_version: None,
+            endpoints: Vec::new(),
+            instances: Vec::new(),
+            changes: plan?,
+        });
+    }
+    Ok(outcomes)
+}
+
+/// A region's driver and the stack it is to bring up or down.
+#[derive(Debug)]
+struct Planned {
+    region: String,
+    driver: AsgDriver,
+    spec: StackSpec,
+}
+
+/// The journal's record of a region's changes.
+fn journal_changes(p: &Planned, status: &StackStatus) -> Vec<Change> {
+    status
+        .changes
+        .iter()
+        .map(|c| Change {
+            resource: format!("asg:{}/{}", p.region, p.driver.group_of(&p.spec)),
+            before: None,
+            after: Some(c.clone().into()),
+            reference: None,
+        })
+        .collect()
+}
+
+/// Records every region that came up in the state (even when another
+/// failed), the stack's role and version, and the journal entry; returns
+/// the outcomes and the first error.
+fn record_up(
+    doc: &mut StateDocument,
+    (service, color, version): (&str, &str, &str),
+    specs: &[Planned],
+    results: Vec<Result<StackStatus, StackError>>,
+) -> (Vec<RegionOutcome>, Option<StackError>) {
+    let now = Utc::now();
+    let mut outcomes = Vec::new();
+    let mut first_error = None;
+    let mut entry_changes = Vec::new();
+    for (p, result) in specs.iter().zip(results) {
+        match result {
+            Ok(status) => {
+                entry_changes.extend(journal_changes(p, &status));
+                let regional = regional(&status, &p.spec, now);
+                outcomes.push(outcome(
+                    &p.region,
+                    p.driver.group_of(&p.spec),
+                    &status,
+                    &regional,
+                ));
+                doc.stack_mut(color)
+                    .regions
+                    .insert(p.region.clone(), regional);
+            }
+            Err(e) => {
+                tracing::error!("{}: {e}", p.region);
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let changed = outcomes.iter().any(|o| !o.changes.is_empty());
+    {
+        let stack = doc.stack_mut(color);
+        stack.role = Some(Role::Standby);
+        stack.version = Some(version.to_owned());
+        stack.driver = Some("asg".to_owned());
+        aggregate(stack);
+    }
+    let deployment = doc.deployment.get_or_insert_with(Default::default);
+    deployment.service.get_or_insert_with(|| service.to_owned());
+    deployment.version.get_or_insert_with(|| version.to_owned());
+    let (action, outcome_kind) = match (&first_error, changed) {
+        (Some(_), _) => ("standby-up", Outcome::Failed),
+        (None, true) => ("standby-up", Outcome::Ok),
+        (None, false) => ("standby-unchanged", Outcome::Ok),
+    };
+    let mut entry = JournalEntry::new(STEP, action, outcome_kind)
+        .detail(match &first_error {
+            Some(e) => format!("{color} at {version}: {e}"),
+            None if changed => format!("{color} up at {version} in {}", regions_text(&outcomes)),
+            None => format!(
+                "{color} at {version} unchanged in {}",
+                regions_text(&outcomes)
+            ),
+        })
+        .with("stack", color.to_owned());
+    entry.changes = entry_changes;
+    doc.record(entry);
+    (outcomes, first_error)
+}
+
 /// Brings the standby color up in every region at once.
 pub async fn deploy(
     file: &StateFile,
@@ -463,26 +603,7 @@ pub async fn deploy(
         }
     }
 
-    // The color: from the flag or the state, else from the groups.
-    let (color, reason) = match (req.color.as_deref(), color_from_state(&doc)) {
-        (Some(c), _) => (c.to_owned(), "--color".to_owned()),
-        (None, Some(found)) => found,
-        (None, None) => {
-            let mut groups: BTreeMap<String, Option<u32>> = BTreeMap::new();
-            for r in regions {
-                for c in COLORS {
-                    let probe = spec(&service, c, &version, None, &r.name);
-                    let d = r.driver.capacity_of(&probe, c).await?;
-                    let entry = groups.entry(c.to_owned()).or_insert(None);
-                    *entry = match (*entry, d) {
-                        (Some(a), Some(b)) => Some(a.max(b)),
-                        (a, b) => a.or(b),
-                    };
-                }
-            }
-            choose_color(&doc, None, &groups)?
-        }
-    };
+    let (color, reason) = pick_color(&doc, regions, req.color.as_deref(), &service).await?;
     let peer = other(&color);
     tracing::info!("standby color: {color} ({reason})");
 
@@ -497,28 +618,16 @@ pub async fn deploy(
         if settings.capacity_from.is_none() {
             settings.capacity_from = Some(peer.to_owned());
         }
-        specs.push((
-            r.name.clone(),
-            r.driver.with_settings(settings),
-            spec(&service, &color, &version, image, &r.name),
-        ));
+        specs.push(Planned {
+            region: r.name.clone(),
+            driver: r.driver.with_settings(settings),
+            spec: spec(&service, &color, &version, image, &r.name),
+        });
     }
     let blocked = deploy_blocker(&doc, &color);
 
     if options.dry_run {
-        let plans = futures::future::join_all(specs.iter().map(|(_, d, s)| d.plan(s))).await;
-        let mut outcomes = Vec::new();
-        for ((region, driver, s), plan) in specs.iter().zip(plans) {
-            outcomes.push(RegionOutcome {
-                region: region.clone(),
-                group: driver.group_of(s),
-                launch_template: None,
-                launch_template_version: None,
-                endpoints: Vec::new(),
-                instances: Vec::new(),
-                changes: plan?,
-            });
-        }
+        let outcomes = plans(&specs, false).await?;
         return Ok(report(
             "up",
             &service,
@@ -553,65 +662,12 @@ pub async fn deploy(
         deadline,
         cancel: cancel.clone(),
     };
-    let results = futures::future::join_all(specs.iter().map(|(_, d, s)| d.up(s, &wait))).await;
+    let results =
+        futures::future::join_all(specs.iter().map(|p| p.driver.up(&p.spec, &wait))).await;
 
-    // Record every region that came up, even when another failed.
     let mut doc = file.load()?;
-    let now = Utc::now();
-    let mut outcomes = Vec::new();
-    let mut first_error = None;
-    let mut entry_changes = Vec::new();
-    for ((region, driver, s), result) in specs.iter().zip(results) {
-        match result {
-            Ok(status) => {
-                for c in &status.changes {
-                    entry_changes.push(Change {
-                        resource: format!("asg:{region}/{}", driver.group_of(s)),
-                        before: None,
-                        after: Some(c.clone().into()),
-                        reference: None,
-                    });
-                }
-                let regional = regional(&status, s, now);
-                outcomes.push(outcome(region, driver.group_of(s), &status, &regional));
-                doc.stack_mut(&color)
-                    .regions
-                    .insert(region.clone(), regional);
-            }
-            Err(e) => {
-                tracing::error!("{region}: {e}");
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    let changed = outcomes.iter().any(|o| !o.changes.is_empty());
-    {
-        let stack = doc.stack_mut(&color);
-        stack.role = Some(Role::Standby);
-        stack.version = Some(version.clone());
-        stack.driver = Some("asg".to_owned());
-        aggregate(stack);
-    }
-    let deployment = doc.deployment.get_or_insert_with(Default::default);
-    deployment.service.get_or_insert_with(|| service.clone());
-    deployment.version.get_or_insert_with(|| version.clone());
-    let (action, outcome_kind) = match (&first_error, changed) {
-        (Some(_), _) => ("standby-up", Outcome::Failed),
-        (None, true) => ("standby-up", Outcome::Ok),
-        (None, false) => ("standby-unchanged", Outcome::Ok),
-    };
-    let mut entry = JournalEntry::new(STEP, action, outcome_kind)
-        .detail(match &first_error {
-            Some(e) => format!("{color} at {version}: {e}"),
-            None if changed => format!("{color} up at {version} in {}", regions_text(&outcomes)),
-            None => format!(
-                "{color} at {version} unchanged in {}",
-                regions_text(&outcomes)
-            ),
-        })
-        .with("stack", color.clone());
-    entry.changes = entry_changes;
-    doc.record(entry);
+    let (outcomes, first_error) =
+        record_up(&mut doc, (&service, &color, &version), &specs, results);
     file.save(&doc)?;
 
     if let Some(e) = first_error {
@@ -633,6 +689,62 @@ pub async fn deploy(
     Ok(report)
 }
 
+/// The color to retire: `--color`, else the one the state does not mark active.
+fn retiring_color(
+    doc: &StateDocument,
+    explicit: Option<&str>,
+) -> Result<(String, String), StackError> {
+    match explicit {
+        Some(c) if COLORS.contains(&c) => Ok((c.to_owned(), "--color".to_owned())),
+        Some(c) => Err(StackError::Invalid(format!("--color {c:?} is not blue or green"))),
+        None => COLORS
+            .into_iter()
+            .find(|c| doc.stacks.get(*c).and_then(|s| s.role) == Some(Role::Active))
+            .map(|a| (other(a).to_owned(), format!("the state marks {a} active")))
+            .ok_or_else(|| StackError::Refused(
+                "the state marks no stack active, so there is nothing to retire yet: shift traffic to the new stack first (shift-weight), or pass --color".to_owned(),
+            )),
+    }
+}
+
+/// Records in the state that `p`'s region of `color` is scaled to zero.
+fn record_down(doc: &mut StateDocument, color: &str, p: &Planned, now: DateTime<Utc>) {
+    let r = doc
+        .stack_mut(color)
+        .regions
+        .entry(p.region.clone())
+        .or_default();
+    r.group = Some(p.driver.group_of(&p.spec));
+    r.desired = Some(0);
+    r.instances.clear();
+    r.endpoints.clear();
+    r.updated_at = Some(now);
+}
+
+fn retired_entry(
+    color: &str,
+    outcomes: &[RegionOutcome],
+    error: Option<&StackError>,
+    completed: DateTime<Utc>,
+) -> JournalEntry {
+    let outcome = if error.is_some() {
+        Outcome::Failed
+    } else {
+        Outcome::Ok
+    };
+    JournalEntry::new(STEP, "retired", outcome)
+        .detail(match error {
+            Some(e) => format!("{color}: {e}"),
+            None => format!(
+                "{color} scaled to 0 in {}; {} took 100% at {}",
+                regions_text(outcomes),
+                other(color),
+                completed.to_rfc3339()
+            ),
+        })
+        .with("stack", color.to_owned())
+}
+
 /// Scales the old color to zero in every region, when the state allows it.
 pub async fn retire(
     file: &StateFile,
@@ -644,52 +756,19 @@ pub async fn retire(
     let started = Instant::now();
     let doc = file.load()?;
     let service = service_of(&doc, req.service.as_ref())?;
-    let (color, reason) = match &req.color {
-        Some(c) if COLORS.contains(&c.as_str()) => (c.clone(), "--color".to_owned()),
-        Some(c) => {
-            return Err(StackError::Invalid(format!("--color {c:?} is not blue or green")).into())
-        }
-        None => {
-            let active = COLORS
-                .into_iter()
-                .find(|c| doc.stacks.get(*c).and_then(|s| s.role) == Some(Role::Active));
-            match active {
-                Some(a) => (other(a).to_owned(), format!("the state marks {a} active")),
-                None => {
-                    return Err(StackError::Refused(
-                        "the state marks no stack active, so there is nothing to retire yet: shift traffic to the new stack first (shift-weight), or pass --color".to_owned(),
-                    )
-                    .into())
-                }
-            }
-        }
-    };
+    let (color, reason) = retiring_color(&doc, req.color.as_deref())?;
     let check = retire_check(&doc, &color, req.retire_after, Utc::now());
-    let specs: Vec<(String, StackSpec, &AsgDriver)> = regions
+    let specs: Vec<Planned> = regions
         .iter()
-        .map(|r| {
-            (
-                r.name.clone(),
-                spec(&service, &color, "", None, &r.name),
-                &r.driver,
-            )
+        .map(|r| Planned {
+            region: r.name.clone(),
+            driver: r.driver.clone(),
+            spec: spec(&service, &color, "", None, &r.name),
         })
         .collect();
 
     if options.dry_run {
-        let plans = futures::future::join_all(specs.iter().map(|(_, s, d)| d.plan_down(s))).await;
-        let mut outcomes = Vec::new();
-        for ((region, s, driver), plan) in specs.iter().zip(plans) {
-            outcomes.push(RegionOutcome {
-                region: region.clone(),
-                group: driver.group_of(s),
-                launch_template: None,
-                launch_template_version: None,
-                endpoints: Vec::new(),
-                instances: Vec::new(),
-                changes: plan?,
-            });
-        }
+        let outcomes = plans(&specs, true).await?;
         return Ok(report(
             "retire",
             &service,
@@ -714,33 +793,21 @@ pub async fn retire(
         deadline: started + options.timeout,
         cancel: cancel.clone(),
     };
-    let results = futures::future::join_all(specs.iter().map(|(_, s, d)| d.down(s, &wait))).await;
+    let results =
+        futures::future::join_all(specs.iter().map(|p| p.driver.down(&p.spec, &wait))).await;
     let mut doc = file.load()?;
     let now = Utc::now();
     let mut outcomes = Vec::new();
     let mut first_error = None;
-    let mut changes = Vec::new();
-    for ((region, s, driver), result) in specs.iter().zip(results) {
+    let mut journal = Vec::new();
+    for (p, result) in specs.iter().zip(results) {
         match result {
             Ok(status) => {
-                for c in &status.changes {
-                    changes.push(Change {
-                        resource: format!("asg:{region}/{}", driver.group_of(s)),
-                        before: None,
-                        after: Some(c.clone().into()),
-                        reference: None,
-                    });
-                }
-                let stack = doc.stack_mut(&color);
-                let r = stack.regions.entry(region.clone()).or_default();
-                r.group = Some(driver.group_of(s));
-                r.desired = Some(0);
-                r.instances.clear();
-                r.endpoints.clear();
-                r.updated_at = Some(now);
+                journal.extend(journal_changes(p, &status));
+                record_down(&mut doc, &color, p, now);
                 outcomes.push(RegionOutcome {
-                    region: region.clone(),
-                    group: driver.group_of(s),
+                    region: p.region.clone(),
+                    group: p.driver.group_of(&p.spec),
                     launch_template: None,
                     launch_template_version: None,
                     endpoints: Vec::new(),
@@ -749,7 +816,7 @@ pub async fn retire(
                 });
             }
             Err(e) => {
-                tracing::error!("{region}: {e}");
+                tracing::error!("{}: {e}", p.region);
                 first_error.get_or_insert(e);
             }
         }
@@ -761,26 +828,8 @@ pub async fn retire(
         stack.endpoints.clear();
         aggregate(stack);
     }
-    let mut entry = JournalEntry::new(
-        STEP,
-        "retired",
-        if first_error.is_some() {
-            Outcome::Failed
-        } else {
-            Outcome::Ok
-        },
-    )
-    .detail(match &first_error {
-        Some(e) => format!("{color}: {e}"),
-        None => format!(
-            "{color} scaled to 0 in {}; {} took 100% at {}",
-            regions_text(&outcomes),
-            other(&color),
-            completed.to_rfc3339()
-        ),
-    })
-    .with("stack", color.clone());
-    entry.changes = changes;
+    let mut entry = retired_entry(&color, &outcomes, first_error.as_ref(), completed);
+    entry.changes = journal;
     doc.record(entry);
     file.save(&doc)?;
     if let Some(e) = first_error {
@@ -904,10 +953,10 @@ mod tests {
                 pending_change: None,
                 message: None,
                 started_at: completed,
-                extra: Default::default(),
+                extra: crate::state::document::Extra::new(),
             }),
             updated_at: completed,
-            extra: Default::default(),
+            extra: crate::state::document::Extra::new(),
         }
     }
 
@@ -918,7 +967,7 @@ mod tests {
             summary: "2/2 endpoints healthy".into(),
             endpoints: Vec::new(),
             latency_ms: None,
-            extra: Default::default(),
+            extra: crate::state::document::Extra::new(),
         }
     }
 

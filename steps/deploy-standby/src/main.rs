@@ -311,25 +311,7 @@ fn settings(args: &Args, regions: &[String]) -> Result<Settings, Failure> {
     if args.common.timeout.is_zero() {
         return Err(Failure::usage("--timeout must be more than 0s"));
     }
-    let user_data = match &up.user_data {
-        Some(path) => {
-            let bytes = std::fs::read(path).map_err(|e| {
-                Failure::usage(format!(
-                    "--user-data {}: cannot read it: {e}",
-                    path.display()
-                ))
-            })?;
-            if bytes.len() > USER_DATA_LIMIT {
-                return Err(Failure::usage(format!(
-                    "--user-data {} is {} bytes; EC2 takes at most {USER_DATA_LIMIT}",
-                    path.display(),
-                    bytes.len()
-                )));
-            }
-            Some(bytes)
-        }
-        None => None,
-    };
+    let user_data = read_user_data(up.user_data.as_deref())?;
     if up.instance_type.trim().is_empty() || !up.instance_type.contains('.') {
         return Err(Failure::usage(format!(
             "--instance-type {:?} is not an instance type (e.g. t3.micro)",
@@ -343,6 +325,66 @@ fn settings(args: &Args, regions: &[String]) -> Result<Settings, Failure> {
             )));
         }
     }
+    if let (Some(min), Some(max)) = (up.min, up.max) {
+        if min > max {
+            return Err(Failure::usage(format!("--min {min} is above --max {max}")));
+        }
+    }
+    if !up.endpoint_template.contains("{ip}") && !up.endpoint_template.contains("{instance}") {
+        return Err(Failure::usage(
+            "--endpoint-template must contain {ip} (or {instance})",
+        ));
+    }
+    let (subnets, target_groups) = placement(up, regions)?;
+    let scaling = scaling(up)?;
+    let asg = AsgSettings {
+        group_pattern: args.stack.group_pattern.clone(),
+        instance_type: up.instance_type.clone(),
+        user_data,
+        health_check_type: match up.health_check_type {
+            HealthCheck::Ec2 => "EC2",
+            HealthCheck::Elb => "ELB",
+        }
+        .to_owned(),
+        grace_period: up.health_check_grace,
+        desired: up.desired,
+        min: up.min,
+        max: up.max,
+        scaling,
+        port: up.port,
+        endpoint_template: up.endpoint_template.clone(),
+        ..AsgSettings::default()
+    };
+    Ok(Settings {
+        asg,
+        subnets,
+        target_groups,
+    })
+}
+
+/// The user-data file's bytes, checked against EC2's limit.
+fn read_user_data(path: Option<&std::path::Path>) -> Result<Option<Vec<u8>>, Failure> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let bytes = std::fs::read(path).map_err(|e| {
+        Failure::usage(format!(
+            "--user-data {}: cannot read it: {e}",
+            path.display()
+        ))
+    })?;
+    if bytes.len() > USER_DATA_LIMIT {
+        return Err(Failure::usage(format!(
+            "--user-data {} is {} bytes; EC2 takes at most {USER_DATA_LIMIT}",
+            path.display(),
+            bytes.len()
+        )));
+    }
+    Ok(Some(bytes))
+}
+
+/// The scaling policies the flags ask for.
+fn scaling(up: &UpArgs) -> Result<Scaling, Failure> {
     let in_range = |v: f64| (0.0..=100.0).contains(&v);
     if !in_range(up.scale_up_cpu)
         || !in_range(up.scale_down_cpu)
@@ -369,16 +411,31 @@ fn settings(args: &Args, regions: &[String]) -> Result<Settings, Failure> {
             return Err(Failure::usage(format!("--cpu-target {t} is outside 1-100")));
         }
     }
-    if let (Some(min), Some(max)) = (up.min, up.max) {
-        if min > max {
-            return Err(Failure::usage(format!("--min {min} is above --max {max}")));
-        }
-    }
-    if !up.endpoint_template.contains("{ip}") && !up.endpoint_template.contains("{instance}") {
-        return Err(Failure::usage(
-            "--endpoint-template must contain {ip} (or {instance})",
-        ));
-    }
+    Ok(match (up.no_scaling, up.cpu_target) {
+        (true, _) => Scaling::Unmanaged,
+        (false, Some(t)) => Scaling::CpuTarget(t),
+        (false, None) => Scaling::Alarms(AlarmScaling {
+            up_threshold: up.scale_up_cpu,
+            down_threshold: up.scale_down_cpu,
+            period: up.scale_period,
+            evaluation_periods: up.scale_evaluation_periods,
+            cooldown: up.scale_cooldown,
+        }),
+    })
+}
+
+/// Subnets by region (`None`: for the only region) and target groups by the region in their ARN.
+#[allow(clippy::type_complexity)]
+fn placement(
+    up: &UpArgs,
+    regions: &[String],
+) -> Result<
+    (
+        BTreeMap<Option<String>, Vec<String>>,
+        BTreeMap<String, Vec<String>>,
+    ),
+    Failure,
+> {
     let mut subnets: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
     for s in &up.subnets {
         let (region, id) = match s.split_once('=') {
@@ -417,40 +474,7 @@ fn settings(args: &Args, regions: &[String]) -> Result<Settings, Failure> {
             .or_default()
             .push(arn.clone());
     }
-    let scaling = match (up.no_scaling, up.cpu_target) {
-        (true, _) => Scaling::Unmanaged,
-        (false, Some(t)) => Scaling::CpuTarget(t),
-        (false, None) => Scaling::Alarms(AlarmScaling {
-            up_threshold: up.scale_up_cpu,
-            down_threshold: up.scale_down_cpu,
-            period: up.scale_period,
-            evaluation_periods: up.scale_evaluation_periods,
-            cooldown: up.scale_cooldown,
-        }),
-    };
-    let asg = AsgSettings {
-        group_pattern: args.stack.group_pattern.clone(),
-        instance_type: up.instance_type.clone(),
-        user_data,
-        health_check_type: match up.health_check_type {
-            HealthCheck::Ec2 => "EC2",
-            HealthCheck::Elb => "ELB",
-        }
-        .to_owned(),
-        grace_period: up.health_check_grace,
-        desired: up.desired,
-        min: up.min,
-        max: up.max,
-        scaling,
-        port: up.port,
-        endpoint_template: up.endpoint_template.clone(),
-        ..AsgSettings::default()
-    };
-    Ok(Settings {
-        asg,
-        subnets,
-        target_groups,
-    })
+    Ok((subnets, target_groups))
 }
 
 fn run(args: &Args, regions: &[String]) -> Result<(), Failure> {
