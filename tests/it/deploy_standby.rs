@@ -524,6 +524,30 @@ fn several_regions_come_up_at_once_with_per_region_state() {
     let west = subnet(&f.moto, "eu-west-1");
     let (ami, _) = images(&f.moto, "us-east-1");
     let subnets = format!("us-east-1={east},eu-west-1={west}");
+    // A target group in us-east-1 only: its ARN's region picks the group it goes with.
+    let vpc = first(
+        &f.moto,
+        "us-east-1",
+        &["ec2", "describe-vpcs"],
+        "Vpcs[0].VpcId",
+    );
+    let target_group = first(
+        &f.moto,
+        "us-east-1",
+        &[
+            "elbv2",
+            "create-target-group",
+            "--name",
+            "go-auth-blue",
+            "--protocol",
+            "HTTP",
+            "--port",
+            "8080",
+            "--vpc-id",
+            &vpc,
+        ],
+        "TargetGroups[0].TargetGroupArn",
+    );
     let out = f.run(
         "deploy-standby",
         &[
@@ -541,6 +565,10 @@ fn several_regions_come_up_at_once_with_per_region_state() {
             "eu-west-1",
             "--subnet",
             &subnets,
+            "--target-group",
+            &target_group,
+            "--health-check-type",
+            "elb",
             "--cpu-target",
             "50",
             "--output",
@@ -581,8 +609,33 @@ fn several_regions_come_up_at_once_with_per_region_state() {
         );
     }
 
-    // Without --region, retire and the next deploy use the regions in the state;
-    // a color with traffic in the state is never deployed over.
+    let east = group(&f, "us-east-1", "go-auth-blue");
+    assert_eq!(east["TargetGroupARNs"], json!([target_group]));
+    assert_eq!(east["HealthCheckType"], "ELB");
+    assert_eq!(
+        group(&f, "eu-west-1", "go-auth-blue")["TargetGroupARNs"],
+        json!([])
+    );
+    let health = f.aws_in(
+        "us-east-1",
+        &[
+            "elbv2",
+            "describe-target-health",
+            "--target-group-arn",
+            &target_group,
+        ],
+    );
+    assert_eq!(
+        health["TargetHealthDescriptions"][0]["Target"]["Id"],
+        east["Instances"][0]["InstanceId"]
+    );
+    assert_eq!(
+        health["TargetHealthDescriptions"][0]["TargetHealth"]["State"],
+        "healthy"
+    );
+
+    // Without --region, the next deploy uses the regions in the state; a
+    // color with traffic in the state is never deployed over.
     let mut doc = f.doc();
     doc["traffic"] = json!({"route53:Z1/app.example.com./A": {
         "router": "route53", "resource": {}, "weights": {"blue": 100, "green": 0},

@@ -56,21 +56,21 @@ fn settings() -> AsgSettings {
 }
 
 fn driver(ec2: &[&Rule], autoscaling: &[&Rule], settings: AsgSettings) -> AsgDriver {
+    driver_with_elb(ec2, autoscaling, &[], settings)
+}
+
+fn driver_with_elb(
+    ec2: &[&Rule],
+    autoscaling: &[&Rule],
+    elbv2: &[&Rule],
+    settings: AsgSettings,
+) -> AsgDriver {
     // Never called by these tests (their scaling is unmanaged); pointed at a
     // closed loopback port so that a stray call fails instead of leaving the machine.
     let cloudwatch = aws_sdk_cloudwatch::Client::from_conf(
         aws_sdk_cloudwatch::Config::builder()
             .behavior_version(aws_sdk_cloudwatch::config::BehaviorVersion::latest())
             .region(aws_sdk_cloudwatch::config::Region::from_static("us-east-1"))
-            .endpoint_url("http://127.0.0.1:9")
-            .build(),
-    );
-    let elbv2 = aws_sdk_elasticloadbalancingv2::Client::from_conf(
-        aws_sdk_elasticloadbalancingv2::Config::builder()
-            .behavior_version(aws_sdk_elasticloadbalancingv2::config::BehaviorVersion::latest())
-            .region(aws_sdk_elasticloadbalancingv2::config::Region::from_static(
-                "us-east-1",
-            ))
             .endpoint_url("http://127.0.0.1:9")
             .build(),
     );
@@ -81,7 +81,12 @@ fn driver(ec2: &[&Rule], autoscaling: &[&Rule], settings: AsgSettings) -> AsgDri
             ec2: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, ec2, |c| c
                 .retry_config(retry_policy())),
             cloudwatch,
-            elbv2,
+            elbv2: mock_client!(
+                aws_sdk_elasticloadbalancingv2,
+                RuleMode::MatchAny,
+                elbv2,
+                |c| c.retry_config(retry_policy())
+            ),
         },
         settings,
     )
@@ -530,4 +535,78 @@ async fn no_image_and_no_capacity_are_bad_input() {
         err.to_string().contains("go-auth-blue); pass --desired"),
         "{err}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_service_instances_wait_until_healthy_in_the_target_group() {
+    use aws_sdk_elasticloadbalancingv2::operation::describe_target_groups::DescribeTargetGroupsOutput;
+    use aws_sdk_elasticloadbalancingv2::operation::describe_target_health::DescribeTargetHealthOutput;
+    use aws_sdk_elasticloadbalancingv2::types::{
+        TargetDescription, TargetGroup, TargetHealth, TargetHealthDescription,
+        TargetHealthStateEnum,
+    };
+    const ARN: &str =
+        "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/go-auth-green/0123";
+    let (list, versions) = template_rules("ami-new");
+    let groups =
+        mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_groups).then_output(|| {
+            let mut out = group(vec![
+                instance("i-1", LifecycleState::InService, "Healthy"),
+                instance("i-2", LifecycleState::InService, "Healthy"),
+            ]);
+            let g = out
+                .auto_scaling_groups
+                .as_mut()
+                .unwrap()
+                .first_mut()
+                .unwrap();
+            g.target_group_arns = Some(vec![ARN.to_owned()]);
+            out
+        });
+    let tg =
+        mock!(aws_sdk_elasticloadbalancingv2::Client::describe_target_groups).then_output(|| {
+            DescribeTargetGroupsOutput::builder()
+                .target_groups(
+                    TargetGroup::builder()
+                        .target_group_arn(ARN)
+                        .target_group_name("go-auth-green")
+                        .port(8080)
+                        .build(),
+                )
+                .build()
+        });
+    let health = |id: &str, state: TargetHealthStateEnum| {
+        DescribeTargetHealthOutput::builder()
+            .target_health_descriptions(
+                TargetHealthDescription::builder()
+                    .target(TargetDescription::builder().id(id).port(8080).build())
+                    .target_health(TargetHealth::builder().state(state).build())
+                    .build(),
+            )
+            .build()
+    };
+    // i-2 stays `initial` for two polls; i-1 is healthy at once.
+    let i1 = mock!(aws_sdk_elasticloadbalancingv2::Client::describe_target_health)
+        .match_requests(|r| r.targets()[0].id() == Some("i-1"))
+        .then_output(move || health("i-1", TargetHealthStateEnum::Healthy));
+    let i2 = mock!(aws_sdk_elasticloadbalancingv2::Client::describe_target_health)
+        .match_requests(|r| r.targets()[0].id() == Some("i-2"))
+        .sequence()
+        .output(move || health("i-2", TargetHealthStateEnum::Initial))
+        .times(2)
+        .output(move || health("i-2", TargetHealthStateEnum::Healthy))
+        .repeatedly()
+        .build();
+    let driver = driver_with_elb(
+        &[&list, &versions, &ips()],
+        &[&groups],
+        &[&tg, &i1, &i2],
+        settings(),
+    );
+    let status = driver.up(&spec("ami-new"), &wait_for(600)).await.unwrap();
+    assert_eq!(status.endpoints, ["10.0.1.1:8080", "10.0.1.2:8080"]);
+    assert_eq!(i2.num_calls(), 3);
+    assert_eq!(tg.num_calls(), 1, "the group's port is read once");
+    // converge's read, then three polls of the wait.
+    assert_eq!(groups.num_calls(), 4);
 }
