@@ -31,12 +31,20 @@ impl Fixture {
     }
 
     fn run(&self, name: &str, args: &[&str]) -> StepOutput {
+        self.run_hooks(name, args, None)
+    }
+
+    /// Runs a step with the hooks in `hooks` (none when `None`).
+    fn run_hooks(&self, name: &str, args: &[&str], hooks: Option<&Path>) -> StepOutput {
         let mut env = self.moto.env();
         env.push((
             "SWITCHYARD_STATE".into(),
             self.state().display().to_string(),
         ));
-        env.push(("SWITCHYARD_NO_HOOKS".into(), "1".into()));
+        match hooks {
+            Some(dir) => env.push(("SWITCHYARD_HOOKS_DIR".into(), dir.display().to_string())),
+            None => env.push(("SWITCHYARD_NO_HOOKS".into(), "1".into())),
+        }
         let mut cmd = step(name, &env);
         cmd.args(args);
         run(&mut cmd)
@@ -659,6 +667,64 @@ fn several_regions_come_up_at_once_with_per_region_state() {
         out.stderr.contains("blue carries traffic (weight 100"),
         "{}",
         out.stderr
+    );
+    let out = f.run(
+        "deploy-standby",
+        &[
+            "--color",
+            "blue",
+            "--release",
+            "v2",
+            "--image",
+            &ami,
+            "--dry-run",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("blocked: blue carries traffic (weight 100 in route route53:Z1/app.example.com./A); deploy-standby never replaces a stack that takes traffic; a real run exits 5"),
+        "{}",
+        out.stdout
+    );
+
+    // A failing pre-deploy-standby hook stops the step before any change;
+    // post-deploy-standby sees the stack and its endpoints.
+    let hooks = f.dir.path().join("hooks");
+    std::fs::create_dir(&hooks).unwrap();
+    let hook = |name: &str, body: &str| {
+        let path = hooks.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    };
+    hook("pre-deploy-standby", "echo change freeze >&2; exit 3");
+    let seen = f.dir.path().join("post.env");
+    hook(
+        "post-deploy-standby",
+        &format!(
+            "echo \"$SWITCHYARD_STACK $SWITCHYARD_REGIONS $SWITCHYARD_ENDPOINTS\" > '{}'",
+            seen.display()
+        ),
+    );
+    let green = ["--release", "v2", "--image", &ami, "--subnet", &subnets];
+    let out = f.run_hooks("deploy-standby", &green, Some(&hooks));
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("change freeze"), "{}", out.stderr);
+    assert!(group(&f, "us-east-1", "go-auth-green").is_null());
+    hook("pre-deploy-standby", "exit 0");
+    let out = f.run_hooks("deploy-standby", &green, Some(&hooks));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let line = std::fs::read_to_string(&seen).unwrap();
+    let endpoints = f.doc()["stacks"]["green"]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_owned())
+        .collect::<Vec<_>>();
+    assert_eq!(endpoints.len(), 2);
+    assert_eq!(
+        line.trim(),
+        format!("green eu-west-1,us-east-1 {}", endpoints.join(","))
     );
     let out = f.run(
         "deploy-standby",
