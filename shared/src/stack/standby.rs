@@ -83,7 +83,75 @@ pub struct Region {
     /// The region's name.
     pub name: String,
     /// Its driver.
-    pub driver: AsgDriver,
+    pub driver: Driver,
+}
+
+/// The drivers deploy-standby runs.
+#[derive(Debug, Clone)]
+pub enum Driver {
+    /// One Auto Scaling group per color.
+    Asg(AsgDriver),
+}
+
+impl Driver {
+    /// The driver kind as written in the state.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Asg(d) => d.kind(),
+        }
+    }
+
+    /// The provider's name for `spec`'s stack (the group name).
+    pub fn name_of(&self, spec: &StackSpec) -> String {
+        match self {
+            Self::Asg(d) => d.group_of(spec),
+        }
+    }
+
+    /// The capacity of `color`'s stack, `None` when it does not exist (or
+    /// the driver cannot tell).
+    async fn capacity_of(&self, spec: &StackSpec, color: &str) -> Result<Option<u32>, StackError> {
+        match self {
+            Self::Asg(d) => d.capacity_of(spec, color).await,
+        }
+    }
+
+    /// The same driver copying its capacity from `color` unless told otherwise.
+    fn capacity_from(&self, color: &str) -> Self {
+        match self {
+            Self::Asg(d) => {
+                let mut settings = d.settings().clone();
+                if settings.capacity_from.is_none() {
+                    settings.capacity_from = Some(color.to_owned());
+                }
+                Self::Asg(d.with_settings(settings))
+            }
+        }
+    }
+
+    async fn plan(&self, spec: &StackSpec) -> Result<Vec<String>, StackError> {
+        match self {
+            Self::Asg(d) => d.plan(spec).await,
+        }
+    }
+
+    async fn plan_down(&self, spec: &StackSpec) -> Result<Vec<String>, StackError> {
+        match self {
+            Self::Asg(d) => d.plan_down(spec).await,
+        }
+    }
+
+    async fn up(&self, spec: &StackSpec, wait: &Wait) -> Result<StackStatus, StackError> {
+        match self {
+            Self::Asg(d) => d.up(spec, wait).await,
+        }
+    }
+
+    async fn down(&self, spec: &StackSpec, wait: &Wait) -> Result<StackStatus, StackError> {
+        match self {
+            Self::Asg(d) => d.down(spec, wait).await,
+        }
+    }
 }
 
 /// What to bring up.
@@ -477,7 +545,7 @@ async fn plans(specs: &[Planned], down: bool) -> Result<Vec<RegionOutcome>, Stac
     for (p, plan) in specs.iter().zip(plans) {
         outcomes.push(RegionOutcome {
             region: p.region.clone(),
-            group: p.driver.group_of(&p.spec),
+            group: p.driver.name_of(&p.spec),
             launch_template: None,
             launch_template_version: None,
             endpoints: Vec::new(),
@@ -492,7 +560,7 @@ async fn plans(specs: &[Planned], down: bool) -> Result<Vec<RegionOutcome>, Stac
 #[derive(Debug)]
 struct Planned {
     region: String,
-    driver: AsgDriver,
+    driver: Driver,
     spec: StackSpec,
 }
 
@@ -502,7 +570,12 @@ fn journal_changes(p: &Planned, status: &StackStatus) -> Vec<Change> {
         .changes
         .iter()
         .map(|c| Change {
-            resource: format!("asg:{}/{}", p.region, p.driver.group_of(&p.spec)),
+            resource: format!(
+                "{}:{}/{}",
+                p.driver.kind(),
+                p.region,
+                p.driver.name_of(&p.spec)
+            ),
             before: None,
             after: Some(c.clone().into()),
             reference: None,
@@ -530,7 +603,7 @@ fn record_up(
                 let regional = regional(&status, &p.spec, now);
                 outcomes.push(outcome(
                     &p.region,
-                    p.driver.group_of(&p.spec),
+                    p.driver.name_of(&p.spec),
                     &status,
                     &regional,
                 ));
@@ -549,7 +622,7 @@ fn record_up(
         let stack = doc.stack_mut(color);
         stack.role = Some(Role::Standby);
         stack.version = Some(version.to_owned());
-        stack.driver = Some("asg".to_owned());
+        stack.driver = specs.first().map(|p| p.driver.kind().to_owned());
         aggregate(stack);
     }
     let deployment = doc.deployment.get_or_insert_with(Default::default);
@@ -614,13 +687,9 @@ pub async fn deploy(
                 .as_ref()
                 .and_then(|i| i.amis.get(&r.name).cloned())
         });
-        let mut settings = r.driver.settings().clone();
-        if settings.capacity_from.is_none() {
-            settings.capacity_from = Some(peer.to_owned());
-        }
         specs.push(Planned {
             region: r.name.clone(),
-            driver: r.driver.with_settings(settings),
+            driver: r.driver.capacity_from(peer),
             spec: spec(&service, &color, &version, image, &r.name),
         });
     }
@@ -714,7 +783,7 @@ fn record_down(doc: &mut StateDocument, color: &str, p: &Planned, now: DateTime<
         .regions
         .entry(p.region.clone())
         .or_default();
-    r.group = Some(p.driver.group_of(&p.spec));
+    r.group = Some(p.driver.name_of(&p.spec));
     r.desired = Some(0);
     r.instances.clear();
     r.endpoints.clear();
@@ -807,7 +876,7 @@ pub async fn retire(
                 record_down(&mut doc, &color, p, now);
                 outcomes.push(RegionOutcome {
                     region: p.region.clone(),
-                    group: p.driver.group_of(&p.spec),
+                    group: p.driver.name_of(&p.spec),
                     launch_template: None,
                     launch_template_version: None,
                     endpoints: Vec::new(),

@@ -519,7 +519,7 @@ fn run(args: &Args, regions: &[String]) -> Result<(), Failure> {
                 .unwrap_or_default();
             drivers.push(Region {
                 name: region,
-                driver: AsgDriver::new(AsgClients::new(&config), s),
+                driver: standby::Driver::Asg(AsgDriver::new(AsgClients::new(&config), s)),
             });
         }
         let options = Options {
