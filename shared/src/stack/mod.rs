@@ -4,6 +4,8 @@
 //! launch template) and `command` (templated shell commands for any
 //! orchestrator: docker compose, kubectl, nomad, rancher-compose).
 
+pub mod command;
+
 use std::collections::BTreeMap;
 
 use tokio::time::Instant;
@@ -127,4 +129,35 @@ pub trait StackDriver {
 
     /// Takes the stack down (scales it to zero, or runs the down command).
     async fn down(&self, spec: &StackSpec, wait: &Wait) -> Result<StackStatus, StackError>;
+}
+
+/// Writes what a driver reported about `spec`'s stack into the state: the
+/// entry named after the color (`stacks.<color>`) gets the version, the
+/// driver kind, the endpoints and ids, and the driver's detail (under
+/// `detail`, replacing the previous one). The role is left as it was: which
+/// color is standby is the step's decision. Journaling is the step's too.
+pub fn record(
+    doc: &mut crate::state::StateDocument,
+    spec: &StackSpec,
+    status: &StackStatus,
+    driver: &str,
+) {
+    let stack = doc.stack_mut(&spec.color);
+    stack.version = Some(spec.version.clone());
+    stack.driver = Some(driver.to_owned());
+    stack.endpoints.clone_from(&status.endpoints);
+    stack.ids.clone_from(&status.ids);
+    stack
+        .extra
+        .insert("region".to_owned(), spec.region.clone().into());
+    if status.detail.is_empty() {
+        stack.extra.remove("detail");
+    } else {
+        let detail: serde_json::Map<String, serde_json::Value> = status
+            .detail
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().into()))
+            .collect();
+        stack.extra.insert("detail".to_owned(), detail.into());
+    }
 }
