@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod aws_cli;
+mod deploy_command;
 mod ergonomics;
 mod pipeline;
 mod register_host;
