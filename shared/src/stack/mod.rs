@@ -5,6 +5,7 @@
 //! orchestrator: docker compose, kubectl, nomad, rancher-compose).
 
 pub mod command;
+pub mod rolling;
 
 use std::collections::BTreeMap;
 

@@ -1,0 +1,1 @@
+//! Offline tests of the rolling strategy with the SDK mocked.
