@@ -9,6 +9,7 @@
 
 mod aws_cli;
 mod deploy_command;
+mod deploy_rolling;
 mod ergonomics;
 mod pipeline;
 mod register_host;
