@@ -359,6 +359,7 @@ pub fn progress(doc: &StateDocument, stack: &str) -> Option<RollingProgress> {
 }
 
 /// Runs a rolling update of `settings.group` (see the module docs).
+#[allow(clippy::too_many_lines)]
 pub async fn update<C: BatchCheck>(
     clients: &RollingClients,
     settings: &RollingSettings,
@@ -1153,7 +1154,7 @@ async fn create_version(
         .await
         .map_err(|e| ProviderError::from_sdk("ec2:CreateLaunchTemplateVersion", &e))?;
     out.launch_template_version()
-        .and_then(|v| v.version_number())
+        .and_then(aws_sdk_ec2::types::LaunchTemplateVersion::version_number)
         .map(|n| n.to_string())
         .ok_or_else(|| {
             StackError::Provider(ProviderError {
