@@ -162,3 +162,36 @@ pub fn record(
         stack.extra.insert("detail".to_owned(), detail.into());
     }
 }
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    #[test]
+    fn record_writes_the_stack_and_keeps_its_role() {
+        let mut doc = crate::state::StateDocument::default();
+        doc.stack_mut("green").role = Some(crate::state::Role::Standby);
+        let spec = StackSpec {
+            service: "go-auth".into(),
+            color: "green".into(),
+            version: "1.4.2".into(),
+            image: None,
+            region: "local".into(),
+        };
+        let status = StackStatus {
+            endpoints: vec!["http://127.0.0.1:8081".into()],
+            ids: vec!["go-auth-green".into()],
+            changed: true,
+            changes: vec!["ran up command".into()],
+            detail: BTreeMap::from([("up".to_owned(), "compose up".to_owned())]),
+        };
+        record(&mut doc, &spec, &status, "command");
+        let stack = &doc.stacks["green"];
+        assert_eq!(stack.role, Some(crate::state::Role::Standby));
+        assert_eq!(stack.version.as_deref(), Some("1.4.2"));
+        assert_eq!(stack.driver.as_deref(), Some("command"));
+        assert_eq!(stack.endpoints, status.endpoints);
+        assert_eq!(stack.extra["detail"]["up"], "compose up");
+        assert_eq!(stack.extra["region"], "local");
+    }
+}

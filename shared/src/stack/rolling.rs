@@ -946,11 +946,15 @@ impl Run<'_> {
         loop {
             let group = describe_group(asg, &p.group).await?;
             let launched: BTreeSet<&String> = p.launched.iter().collect();
+            let original: BTreeSet<&String> = p.original.iter().collect();
+            // Launched since the update began (so from the new version, even
+            // if still Pending and not yet recorded), or reported on it.
             let newer: Vec<String> = group
                 .live()
                 .filter(|i| {
                     !replaced.contains(&i.id)
                         && (launched.contains(&i.id)
+                            || !original.contains(&i.id)
                             || i.version.as_deref() == Some(p.new_version.as_str()))
                 })
                 .map(|i| i.id.clone())

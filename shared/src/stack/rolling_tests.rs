@@ -41,6 +41,7 @@ struct Fake {
     /// The first instance launched dies while Pending.
     kill_first_launch: bool,
     terminations: Vec<(String, bool)>,
+    target_groups: Vec<String>,
 }
 
 impl Fake {
@@ -56,6 +57,7 @@ impl Fake {
             pending_for: 1,
             kill_first_launch: false,
             terminations: Vec::new(),
+            target_groups: Vec::new(),
         }))
     }
 
@@ -107,6 +109,7 @@ impl Fake {
             .desired_capacity(self.desired)
             .max_size(self.max)
             .min_size(0)
+            .set_target_group_arns(Some(self.target_groups.clone()))
             .launch_template(
                 LaunchTemplateSpecification::builder()
                     .launch_template_id("lt-1")
@@ -233,12 +236,16 @@ fn mocks(fake: &Arc<Mutex<Fake>>) -> Mocks {
 }
 
 fn clients(autoscaling: &[&Rule], ec2: &[&Rule]) -> RollingClients {
+    clients_with_elb(autoscaling, ec2, &[])
+}
+
+fn clients_with_elb(autoscaling: &[&Rule], ec2: &[&Rule], elbv2: &[&Rule]) -> RollingClients {
     RollingClients {
         autoscaling: mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, autoscaling, |c| c
             .retry_config(retry_policy())),
         ec2: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, ec2, |c| c
             .retry_config(retry_policy())),
-        elbv2: mock_client!(aws_sdk_elasticloadbalancingv2, RuleMode::MatchAny, &[]),
+        elbv2: mock_client!(aws_sdk_elasticloadbalancingv2, RuleMode::MatchAny, elbv2),
     }
 }
 
@@ -469,4 +476,147 @@ async fn bad_settings_and_confirm_without_an_update_are_refused_before_any_call(
     assert!(err.to_string().contains("nothing would change"), "{err}");
     let err = confirm(&file, "web").unwrap_err();
     assert_eq!(err.exit_code(), Code::Conflict);
+}
+
+/// A loopback HTTP server answering every request with `status`.
+async fn answering(status: u16) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0_u8; 2048];
+                let _ = socket.read(&mut buf).await;
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                );
+                let _ = socket.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn the_health_engine_check_probes_the_new_instances() {
+    let check = |port| HealthBatchCheck {
+        probe: HttpProbe::new(Duration::from_secs(2)).unwrap(),
+        policy: ProbePolicy {
+            interval: Duration::from_millis(20),
+            attempts: 3,
+            successes: 1,
+            failures: 2,
+            deadline: Duration::from_secs(10),
+            ..ProbePolicy::default()
+        },
+        url: UrlTemplate {
+            port: Some(port),
+            ..UrlTemplate::default()
+        },
+    };
+    let batch = |ip: Option<&str>| Batch {
+        number: 1,
+        of: 2,
+        instances: vec![NewInstance {
+            id: "i-new1".into(),
+            private_ip: ip.map(Into::into),
+        }],
+    };
+    let cancel = CancellationToken::new();
+    let ok = answering(200).await;
+    assert_eq!(
+        check(ok)
+            .check(&batch(Some("127.0.0.1")), &cancel)
+            .await
+            .unwrap(),
+        BatchVerdict::Pass
+    );
+    let failing = answering(500).await;
+    let verdict = check(failing)
+        .check(&batch(Some("127.0.0.1")), &cancel)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&verdict, BatchVerdict::Fail(why) if why.contains("0/1")),
+        "{verdict:?}"
+    );
+    let verdict = check(ok).check(&batch(None), &cancel).await.unwrap();
+    assert_eq!(
+        verdict,
+        BatchVerdict::Fail("instance i-new1 has no private IP to probe".into())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn new_instances_must_serve_in_the_target_groups_before_their_check() {
+    use aws_sdk_elasticloadbalancingv2::operation::describe_target_groups::DescribeTargetGroupsOutput;
+    use aws_sdk_elasticloadbalancingv2::operation::describe_target_health::DescribeTargetHealthOutput;
+    use aws_sdk_elasticloadbalancingv2::types::{
+        TargetDescription, TargetGroup, TargetHealth, TargetHealthDescription,
+        TargetHealthStateEnum,
+    };
+    const ARN: &str = "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/web/1";
+    let fake = Fake::new(2);
+    fake.lock().unwrap().target_groups = vec![ARN.into()];
+    let m = mocks(&fake);
+    let groups =
+        mock!(aws_sdk_elasticloadbalancingv2::Client::describe_target_groups).then_output(|| {
+            DescribeTargetGroupsOutput::builder()
+                .target_groups(
+                    TargetGroup::builder()
+                        .target_group_arn(ARN)
+                        .port(8080)
+                        .build(),
+                )
+                .build()
+        });
+    // Each target answers `initial` twice, then `healthy`.
+    let calls = Arc::new(Mutex::new(std::collections::BTreeMap::<String, u32>::new()));
+    let seen = calls.clone();
+    let health = mock!(aws_sdk_elasticloadbalancingv2::Client::describe_target_health)
+        .then_compute_output(move |input| {
+            let target = input.targets()[0].clone();
+            let mut calls = seen.lock().unwrap();
+            let n = calls.entry(target.id().unwrap().to_owned()).or_default();
+            *n += 1;
+            let state = if *n > 2 {
+                TargetHealthStateEnum::Healthy
+            } else {
+                TargetHealthStateEnum::Initial
+            };
+            DescribeTargetHealthOutput::builder()
+                .target_health_descriptions(
+                    TargetHealthDescription::builder()
+                        .target(
+                            TargetDescription::builder()
+                                .id(target.id().unwrap())
+                                .port(8080)
+                                .build(),
+                        )
+                        .target_health(TargetHealth::builder().state(state).build())
+                        .build(),
+                )
+                .build()
+        });
+    let c = clients_with_elb(&all(&m.rules), &all(&m.ec2), &[&groups, &health]);
+    let (_dir, file) = state();
+    let probed = calls.clone();
+    let check = FnCheck(move |b: &Batch| {
+        let calls = probed.lock().unwrap();
+        for i in &b.instances {
+            assert_eq!(
+                calls.get(&i.id),
+                Some(&3),
+                "{} checked before it served",
+                i.id
+            );
+        }
+        BatchVerdict::Pass
+    });
+    let report = update(&c, &settings(true), &check, &file, &wait(600))
+        .await
+        .unwrap();
+    assert_eq!(report.batches_done, 1);
+    assert_eq!(calls.lock().unwrap().len(), 2);
 }
