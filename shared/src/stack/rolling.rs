@@ -57,6 +57,7 @@
 //! let settings = RollingSettings { stack, group, version, image, user_data,
 //!     batch_size, batch_interval, start_first, poll: RollingSettings::POLL };
 //! let check = HealthBatchCheck { probe, policy, url: UrlTemplate { port: Some(8080), .. } };
+//! rolling::plan(&clients, &settings).await?                               // --dry-run
 //! rolling::update(&clients, &settings, &check, &state_file, &wait).await?  // --strategy rolling
 //! rolling::confirm(&state_file, &stack)?                                      // --confirm
 //! rolling::rollback(&clients, &state_file, &stack, RollingSettings::POLL, &wait).await? // --rollback
@@ -410,17 +411,6 @@ pub async fn update<C: BatchCheck>(
     run.changes.push(format!(
         "created launch template {template_id} version {new_version} from version {previous}"
     ));
-    set_template(
-        &clients.autoscaling,
-        &settings.group,
-        &template_id,
-        &new_version,
-    )
-    .await?;
-    run.changes.push(format!(
-        "pointed group {} at launch template version {new_version}",
-        settings.group
-    ));
     let now = Utc::now();
     let mut p = RollingProgress {
         group: settings.group.clone(),
@@ -468,7 +458,18 @@ pub async fn update<C: BatchCheck>(
         Err(Stop::Failed(reason)) => {
             tracing::warn!("{reason}; rolling back");
             p.message = Some(reason.clone());
-            run.revert(&mut p).await?;
+            if let Err(e) = run.revert(&mut p).await {
+                p.status = RollingStatus::Failed;
+                p.message = Some(format!(
+                    "{reason}; the rollback stopped: {e}; run with --rollback to finish it"
+                ));
+                let detail = p.message.clone().unwrap_or_default();
+                run.journal(
+                    &mut p,
+                    JournalEntry::new(STEP, "rolling-rollback", Outcome::Failed).detail(detail),
+                )?;
+                return Err(e);
+            }
             return Err(StackError::RolledBack(format!(
                 "{reason}; rolled back: group {} is on launch template version {} again and the {} \
                  instance(s) the update launched are replaced",
@@ -517,6 +518,65 @@ pub async fn update<C: BatchCheck>(
         JournalEntry::new(STEP, "rolling-finished", Outcome::Ok).detail(detail),
     )?;
     run.report(&p).await
+}
+
+/// Every change [`update`] would make, in order, without making any
+/// (`--dry-run`); reads the group and its launch template only.
+pub async fn plan(
+    clients: &RollingClients,
+    settings: &RollingSettings,
+) -> Result<Vec<String>, RollingError> {
+    settings.check()?;
+    let group = describe_group(&clients.autoscaling, &settings.group).await?;
+    let (template_id, given) = group.template.clone().ok_or_else(|| {
+        StackError::Invalid(format!("group {} has no launch template", settings.group))
+    })?;
+    let previous = resolve_version(&clients.ec2, &template_id, given.as_deref()).await?;
+    let mut what = Vec::new();
+    if let Some(image) = &settings.image {
+        what.push(format!("image {image}"));
+    }
+    if settings.user_data.is_some() {
+        what.push("new user-data".to_owned());
+    }
+    let mut plan = vec![
+        format!(
+            "create launch template {template_id} version from version {previous} with {}",
+            what.join(" and ")
+        ),
+        format!("point group {} at the new version", settings.group),
+    ];
+    let old: Vec<String> = group.live().map(|i| i.id.clone()).collect();
+    let batches = old.len().div_ceil(settings.batch_size);
+    for (n, batch) in old.chunks(settings.batch_size).enumerate() {
+        let k = batch.len();
+        plan.push(if settings.start_first {
+            format!(
+                "batch {}/{batches}: raise desired capacity to {}{}, wait for {k} new instance(s) \
+                 to be InService and serving, check them, terminate {} with desired capacity decremented",
+                n + 1,
+                group.desired + i32::try_from(k).unwrap_or(0),
+                if group.desired + i32::try_from(k).unwrap_or(0) > group.max {
+                    " (and max size with it)"
+                } else {
+                    ""
+                },
+                batch.join(", ")
+            )
+        } else {
+            format!(
+                "batch {}/{batches}: terminate {} (replaced by the group), wait for {k} new \
+                 instance(s) to be InService and serving, check them",
+                n + 1,
+                batch.join(", ")
+            )
+        });
+    }
+    plan.push(format!(
+        "record the update as finished: --confirm keeps it, --rollback returns {} to version {previous}",
+        settings.group
+    ));
+    Ok(plan)
 }
 
 /// Marks the finished update of `stack` confirmed (`--confirm`): the new
@@ -677,6 +737,11 @@ impl Run<'_> {
         check: &C,
     ) -> Result<(), Stop> {
         let asg = &self.clients.autoscaling;
+        set_template(asg, &p.group, &p.launch_template_id, &p.new_version).await?;
+        self.changes.push(format!(
+            "pointed group {} at launch template version {}",
+            p.group, p.new_version
+        ));
         let original: BTreeSet<String> = p.original.iter().cloned().collect();
         loop {
             let group = describe_group(asg, &p.group).await?;

@@ -620,3 +620,28 @@ async fn new_instances_must_serve_in_the_target_groups_before_their_check() {
     assert_eq!(report.batches_done, 1);
     assert_eq!(calls.lock().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn plan_lists_every_batch_and_changes_nothing() {
+    let fake = Fake::new(3);
+    let m = mocks(&fake);
+    let c = clients(&all(&m.rules), &all(&m.ec2));
+    let plan = plan(&c, &settings(true)).await.unwrap();
+    assert_eq!(
+        plan,
+        [
+            "create launch template lt-1 version from version 1 with image ami-new and new user-data",
+            "point group web at the new version",
+            "batch 1/2: raise desired capacity to 5 (and max size with it), wait for 2 new \
+             instance(s) to be InService and serving, check them, terminate i-old1, i-old2 with \
+             desired capacity decremented",
+            "batch 2/2: raise desired capacity to 4 (and max size with it), wait for 1 new \
+             instance(s) to be InService and serving, check them, terminate i-old3 with desired \
+             capacity decremented",
+            "record the update as finished: --confirm keeps it, --rollback returns web to version 1",
+        ]
+    );
+    assert_eq!(m.ec2[0].num_calls(), 0, "no version created");
+    assert_eq!(m.rules[1].num_calls(), 0, "the group is not updated");
+    assert_eq!(m.rules[2].num_calls(), 0, "nothing terminated");
+}
