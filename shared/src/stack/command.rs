@@ -6,7 +6,8 @@
 //! - `endpoints` (optional) prints where the stack serves, after `up`: one URL
 //!   or `host:port` a line (blank lines and `#` comments skipped), or one JSON
 //!   array of strings. Each must be an `http(s)` URL with a host, or
-//!   `host:port`; anything else fails the step with the offending line named.
+//!   `host:port`; anything else fails the step with the offending line named
+//!   ([`StackError::Command`], exit 3: `up` has run by then).
 //!
 //! # Templates
 //!
@@ -229,12 +230,16 @@ impl CommandDriver {
         };
         let command = template.render(&spec.placeholders());
         let out = self.run("endpoints", &command, spec, wait, false).await?;
+        // `up` has run by now: bad output is a failed command (exit 3), not bad input.
+        let bad = |why: String| StackError::Command {
+            command: format!("endpoints command `{command}`"),
+            status: "exit status 0".to_owned(),
+            stderr_tail: why,
+        };
         let endpoints = parse_endpoints(&out)
-            .map_err(|e| StackError::Invalid(format!("--endpoints command `{command}`: {e}")))?;
+            .map_err(|e| bad(format!("its output is not a list of endpoints: {e}")))?;
         if endpoints.is_empty() {
-            return Err(StackError::Invalid(format!(
-                "--endpoints command `{command}` printed no endpoints"
-            )));
+            return Err(bad("it printed no endpoints".to_owned()));
         }
         Ok(endpoints)
     }
@@ -666,6 +671,7 @@ mod tests {
             Some("echo 'Starting...'; echo 127.0.0.1:8080"),
         );
         let err = d.up(&spec("1"), &wait(10)).await.unwrap_err();
+        assert!(matches!(err, StackError::Command { .. }), "{err}");
         assert!(
             err.to_string().contains("\"Starting...\" is neither"),
             "{err}"
