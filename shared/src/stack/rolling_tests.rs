@@ -645,3 +645,28 @@ async fn plan_lists_every_batch_and_changes_nothing() {
     assert_eq!(m.rules[1].num_calls(), 0, "the group is not updated");
     assert_eq!(m.rules[2].num_calls(), 0, "nothing terminated");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_signal_while_waiting_stops_the_update_as_interrupted() {
+    let fake = Fake::new(2);
+    fake.lock().unwrap().pending_for = u32::MAX;
+    let m = mocks(&fake);
+    let c = clients(&all(&m.rules), &all(&m.ec2));
+    let (_dir, file) = state();
+    let check = FnCheck(|_: &Batch| BatchVerdict::Pass);
+    let w = wait(600);
+    let cancel = w.cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        cancel.cancel();
+    });
+    let err = update(&c, &settings(true), &check, &file, &w)
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), Code::Interrupted, "{err}");
+    let doc = saved(&file);
+    assert_eq!(doc["stacks"]["web"]["rolling"]["status"], "interrupted");
+    let last = doc["journal"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["action"], "rolling-stopped");
+    assert_eq!(last["outcome"], "interrupted");
+}
