@@ -8,6 +8,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod aws_cli;
+mod deploy_command;
+mod deploy_rolling;
 mod deploy_standby;
 mod ergonomics;
 mod pipeline;
