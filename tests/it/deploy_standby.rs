@@ -756,3 +756,143 @@ fn several_regions_come_up_at_once_with_per_region_state() {
         out.stdout
     );
 }
+
+/// `--driver command` through the step: the sample service comes up on
+/// loopback as green, verify-health passes it from the state, and after a
+/// promotion retire runs `--down` on blue.
+#[test]
+fn the_command_driver_brings_a_local_stack_up_and_retire_takes_the_old_one_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../pipelines/demo/sample_service.py")
+        .canonicalize()
+        .unwrap()
+        .display()
+        .to_string();
+    let state = dir.path().join("state.json");
+    let up = format!(
+        "set -e; . ./ports-{{color}}.env; for p in $PORT_A $PORT_B; do \
+         python3 {svc} --daemon --port $p --version {{version}} \
+         --pid-file {{color}}-$p.pid --log-file {{color}}-$p.log; done"
+    );
+    let down = format!(
+        "for f in {{color}}-*.pid; do [ -e \"$f\" ] && python3 {svc} --stop \"$f\"; done; true"
+    );
+    let endpoints =
+        ". ./ports-{color}.env; for p in $PORT_A $PORT_B; do echo http://127.0.0.1:$p; done";
+    let mut ports = Vec::new();
+    for color in ["blue", "green"] {
+        let pair = [
+            switchyard_tests::moto::free_port().unwrap(),
+            switchyard_tests::moto::free_port().unwrap(),
+        ];
+        std::fs::write(
+            dir.path().join(format!("ports-{color}.env")),
+            format!("PORT_A={}\nPORT_B={}\n", pair[0], pair[1]),
+        )
+        .unwrap();
+        ports.push(pair);
+    }
+    let run_step = |name: &str, args: &[String]| {
+        let env = vec![
+            ("SWITCHYARD_STATE".to_owned(), state.display().to_string()),
+            ("SWITCHYARD_NO_HOOKS".to_owned(), "1".to_owned()),
+        ];
+        let mut cmd = step(name, &env);
+        cmd.current_dir(dir.path()).args(args);
+        run(&mut cmd)
+    };
+    let templates = [
+        "--driver",
+        "command",
+        "--service",
+        "go-auth",
+        "--up",
+        &up,
+        "--down",
+        &down,
+        "--endpoints",
+        endpoints,
+    ];
+    let with = |extra: &[&'static str]| -> Vec<String> {
+        templates
+            .iter()
+            .chain(extra)
+            .map(|a| (*a).to_owned())
+            .collect()
+    };
+
+    let out = run_step(
+        "deploy-standby",
+        &with(&["--color", "blue", "--release", "v1"]),
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    doc["stacks"]["blue"]["role"] = json!("active");
+    std::fs::write(&state, doc.to_string()).unwrap();
+
+    let out = run_step(
+        "deploy-standby",
+        &with(&["--release", "v2", "--output", "json"]),
+    );
+    let report = json_out(&out);
+    assert_eq!(report["color"], "green");
+    let expected: Vec<String> = ports[1]
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
+    assert_eq!(report["endpoints"], json!(expected));
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert_eq!(doc["stacks"]["green"]["driver"], "command");
+    assert_eq!(doc["stacks"]["green"]["role"], "standby");
+    assert_eq!(doc["stacks"]["green"]["endpoints"], json!(expected));
+
+    let verify: Vec<String> = ["--stack", "green", "--interval", "50ms", "--attempts", "4"]
+        .map(String::from)
+        .to_vec();
+    let out = run_step("verify-health", &verify);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+
+    // Promotion recorded as shift-weight records it; then retire runs --down on blue.
+    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    doc["stacks"]["blue"]["role"] = json!("standby");
+    doc["stacks"]["green"]["role"] = json!("active");
+    let shifted = chrono::Utc::now() - chrono::TimeDelta::seconds(5);
+    doc["traffic"] = json!({"haproxy:local/app": {
+        "router": "haproxy", "resource": {}, "weights": {"blue": 0, "green": 100},
+        "updated_at": shifted.to_rfc3339()}});
+    std::fs::write(&state, doc.to_string()).unwrap();
+    let blue = format!("http://127.0.0.1:{}/health", ports[0][0]);
+    let answers = |url: &str| {
+        std::process::Command::new("curl")
+            .args(["-sf", "-m", "2", url])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    assert!(answers(&blue), "blue serves before retire");
+    let out = run_step("deploy-standby", &with(&["retire", "--retire-after", "1s"]));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("go-auth blue is retired"),
+        "{}",
+        out.stdout
+    );
+    assert!(!answers(&blue), "blue is down after retire");
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert_eq!(doc["stacks"]["blue"]["role"], "retired");
+
+    // Clean up green's processes.
+    let out = run_step(
+        "deploy-standby",
+        &with(&["retire", "--color", "green", "--retire-after", "0s"]),
+    );
+    assert_eq!(
+        out.code, 5,
+        "green takes the traffic: {}{}",
+        out.stdout, out.stderr
+    );
+    let mut stop = std::process::Command::new("sh");
+    stop.current_dir(dir.path())
+        .args(["-c", &down.replace("{color}", "green")]);
+    assert!(stop.status().unwrap().success());
+}

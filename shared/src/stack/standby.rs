@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::asg::AsgDriver;
+use super::command::CommandDriver;
 use super::{StackDriver, StackError, StackSpec, StackStatus, Wait};
 use crate::cli::hooks::{HookEnv, HookError, Hooks};
 use crate::cli::progress::short;
@@ -91,6 +92,8 @@ pub struct Region {
 pub enum Driver {
     /// One Auto Scaling group per color.
     Asg(AsgDriver),
+    /// Templated commands for any orchestrator.
+    Command(CommandDriver),
 }
 
 impl Driver {
@@ -98,6 +101,7 @@ impl Driver {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Asg(d) => d.kind(),
+            Self::Command(d) => d.kind(),
         }
     }
 
@@ -105,6 +109,7 @@ impl Driver {
     pub fn name_of(&self, spec: &StackSpec) -> String {
         match self {
             Self::Asg(d) => d.group_of(spec),
+            Self::Command(_) => format!("{}-{}", spec.service, spec.color),
         }
     }
 
@@ -113,6 +118,7 @@ impl Driver {
     async fn capacity_of(&self, spec: &StackSpec, color: &str) -> Result<Option<u32>, StackError> {
         match self {
             Self::Asg(d) => d.capacity_of(spec, color).await,
+            Self::Command(_) => Ok(None),
         }
     }
 
@@ -126,30 +132,38 @@ impl Driver {
                 }
                 Self::Asg(d.with_settings(settings))
             }
+            Self::Command(d) => Self::Command(d.clone()),
         }
     }
 
     async fn plan(&self, spec: &StackSpec) -> Result<Vec<String>, StackError> {
         match self {
             Self::Asg(d) => d.plan(spec).await,
+            Self::Command(d) => d.plan(spec).await,
         }
     }
 
     async fn plan_down(&self, spec: &StackSpec) -> Result<Vec<String>, StackError> {
         match self {
             Self::Asg(d) => d.plan_down(spec).await,
+            Self::Command(_) => Ok(vec![format!(
+                "run the down command for {} {}",
+                spec.service, spec.color
+            )]),
         }
     }
 
     async fn up(&self, spec: &StackSpec, wait: &Wait) -> Result<StackStatus, StackError> {
         match self {
             Self::Asg(d) => d.up(spec, wait).await,
+            Self::Command(d) => d.up(spec, wait).await,
         }
     }
 
     async fn down(&self, spec: &StackSpec, wait: &Wait) -> Result<StackStatus, StackError> {
         match self {
             Self::Asg(d) => d.down(spec, wait).await,
+            Self::Command(d) => d.down(spec, wait).await,
         }
     }
 }

@@ -12,6 +12,7 @@ use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser, Subcom
 use switchyard::aws::{self, AwsSettings};
 use switchyard::cli::{exit, logging, output, parse_duration, CommonArgs, Failure};
 use switchyard::stack::asg::{AlarmScaling, AsgClients, AsgDriver, AsgSettings, Scaling};
+use switchyard::stack::command::{CommandDriver, CommandTemplates};
 use switchyard::stack::standby::{self, DeployRequest, Options, Region, RetireRequest};
 use switchyard::state::StateFile;
 
@@ -63,6 +64,34 @@ struct StackArgs {
     /// The stack driver
     #[arg(long, global = true, env = "SWITCHYARD_DRIVER", value_enum, default_value_t = Driver::Asg)]
     driver: Driver,
+
+    /// Command that brings a stack up (--driver command), e.g. 'docker compose -p app-{color} up -d';
+    /// placeholders {service} {color} {version} {image} {region}, each one quoted shell word
+    #[arg(
+        long = "up",
+        global = true,
+        env = "SWITCHYARD_UP_COMMAND",
+        value_name = "COMMAND"
+    )]
+    up_command: Option<String>,
+
+    /// Command that takes a stack down (--driver command; retire runs it)
+    #[arg(
+        long = "down",
+        global = true,
+        env = "SWITCHYARD_DOWN_COMMAND",
+        value_name = "COMMAND"
+    )]
+    down_command: Option<String>,
+
+    /// Command that prints the stack's endpoints after --up, one URL or host:port a line or a JSON array (--driver command)
+    #[arg(
+        long = "endpoints",
+        global = true,
+        env = "SWITCHYARD_ENDPOINTS_COMMAND",
+        value_name = "COMMAND"
+    )]
+    endpoints_command: Option<String>,
 
     /// Name of a color's Auto Scaling group and launch template; {service}, {color}, {region}
     #[arg(
@@ -227,6 +256,8 @@ enum Color {
 enum Driver {
     /// One EC2 Auto Scaling group per color, from a launch template
     Asg,
+    /// Any orchestrator, through the --up, --down and --endpoints command templates
+    Command,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -318,7 +349,7 @@ fn settings(args: &Args, regions: &[String]) -> Result<Settings, Failure> {
             up.instance_type
         )));
     }
-    if let Some(image) = &up.image {
+    if let (Some(image), Driver::Asg) = (&up.image, args.stack.driver) {
         if !image.starts_with("ami-") {
             return Err(Failure::usage(format!(
                 "--image {image:?} is not an AMI id (ami-...)"
@@ -477,6 +508,83 @@ fn placement(
     Ok((subnets, target_groups))
 }
 
+/// One `asg` driver per region: `--region`, else the regions the state's
+/// stacks span, else the default chain.
+async fn asg_drivers(
+    args: &Args,
+    checked: &Settings,
+    regions: &[String],
+    state: &StateFile,
+) -> Result<Vec<Region>, Failure> {
+    let mut names: Vec<Option<String>> = regions.iter().cloned().map(Some).collect();
+    if names.is_empty() {
+        let doc = state.load()?;
+        names = standby::state_regions(&doc).into_iter().map(Some).collect();
+    }
+    if names.is_empty() {
+        names.push(None);
+    }
+    let mut drivers = Vec::new();
+    for name in names {
+        let config = aws::load(&AwsSettings {
+            region: name.clone(),
+            profile: args.common.profile.clone(),
+        })
+        .await;
+        let region = config
+            .region()
+            .map_or_else(|| "us-east-1".to_owned(), ToString::to_string);
+        let mut s = checked.asg.clone();
+        s.subnets = checked
+            .subnets
+            .get(&Some(region.clone()))
+            .or_else(|| checked.subnets.get(&None))
+            .cloned()
+            .unwrap_or_default();
+        s.target_groups = checked
+            .target_groups
+            .get(&region)
+            .cloned()
+            .unwrap_or_default();
+        drivers.push(Region {
+            name: region,
+            driver: standby::Driver::Asg(AsgDriver::new(AsgClients::new(&config), s)),
+        });
+    }
+    Ok(drivers)
+}
+
+/// The command driver, once per `--region` (or once, as region `local`).
+fn command_drivers(args: &Args, regions: &[String]) -> Result<Vec<Region>, Failure> {
+    let s = &args.stack;
+    // retire runs only --down; the driver still wants an --up to parse.
+    let up = match (&args.command, &s.up_command, &s.down_command) {
+        (_, Some(up), _) => up.clone(),
+        (Some(Command::Retire { .. }), None, Some(down)) => down.clone(),
+        (Some(Command::Retire { .. }), None, None) => {
+            return Err(Failure::usage("--driver command: retire needs --down"))
+        }
+        (None, None, _) => return Err(Failure::usage("--driver command needs --up")),
+    };
+    let driver = CommandDriver::new(&CommandTemplates {
+        up,
+        down: s.down_command.clone(),
+        endpoints: s.endpoints_command.clone(),
+    })?;
+    let names = if regions.is_empty() {
+        vec!["local".to_owned()]
+    } else {
+        regions.to_vec()
+    };
+    Ok(names
+        .into_iter()
+        .map(|name| Region {
+            name,
+            driver: standby::Driver::Command(driver.clone()),
+        })
+        .collect())
+}
+
 fn run(args: &Args, regions: &[String]) -> Result<(), Failure> {
     let checked = settings(args, regions)?;
     let state = StateFile::new(&args.common.state);
@@ -486,42 +594,10 @@ fn run(args: &Args, regions: &[String]) -> Result<(), Failure> {
         .map_err(|e| Failure::new(exit::Code::Provider, e))?;
     runtime.block_on(async {
         let cancel = switchyard::cli::signal::cancel_on_signals();
-        // Without --region: the regions the state's stacks span, else the default chain.
-        let mut names: Vec<Option<String>> = regions.iter().cloned().map(Some).collect();
-        if names.is_empty() {
-            let doc = state.load()?;
-            names = standby::state_regions(&doc).into_iter().map(Some).collect();
-        }
-        if names.is_empty() {
-            names.push(None);
-        }
-        let mut drivers = Vec::new();
-        for name in names {
-            let config = aws::load(&AwsSettings {
-                region: name.clone(),
-                profile: args.common.profile.clone(),
-            })
-            .await;
-            let region = config
-                .region()
-                .map_or_else(|| "us-east-1".to_owned(), ToString::to_string);
-            let mut s = checked.asg.clone();
-            s.subnets = checked
-                .subnets
-                .get(&Some(region.clone()))
-                .or_else(|| checked.subnets.get(&None))
-                .cloned()
-                .unwrap_or_default();
-            s.target_groups = checked
-                .target_groups
-                .get(&region)
-                .cloned()
-                .unwrap_or_default();
-            drivers.push(Region {
-                name: region,
-                driver: standby::Driver::Asg(AsgDriver::new(AsgClients::new(&config), s)),
-            });
-        }
+        let drivers = match args.stack.driver {
+            Driver::Asg => asg_drivers(args, &checked, regions, &state).await?,
+            Driver::Command => command_drivers(args, regions)?,
+        };
         let options = Options {
             dry_run: args.common.dry_run,
             timeout: args.common.timeout,
