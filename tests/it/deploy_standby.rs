@@ -523,6 +523,47 @@ fn blue_active_green_up_then_retire_after_promotion() {
     assert_eq!(doc["stacks"]["blue"]["role"], "retired");
     assert_eq!(doc["stacks"]["green"]["role"], "active");
     assert_eq!(group(&f, region, "go-auth-green")["DesiredCapacity"], 2);
+
+    // --strategy rolling through the step: the plan of an in-place update of
+    // green (the engine itself is tested in deploy_rolling), and --confirm
+    // refused while there is no update to confirm.
+    let out = f.run(
+        "deploy-standby",
+        &[
+            "--strategy",
+            "rolling",
+            "--service",
+            "go-auth",
+            "--color",
+            "green",
+            "--release",
+            "v3",
+            "--image",
+            &ami_v1,
+            "--batch-size",
+            "1",
+            "--dry-run",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("plan of the rolling update of go-auth-green"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("batch 2/2: terminate"),
+        "{}",
+        out.stdout
+    );
+    let out = f.run("deploy-standby", &["--confirm", "--group", "go-auth-green"]);
+    assert_eq!(out.code, 5, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("has no rolling update to confirm"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -865,7 +906,7 @@ fn the_command_driver_brings_a_local_stack_up_and_retire_takes_the_old_one_down(
     let blue = format!("http://127.0.0.1:{}/health", ports[0][0]);
     let answers = |url: &str| {
         std::process::Command::new("curl")
-            .args(["-sf", "-m", "2", url])
+            .args(["-sf", "-m", "2", "-o", "/dev/null", url])
             .status()
             .is_ok_and(|s| s.success())
     };
@@ -894,5 +935,10 @@ fn the_command_driver_brings_a_local_stack_up_and_retire_takes_the_old_one_down(
     let mut stop = std::process::Command::new("sh");
     stop.current_dir(dir.path())
         .args(["-c", &down.replace("{color}", "green")]);
-    assert!(stop.status().unwrap().success());
+    assert!(stop
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success());
 }

@@ -3,6 +3,7 @@
 //! the old stack once the new one has taken all the traffic.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use switchyard::aws::{self, AwsSettings};
 use switchyard::cli::{exit, logging, output, parse_duration, CommonArgs, Failure};
 use switchyard::stack::asg::{AlarmScaling, AsgClients, AsgDriver, AsgSettings, Scaling};
 use switchyard::stack::command::{CommandDriver, CommandTemplates};
+use switchyard::stack::rolling;
 use switchyard::stack::standby::{self, DeployRequest, Options, Region, RetireRequest};
 use switchyard::state::StateFile;
 
@@ -45,6 +47,9 @@ struct Args {
 
     #[command(flatten)]
     up: UpArgs,
+
+    #[command(flatten)]
+    rolling: RollingArgs,
 
     #[command(flatten)]
     common: CommonArgs,
@@ -232,6 +237,56 @@ struct UpArgs {
     endpoint_template: String,
 }
 
+/// Flags of the rolling strategy.
+#[derive(Debug, Clone, clap::Args)]
+struct RollingArgs {
+    /// Blue-green (a standby stack per color) or rolling (replace one group's instances in place)
+    #[arg(long, env = "SWITCHYARD_STRATEGY", value_enum, default_value_t = Strategy::BlueGreen)]
+    strategy: Strategy,
+
+    /// Rolling: the Auto Scaling group to update in place [default: --group-pattern with --color]
+    #[arg(long, env = "SWITCHYARD_GROUP", value_name = "NAME")]
+    group: Option<String>,
+
+    /// Rolling: instances replaced per batch
+    #[arg(
+        long,
+        env = "SWITCHYARD_BATCH_SIZE",
+        default_value_t = 1,
+        value_name = "N"
+    )]
+    batch_size: usize,
+
+    /// Rolling: pause between batches
+    #[arg(long, env = "SWITCHYARD_BATCH_INTERVAL", value_parser = parse_duration, default_value = "0s", value_name = "DURATION")]
+    batch_interval: Duration,
+
+    /// Rolling: start a batch of new instances before stopping old ones (else stop first)
+    #[arg(long, env = "SWITCHYARD_START_FIRST", value_parser = BoolishValueParser::new())]
+    start_first: bool,
+
+    /// Rolling: keep the finished update (forget the way back)
+    #[arg(long, conflicts_with = "rollback")]
+    confirm: bool,
+
+    /// Rolling: revert the unconfirmed update to the previous launch template version
+    #[arg(long)]
+    rollback: bool,
+
+    /// Rolling: path each new instance must answer healthy on (at --port) before the next batch
+    #[arg(
+        long,
+        env = "SWITCHYARD_HEALTH_PATH",
+        default_value = "/health",
+        value_name = "PATH"
+    )]
+    health_path: String,
+
+    /// Rolling: time-out of one health probe
+    #[arg(long, env = "SWITCHYARD_HEALTH_TIMEOUT", value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
+    health_timeout: Duration,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Scale the old stack to zero, once the other has taken 100% of the traffic and passed its post-promotion check
@@ -258,6 +313,14 @@ enum Driver {
     Asg,
     /// Any orchestrator, through the --up, --down and --endpoints command templates
     Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Strategy {
+    /// A standby stack per color, brought up beside the active one
+    BlueGreen,
+    /// One group's instances replaced in batches, each verified, rolled back on failure
+    Rolling,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -585,6 +648,182 @@ fn command_drivers(args: &Args, regions: &[String]) -> Result<Vec<Region>, Failu
         .collect())
 }
 
+/// A rolling command's result on stdout.
+#[derive(Debug, serde::Serialize)]
+#[serde(transparent)]
+struct RollingOutput(rolling::RollingReport);
+
+impl output::StepReport for RollingOutput {
+    fn text(&self) -> String {
+        let r = &self.0;
+        let mut text = format!(
+            "{}: group {} on launch template version {}, {} batch(es) done, status {}\n",
+            r.stack,
+            r.group,
+            r.launch_template_version,
+            r.batches_done,
+            serde_json::to_value(r.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        );
+        for c in &r.changes {
+            let _ = writeln!(text, "  - {c}");
+        }
+        text
+    }
+
+    fn outputs(&self) -> Vec<(String, String)> {
+        vec![
+            ("group".to_owned(), self.0.group.clone()),
+            (
+                "launch-template-version".to_owned(),
+                self.0.launch_template_version.clone(),
+            ),
+        ]
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "### deploy-standby rolling: {} on version {} ({} batches)\n",
+            self.0.group, self.0.launch_template_version, self.0.batches_done
+        )
+    }
+}
+
+/// The checked settings of a rolling update of `group`, named `stack` in the state.
+fn rolling_settings(
+    args: &Args,
+    checked: &Settings,
+    doc: &switchyard::state::StateDocument,
+    (stack, group): (String, String),
+    region: &str,
+) -> Result<rolling::RollingSettings, Failure> {
+    let user_data = match &checked.asg.user_data {
+        Some(bytes) => Some(String::from_utf8(bytes.clone()).map_err(|_| {
+            Failure::usage("--user-data must be text (UTF-8) for --strategy rolling")
+        })?),
+        None => None,
+    };
+    Ok(rolling::RollingSettings {
+        stack,
+        group,
+        version: args
+            .up
+            .release
+            .clone()
+            .or_else(|| doc.deployment.as_ref().and_then(|d| d.version.clone()))
+            .ok_or_else(|| {
+                Failure::usage("no --release, and the state names no deployment version")
+            })?,
+        image: args
+            .up
+            .image
+            .clone()
+            .or_else(|| doc.image.as_ref().and_then(|i| i.amis.get(region).cloned())),
+        user_data,
+        batch_size: args.rolling.batch_size,
+        batch_interval: args.rolling.batch_interval,
+        start_first: args.rolling.start_first,
+        poll: rolling::RollingSettings::POLL,
+    })
+}
+
+/// `--strategy rolling`, `--confirm`, `--rollback`: one group updated in place.
+async fn rolling(
+    args: &Args,
+    checked: &Settings,
+    regions: &[String],
+    state: &StateFile,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<(), Failure> {
+    if regions.len() > 1 {
+        return Err(Failure::usage(
+            "--strategy rolling updates one group in one region; give one --region",
+        ));
+    }
+    let doc = state.load()?;
+    let service = args
+        .stack
+        .service
+        .clone()
+        .or_else(|| doc.deployment.as_ref().and_then(|d| d.service.clone()));
+    let color = args.stack.color.map(|c| match c {
+        Color::Blue => "blue",
+        Color::Green => "green",
+    });
+    let group = match (&args.rolling.group, &service, color) {
+        (Some(g), _, _) => g.clone(),
+        (None, Some(service), Some(color)) => switchyard::stack::asg::group_name(
+            &args.stack.group_pattern,
+            service,
+            color,
+            regions.first().map_or("", String::as_str),
+        ),
+        _ => {
+            return Err(Failure::usage(
+                "--strategy rolling needs --group, or --service and --color to name the group",
+            ))
+        }
+    };
+    let stack = color.map_or_else(|| group.clone(), str::to_owned);
+    let config = aws::load(&AwsSettings {
+        region: regions.first().cloned(),
+        profile: args.common.profile.clone(),
+    })
+    .await;
+    let region = config
+        .region()
+        .map_or_else(|| "us-east-1".to_owned(), ToString::to_string);
+    let clients = rolling::RollingClients {
+        autoscaling: aws_sdk_autoscaling::Client::new(&config),
+        ec2: aws_sdk_ec2::Client::new(&config),
+        elbv2: aws_sdk_elasticloadbalancingv2::Client::new(&config),
+    };
+    let wait = switchyard::stack::Wait {
+        deadline: tokio::time::Instant::now() + args.common.timeout,
+        cancel: cancel.clone(),
+    };
+    let report = if args.rolling.confirm {
+        rolling::confirm(state, &stack)?
+    } else if args.rolling.rollback {
+        rolling::rollback(
+            &clients,
+            state,
+            &stack,
+            rolling::RollingSettings::POLL,
+            &wait,
+        )
+        .await?
+    } else {
+        let settings = rolling_settings(args, checked, &doc, (stack.clone(), group), &region)?;
+        if args.common.dry_run {
+            let plan = rolling::plan(&clients, &settings).await?;
+            println!(
+                "plan of the rolling update of {} (dry run, nothing changed)",
+                settings.group
+            );
+            for line in plan {
+                println!("  - {line}");
+            }
+            return Ok(());
+        }
+        let check = rolling::HealthBatchCheck {
+            probe: switchyard::health::HttpProbe::new(args.rolling.health_timeout)
+                .map_err(|e| Failure::usage(e.to_string()))?,
+            policy: switchyard::health::policy::ProbePolicy::default(),
+            url: switchyard::health::targets::UrlTemplate {
+                scheme: "http".to_owned(),
+                port: Some(args.up.port),
+                path: args.rolling.health_path.clone(),
+            },
+        };
+        rolling::update(&clients, &settings, &check, state, &wait).await?
+    };
+    output::emit(args.common.output, &RollingOutput(report));
+    Ok(())
+}
+
 fn run(args: &Args, regions: &[String]) -> Result<(), Failure> {
     let checked = settings(args, regions)?;
     let state = StateFile::new(&args.common.state);
@@ -594,6 +833,12 @@ fn run(args: &Args, regions: &[String]) -> Result<(), Failure> {
         .map_err(|e| Failure::new(exit::Code::Provider, e))?;
     runtime.block_on(async {
         let cancel = switchyard::cli::signal::cancel_on_signals();
+        if args.rolling.strategy == Strategy::Rolling
+            || args.rolling.confirm
+            || args.rolling.rollback
+        {
+            return rolling(args, &checked, regions, &state, &cancel).await;
+        }
         let drivers = match args.stack.driver {
             Driver::Asg => asg_drivers(args, &checked, regions, &state).await?,
             Driver::Command => command_drivers(args, regions)?,
@@ -720,6 +965,7 @@ mod tests {
             .starts_with("2: --user-data /nonexistent/user-data: cannot read it"));
         assert!(parse(&["--cpu-target", "50", "--no-scaling"]).is_err());
         assert!(parse(&["--color", "red"]).is_err());
+        assert!(parse(&["--confirm", "--rollback"]).is_err());
     }
 
     #[test]
