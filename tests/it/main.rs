@@ -8,6 +8,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod aws_cli;
+mod deploy_command;
+mod deploy_rolling;
+mod deploy_standby;
 mod ergonomics;
 mod faults;
 mod kill_resume;

@@ -6,6 +6,8 @@ pub mod config;
 pub mod ec2;
 pub mod elbv2;
 pub mod iam;
+pub mod launch_template;
+pub mod metric_alarms;
 pub mod route53;
 pub mod wait;
 

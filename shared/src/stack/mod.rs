@@ -4,6 +4,11 @@
 //! launch template) and `command` (templated shell commands for any
 //! orchestrator: docker compose, kubectl, nomad, rancher-compose).
 
+pub mod asg;
+pub mod command;
+pub mod rolling;
+pub mod standby;
+
 use std::collections::BTreeMap;
 
 use tokio::time::Instant;
@@ -127,4 +132,68 @@ pub trait StackDriver {
 
     /// Takes the stack down (scales it to zero, or runs the down command).
     async fn down(&self, spec: &StackSpec, wait: &Wait) -> Result<StackStatus, StackError>;
+}
+
+/// Writes what a driver reported about `spec`'s stack into the state: the
+/// entry named after the color (`stacks.<color>`) gets the version, the
+/// driver kind, the endpoints and ids, and the driver's detail (under
+/// `detail`, replacing the previous one). The role is left as it was: which
+/// color is standby is the step's decision. Journaling is the step's too.
+pub fn record(
+    doc: &mut crate::state::StateDocument,
+    spec: &StackSpec,
+    status: &StackStatus,
+    driver: &str,
+) {
+    let stack = doc.stack_mut(&spec.color);
+    stack.version = Some(spec.version.clone());
+    stack.driver = Some(driver.to_owned());
+    stack.endpoints.clone_from(&status.endpoints);
+    stack.ids.clone_from(&status.ids);
+    stack
+        .extra
+        .insert("region".to_owned(), spec.region.clone().into());
+    if status.detail.is_empty() {
+        stack.extra.remove("detail");
+    } else {
+        let detail: serde_json::Map<String, serde_json::Value> = status
+            .detail
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().into()))
+            .collect();
+        stack.extra.insert("detail".to_owned(), detail.into());
+    }
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    #[test]
+    fn record_writes_the_stack_and_keeps_its_role() {
+        let mut doc = crate::state::StateDocument::default();
+        doc.stack_mut("green").role = Some(crate::state::Role::Standby);
+        let spec = StackSpec {
+            service: "go-auth".into(),
+            color: "green".into(),
+            version: "1.4.2".into(),
+            image: None,
+            region: "local".into(),
+        };
+        let status = StackStatus {
+            endpoints: vec!["http://127.0.0.1:8081".into()],
+            ids: vec!["go-auth-green".into()],
+            changed: true,
+            changes: vec!["ran up command".into()],
+            detail: BTreeMap::from([("up".to_owned(), "compose up".to_owned())]),
+        };
+        record(&mut doc, &spec, &status, "command");
+        let stack = &doc.stacks["green"];
+        assert_eq!(stack.role, Some(crate::state::Role::Standby));
+        assert_eq!(stack.version.as_deref(), Some("1.4.2"));
+        assert_eq!(stack.driver.as_deref(), Some("command"));
+        assert_eq!(stack.endpoints, status.endpoints);
+        assert_eq!(stack.extra["detail"]["up"], "compose up");
+        assert_eq!(stack.extra["region"], "local");
+    }
 }

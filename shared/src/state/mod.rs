@@ -9,8 +9,8 @@ pub mod store;
 pub mod validate;
 
 pub use document::{
-    Deployment, EndpointVerdict, Health, Host, Image, Role, RouteState, ShiftProgress, ShiftStatus,
-    Stack, StateDocument, Verdict, Weights, SCHEMA,
+    Deployment, EndpointVerdict, Health, Host, Image, RegionalStack, Role, RouteState,
+    ShiftProgress, ShiftStatus, Stack, StateDocument, Verdict, Weights, SCHEMA,
 };
 pub use journal::{Change, JournalEntry, Outcome};
 pub use store::{StateError, StateFile};

@@ -1,0 +1,254 @@
+//! EC2 launch templates for deploy-standby's `asg` driver: find a template by
+//! name, read what its latest version launches, create the template or a new
+//! version, make a version the default; and the private addresses of the
+//! instances a group launched.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::types::{
+    InstanceType, LaunchTemplateHttpTokensState, LaunchTemplateInstanceMetadataEndpointState,
+    LaunchTemplateInstanceMetadataOptionsRequest, LaunchTemplateTagSpecificationRequest,
+    RequestLaunchTemplateData, ResourceType, Tag, TagSpecification,
+};
+use aws_sdk_ec2::Client;
+use sha2::{Digest, Sha256};
+
+use super::ProviderError;
+
+/// What an instance launched from a template version gets: the settings
+/// deploy-standby owns. Two versions with equal `LaunchSpec`s launch the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchSpec {
+    /// The machine image.
+    pub image_id: String,
+    /// The instance type, e.g. `t3.micro`.
+    pub instance_type: String,
+    /// sha256 (hex) of the user-data, when there is any.
+    pub user_data_sha256: Option<String>,
+    /// Whether IMDSv2 is required (HttpTokens `required`).
+    pub imdsv2_required: bool,
+    /// Tags put on the instances it launches.
+    pub instance_tags: BTreeMap<String, String>,
+}
+
+/// A launch template and what its latest version launches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    /// Its id, `lt-...`.
+    pub id: String,
+    /// Its latest version number.
+    pub latest_version: i64,
+    /// Its default version number.
+    pub default_version: i64,
+    /// What the latest version launches.
+    pub latest: LaunchSpec,
+}
+
+/// The sha256 of `bytes`, in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            use std::fmt::Write as _;
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// The template named `name`, or `None` when there is none.
+pub async fn find(client: &Client, name: &str) -> Result<Option<Template>, ProviderError> {
+    let out = client
+        .describe_launch_templates()
+        .filters(super::ec2::filter("launch-template-name", &[name]))
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_sdk("ec2:DescribeLaunchTemplates", &e))?;
+    let Some(t) = out
+        .launch_templates()
+        .iter()
+        .find(|t| t.launch_template_name() == Some(name))
+    else {
+        return Ok(None);
+    };
+    let id = t.launch_template_id().unwrap_or_default().to_owned();
+    let versions = client
+        .describe_launch_template_versions()
+        .launch_template_id(&id)
+        .versions("$Latest")
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_sdk("ec2:DescribeLaunchTemplateVersions", &e))?;
+    let latest = versions.launch_template_versions().first();
+    let data = latest.and_then(|v| v.launch_template_data());
+    let spec = LaunchSpec {
+        image_id: data
+            .and_then(|d| d.image_id())
+            .unwrap_or_default()
+            .to_owned(),
+        instance_type: data
+            .and_then(|d| d.instance_type())
+            .map_or("", |t| t.as_str())
+            .to_owned(),
+        user_data_sha256: data
+            .and_then(|d| d.user_data())
+            .filter(|u| !u.is_empty())
+            .map(|u| {
+                // An undecodable body can never equal ours: hash the text as it is.
+                aws_smithy_types::base64::decode(u)
+                    .map_or_else(|_| sha256_hex(u.as_bytes()), |b| sha256_hex(&b))
+            }),
+        imdsv2_required: data
+            .and_then(|d| d.metadata_options())
+            .and_then(|m| m.http_tokens())
+            .is_some_and(|t| t.as_str() == "required"),
+        instance_tags: data
+            .map(|d| {
+                d.tag_specifications()
+                    .iter()
+                    .filter(|s| s.resource_type().is_some_and(|r| r.as_str() == "instance"))
+                    .flat_map(aws_sdk_ec2::types::LaunchTemplateTagSpecification::tags)
+                    .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or("").to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    Ok(Some(Template {
+        id,
+        latest_version: latest
+            .and_then(aws_sdk_ec2::types::LaunchTemplateVersion::version_number)
+            .or(t.latest_version_number())
+            .unwrap_or(1),
+        default_version: t.default_version_number().unwrap_or(1),
+        latest: spec,
+    }))
+}
+
+fn tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
+    tags.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+fn data(spec: &LaunchSpec, user_data: Option<&[u8]>) -> RequestLaunchTemplateData {
+    let tokens = if spec.imdsv2_required {
+        LaunchTemplateHttpTokensState::Required
+    } else {
+        LaunchTemplateHttpTokensState::Optional
+    };
+    RequestLaunchTemplateData::builder()
+        .image_id(&spec.image_id)
+        .instance_type(InstanceType::from(spec.instance_type.as_str()))
+        // The API takes user-data base64-encoded.
+        .set_user_data(user_data.map(aws_smithy_types::base64::encode))
+        .metadata_options(
+            LaunchTemplateInstanceMetadataOptionsRequest::builder()
+                .http_endpoint(LaunchTemplateInstanceMetadataEndpointState::Enabled)
+                .http_tokens(tokens)
+                .http_put_response_hop_limit(2)
+                .build(),
+        )
+        .tag_specifications(
+            LaunchTemplateTagSpecificationRequest::builder()
+                .resource_type(ResourceType::Instance)
+                .set_tags(Some(tags(&spec.instance_tags)))
+                .build(),
+        )
+        .build()
+}
+
+/// Creates template `name` whose version 1 launches `spec`; returns its id.
+pub async fn create(
+    client: &Client,
+    name: &str,
+    spec: &LaunchSpec,
+    user_data: Option<&[u8]>,
+    template_tags: &BTreeMap<String, String>,
+) -> Result<String, ProviderError> {
+    let out = client
+        .create_launch_template()
+        .launch_template_name(name)
+        .version_description(description(spec))
+        .launch_template_data(data(spec, user_data))
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::LaunchTemplate)
+                .set_tags(Some(tags(template_tags)))
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_sdk("ec2:CreateLaunchTemplate", &e))?;
+    Ok(out
+        .launch_template()
+        .and_then(|t| t.launch_template_id())
+        .unwrap_or_default()
+        .to_owned())
+}
+
+/// Adds a version launching `spec` to template `id`; returns its number.
+pub async fn create_version(
+    client: &Client,
+    id: &str,
+    spec: &LaunchSpec,
+    user_data: Option<&[u8]>,
+) -> Result<i64, ProviderError> {
+    let out = client
+        .create_launch_template_version()
+        .launch_template_id(id)
+        .version_description(description(spec))
+        .launch_template_data(data(spec, user_data))
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_sdk("ec2:CreateLaunchTemplateVersion", &e))?;
+    Ok(out
+        .launch_template_version()
+        .and_then(aws_sdk_ec2::types::LaunchTemplateVersion::version_number)
+        .unwrap_or_default())
+}
+
+/// Makes `version` the default version of template `id`.
+pub async fn set_default_version(
+    client: &Client,
+    id: &str,
+    version: i64,
+) -> Result<(), ProviderError> {
+    client
+        .modify_launch_template()
+        .launch_template_id(id)
+        .default_version(version.to_string())
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_sdk("ec2:ModifyLaunchTemplate", &e))?;
+    Ok(())
+}
+
+/// The private IPv4 address of each of `instance_ids` that has one.
+pub async fn private_ips(
+    client: &Client,
+    instance_ids: &[String],
+) -> Result<BTreeMap<String, String>, ProviderError> {
+    if instance_ids.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let ids: Vec<&str> = instance_ids.iter().map(String::as_str).collect();
+    let instances =
+        super::ec2::describe_instances(client, vec![super::ec2::filter("instance-id", &ids)])
+            .await?;
+    Ok(instances
+        .iter()
+        .filter_map(|i| {
+            Some((
+                i.instance_id()?.to_owned(),
+                i.private_ip_address()?.to_owned(),
+            ))
+        })
+        .collect())
+}
+
+fn description(spec: &LaunchSpec) -> String {
+    let version = spec
+        .instance_tags
+        .get("version")
+        .map_or(String::new(), |v| format!(" version {v}"));
+    format!("switchyard deploy-standby:{version} {}", spec.image_id)
+}

@@ -1,0 +1,1294 @@
+//! The rolling strategy: replace the instances of ONE existing Auto Scaling
+//! group in place, in batches, verifying each batch, rolling back on failure.
+//!
+//! # What [`update`] does
+//!
+//! 1. Reads the group; resolves its launch template version to a number
+//!    (`$Latest`/`$Default` would silently move once a version is added), and
+//!    creates a new version from it (SourceVersion) with the new image and/or
+//!    user-data (only the user-data's sha256 goes into the state). Points the
+//!    group at the new version by number. The template's default version is
+//!    left alone.
+//! 2. Replaces the instances present at the start in batches of
+//!    `batch_size`:
+//!    - start-first (`start_first`): desired (and max, when needed) rises by
+//!      the batch; once the new instances are InService, Healthy and serving
+//!      in every target group of the group, the [`BatchCheck`] runs on them;
+//!      then the batch of old instances is terminated with
+//!      `ShouldDecrementDesiredCapacity=true`;
+//!    - stop-first: the batch of old instances is terminated without
+//!      decrement; the group launches replacements; once they are InService
+//!      and serving, the [`BatchCheck`] runs on them.
+//!
+//!    Between batches it sleeps `batch_interval`. Progress is saved to the
+//!    state after every change (`stacks.<stack>.rolling`, see
+//!    [`RollingProgress`]).
+//! 3. A batch that fails its check is rolled back at once: the group points
+//!    at the previous version again, every instance launched by the update is
+//!    terminated (with decrement while the group is above its starting
+//!    capacity, else without, waiting for replacements from the previous
+//!    version), max is restored; [`StackError::RolledBack`] (exit 4).
+//! 4. When every batch passed, the update is `finished` but unconfirmed: the
+//!    previous version is kept in the state so that [`rollback`] (`--rollback`)
+//!    can revert it, as rancher-compose's `rollback` did; [`confirm`]
+//!    (`--confirm`, as rancher-compose's `confirm-upgrade`) records the new
+//!    version as confirmed and forgets the way back. Confirm deletes nothing
+//!    (old launch template versions stay, as Terraform expects).
+//!
+//! A new [`update`] is refused (exit 5) while the state holds an update of
+//! the stack that is not confirmed or rolled back: confirm it, or roll it
+//! back (also the way out of an update stopped by a time-out or a signal).
+//!
+//! Which instances are new: those launched while the update ran (recorded in
+//! the state), plus any whose group entry reports the new version. moto
+//! reports every instance of a group with the template's DEFAULT version
+//! number rather than the one it was launched from, so tracking the ids is
+//! what makes the engine right there as on AWS.
+//!
+//! Waits poll DescribeAutoScalingGroups with [`Backoff`], observe the
+//! deadline and the cancel token, and print paced progress lines. An instance
+//! that dies while launching is simply replaced by the group; the wait goes
+//! on until the capacity is there.
+//!
+//! # Wiring (for the deploy-standby step)
+//!
+//! ```text
+//! let clients = RollingClients { autoscaling, ec2, elbv2 };
+//! let settings = RollingSettings { stack, group, version, image, user_data,
+//!     batch_size, batch_interval, start_first, poll: RollingSettings::POLL };
+//! let check = HealthBatchCheck { probe, policy, url: UrlTemplate { port: Some(8080), .. } };
+//! rolling::plan(&clients, &settings).await?                               // --dry-run
+//! rolling::update(&clients, &settings, &check, &state_file, &wait).await?  // --strategy rolling
+//! rolling::confirm(&state_file, &stack)?                                      // --confirm
+//! rolling::rollback(&clients, &state_file, &stack, RollingSettings::POLL, &wait).await? // --rollback
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
+use aws_sdk_ec2::types::RequestLaunchTemplateData;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use super::{StackError, Wait};
+use crate::aws::wait::{self, Backoff, WaitEnd};
+use crate::aws::{elbv2, ProviderError};
+use crate::cli::progress::{short, Pace};
+use crate::cli::{Code, ExitStatus};
+use crate::health::policy::{self, ProbePolicy};
+use crate::health::targets::{endpoint_url, UrlTemplate};
+use crate::health::HttpProbe;
+use crate::state::{Health, JournalEntry, Outcome, StateDocument, StateError, StateFile};
+
+/// The step name written in journal entries.
+const STEP: &str = "deploy-standby";
+
+/// The key of a stack entry that holds the rolling progress.
+pub const PROGRESS_KEY: &str = "rolling";
+
+/// The SDK clients the rolling strategy calls.
+#[derive(Debug, Clone)]
+pub struct RollingClients {
+    /// DescribeAutoScalingGroups, UpdateAutoScalingGroup, TerminateInstanceInAutoScalingGroup.
+    pub autoscaling: aws_sdk_autoscaling::Client,
+    /// DescribeLaunchTemplates, CreateLaunchTemplateVersion, DescribeInstances.
+    pub ec2: aws_sdk_ec2::Client,
+    /// DescribeTargetGroups, DescribeTargetHealth (groups with target groups only).
+    pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
+}
+
+/// What to roll, and how.
+#[derive(Debug, Clone)]
+pub struct RollingSettings {
+    /// The stack name in the state (e.g. the color, or the group name).
+    pub stack: String,
+    /// The Auto Scaling group to update in place.
+    pub group: String,
+    /// The application version (recorded in the state).
+    pub version: String,
+    /// The new image id; `None` keeps the current one.
+    pub image: Option<String>,
+    /// The new user-data, as text (base64-encoded here); `None` keeps the current one.
+    pub user_data: Option<String>,
+    /// Instances replaced per batch (at least 1).
+    pub batch_size: usize,
+    /// Pause between batches.
+    pub batch_interval: Duration,
+    /// Start new instances before stopping old ones.
+    pub start_first: bool,
+    /// How often the group is polled.
+    pub poll: Backoff,
+}
+
+impl RollingSettings {
+    /// The default polling of the group: 5 s growing to 30 s.
+    pub const POLL: Backoff = Backoff {
+        initial: Duration::from_secs(5),
+        max: Duration::from_secs(30),
+    };
+
+    fn check(&self) -> Result<(), StackError> {
+        if self.batch_size == 0 {
+            return Err(StackError::Invalid(
+                "--batch-size must be at least 1".into(),
+            ));
+        }
+        if self.image.is_none() && self.user_data.is_none() {
+            return Err(StackError::Invalid(
+                "a rolling update needs --image or --user-data: nothing would change".into(),
+            ));
+        }
+        if self.group.trim().is_empty() {
+            return Err(StackError::Invalid("the group name is empty".into()));
+        }
+        Ok(())
+    }
+}
+
+/// New instances of one batch, handed to the [`BatchCheck`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// 1-based batch number.
+    pub number: usize,
+    /// Batches in all.
+    pub of: usize,
+    /// The instances this batch launched.
+    pub instances: Vec<NewInstance>,
+}
+
+/// An instance launched by the update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewInstance {
+    /// Its id.
+    pub id: String,
+    /// Its private IP address, when EC2 reports one.
+    pub private_ip: Option<String>,
+}
+
+/// What a [`BatchCheck`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchVerdict {
+    /// The batch may stay.
+    Pass,
+    /// The batch fails: the update rolls back. The text says why.
+    Fail(String),
+}
+
+/// The verification after each batch: the step plugs [`HealthBatchCheck`]
+/// (HTTP probes on the new instances), tests plug their own.
+#[allow(async_fn_in_trait)]
+pub trait BatchCheck {
+    /// Judges the new instances of `batch`. `Err` stops the update (no rollback).
+    async fn check(
+        &self,
+        batch: &Batch,
+        cancel: &CancellationToken,
+    ) -> Result<BatchVerdict, StackError>;
+}
+
+/// A check from a plain function (tests, or a step without probes).
+#[derive(Debug, Clone, Copy)]
+pub struct FnCheck<F>(pub F);
+
+impl<F: Fn(&Batch) -> BatchVerdict> BatchCheck for FnCheck<F> {
+    async fn check(
+        &self,
+        batch: &Batch,
+        _: &CancellationToken,
+    ) -> Result<BatchVerdict, StackError> {
+        Ok((self.0)(batch))
+    }
+}
+
+/// The health engine on the new instances: each instance's private IP
+/// becomes a URL by `url` (scheme, service port, health path), probed and
+/// judged by `policy` (see [`crate::health::policy::verify`]). Anything but
+/// a healthy verdict fails the batch; an instance without a private IP too.
+#[derive(Debug)]
+pub struct HealthBatchCheck {
+    /// How to probe.
+    pub probe: HttpProbe,
+    /// How to judge.
+    pub policy: ProbePolicy,
+    /// How an instance address becomes a URL.
+    pub url: UrlTemplate,
+}
+
+impl BatchCheck for HealthBatchCheck {
+    async fn check(
+        &self,
+        batch: &Batch,
+        cancel: &CancellationToken,
+    ) -> Result<BatchVerdict, StackError> {
+        let mut urls = Vec::new();
+        for instance in &batch.instances {
+            let Some(ip) = &instance.private_ip else {
+                return Ok(BatchVerdict::Fail(format!(
+                    "instance {} has no private IP to probe",
+                    instance.id
+                )));
+            };
+            urls.push(endpoint_url(ip, &self.url).map_err(StackError::Invalid)?);
+        }
+        let report = policy::verify(&urls, &self.probe, &self.policy, cancel)
+            .await
+            .map_err(|_| StackError::Interrupted("interrupted while verifying a batch".into()))?;
+        Ok(if report.verdict == Health::Healthy {
+            BatchVerdict::Pass
+        } else {
+            BatchVerdict::Fail(report.summary)
+        })
+    }
+}
+
+/// Where a rolling update is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollingStatus {
+    /// Batches are being replaced.
+    InProgress,
+    /// Every batch passed; waiting for `--confirm` or `--rollback`.
+    Finished,
+    /// Confirmed: the new version stays.
+    Confirmed,
+    /// The previous version is back.
+    RolledBack,
+    /// Stopped by a time-out or a provider error; `--rollback` reverts it.
+    Failed,
+    /// Stopped by a signal; `--rollback` reverts it.
+    Interrupted,
+}
+
+/// The progress of a rolling update, kept in `stacks.<stack>.rolling`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollingProgress {
+    /// The group.
+    pub group: String,
+    /// Its launch template.
+    pub launch_template_id: String,
+    /// The version the group ran before (a number).
+    pub previous_version: String,
+    /// The version the update created.
+    pub new_version: String,
+    /// The application version rolled out.
+    pub version: String,
+    /// The image of the new version, when it changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// sha256 of the new user-data, when it changed (never the body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data_sha256: Option<String>,
+    /// Desired capacity before the update.
+    pub desired_before: i32,
+    /// Max size before the update.
+    pub max_before: i32,
+    /// Instances replaced per batch.
+    pub batch_size: usize,
+    /// Whether batches start new instances first.
+    pub start_first: bool,
+    /// Batches in all.
+    pub batches: usize,
+    /// Batches replaced and verified.
+    pub batches_done: usize,
+    /// The instances of the group when the update began.
+    pub original: Vec<String>,
+    /// The instances the update launched.
+    pub launched: Vec<String>,
+    /// Where it is.
+    pub status: RollingStatus,
+    /// Why it stopped, when it did not finish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When it began.
+    pub started_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What a rolling command did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RollingReport {
+    /// The stack name.
+    pub stack: String,
+    /// The group.
+    pub group: String,
+    /// The version the group runs now.
+    pub launch_template_version: String,
+    /// Its status now.
+    pub status: RollingStatus,
+    /// Batches replaced and verified.
+    pub batches_done: usize,
+    /// The group's instances now.
+    pub instances: Vec<String>,
+    /// The changes made, in order.
+    pub changes: Vec<String>,
+}
+
+/// Errors of the rolling commands.
+#[derive(Debug, thiserror::Error)]
+pub enum RollingError {
+    /// A stack error (bad input, AWS, time-out, rollback, refusal, signal).
+    #[error(transparent)]
+    Stack(#[from] StackError),
+    /// The state file could not be read.
+    #[error("cannot read the state file: {0}")]
+    StateRead(#[source] StateError),
+    /// The state file could not be written.
+    #[error("cannot save the state file: {0}")]
+    StateWrite(#[source] StateError),
+}
+
+impl ExitStatus for RollingError {
+    fn exit_code(&self) -> Code {
+        match self {
+            Self::Stack(e) => e.exit_code(),
+            Self::StateRead(_) => Code::Usage,
+            Self::StateWrite(_) => Code::Provider,
+        }
+    }
+}
+
+/// The rolling progress of `stack` in the state, if any.
+pub fn progress(doc: &StateDocument, stack: &str) -> Option<RollingProgress> {
+    doc.stacks
+        .get(stack)
+        .and_then(|s| s.extra.get(PROGRESS_KEY))
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
+/// Runs a rolling update of `settings.group` (see the module docs).
+#[allow(clippy::too_many_lines)]
+pub async fn update<C: BatchCheck>(
+    clients: &RollingClients,
+    settings: &RollingSettings,
+    check: &C,
+    file: &StateFile,
+    wait: &Wait,
+) -> Result<RollingReport, RollingError> {
+    settings.check()?;
+    let doc = file.load().map_err(RollingError::StateRead)?;
+    if let Some(p) = progress(&doc, &settings.stack) {
+        if !matches!(
+            p.status,
+            RollingStatus::Confirmed | RollingStatus::RolledBack
+        ) {
+            return Err(StackError::Refused(format!(
+                "stack {} has a rolling update of {} to launch template version {} that is {}; \
+                 run with --confirm or --rollback first",
+                settings.stack,
+                p.group,
+                p.new_version,
+                status_word(p.status)
+            ))
+            .into());
+        }
+    }
+    let group = describe_group(&clients.autoscaling, &settings.group).await?;
+    let (template_id, given_version) = group.template.clone().ok_or_else(|| {
+        StackError::Invalid(format!(
+            "group {} has no launch template (launch configurations and mixed instances \
+             policies are not rolled)",
+            settings.group
+        ))
+    })?;
+    let previous = resolve_version(&clients.ec2, &template_id, given_version.as_deref()).await?;
+    let original: Vec<String> = group.live().map(|i| i.id.clone()).collect();
+    let batches = original.len().div_ceil(settings.batch_size);
+    let mut run = Run {
+        clients,
+        file,
+        doc,
+        stack: settings.stack.clone(),
+        wait,
+        poll: settings.poll,
+        changes: Vec::new(),
+    };
+
+    let new_version = create_version(&clients.ec2, &template_id, &previous, settings).await?;
+    run.changes.push(format!(
+        "created launch template {template_id} version {new_version} from version {previous}"
+    ));
+    let now = Utc::now();
+    let mut p = RollingProgress {
+        group: settings.group.clone(),
+        launch_template_id: template_id,
+        previous_version: previous,
+        new_version,
+        version: settings.version.clone(),
+        image: settings.image.clone(),
+        user_data_sha256: settings
+            .user_data
+            .as_ref()
+            .map(|u| format!("{:x}", Sha256::digest(u.as_bytes()))),
+        desired_before: group.desired,
+        max_before: group.max,
+        batch_size: settings.batch_size,
+        start_first: settings.start_first,
+        batches,
+        batches_done: 0,
+        original,
+        launched: Vec::new(),
+        status: RollingStatus::InProgress,
+        message: None,
+        started_at: now,
+        updated_at: now,
+    };
+    let detail = format!(
+        "rolling {} from launch template version {} to {} in {batches} batch(es) of {} ({})",
+        p.group,
+        p.previous_version,
+        p.new_version,
+        p.batch_size,
+        if p.start_first {
+            "start-first"
+        } else {
+            "stop-first"
+        }
+    );
+    run.journal(
+        &mut p,
+        JournalEntry::new(STEP, "rolling-started", Outcome::Ok).detail(detail),
+    )?;
+
+    match run.batches(&mut p, settings, check).await {
+        Ok(()) => {}
+        Err(Stop::Failed(reason)) => {
+            tracing::warn!("{reason}; rolling back");
+            p.message = Some(reason.clone());
+            if let Err(e) = run.revert(&mut p).await {
+                p.status = RollingStatus::Failed;
+                p.message = Some(format!(
+                    "{reason}; the rollback stopped: {e}; run with --rollback to finish it"
+                ));
+                let detail = p.message.clone().unwrap_or_default();
+                run.journal(
+                    &mut p,
+                    JournalEntry::new(STEP, "rolling-rollback", Outcome::Failed).detail(detail),
+                )?;
+                return Err(e);
+            }
+            return Err(StackError::RolledBack(format!(
+                "{reason}; rolled back: group {} is on launch template version {} again and the {} \
+                 instance(s) the update launched are replaced",
+                p.group,
+                p.previous_version,
+                p.launched.len()
+            ))
+            .into());
+        }
+        Err(Stop::Error(e)) => {
+            let status = match &e {
+                RollingError::Stack(StackError::Interrupted(_)) => RollingStatus::Interrupted,
+                _ => RollingStatus::Failed,
+            };
+            p.status = status;
+            p.message = Some(format!("{e}; run with --rollback to revert"));
+            let outcome = if status == RollingStatus::Interrupted {
+                Outcome::Interrupted
+            } else {
+                Outcome::Failed
+            };
+            let detail = p.message.clone().unwrap_or_default();
+            run.journal(
+                &mut p,
+                JournalEntry::new(STEP, "rolling-stopped", outcome).detail(detail),
+            )?;
+            return Err(e);
+        }
+    }
+    let after = describe_group(&clients.autoscaling, &p.group).await?;
+    if after.max != p.max_before {
+        set_capacity(&clients.autoscaling, &p.group, None, Some(p.max_before)).await?;
+        run.changes.push(format!(
+            "restored group {} max size {}",
+            p.group, p.max_before
+        ));
+    }
+    p.status = RollingStatus::Finished;
+    let detail = format!(
+        "every batch of {} passed; {} on launch template version {}; --confirm keeps it, \
+         --rollback reverts to version {}",
+        p.group, p.version, p.new_version, p.previous_version
+    );
+    run.journal(
+        &mut p,
+        JournalEntry::new(STEP, "rolling-finished", Outcome::Ok).detail(detail),
+    )?;
+    run.report(&p).await
+}
+
+/// Every change [`update`] would make, in order, without making any
+/// (`--dry-run`); reads the group and its launch template only.
+pub async fn plan(
+    clients: &RollingClients,
+    settings: &RollingSettings,
+) -> Result<Vec<String>, RollingError> {
+    settings.check()?;
+    let group = describe_group(&clients.autoscaling, &settings.group).await?;
+    let (template_id, given) = group.template.clone().ok_or_else(|| {
+        StackError::Invalid(format!("group {} has no launch template", settings.group))
+    })?;
+    let previous = resolve_version(&clients.ec2, &template_id, given.as_deref()).await?;
+    let mut what = Vec::new();
+    if let Some(image) = &settings.image {
+        what.push(format!("image {image}"));
+    }
+    if settings.user_data.is_some() {
+        what.push("new user-data".to_owned());
+    }
+    let mut plan = vec![
+        format!(
+            "create launch template {template_id} version from version {previous} with {}",
+            what.join(" and ")
+        ),
+        format!("point group {} at the new version", settings.group),
+    ];
+    let old: Vec<String> = group.live().map(|i| i.id.clone()).collect();
+    let batches = old.len().div_ceil(settings.batch_size);
+    for (n, batch) in old.chunks(settings.batch_size).enumerate() {
+        let k = batch.len();
+        plan.push(if settings.start_first {
+            format!(
+                "batch {}/{batches}: raise desired capacity to {}{}, wait for {k} new instance(s) \
+                 to be InService and serving, check them, terminate {} with desired capacity decremented",
+                n + 1,
+                group.desired + i32::try_from(k).unwrap_or(0),
+                if group.desired + i32::try_from(k).unwrap_or(0) > group.max {
+                    " (and max size with it)"
+                } else {
+                    ""
+                },
+                batch.join(", ")
+            )
+        } else {
+            format!(
+                "batch {}/{batches}: terminate {} (replaced by the group), wait for {k} new \
+                 instance(s) to be InService and serving, check them",
+                n + 1,
+                batch.join(", ")
+            )
+        });
+    }
+    plan.push(format!(
+        "record the update as finished: --confirm keeps it, --rollback returns {} to version {previous}",
+        settings.group
+    ));
+    Ok(plan)
+}
+
+/// Marks the finished update of `stack` confirmed (`--confirm`): the new
+/// version stays, the way back is forgotten. Changes nothing at AWS.
+/// Refused (exit 5) unless the update is finished.
+pub fn confirm(file: &StateFile, stack: &str) -> Result<RollingReport, RollingError> {
+    let mut doc = file.load().map_err(RollingError::StateRead)?;
+    let mut p = progress(&doc, stack).ok_or_else(|| {
+        StackError::Refused(format!("stack {stack} has no rolling update to confirm"))
+    })?;
+    if p.status != RollingStatus::Finished {
+        return Err(StackError::Refused(format!(
+            "the rolling update of stack {stack} is {}; only a finished update can be confirmed",
+            status_word(p.status)
+        ))
+        .into());
+    }
+    p.status = RollingStatus::Confirmed;
+    p.updated_at = Utc::now();
+    let entry = doc.stack_mut(stack);
+    entry.version = Some(p.version.clone());
+    entry.extra.insert(
+        PROGRESS_KEY.to_owned(),
+        serde_json::to_value(&p).unwrap_or_default(),
+    );
+    doc.record(
+        JournalEntry::new(STEP, "rolling-confirmed", Outcome::Ok)
+            .detail(format!(
+                "confirmed {} on launch template version {} (previous version {} no longer \
+                 a rollback target)",
+                p.group, p.new_version, p.previous_version
+            ))
+            .with("stack", stack),
+    );
+    file.save(&doc).map_err(RollingError::StateWrite)?;
+    Ok(RollingReport {
+        stack: stack.to_owned(),
+        group: p.group.clone(),
+        launch_template_version: p.new_version.clone(),
+        status: p.status,
+        batches_done: p.batches_done,
+        instances: Vec::new(),
+        changes: vec![format!(
+            "confirmed launch template version {}",
+            p.new_version
+        )],
+    })
+}
+
+/// Reverts the unconfirmed update of `stack` (`--rollback`): finished,
+/// failed, interrupted or still marked in progress by a killed run. Refused
+/// (exit 5) when there is none.
+pub async fn rollback(
+    clients: &RollingClients,
+    file: &StateFile,
+    stack: &str,
+    poll: Backoff,
+    wait: &Wait,
+) -> Result<RollingReport, RollingError> {
+    let doc = file.load().map_err(RollingError::StateRead)?;
+    let mut p = progress(&doc, stack).ok_or_else(|| {
+        StackError::Refused(format!("stack {stack} has no rolling update to roll back"))
+    })?;
+    if matches!(
+        p.status,
+        RollingStatus::Confirmed | RollingStatus::RolledBack
+    ) {
+        return Err(StackError::Refused(format!(
+            "the rolling update of stack {stack} is {}; there is nothing to roll back",
+            status_word(p.status)
+        ))
+        .into());
+    }
+    let mut run = Run {
+        clients,
+        file,
+        doc,
+        stack: stack.to_owned(),
+        wait,
+        poll,
+        changes: Vec::new(),
+    };
+    p.message = Some("--rollback".to_owned());
+    run.revert(&mut p).await?;
+    run.report(&p).await
+}
+
+fn status_word(s: RollingStatus) -> &'static str {
+    match s {
+        RollingStatus::InProgress => "in progress",
+        RollingStatus::Finished => "finished but not confirmed",
+        RollingStatus::Confirmed => "confirmed",
+        RollingStatus::RolledBack => "rolled back",
+        RollingStatus::Failed => "failed",
+        RollingStatus::Interrupted => "interrupted",
+    }
+}
+
+/// Why the batches stopped.
+enum Stop {
+    /// A batch failed its check: roll back.
+    Failed(String),
+    /// Anything else: stop where we are.
+    Error(RollingError),
+}
+
+impl<E: Into<RollingError>> From<E> for Stop {
+    fn from(e: E) -> Self {
+        Self::Error(e.into())
+    }
+}
+
+impl From<ProviderError> for RollingError {
+    fn from(e: ProviderError) -> Self {
+        Self::Stack(StackError::Provider(e))
+    }
+}
+
+struct Run<'a> {
+    clients: &'a RollingClients,
+    file: &'a StateFile,
+    doc: StateDocument,
+    stack: String,
+    wait: &'a Wait,
+    poll: Backoff,
+    changes: Vec<String>,
+}
+
+impl Run<'_> {
+    fn save(&mut self, p: &mut RollingProgress) -> Result<(), RollingError> {
+        p.updated_at = Utc::now();
+        let value = serde_json::to_value(&*p).unwrap_or_default();
+        self.doc
+            .stack_mut(&self.stack)
+            .extra
+            .insert(PROGRESS_KEY.to_owned(), value);
+        self.file.save(&self.doc).map_err(RollingError::StateWrite)
+    }
+
+    fn journal(
+        &mut self,
+        p: &mut RollingProgress,
+        entry: JournalEntry,
+    ) -> Result<(), RollingError> {
+        self.doc.record(
+            entry
+                .with("stack", self.stack.as_str())
+                .with("group", p.group.as_str())
+                .with("batches_done", p.batches_done),
+        );
+        self.save(p)
+    }
+
+    async fn batches<C: BatchCheck>(
+        &mut self,
+        p: &mut RollingProgress,
+        settings: &RollingSettings,
+        check: &C,
+    ) -> Result<(), Stop> {
+        let asg = &self.clients.autoscaling;
+        set_template(asg, &p.group, &p.launch_template_id, &p.new_version).await?;
+        self.changes.push(format!(
+            "pointed group {} at launch template version {}",
+            p.group, p.new_version
+        ));
+        let original: BTreeSet<String> = p.original.iter().cloned().collect();
+        loop {
+            let group = describe_group(asg, &p.group).await?;
+            let old: Vec<String> = group
+                .live()
+                .filter(|i| {
+                    original.contains(&i.id) && i.version.as_deref() != Some(&p.new_version)
+                })
+                .map(|i| i.id.clone())
+                .collect();
+            if old.is_empty() {
+                return Ok(());
+            }
+            if p.batches_done > 0 && !settings.batch_interval.is_zero() {
+                tracing::info!(
+                    "pausing {} before the next batch",
+                    short(settings.batch_interval)
+                );
+                self.sleep(settings.batch_interval).await?;
+            }
+            let batch: Vec<String> = old.into_iter().take(p.batch_size).collect();
+            let n = i32::try_from(batch.len()).unwrap_or(i32::MAX);
+            let number = p.batches_done + 1;
+            tracing::info!(
+                "batch {number}/{}: replacing {} ({})",
+                p.batches,
+                batch.join(", "),
+                if p.start_first {
+                    "start-first"
+                } else {
+                    "stop-first"
+                }
+            );
+            let known: BTreeSet<String> = original.iter().chain(&p.launched).cloned().collect();
+            let new = if p.start_first {
+                let desired = group.desired + n;
+                let max = (desired > group.max).then_some(desired);
+                set_capacity(asg, &p.group, Some(desired), max).await?;
+                self.changes.push(format!(
+                    "raised group {} desired capacity to {desired}{}",
+                    p.group,
+                    max.map(|m| format!(" and max size to {m}"))
+                        .unwrap_or_default()
+                ));
+                let new = self
+                    .await_capacity(p, desired, &known, &[], batch.len())
+                    .await?;
+                let ids = new_ids(&new);
+                self.verify(p, check, number, new).await?;
+                for id in &batch {
+                    terminate(asg, id, true).await?;
+                    self.changes
+                        .push(format!("terminated {id} (desired capacity decremented)"));
+                }
+                ids
+            } else {
+                for id in &batch {
+                    terminate(asg, id, false).await?;
+                    self.changes
+                        .push(format!("terminated {id} (to be replaced)"));
+                }
+                let new = self
+                    .await_capacity(p, group.desired, &known, &batch, batch.len())
+                    .await?;
+                let ids = new_ids(&new);
+                self.verify(p, check, number, new).await?;
+                ids
+            };
+            p.batches_done += 1;
+            let detail = format!(
+                "batch {number}/{}: {} replaced by {}",
+                p.batches,
+                batch.join(", "),
+                new.join(", ")
+            );
+            self.journal(
+                p,
+                JournalEntry::new(STEP, "rolling-batch", Outcome::Ok).detail(detail),
+            )?;
+        }
+    }
+
+    /// Records the batch's new instances, then runs the check on them.
+    async fn verify<C: BatchCheck>(
+        &mut self,
+        p: &mut RollingProgress,
+        check: &C,
+        number: usize,
+        new: Vec<NewInstance>,
+    ) -> Result<(), Stop> {
+        let ids = new_ids(&new);
+        p.launched.extend(ids.iter().cloned());
+        self.save(p)?;
+        let batch = Batch {
+            number,
+            of: p.batches,
+            instances: new,
+        };
+        match check.check(&batch, &self.wait.cancel).await? {
+            BatchVerdict::Pass => {
+                tracing::info!(
+                    "batch {number}/{} passed its check ({})",
+                    p.batches,
+                    ids.join(", ")
+                );
+                Ok(())
+            }
+            BatchVerdict::Fail(why) => Err(Stop::Failed(format!(
+                "batch {number}/{} ({}) failed its check: {why}",
+                p.batches,
+                ids.join(", ")
+            ))),
+        }
+    }
+
+    /// Waits until the group has `desired` live instances InService and
+    /// Healthy (and serving in its target groups), none of them in `gone`,
+    /// and at least `fresh` of them unknown before; returns the unknown ones.
+    async fn await_capacity(
+        &mut self,
+        p: &RollingProgress,
+        desired: i32,
+        known: &BTreeSet<String>,
+        gone: &[String],
+        fresh: usize,
+    ) -> Result<Vec<NewInstance>, RollingError> {
+        let what = format!("{fresh} new instance(s) of {} to be InService", p.group);
+        let mut pace = Pace::new(what.clone(), self.wait.deadline);
+        let mut attempt = 0;
+        loop {
+            let group = describe_group(&self.clients.autoscaling, &p.group).await?;
+            let ready: Vec<&GroupInstance> = group
+                .instances
+                .iter()
+                .filter(|i| i.lifecycle == "InService" && i.health == "Healthy")
+                .filter(|i| !gone.contains(&i.id))
+                .collect();
+            let new: Vec<String> = ready
+                .iter()
+                .filter(|i| !known.contains(&i.id))
+                .map(|i| i.id.clone())
+                .collect();
+            let pending = group
+                .instances
+                .iter()
+                .filter(|i| i.lifecycle.starts_with("Pending"))
+                .count();
+            let mut status = format!(
+                "{}/{desired} InService, {} new, {pending} pending",
+                ready.len(),
+                new.len()
+            );
+            if usize::try_from(desired).unwrap_or(0) <= ready.len() && new.len() >= fresh {
+                let serving = self.serving(&group.target_groups, &new).await?;
+                if serving.len() == new.len() {
+                    let instances = self.addresses(&new).await?;
+                    tracing::info!("{} ready after {}", what, short(pace.elapsed()));
+                    return Ok(instances);
+                }
+                status = format!(
+                    "{status}, {}/{} serving in the target groups",
+                    serving.len(),
+                    new.len()
+                );
+            }
+            pace.tick(&status);
+            match wait::sleep(
+                self.poll.delay(attempt),
+                self.wait.deadline,
+                &self.wait.cancel,
+            )
+            .await
+            {
+                Ok(()) => attempt += 1,
+                Err(WaitEnd::Deadline) => {
+                    return Err(StackError::Timeout(format!(
+                        "the deadline passed while waiting for {what} ({status})"
+                    ))
+                    .into())
+                }
+                Err(WaitEnd::Cancelled) => {
+                    return Err(StackError::Interrupted(format!(
+                        "interrupted while waiting for {what}"
+                    ))
+                    .into())
+                }
+            }
+        }
+    }
+
+    /// The instances of `ids` serving in every target group.
+    async fn serving(
+        &self,
+        target_groups: &[String],
+        ids: &[String],
+    ) -> Result<Vec<String>, RollingError> {
+        let mut serving: Vec<String> = ids.to_vec();
+        for arn in target_groups {
+            let tg = elbv2::describe_target_group(&self.clients.elbv2, arn).await?;
+            let port = tg.port.unwrap_or(80);
+            let mut still = Vec::new();
+            for id in serving {
+                let target = elbv2::Target {
+                    id: id.clone(),
+                    port,
+                    availability_zone: None,
+                };
+                if elbv2::target_health(&self.clients.elbv2, arn, &target)
+                    .await?
+                    .is_serving()
+                {
+                    still.push(id);
+                }
+            }
+            serving = still;
+        }
+        Ok(serving)
+    }
+
+    async fn addresses(&self, ids: &[String]) -> Result<Vec<NewInstance>, RollingError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let found = crate::aws::ec2::describe_instances(
+            &self.clients.ec2,
+            vec![crate::aws::ec2::filter("instance-id", &refs)],
+        )
+        .await?;
+        let ips: BTreeMap<&str, &str> = found
+            .iter()
+            .filter_map(|i| Some((i.instance_id()?, i.private_ip_address()?)))
+            .collect();
+        Ok(ids
+            .iter()
+            .map(|id| NewInstance {
+                id: id.clone(),
+                private_ip: ips.get(id.as_str()).map(|ip| (*ip).to_owned()),
+            })
+            .collect())
+    }
+
+    async fn sleep(&self, d: Duration) -> Result<(), RollingError> {
+        match wait::sleep(d, self.wait.deadline, &self.wait.cancel).await {
+            Ok(()) => Ok(()),
+            Err(WaitEnd::Deadline) => Err(StackError::Timeout(
+                "the deadline passed during the pause between batches".into(),
+            )
+            .into()),
+            Err(WaitEnd::Cancelled) => Err(StackError::Interrupted(
+                "interrupted during the pause between batches".into(),
+            )
+            .into()),
+        }
+    }
+
+    /// Points the group back at the previous version and replaces every
+    /// instance the update launched; max and desired back as before.
+    async fn revert(&mut self, p: &mut RollingProgress) -> Result<(), RollingError> {
+        let asg = &self.clients.autoscaling;
+        set_template(asg, &p.group, &p.launch_template_id, &p.previous_version).await?;
+        self.changes.push(format!(
+            "pointed group {} back at launch template version {}",
+            p.group, p.previous_version
+        ));
+        let mut replaced: BTreeSet<String> = BTreeSet::new();
+        loop {
+            let group = describe_group(asg, &p.group).await?;
+            let launched: BTreeSet<&String> = p.launched.iter().collect();
+            let original: BTreeSet<&String> = p.original.iter().collect();
+            // Launched since the update began (so from the new version, even
+            // if still Pending and not yet recorded), or reported on it.
+            let newer: Vec<String> = group
+                .live()
+                .filter(|i| {
+                    !replaced.contains(&i.id)
+                        && (launched.contains(&i.id)
+                            || !original.contains(&i.id)
+                            || i.version.as_deref() == Some(p.new_version.as_str()))
+                })
+                .map(|i| i.id.clone())
+                .collect();
+            if newer.is_empty() {
+                break;
+            }
+            let batch: Vec<String> = newer.into_iter().take(p.batch_size.max(1)).collect();
+            let surplus = usize::try_from(group.desired - p.desired_before).unwrap_or(0);
+            let decrement = batch.len().min(surplus);
+            for (k, id) in batch.iter().enumerate() {
+                let dec = k < decrement;
+                terminate(asg, id, dec).await?;
+                self.changes.push(format!(
+                    "terminated {id} launched by the update{}",
+                    if dec {
+                        " (desired capacity decremented)"
+                    } else {
+                        " (to be replaced)"
+                    }
+                ));
+                replaced.insert(id.clone());
+            }
+            if decrement < batch.len() {
+                let desired = group.desired - i32::try_from(decrement).unwrap_or(0);
+                let known: BTreeSet<String> =
+                    group.instances.iter().map(|i| i.id.clone()).collect();
+                let back = self
+                    .await_capacity(p, desired, &known, &batch, batch.len() - decrement)
+                    .await?;
+                replaced.extend(back.into_iter().map(|i| i.id));
+            }
+        }
+        let group = describe_group(asg, &p.group).await?;
+        if group.max != p.max_before || group.desired != p.desired_before {
+            set_capacity(asg, &p.group, Some(p.desired_before), Some(p.max_before)).await?;
+            self.changes.push(format!(
+                "restored group {} desired capacity {} and max size {}",
+                p.group, p.desired_before, p.max_before
+            ));
+        }
+        p.status = RollingStatus::RolledBack;
+        let detail = format!(
+            "{} back on launch template version {}: {}",
+            p.group,
+            p.previous_version,
+            p.message.clone().unwrap_or_default()
+        );
+        self.journal(
+            p,
+            JournalEntry::new(STEP, "rolling-rollback", Outcome::RolledBack).detail(detail),
+        )
+    }
+
+    async fn report(&self, p: &RollingProgress) -> Result<RollingReport, RollingError> {
+        let group = describe_group(&self.clients.autoscaling, &p.group).await?;
+        Ok(RollingReport {
+            stack: self.stack.clone(),
+            group: p.group.clone(),
+            launch_template_version: group
+                .template
+                .clone()
+                .and_then(|(_, v)| v)
+                .unwrap_or_default(),
+            status: p.status,
+            batches_done: p.batches_done,
+            instances: group.live().map(|i| i.id.clone()).collect(),
+            changes: self.changes.clone(),
+        })
+    }
+}
+
+fn new_ids(new: &[NewInstance]) -> Vec<String> {
+    new.iter().map(|i| i.id.clone()).collect()
+}
+
+// ---- the EC2 and Auto Scaling calls -------------------------------------------
+
+/// A group as the rolling strategy sees it.
+#[derive(Debug, Clone)]
+struct GroupView {
+    desired: i32,
+    max: i32,
+    /// Launch template id and version as the group names it.
+    template: Option<(String, Option<String>)>,
+    target_groups: Vec<String>,
+    instances: Vec<GroupInstance>,
+}
+
+#[derive(Debug, Clone)]
+struct GroupInstance {
+    id: String,
+    lifecycle: String,
+    health: String,
+    version: Option<String>,
+}
+
+impl GroupView {
+    /// Instances not on their way out.
+    fn live(&self) -> impl Iterator<Item = &GroupInstance> {
+        self.instances.iter().filter(|i| {
+            !i.lifecycle.starts_with("Terminat")
+                && !i.lifecycle.starts_with("Detach")
+                && i.lifecycle != "Standby"
+        })
+    }
+}
+
+async fn describe_group(
+    client: &aws_sdk_autoscaling::Client,
+    name: &str,
+) -> Result<GroupView, StackError> {
+    let out = client
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(name)
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_sdk("autoscaling:DescribeAutoScalingGroups", &e))?;
+    let group = out
+        .auto_scaling_groups()
+        .iter()
+        .find(|g| g.auto_scaling_group_name() == Some(name))
+        .ok_or_else(|| StackError::Invalid(format!("no Auto Scaling group {name}")))?;
+    Ok(GroupView {
+        desired: group.desired_capacity().unwrap_or(0),
+        max: group.max_size().unwrap_or(0),
+        template: group.launch_template().and_then(|t| {
+            Some((
+                t.launch_template_id()?.to_owned(),
+                t.version().map(str::to_owned),
+            ))
+        }),
+        target_groups: group.target_group_arns().to_vec(),
+        instances: group
+            .instances()
+            .iter()
+            .map(|i| GroupInstance {
+                id: i.instance_id().unwrap_or_default().to_owned(),
+                lifecycle: i.lifecycle_state().map_or("", |s| s.as_str()).to_owned(),
+                health: i.health_status().unwrap_or_default().to_owned(),
+                version: i
+                    .launch_template()
+                    .and_then(LaunchTemplateSpecification::version)
+                    .map(str::to_owned),
+            })
+            .collect(),
+    })
+}
+
+/// The version number `given` (`$Latest`, `$Default`, a number, or none) stands for.
+async fn resolve_version(
+    client: &aws_sdk_ec2::Client,
+    template_id: &str,
+    given: Option<&str>,
+) -> Result<String, StackError> {
+    if let Some(v) = given.filter(|v| v.parse::<u64>().is_ok()) {
+        return Ok(v.to_owned());
+    }
+    let out = client
+        .describe_launch_templates()
+        .launch_template_ids(template_id)
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_sdk("ec2:DescribeLaunchTemplates", &e))?;
+    let t = out
+        .launch_templates()
+        .first()
+        .ok_or_else(|| StackError::Invalid(format!("no launch template {template_id}")))?;
+    let number = if given == Some("$Latest") {
+        t.latest_version_number()
+    } else {
+        t.default_version_number()
+    };
+    number.map(|n| n.to_string()).ok_or_else(|| {
+        StackError::Invalid(format!("launch template {template_id} reports no version"))
+    })
+}
+
+async fn create_version(
+    client: &aws_sdk_ec2::Client,
+    template_id: &str,
+    source: &str,
+    settings: &RollingSettings,
+) -> Result<String, StackError> {
+    let data = RequestLaunchTemplateData::builder()
+        .set_image_id(settings.image.clone())
+        .set_user_data(
+            settings
+                .user_data
+                .as_ref()
+                .map(|u| aws_smithy_types::base64::encode(u.as_bytes())),
+        )
+        .build();
+    let out = client
+        .create_launch_template_version()
+        .launch_template_id(template_id)
+        .source_version(source)
+        .version_description(format!("switchyard rolling update to {}", settings.version))
+        .launch_template_data(data)
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_sdk("ec2:CreateLaunchTemplateVersion", &e))?;
+    out.launch_template_version()
+        .and_then(aws_sdk_ec2::types::LaunchTemplateVersion::version_number)
+        .map(|n| n.to_string())
+        .ok_or_else(|| {
+            StackError::Provider(ProviderError {
+                operation: "ec2:CreateLaunchTemplateVersion",
+                code: None,
+                message: "the answer names no version number".into(),
+            })
+        })
+}
+
+async fn set_template(
+    client: &aws_sdk_autoscaling::Client,
+    group: &str,
+    template_id: &str,
+    version: &str,
+) -> Result<(), StackError> {
+    client
+        .update_auto_scaling_group()
+        .auto_scaling_group_name(group)
+        .launch_template(
+            LaunchTemplateSpecification::builder()
+                .launch_template_id(template_id)
+                .version(version)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_sdk("autoscaling:UpdateAutoScalingGroup", &e))?;
+    Ok(())
+}
+
+async fn set_capacity(
+    client: &aws_sdk_autoscaling::Client,
+    group: &str,
+    desired: Option<i32>,
+    max: Option<i32>,
+) -> Result<(), StackError> {
+    client
+        .update_auto_scaling_group()
+        .auto_scaling_group_name(group)
+        .set_desired_capacity(desired)
+        .set_max_size(max)
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_sdk("autoscaling:UpdateAutoScalingGroup", &e))?;
+    Ok(())
+}
+
+async fn terminate(
+    client: &aws_sdk_autoscaling::Client,
+    instance: &str,
+    decrement: bool,
+) -> Result<(), StackError> {
+    client
+        .terminate_instance_in_auto_scaling_group()
+        .instance_id(instance)
+        .should_decrement_desired_capacity(decrement)
+        .send()
+        .await
+        .map_err(|e| {
+            ProviderError::from_sdk("autoscaling:TerminateInstanceInAutoScalingGroup", &e)
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "rolling_tests.rs"]
+mod tests;

@@ -1,0 +1,1168 @@
+//! deploy-standby's decisions around a driver: which color is the standby,
+//! what the state forbids, running the driver in every region at once, and
+//! recording the result (and every change) in the state.
+//!
+//! **Which color.** `--color` when given; else the color that is not active
+//! per the state (a stack with role `active`); else per the traffic routes in
+//! the state (the color with the larger weight is active); else per the
+//! groups at the provider (the only group with instances is active; with
+//! none, or with only one group at all, the standby is the other color or
+//! `blue` on a first release). Both groups with instances and nothing else
+//! to go by is a conflict (exit 5): pass `--color`.
+//!
+//! **Safety.** deploy-standby never touches a color that carries traffic per
+//! the state (weight above 0 in any route) or that the state marks active.
+//!
+//! **Roles.** `up` marks the color `standby`. shift-weight marks the member
+//! that takes 100% `active` and the others `standby` when its shift
+//! completes, so no separate promote command is needed. `retire` scales the
+//! old color to zero and marks it `retired`, only when a route in the state
+//! shows the other color at 100% with its shift completed, the other color's
+//! last verdict is healthy and was reached after the shift completed (the
+//! post-promotion check), and `--retire-after` has passed since the shift
+//! completed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::asg::AsgDriver;
+use super::command::CommandDriver;
+use super::{StackDriver, StackError, StackSpec, StackStatus, Wait};
+use crate::cli::hooks::{HookEnv, HookError, Hooks};
+use crate::cli::progress::short;
+use crate::cli::{Code, ExitStatus, StepReport};
+use crate::state::{
+    Change, Health, JournalEntry, Outcome, RegionalStack, Role, ShiftStatus, StateDocument,
+    StateError, StateFile,
+};
+
+/// The step's name, in the journal and the hooks.
+pub const STEP: &str = "deploy-standby";
+
+/// The two colors of a blue-green pair.
+pub const COLORS: [&str; 2] = ["blue", "green"];
+
+/// The other color of the pair.
+pub fn other(color: &str) -> &'static str {
+    if color == "blue" {
+        "green"
+    } else {
+        "blue"
+    }
+}
+
+/// Errors of deploy-standby.
+#[derive(Debug, thiserror::Error)]
+pub enum StandbyError {
+    #[error(transparent)]
+    Stack(#[from] StackError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Hook(#[from] HookError),
+}
+
+impl ExitStatus for StandbyError {
+    fn exit_code(&self) -> Code {
+        match self {
+            Self::Stack(e) => e.exit_code(),
+            Self::State(e) => e.exit_code(),
+            Self::Hook(e) => e.exit_code(),
+        }
+    }
+}
+
+/// The driver of one region.
+#[derive(Debug, Clone)]
+pub struct Region {
+    /// The region's name.
+    pub name: String,
+    /// Its driver.
+    pub driver: Driver,
+}
+
+/// The drivers deploy-standby runs.
+#[derive(Debug, Clone)]
+pub enum Driver {
+    /// One Auto Scaling group per color.
+    Asg(AsgDriver),
+    /// Templated commands for any orchestrator.
+    Command(CommandDriver),
+}
+
+impl Driver {
+    /// The driver kind as written in the state.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Asg(d) => d.kind(),
+            Self::Command(d) => d.kind(),
+        }
+    }
+
+    /// The provider's name for `spec`'s stack (the group name).
+    pub fn name_of(&self, spec: &StackSpec) -> String {
+        match self {
+            Self::Asg(d) => d.group_of(spec),
+            Self::Command(_) => format!("{}-{}", spec.service, spec.color),
+        }
+    }
+
+    /// The capacity of `color`'s stack, `None` when it does not exist (or
+    /// the driver cannot tell).
+    async fn capacity_of(&self, spec: &StackSpec, color: &str) -> Result<Option<u32>, StackError> {
+        match self {
+            Self::Asg(d) => d.capacity_of(spec, color).await,
+            Self::Command(_) => Ok(None),
+        }
+    }
+
+    /// The same driver copying its capacity from `color` unless told otherwise.
+    fn capacity_from(&self, color: &str) -> Self {
+        match self {
+            Self::Asg(d) => {
+                let mut settings = d.settings().clone();
+                if settings.capacity_from.is_none() {
+                    settings.capacity_from = Some(color.to_owned());
+                }
+                Self::Asg(d.with_settings(settings))
+            }
+            Self::Command(d) => Self::Command(d.clone()),
+        }
+    }
+
+    async fn plan(&self, spec: &StackSpec) -> Result<Vec<String>, StackError> {
+        match self {
+            Self::Asg(d) => d.plan(spec).await,
+            Self::Command(d) => d.plan(spec).await,
+        }
+    }
+
+    async fn plan_down(&self, spec: &StackSpec) -> Result<Vec<String>, StackError> {
+        match self {
+            Self::Asg(d) => d.plan_down(spec).await,
+            Self::Command(_) => Ok(vec![format!(
+                "run the down command for {} {}",
+                spec.service, spec.color
+            )]),
+        }
+    }
+
+    async fn up(&self, spec: &StackSpec, wait: &Wait) -> Result<StackStatus, StackError> {
+        match self {
+            Self::Asg(d) => d.up(spec, wait).await,
+            Self::Command(d) => d.up(spec, wait).await,
+        }
+    }
+
+    async fn down(&self, spec: &StackSpec, wait: &Wait) -> Result<StackStatus, StackError> {
+        match self {
+            Self::Asg(d) => d.down(spec, wait).await,
+            Self::Command(d) => d.down(spec, wait).await,
+        }
+    }
+}
+
+/// What to bring up.
+#[derive(Debug, Clone, Default)]
+pub struct DeployRequest {
+    /// Service; by default the state's deployment service.
+    pub service: Option<String>,
+    /// Version; by default the state's deployment version.
+    pub version: Option<String>,
+    /// The color; by default the one that is not active (see the module docs).
+    pub color: Option<String>,
+    /// The image for every region; by default the state's image per region.
+    pub image: Option<String>,
+}
+
+/// What to retire.
+#[derive(Debug, Clone, Default)]
+pub struct RetireRequest {
+    /// Service; by default the state's deployment service.
+    pub service: Option<String>,
+    /// The color to scale down; by default the one whose peer takes 100%.
+    pub color: Option<String>,
+    /// How long after the shift completed the old stack stays up.
+    pub retire_after: Duration,
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Print the plan, change nothing.
+    pub dry_run: bool,
+    /// Deadline for the whole step.
+    pub timeout: Duration,
+    /// Hooks to run.
+    pub hooks: Hooks,
+}
+
+/// One region's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegionOutcome {
+    pub region: String,
+    pub group: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub launch_template: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub launch_template_version: Option<String>,
+    pub endpoints: Vec<String>,
+    pub instances: Vec<String>,
+    /// The changes made (or, in a dry run, to be made), in order.
+    pub changes: Vec<String>,
+}
+
+/// deploy-standby's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct StandbyReport {
+    /// `up` or `retire`.
+    pub action: &'static str,
+    pub service: String,
+    pub color: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Why this color.
+    pub reason: String,
+    pub dry_run: bool,
+    /// Whether anything changed (or, in a dry run, would).
+    pub changed: bool,
+    /// Every region's endpoints.
+    pub endpoints: Vec<String>,
+    pub regions: Vec<RegionOutcome>,
+    /// In a dry run: why a real run would refuse.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<String>,
+    pub elapsed_ms: u64,
+}
+
+impl StepReport for StandbyReport {
+    fn text(&self) -> String {
+        let mut t = String::new();
+        let what = match (self.action, self.dry_run) {
+            ("up", true) => format!(
+                "plan to bring {} {} up (dry run, nothing changed)",
+                self.service, self.color
+            ),
+            ("up", false) if self.changed => {
+                format!("{} {} is up as standby", self.service, self.color)
+            }
+            ("up", false) => format!(
+                "{} {} is up as standby, unchanged",
+                self.service, self.color
+            ),
+            (_, true) => format!(
+                "plan to retire {} {} (dry run, nothing changed)",
+                self.service, self.color
+            ),
+            (_, false) if self.changed => {
+                format!("{} {} is retired (scaled to 0)", self.service, self.color)
+            }
+            (_, false) => format!(
+                "{} {} was already retired, unchanged",
+                self.service, self.color
+            ),
+        };
+        let _ = writeln!(
+            t,
+            "{what}{}",
+            self.version
+                .as_ref()
+                .map_or(String::new(), |v| format!(" at {v}"))
+        );
+        let _ = writeln!(t, "color: {} ({})", self.color, self.reason);
+        if let Some(b) = &self.blocked {
+            let _ = writeln!(t, "blocked: {b}; a real run exits 5");
+        }
+        for r in &self.regions {
+            let _ = writeln!(
+                t,
+                "{}: group {}{}",
+                r.region,
+                r.group,
+                r.launch_template_version
+                    .as_ref()
+                    .map_or(String::new(), |v| format!(", launch template version {v}"))
+            );
+            for c in &r.changes {
+                let _ = writeln!(t, "  - {c}");
+            }
+            if r.changes.is_empty() {
+                let _ = writeln!(t, "  - no changes");
+            }
+            for e in &r.endpoints {
+                let _ = writeln!(t, "  endpoint {e}");
+            }
+        }
+        t
+    }
+
+    fn outputs(&self) -> Vec<(String, String)> {
+        vec![
+            ("color".to_owned(), self.color.clone()),
+            ("changed".to_owned(), self.changed.to_string()),
+            ("endpoints".to_owned(), self.endpoints.join(",")),
+        ]
+    }
+
+    fn summary(&self) -> String {
+        let mut s = format!(
+            "### deploy-standby {}: {} {}{}\n\n| region | group | version | endpoints | changes |\n|---|---|---|---|---|\n",
+            self.action,
+            self.service,
+            self.color,
+            if self.dry_run { " (dry run)" } else { "" }
+        );
+        for r in &self.regions {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} |",
+                r.region,
+                r.group,
+                r.launch_template_version.as_deref().unwrap_or("-"),
+                r.endpoints.len(),
+                r.changes.len()
+            );
+        }
+        s
+    }
+}
+
+/// The state's stacks, routes and roles, read for the color decision.
+fn color_from_state(doc: &StateDocument) -> Option<(String, String)> {
+    for c in COLORS {
+        if doc.stacks.get(c).and_then(|s| s.role) == Some(Role::Active) {
+            return Some((other(c).to_owned(), format!("the state marks {c} active")));
+        }
+    }
+    for (id, route) in &doc.traffic {
+        let blue = route.weights.get("blue").copied();
+        let green = route.weights.get("green").copied();
+        let active = match (blue, green) {
+            (Some(b), Some(g)) if b > g => "blue",
+            (Some(b), Some(g)) if g > b => "green",
+            (Some(b), None) if b > 0 => "blue",
+            (None, Some(g)) if g > 0 => "green",
+            _ => continue,
+        };
+        return Some((
+            other(active).to_owned(),
+            format!("{active} has the larger weight in route {id}"),
+        ));
+    }
+    None
+}
+
+/// Picks the standby color from `--color`, the state, or the groups (the
+/// desired capacity of each color's group, `None` when it does not exist).
+pub fn choose_color(
+    doc: &StateDocument,
+    explicit: Option<&str>,
+    groups: &BTreeMap<String, Option<u32>>,
+) -> Result<(String, String), StackError> {
+    if let Some(c) = explicit {
+        return Ok((c.to_owned(), "--color".to_owned()));
+    }
+    if let Some(found) = color_from_state(doc) {
+        return Ok(found);
+    }
+    let capacity = |c: &str| groups.get(c).copied().flatten();
+    let (blue, green) = (capacity("blue"), capacity("green"));
+    let with_instances: Vec<&str> = COLORS
+        .into_iter()
+        .filter(|c| capacity(c).is_some_and(|d| d > 0))
+        .collect();
+    Ok(match (with_instances.as_slice(), blue, green) {
+        ([active], _, _) => (
+            other(active).to_owned(),
+            format!("only the {active} group has instances"),
+        ),
+        ([_, _], _, _) => {
+            return Err(StackError::Refused(
+                "both the blue and the green group have instances and the state says neither is active; pass --color".to_owned(),
+            ))
+        }
+        (_, Some(_), None) => ("green".to_owned(), "only the blue group exists".to_owned()),
+        (_, None, Some(_)) => ("blue".to_owned(), "only the green group exists".to_owned()),
+        _ => ("blue".to_owned(), "no group has instances: first release".to_owned()),
+    })
+}
+
+/// Why the state forbids deploying over `color`, if it does.
+pub fn deploy_blocker(doc: &StateDocument, color: &str) -> Option<String> {
+    if doc.stacks.get(color).and_then(|s| s.role) == Some(Role::Active) {
+        return Some(format!(
+            "the state marks {color} active; deploy-standby only replaces the standby stack"
+        ));
+    }
+    doc.traffic.iter().find_map(|(id, route)| {
+        let w = route.weights.get(color).copied().unwrap_or(0);
+        (w > 0).then(|| {
+            format!("{color} carries traffic (weight {w} in route {id}); deploy-standby never replaces a stack that takes traffic")
+        })
+    })
+}
+
+/// Checks that `color` may be retired now: its peer has taken 100% of a
+/// route (shift completed), passed a health verdict since, and
+/// `retire_after` has passed. Returns the time the shift completed.
+pub fn retire_check(
+    doc: &StateDocument,
+    color: &str,
+    retire_after: Duration,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, String> {
+    let peer = other(color);
+    let full = doc.traffic.iter().find(|(_, r)| {
+        let total: u64 = r.weights.values().map(|&w| u64::from(w)).sum();
+        total > 0 && r.weights.get(peer).is_some_and(|&w| u64::from(w) == total)
+    });
+    let Some((id, route)) = full else {
+        let seen: Vec<String> = doc
+            .traffic
+            .iter()
+            .map(|(id, r)| {
+                format!(
+                    "{id}: {}",
+                    r.weights
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            })
+            .collect();
+        return Err(format!(
+            "no traffic route in the state shows {peer} at 100% ({}); run shift-weight --to {peer} first",
+            if seen.is_empty() { "the state has no routes".to_owned() } else { seen.join("; ") }
+        ));
+    };
+    let completed = match &route.shift {
+        Some(s) if s.status != ShiftStatus::Completed => {
+            return Err(format!(
+                "the last shift of route {id} is {:?}, not completed",
+                s.status
+            )
+            .to_lowercase())
+        }
+        _ => route.updated_at,
+    };
+    match doc.health.get(peer) {
+        Some(v) if v.status == Health::Healthy && v.at >= completed => {}
+        Some(v) if v.status == Health::Healthy => {
+            return Err(format!(
+                "{peer}'s last healthy verdict ({}) is from before the shift completed ({}); verify it after the promotion (verify-health --stack {peer})",
+                v.at.to_rfc3339(),
+                completed.to_rfc3339()
+            ))
+        }
+        Some(v) => {
+            return Err(format!(
+                "{peer}'s last health verdict is {:?} ({})",
+                v.status, v.summary
+            )
+            .to_lowercase())
+        }
+        None => return Err(format!("the state has no health verdict for {peer}; run verify-health --stack {peer}")),
+    }
+    let since = (now - completed).to_std().unwrap_or_default();
+    if since < retire_after {
+        return Err(format!(
+            "{peer} took 100% only {} ago (at {}); --retire-after {} leaves {} to go",
+            short(since),
+            completed.to_rfc3339(),
+            short(retire_after),
+            short(retire_after.saturating_sub(since))
+        ));
+    }
+    Ok(completed)
+}
+
+/// The regions the state's stacks span, for a step given no `--region`.
+pub fn state_regions(doc: &StateDocument) -> Vec<String> {
+    let set: BTreeSet<&String> = doc.stacks.values().flat_map(|s| s.regions.keys()).collect();
+    set.into_iter().cloned().collect()
+}
+
+fn service_of(doc: &StateDocument, given: Option<&String>) -> Result<String, StackError> {
+    given
+        .cloned()
+        .or_else(|| doc.deployment.as_ref().and_then(|d| d.service.clone()))
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| {
+            StackError::Invalid(
+                "no --service, and the state names no deployment service".to_owned(),
+            )
+        })
+}
+
+fn spec(
+    service: &str,
+    color: &str,
+    version: &str,
+    image: Option<String>,
+    region: &str,
+) -> StackSpec {
+    StackSpec {
+        service: service.to_owned(),
+        color: color.to_owned(),
+        version: version.to_owned(),
+        image,
+        region: region.to_owned(),
+    }
+}
+
+/// The color: from the flag or the state, else from the groups in every region.
+async fn pick_color(
+    doc: &StateDocument,
+    regions: &[Region],
+    explicit: Option<&str>,
+    service: &str,
+) -> Result<(String, String), StackError> {
+    if explicit.is_some() {
+        return choose_color(doc, explicit, &BTreeMap::new());
+    }
+    if let Some(found) = color_from_state(doc) {
+        return Ok(found);
+    }
+    let mut groups: BTreeMap<String, Option<u32>> = BTreeMap::new();
+    for r in regions {
+        for c in COLORS {
+            let probe = spec(service, c, "", None, &r.name);
+            let d = r.driver.capacity_of(&probe, c).await?;
+            let entry = groups.entry(c.to_owned()).or_insert(None);
+            *entry = match (*entry, d) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+    choose_color(doc, None, &groups)
+}
+
+/// Every region's plan, as a dry run shows it.
+async fn plans(specs: &[Planned], down: bool) -> Result<Vec<RegionOutcome>, StackError> {
+    let plans = futures::future::join_all(specs.iter().map(|p| async move {
+        if down {
+            p.driver.plan_down(&p.spec).await
+        } else {
+            p.driver.plan(&p.spec).await
+        }
+    }))
+    .await;
+    let mut outcomes = Vec::new();
+    for (p, plan) in specs.iter().zip(plans) {
+        outcomes.push(RegionOutcome {
+            region: p.region.clone(),
+            group: p.driver.name_of(&p.spec),
+            launch_template: None,
+            launch_template_version: None,
+            endpoints: Vec::new(),
+            instances: Vec::new(),
+            changes: plan?,
+        });
+    }
+    Ok(outcomes)
+}
+
+/// A region's driver and the stack it is to bring up or down.
+#[derive(Debug)]
+struct Planned {
+    region: String,
+    driver: Driver,
+    spec: StackSpec,
+}
+
+/// The journal's record of a region's changes.
+fn journal_changes(p: &Planned, status: &StackStatus) -> Vec<Change> {
+    status
+        .changes
+        .iter()
+        .map(|c| Change {
+            resource: format!(
+                "{}:{}/{}",
+                p.driver.kind(),
+                p.region,
+                p.driver.name_of(&p.spec)
+            ),
+            before: None,
+            after: Some(c.clone().into()),
+            reference: None,
+        })
+        .collect()
+}
+
+/// Records every region that came up in the state (even when another
+/// failed), the stack's role and version, and the journal entry; returns
+/// the outcomes and the first error.
+fn record_up(
+    doc: &mut StateDocument,
+    (service, color, version): (&str, &str, &str),
+    specs: &[Planned],
+    results: Vec<Result<StackStatus, StackError>>,
+) -> (Vec<RegionOutcome>, Option<StackError>) {
+    let now = Utc::now();
+    let mut outcomes = Vec::new();
+    let mut first_error = None;
+    let mut entry_changes = Vec::new();
+    for (p, result) in specs.iter().zip(results) {
+        match result {
+            Ok(status) => {
+                entry_changes.extend(journal_changes(p, &status));
+                let regional = regional(&status, &p.spec, now);
+                outcomes.push(outcome(
+                    &p.region,
+                    p.driver.name_of(&p.spec),
+                    &status,
+                    &regional,
+                ));
+                doc.stack_mut(color)
+                    .regions
+                    .insert(p.region.clone(), regional);
+            }
+            Err(e) => {
+                tracing::error!("{}: {e}", p.region);
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let changed = outcomes.iter().any(|o| !o.changes.is_empty());
+    {
+        let stack = doc.stack_mut(color);
+        stack.role = Some(Role::Standby);
+        stack.version = Some(version.to_owned());
+        stack.driver = specs.first().map(|p| p.driver.kind().to_owned());
+        aggregate(stack);
+    }
+    let deployment = doc.deployment.get_or_insert_with(Default::default);
+    deployment.service.get_or_insert_with(|| service.to_owned());
+    deployment.version.get_or_insert_with(|| version.to_owned());
+    let (action, outcome_kind) = match (&first_error, changed) {
+        (Some(_), _) => ("standby-up", Outcome::Failed),
+        (None, true) => ("standby-up", Outcome::Ok),
+        (None, false) => ("standby-unchanged", Outcome::Ok),
+    };
+    let mut entry = JournalEntry::new(STEP, action, outcome_kind)
+        .detail(match &first_error {
+            Some(e) => format!("{color} at {version}: {e}"),
+            None if changed => format!("{color} up at {version} in {}", regions_text(&outcomes)),
+            None => format!(
+                "{color} at {version} unchanged in {}",
+                regions_text(&outcomes)
+            ),
+        })
+        .with("stack", color.to_owned());
+    entry.changes = entry_changes;
+    doc.record(entry);
+    (outcomes, first_error)
+}
+
+/// Brings the standby color up in every region at once.
+pub async fn deploy(
+    file: &StateFile,
+    regions: &[Region],
+    req: &DeployRequest,
+    options: &Options,
+    cancel: &CancellationToken,
+) -> Result<StandbyReport, StandbyError> {
+    let started = Instant::now();
+    let deadline = started + options.timeout;
+    let doc = file.load()?;
+    let service = service_of(&doc, req.service.as_ref())?;
+    let version = req
+        .version
+        .clone()
+        .or_else(|| doc.deployment.as_ref().and_then(|d| d.version.clone()))
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| {
+            StackError::Invalid(
+                "no --version, and the state names no deployment version".to_owned(),
+            )
+        })?;
+    if let Some(c) = &req.color {
+        if !COLORS.contains(&c.as_str()) {
+            return Err(StackError::Invalid(format!("--color {c:?} is not blue or green")).into());
+        }
+    }
+
+    let (color, reason) = pick_color(&doc, regions, req.color.as_deref(), &service).await?;
+    let peer = other(&color);
+    tracing::info!("standby color: {color} ({reason})");
+
+    let mut specs = Vec::new();
+    for r in regions {
+        let image = req.image.clone().or_else(|| {
+            doc.image
+                .as_ref()
+                .and_then(|i| i.amis.get(&r.name).cloned())
+        });
+        specs.push(Planned {
+            region: r.name.clone(),
+            driver: r.driver.capacity_from(peer),
+            spec: spec(&service, &color, &version, image, &r.name),
+        });
+    }
+    let blocked = deploy_blocker(&doc, &color);
+
+    if options.dry_run {
+        let outcomes = plans(&specs, false).await?;
+        return Ok(report(
+            "up",
+            &service,
+            &color,
+            Some(version),
+            reason,
+            true,
+            outcomes,
+            blocked,
+            started,
+        ));
+    }
+    if let Some(why) = blocked {
+        return Err(StackError::Refused(why).into());
+    }
+
+    let mut env = HookEnv::new(STEP, file.path(), &doc, false);
+    env.set("SWITCHYARD_STACK", &color);
+    env.set("SWITCHYARD_SERVICE", &service);
+    env.set("SWITCHYARD_VERSION", &version);
+    env.set(
+        "SWITCHYARD_REGIONS",
+        &regions
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    options.hooks.run(&format!("pre-{STEP}"), &env).await?;
+
+    let wait = Wait {
+        deadline,
+        cancel: cancel.clone(),
+    };
+    let results =
+        futures::future::join_all(specs.iter().map(|p| p.driver.up(&p.spec, &wait))).await;
+
+    let mut doc = file.load()?;
+    let (outcomes, first_error) =
+        record_up(&mut doc, (&service, &color, &version), &specs, results);
+    file.save(&doc)?;
+
+    if let Some(e) = first_error {
+        return Err(e.into());
+    }
+    let report = report(
+        "up",
+        &service,
+        &color,
+        Some(version),
+        reason,
+        false,
+        outcomes,
+        None,
+        started,
+    );
+    env.set("SWITCHYARD_ENDPOINTS", &report.endpoints.join(","));
+    options.hooks.run_after(&format!("post-{STEP}"), &env).await;
+    Ok(report)
+}
+
+/// The color to retire: `--color`, else the one the state does not mark active.
+fn retiring_color(
+    doc: &StateDocument,
+    explicit: Option<&str>,
+) -> Result<(String, String), StackError> {
+    match explicit {
+        Some(c) if COLORS.contains(&c) => Ok((c.to_owned(), "--color".to_owned())),
+        Some(c) => Err(StackError::Invalid(format!("--color {c:?} is not blue or green"))),
+        None => COLORS
+            .into_iter()
+            .find(|c| doc.stacks.get(*c).and_then(|s| s.role) == Some(Role::Active))
+            .map(|a| (other(a).to_owned(), format!("the state marks {a} active")))
+            .ok_or_else(|| StackError::Refused(
+                "the state marks no stack active, so there is nothing to retire yet: shift traffic to the new stack first (shift-weight), or pass --color".to_owned(),
+            )),
+    }
+}
+
+/// Records in the state that `p`'s region of `color` is scaled to zero.
+fn record_down(doc: &mut StateDocument, color: &str, p: &Planned, now: DateTime<Utc>) {
+    let r = doc
+        .stack_mut(color)
+        .regions
+        .entry(p.region.clone())
+        .or_default();
+    r.group = Some(p.driver.name_of(&p.spec));
+    r.desired = Some(0);
+    r.instances.clear();
+    r.endpoints.clear();
+    r.updated_at = Some(now);
+}
+
+fn retired_entry(
+    color: &str,
+    outcomes: &[RegionOutcome],
+    error: Option<&StackError>,
+    completed: DateTime<Utc>,
+) -> JournalEntry {
+    let outcome = if error.is_some() {
+        Outcome::Failed
+    } else {
+        Outcome::Ok
+    };
+    JournalEntry::new(STEP, "retired", outcome)
+        .detail(match error {
+            Some(e) => format!("{color}: {e}"),
+            None => format!(
+                "{color} scaled to 0 in {}; {} took 100% at {}",
+                regions_text(outcomes),
+                other(color),
+                completed.to_rfc3339()
+            ),
+        })
+        .with("stack", color.to_owned())
+}
+
+/// Scales the old color to zero in every region, when the state allows it.
+pub async fn retire(
+    file: &StateFile,
+    regions: &[Region],
+    req: &RetireRequest,
+    options: &Options,
+    cancel: &CancellationToken,
+) -> Result<StandbyReport, StandbyError> {
+    let started = Instant::now();
+    let doc = file.load()?;
+    let service = service_of(&doc, req.service.as_ref())?;
+    let (color, reason) = retiring_color(&doc, req.color.as_deref())?;
+    let check = retire_check(&doc, &color, req.retire_after, Utc::now());
+    let specs: Vec<Planned> = regions
+        .iter()
+        .map(|r| Planned {
+            region: r.name.clone(),
+            driver: r.driver.clone(),
+            spec: spec(&service, &color, "", None, &r.name),
+        })
+        .collect();
+
+    if options.dry_run {
+        let outcomes = plans(&specs, true).await?;
+        return Ok(report(
+            "retire",
+            &service,
+            &color,
+            None,
+            reason,
+            true,
+            outcomes,
+            check.err(),
+            started,
+        ));
+    }
+    let completed =
+        check.map_err(|why| StackError::Refused(format!("will not retire {color}: {why}")))?;
+
+    let mut env = HookEnv::new(STEP, file.path(), &doc, false);
+    env.set("SWITCHYARD_STACK", &color);
+    env.set("SWITCHYARD_MODE", "retire");
+    options.hooks.run(&format!("pre-{STEP}"), &env).await?;
+
+    let wait = Wait {
+        deadline: started + options.timeout,
+        cancel: cancel.clone(),
+    };
+    let results =
+        futures::future::join_all(specs.iter().map(|p| p.driver.down(&p.spec, &wait))).await;
+    let mut doc = file.load()?;
+    let now = Utc::now();
+    let mut outcomes = Vec::new();
+    let mut first_error = None;
+    let mut journal = Vec::new();
+    for (p, result) in specs.iter().zip(results) {
+        match result {
+            Ok(status) => {
+                journal.extend(journal_changes(p, &status));
+                record_down(&mut doc, &color, p, now);
+                outcomes.push(RegionOutcome {
+                    region: p.region.clone(),
+                    group: p.driver.name_of(&p.spec),
+                    launch_template: None,
+                    launch_template_version: None,
+                    endpoints: Vec::new(),
+                    instances: Vec::new(),
+                    changes: status.changes,
+                });
+            }
+            Err(e) => {
+                tracing::error!("{}: {e}", p.region);
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let changed = outcomes.iter().any(|o| !o.changes.is_empty());
+    if first_error.is_none() {
+        let stack = doc.stack_mut(&color);
+        stack.role = Some(Role::Retired);
+        stack.endpoints.clear();
+        aggregate(stack);
+    }
+    let mut entry = retired_entry(&color, &outcomes, first_error.as_ref(), completed);
+    entry.changes = journal;
+    doc.record(entry);
+    file.save(&doc)?;
+    if let Some(e) = first_error {
+        return Err(e.into());
+    }
+    options.hooks.run_after(&format!("post-{STEP}"), &env).await;
+    let mut report = report(
+        "retire", &service, &color, None, reason, false, outcomes, None, started,
+    );
+    report.changed = changed;
+    Ok(report)
+}
+
+fn regional(status: &StackStatus, s: &StackSpec, now: DateTime<Utc>) -> RegionalStack {
+    let get = |k: &str| status.detail.get(k).cloned();
+    RegionalStack {
+        group: get("group"),
+        launch_template: get("launch_template"),
+        launch_template_version: get("launch_template_version"),
+        image: s.image.clone(),
+        user_data_sha256: get("user_data_sha256"),
+        desired: get("desired").and_then(|d| d.parse().ok()),
+        instances: get("instances")
+            .map(|i| {
+                i.split(',')
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        endpoints: status.endpoints.clone(),
+        updated_at: Some(now),
+        extra: crate::state::document::Extra::new(),
+    }
+}
+
+fn outcome(region: &str, group: String, status: &StackStatus, r: &RegionalStack) -> RegionOutcome {
+    RegionOutcome {
+        region: region.to_owned(),
+        group,
+        launch_template: r.launch_template.clone(),
+        launch_template_version: r.launch_template_version.clone(),
+        endpoints: status.endpoints.clone(),
+        instances: r.instances.clone(),
+        changes: status.changes.clone(),
+    }
+}
+
+/// The stack's endpoints and ids as the union over its regions.
+fn aggregate(stack: &mut crate::state::Stack) {
+    let mut endpoints = Vec::new();
+    let mut ids = Vec::new();
+    for r in stack.regions.values() {
+        endpoints.extend(r.endpoints.iter().cloned());
+        ids.extend(r.group.iter().cloned());
+        if let (Some(t), Some(v)) = (&r.launch_template, &r.launch_template_version) {
+            ids.push(format!("{t}:{v}"));
+        }
+        ids.extend(r.instances.iter().cloned());
+    }
+    stack.endpoints = endpoints;
+    stack.ids = ids;
+}
+
+fn regions_text(outcomes: &[RegionOutcome]) -> String {
+    outcomes
+        .iter()
+        .map(|o| o.region.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    action: &'static str,
+    service: &str,
+    color: &str,
+    version: Option<String>,
+    reason: String,
+    dry_run: bool,
+    regions: Vec<RegionOutcome>,
+    blocked: Option<String>,
+    started: Instant,
+) -> StandbyReport {
+    StandbyReport {
+        action,
+        service: service.to_owned(),
+        color: color.to_owned(),
+        version,
+        reason,
+        dry_run,
+        changed: regions.iter().any(|r| !r.changes.is_empty()),
+        endpoints: regions
+            .iter()
+            .flat_map(|r| r.endpoints.iter().cloned())
+            .collect(),
+        regions,
+        blocked,
+        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+
+    use super::*;
+    use crate::state::{RouteState, ShiftProgress, Verdict};
+
+    fn route(blue: u32, green: u32, completed: DateTime<Utc>, status: ShiftStatus) -> RouteState {
+        RouteState {
+            router: "route53".into(),
+            resource: BTreeMap::new(),
+            weights: BTreeMap::from([("blue".into(), blue), ("green".into(), green)]),
+            before: None,
+            shift: Some(ShiftProgress {
+                target: Some("green".into()),
+                plan: Vec::new(),
+                steps_done: 1,
+                status,
+                pending_change: None,
+                message: None,
+                started_at: completed,
+                extra: crate::state::document::Extra::new(),
+            }),
+            updated_at: completed,
+            extra: crate::state::document::Extra::new(),
+        }
+    }
+
+    fn verdict(status: Health, at: DateTime<Utc>) -> Verdict {
+        Verdict {
+            status,
+            at,
+            summary: "2/2 endpoints healthy".into(),
+            endpoints: Vec::new(),
+            latency_ms: None,
+            extra: crate::state::document::Extra::new(),
+        }
+    }
+
+    #[test]
+    fn the_standby_color_comes_from_the_flag_the_state_then_the_groups() {
+        let mut doc = StateDocument::default();
+        let none = BTreeMap::new();
+        assert_eq!(choose_color(&doc, None, &none).unwrap().0, "blue");
+        let blue_only = BTreeMap::from([("blue".to_owned(), Some(2)), ("green".to_owned(), None)]);
+        assert_eq!(
+            choose_color(&doc, None, &blue_only).unwrap(),
+            (
+                "green".to_owned(),
+                "only the blue group has instances".to_owned()
+            )
+        );
+        let green_at_zero =
+            BTreeMap::from([("blue".to_owned(), Some(2)), ("green".to_owned(), Some(0))]);
+        assert_eq!(choose_color(&doc, None, &green_at_zero).unwrap().0, "green");
+        let both = BTreeMap::from([("blue".to_owned(), Some(2)), ("green".to_owned(), Some(2))]);
+        let err = choose_color(&doc, None, &both).unwrap_err();
+        assert_eq!(err.exit_code(), Code::Conflict);
+        assert_eq!(choose_color(&doc, Some("blue"), &both).unwrap().0, "blue");
+        doc.stack_mut("green").role = Some(Role::Active);
+        assert_eq!(
+            choose_color(&doc, None, &both).unwrap(),
+            ("blue".to_owned(), "the state marks green active".to_owned())
+        );
+        let mut doc = StateDocument::default();
+        doc.traffic.insert(
+            "r53".into(),
+            route(90, 10, Utc::now(), ShiftStatus::Completed),
+        );
+        assert_eq!(choose_color(&doc, None, &both).unwrap().0, "green");
+    }
+
+    #[test]
+    fn a_color_with_traffic_or_marked_active_is_never_deployed_over() {
+        let mut doc = StateDocument::default();
+        assert_eq!(deploy_blocker(&doc, "green"), None);
+        doc.traffic.insert(
+            "r53".into(),
+            route(90, 10, Utc::now(), ShiftStatus::Completed),
+        );
+        assert_eq!(
+            deploy_blocker(&doc, "green").unwrap(),
+            "green carries traffic (weight 10 in route r53); deploy-standby never replaces a stack that takes traffic"
+        );
+        let mut doc = StateDocument::default();
+        doc.stack_mut("blue").role = Some(Role::Active);
+        assert!(deploy_blocker(&doc, "blue")
+            .unwrap()
+            .contains("marks blue active"));
+    }
+
+    #[test]
+    fn retire_needs_full_traffic_a_later_healthy_verdict_and_the_delay() {
+        let now = Utc::now();
+        let after = Duration::from_secs(600);
+        let mut doc = StateDocument::default();
+        let err = retire_check(&doc, "blue", after, now).unwrap_err();
+        assert!(
+            err.starts_with(
+                "no traffic route in the state shows green at 100% (the state has no routes)"
+            ),
+            "{err}"
+        );
+
+        doc.traffic
+            .insert("r53".into(), route(50, 50, now, ShiftStatus::InProgress));
+        let err = retire_check(&doc, "blue", after, now).unwrap_err();
+        assert!(err.contains("r53: blue=50,green=50"), "{err}");
+
+        let completed = now - TimeDelta::minutes(15);
+        doc.traffic.insert(
+            "r53".into(),
+            route(0, 100, completed, ShiftStatus::Completed),
+        );
+        let err = retire_check(&doc, "blue", after, now).unwrap_err();
+        assert_eq!(
+            err,
+            "the state has no health verdict for green; run verify-health --stack green"
+        );
+
+        doc.health.insert(
+            "green".into(),
+            verdict(Health::Healthy, completed - TimeDelta::minutes(1)),
+        );
+        let err = retire_check(&doc, "blue", after, now).unwrap_err();
+        assert!(err.contains("is from before the shift completed"), "{err}");
+
+        doc.health.insert(
+            "green".into(),
+            verdict(Health::Unhealthy, completed + TimeDelta::minutes(1)),
+        );
+        let err = retire_check(&doc, "blue", after, now).unwrap_err();
+        assert!(
+            err.starts_with("green's last health verdict is unhealthy"),
+            "{err}"
+        );
+
+        doc.health.insert(
+            "green".into(),
+            verdict(Health::Healthy, completed + TimeDelta::minutes(1)),
+        );
+        assert_eq!(retire_check(&doc, "blue", after, now), Ok(completed));
+        let err = retire_check(&doc, "blue", Duration::from_secs(3600), now).unwrap_err();
+        assert!(
+            err.contains("--retire-after 1h00m leaves 45m00s to go"),
+            "{err}"
+        );
+        // Retiring the stack that takes the traffic is never allowed.
+        assert!(retire_check(&doc, "green", after, now).is_err());
+    }
+}

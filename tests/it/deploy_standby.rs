@@ -1,0 +1,944 @@
+//! deploy-standby against moto's server, as a process, cross-checked with the
+//! aws CLI: blue active with 2 instances, green brought up from its launch
+//! template with CPU policies and alarms, a second run that changes nothing,
+//! retire refused before the promotion and done after it (shift-weight moves
+//! the traffic in moto's Route53). Also: user-data from `register-host
+//! user-data` reaches the launch template intact, and several regions at once.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use switchyard_tests::steps::{run, step, StepOutput};
+use switchyard_tests::Moto;
+
+use crate::aws_cli::{self, aws};
+
+struct Fixture {
+    moto: Moto,
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self {
+            moto: Moto::start().unwrap(),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state.json")
+    }
+
+    fn run(&self, name: &str, args: &[&str]) -> StepOutput {
+        self.run_hooks(name, args, None)
+    }
+
+    /// Runs a step with the hooks in `hooks` (none when `None`).
+    fn run_hooks(&self, name: &str, args: &[&str], hooks: Option<&Path>) -> StepOutput {
+        let mut env = self.moto.env();
+        env.push((
+            "SWITCHYARD_STATE".into(),
+            self.state().display().to_string(),
+        ));
+        match hooks {
+            Some(dir) => env.push(("SWITCHYARD_HOOKS_DIR".into(), dir.display().to_string())),
+            None => env.push(("SWITCHYARD_NO_HOOKS".into(), "1".into())),
+        }
+        let mut cmd = step(name, &env);
+        cmd.args(args);
+        run(&mut cmd)
+    }
+
+    fn doc(&self) -> Value {
+        serde_json::from_str(&std::fs::read_to_string(self.state()).unwrap()).unwrap()
+    }
+
+    fn write_doc(&self, doc: &Value) {
+        std::fs::write(self.state(), serde_json::to_string_pretty(doc).unwrap()).unwrap();
+    }
+
+    fn aws_in(&self, region: &str, args: &[&str]) -> Value {
+        let mut all = vec!["--region", region];
+        all.extend_from_slice(args);
+        aws(&self.moto, &all)
+    }
+}
+
+fn first(moto: &Moto, region: &str, args: &[&str], query: &str) -> String {
+    let mut all = vec!["--region", region];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--query", query]);
+    aws(moto, &all).as_str().unwrap().to_owned()
+}
+
+fn subnet(moto: &Moto, region: &str) -> String {
+    first(
+        moto,
+        region,
+        &["ec2", "describe-subnets"],
+        "Subnets[0].SubnetId",
+    )
+}
+
+fn images(moto: &Moto, region: &str) -> (String, String) {
+    (
+        first(
+            moto,
+            region,
+            &["ec2", "describe-images"],
+            "Images[0].ImageId",
+        ),
+        first(
+            moto,
+            region,
+            &["ec2", "describe-images"],
+            "Images[1].ImageId",
+        ),
+    )
+}
+
+fn group(f: &Fixture, region: &str, name: &str) -> Value {
+    f.aws_in(
+        region,
+        &[
+            "autoscaling",
+            "describe-auto-scaling-groups",
+            "--auto-scaling-group-names",
+            name,
+        ],
+    )["AutoScalingGroups"][0]
+        .clone()
+}
+
+fn json_out(out: &StepOutput) -> Value {
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
+}
+
+fn sha256(path: &Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()[..64].to_owned()
+}
+
+#[test]
+fn blue_active_green_up_then_retire_after_promotion() {
+    let f = Fixture::new();
+    let region = "us-east-1";
+    let subnet = subnet(&f.moto, region);
+    let (ami_v1, ami_v2) = images(&f.moto, region);
+
+    // Blue, the live stack of an earlier release: 2 instances.
+    let out = f.run(
+        "deploy-standby",
+        &[
+            "--service",
+            "go-auth",
+            "--release",
+            "v1",
+            "--color",
+            "blue",
+            "--image",
+            &ami_v1,
+            "--desired",
+            "2",
+            "--subnet",
+            &subnet,
+            "--port",
+            "8080",
+            "--output",
+            "json",
+        ],
+    );
+    let blue = json_out(&out);
+    assert_eq!(blue["endpoints"].as_array().unwrap().len(), 2, "{blue}");
+    let mut doc = f.doc();
+    doc["stacks"]["blue"]["role"] = json!("active");
+    f.write_doc(&doc);
+
+    // The user-data of the new release, from register-host.
+    let out = f.run(
+        "register-host",
+        &[
+            "user-data",
+            "--service",
+            "go-auth",
+            "--label",
+            "region=us-east-1",
+            "--port",
+            "8080",
+            "--lifecycle-hook",
+            "drain",
+            "--asg",
+            "go-auth-green",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let user_data = f.dir.path().join("user-data.yaml");
+    std::fs::write(&user_data, &out.stdout).unwrap();
+    let user_data_arg = user_data.display().to_string();
+    let green_args = [
+        "--release",
+        "v2",
+        "--image",
+        &ami_v2,
+        "--subnet",
+        &subnet,
+        "--port",
+        "8080",
+        "--user-data",
+        &user_data_arg,
+        "--output",
+        "json",
+    ];
+
+    // The dry run shows the plan and changes nothing.
+    let mut dry = green_args.to_vec();
+    dry.push("--dry-run");
+    let plan = json_out(&f.run("deploy-standby", &dry));
+    assert_eq!(plan["color"], "green");
+    assert_eq!(plan["dry_run"], true);
+    let steps: Vec<&str> = plan["regions"][0]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(
+        steps[0].starts_with("create launch template go-auth-green (version 1: image"),
+        "{steps:?}"
+    );
+    assert!(steps[1].starts_with("create group go-auth-green: launch template (new go-auth-green) version 1, desired 2 (min 2, max 4)"), "{steps:?}");
+    assert_eq!(steps.len(), 7, "{steps:?}");
+    assert!(
+        group(&f, region, "go-auth-green").is_null(),
+        "a dry run creates nothing"
+    );
+
+    // Green comes up with blue's capacity.
+    let green = json_out(&f.run("deploy-standby", &green_args));
+    assert_eq!(green["color"], "green");
+    assert_eq!(green["reason"], "the state marks blue active");
+    assert_eq!(green["changed"], true);
+
+    let g = group(&f, region, "go-auth-green");
+    assert_eq!(g["DesiredCapacity"], 2);
+    assert_eq!(g["MinSize"], 2);
+    assert_eq!(g["MaxSize"], 4);
+    assert_eq!(g["LaunchTemplate"]["Version"], "1");
+    let template_id = g["LaunchTemplate"]["LaunchTemplateId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let instances: Vec<&Value> = g["Instances"].as_array().unwrap().iter().collect();
+    assert_eq!(instances.len(), 2);
+    assert!(instances.iter().all(|i| i["LifecycleState"] == "InService"));
+    let tags: Vec<(String, String, bool)> = g["Tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["Key"].as_str().unwrap().to_owned(),
+                t["Value"].as_str().unwrap().to_owned(),
+                t["PropagateAtLaunch"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        tags.contains(&("version".into(), "v2".into(), true)),
+        "{tags:?}"
+    );
+    assert!(
+        tags.contains(&("color".into(), "green".into(), true)),
+        "{tags:?}"
+    );
+
+    // The launch template version: image, IMDSv2, tags, and the user-data byte for byte.
+    let versions = f.aws_in(
+        region,
+        &[
+            "ec2",
+            "describe-launch-template-versions",
+            "--launch-template-id",
+            &template_id,
+        ],
+    )["LaunchTemplateVersions"]
+        .clone();
+    assert_eq!(versions.as_array().unwrap().len(), 1);
+    let data = &versions[0]["LaunchTemplateData"];
+    assert_eq!(data["ImageId"], ami_v2.as_str());
+    assert_eq!(data["InstanceType"], "t3.micro");
+    assert_eq!(data["MetadataOptions"]["HttpTokens"], "required");
+    let decoded = std::process::Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(data["UserData"].as_str().unwrap().as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(
+        decoded.stdout,
+        std::fs::read(&user_data).unwrap(),
+        "user-data round trip"
+    );
+    let instance_tags = data["TagSpecifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["ResourceType"] == "instance")
+        .unwrap()["Tags"]
+        .to_string();
+    assert!(
+        instance_tags.contains(r#"{"Key":"version","Value":"v2"}"#),
+        "{instance_tags}"
+    );
+
+    // The scaling policies and both alarms.
+    let policies = f.aws_in(
+        region,
+        &[
+            "autoscaling",
+            "describe-policies",
+            "--auto-scaling-group-name",
+            "go-auth-green",
+        ],
+    )["ScalingPolicies"]
+        .clone();
+    let policy = |name: &str| {
+        policies
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["PolicyName"] == name)
+            .unwrap_or_else(|| panic!("no policy {name}: {policies}"))
+            .clone()
+    };
+    let up = policy("go-auth-green-cpu-up");
+    let down = policy("go-auth-green-cpu-down");
+    assert_eq!(up["PolicyType"], "SimpleScaling");
+    assert_eq!(up["AdjustmentType"], "ChangeInCapacity");
+    assert_eq!(up["ScalingAdjustment"], 1);
+    assert_eq!(down["ScalingAdjustment"], -1);
+    let alarms = f.aws_in(
+        region,
+        &[
+            "cloudwatch",
+            "describe-alarms",
+            "--alarm-names",
+            "go-auth-green-cpu-high",
+            "go-auth-green-cpu-low",
+        ],
+    )["MetricAlarms"]
+        .clone();
+    let alarm = |name: &str| {
+        alarms
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["AlarmName"] == name)
+            .unwrap_or_else(|| panic!("no alarm {name}: {alarms}"))
+            .clone()
+    };
+    let high = alarm("go-auth-green-cpu-high");
+    let low = alarm("go-auth-green-cpu-low");
+    for (a, threshold, operator, policy) in [
+        (&high, 70.0, "GreaterThanOrEqualToThreshold", &up),
+        (&low, 10.0, "LessThanOrEqualToThreshold", &down),
+    ] {
+        assert_eq!(a["Namespace"], "AWS/EC2");
+        assert_eq!(a["MetricName"], "CPUUtilization");
+        assert_eq!(a["Statistic"], "Average");
+        assert_eq!(a["Period"], 300);
+        assert_eq!(a["EvaluationPeriods"], 1);
+        assert_eq!(a["Threshold"], threshold);
+        assert_eq!(a["ComparisonOperator"], operator);
+        assert_eq!(a["Dimensions"][0]["Value"], "go-auth-green");
+        assert_eq!(a["AlarmActions"], json!([policy["PolicyARN"]]));
+    }
+
+    // The state lists green's endpoints: the instances' private addresses.
+    let ids: Vec<&str> = instances
+        .iter()
+        .map(|i| i["InstanceId"].as_str().unwrap())
+        .collect();
+    let mut describe = vec!["ec2", "describe-instances", "--instance-ids"];
+    describe.extend(ids.iter().copied());
+    let reservations = f.aws_in(region, &describe)["Reservations"].clone();
+    let mut expected: Vec<String> = reservations
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["Instances"].as_array().unwrap().iter())
+        .map(|i| format!("{}:8080", i["PrivateIpAddress"].as_str().unwrap()))
+        .collect();
+    expected.sort();
+    let doc = f.doc();
+    let stack = &doc["stacks"]["green"];
+    assert_eq!(stack["role"], "standby");
+    assert_eq!(stack["driver"], "asg");
+    assert_eq!(stack["version"], "v2");
+    assert_eq!(stack["endpoints"], json!(expected));
+    let regional = &stack["regions"][region];
+    assert_eq!(regional["group"], "go-auth-green");
+    assert_eq!(regional["launch_template"], template_id.as_str());
+    assert_eq!(regional["launch_template_version"], "1");
+    assert_eq!(regional["user_data_sha256"], sha256(&user_data).as_str());
+    let text = std::fs::read_to_string(f.state()).unwrap();
+    assert!(
+        !text.contains("write_files"),
+        "no user-data body in the state"
+    );
+    assert!(
+        !text.contains(data["UserData"].as_str().unwrap()),
+        "no user-data body in the state"
+    );
+
+    // A second identical run changes nothing.
+    let again = json_out(&f.run("deploy-standby", &green_args));
+    assert_eq!(again["changed"], false, "{again}");
+    assert_eq!(again["regions"][0]["changes"], json!([]));
+    assert_eq!(again["endpoints"], json!(expected));
+    let versions = f.aws_in(
+        region,
+        &[
+            "ec2",
+            "describe-launch-template-versions",
+            "--launch-template-id",
+            &template_id,
+        ],
+    );
+    assert_eq!(
+        versions["LaunchTemplateVersions"].as_array().unwrap().len(),
+        1
+    );
+    let journal = f.doc()["journal"].clone();
+    assert_eq!(
+        journal.as_array().unwrap().last().unwrap()["action"],
+        "standby-unchanged"
+    );
+
+    // Retire refuses before the promotion, and changes nothing.
+    let out = f.run(
+        "deploy-standby",
+        &["retire", "--color", "blue", "--retire-after", "0s"],
+    );
+    assert_eq!(out.code, 5, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("will not retire blue: no traffic route in the state shows green at 100%"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(group(&f, region, "go-auth-blue")["DesiredCapacity"], 2);
+
+    // The promotion: shift-weight moves all traffic to green in moto's Route53.
+    let zone = aws_cli::create_zone(&f.moto, "example.com");
+    aws_cli::create_weighted(
+        &f.moto,
+        &zone,
+        "app.example.com",
+        &[("blue", 100, "10.0.0.1"), ("green", 0, "10.0.0.2")],
+        60,
+    );
+    let out = f.run(
+        "shift-weight",
+        &[
+            "--zone-id",
+            &zone,
+            "--record-name",
+            "app.example.com",
+            "--to",
+            "green",
+            "--steps",
+            "100",
+            "--settle",
+            "0s",
+            "--force",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let doc = f.doc();
+    assert_eq!(doc["stacks"]["green"]["role"], "active");
+    assert_eq!(doc["stacks"]["blue"]["role"], "standby");
+
+    // Not yet: green has no verdict since it took the traffic.
+    let out = f.run("deploy-standby", &["retire", "--retire-after", "0s"]);
+    assert_eq!(out.code, 5, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("no health verdict for green"),
+        "{}",
+        out.stderr
+    );
+
+    // The post-promotion check passed; then --retire-after decides.
+    let mut doc = f.doc();
+    doc["health"]["green"] = json!({
+        "status": "healthy",
+        "at": chrono::Utc::now().to_rfc3339(),
+        "summary": "2/2 endpoints healthy",
+    });
+    f.write_doc(&doc);
+    let out = f.run("deploy-standby", &["retire", "--retire-after", "1h"]);
+    assert_eq!(out.code, 5, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("--retire-after 1h00m leaves"),
+        "{}",
+        out.stderr
+    );
+    let out = f.run(
+        "deploy-standby",
+        &["retire", "--retire-after", "0s", "--dry-run"],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("scale group go-auth-blue to 0"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(group(&f, region, "go-auth-blue")["DesiredCapacity"], 2);
+
+    let retired = json_out(&f.run(
+        "deploy-standby",
+        &["retire", "--retire-after", "0s", "--output", "json"],
+    ));
+    assert_eq!(retired["color"], "blue");
+    assert_eq!(retired["changed"], true);
+    let b = group(&f, region, "go-auth-blue");
+    assert_eq!(b["DesiredCapacity"], 0);
+    assert_eq!(b["MinSize"], 0);
+    assert_eq!(b["Instances"], json!([]));
+    let doc = f.doc();
+    assert_eq!(doc["stacks"]["blue"]["role"], "retired");
+    assert_eq!(doc["stacks"]["green"]["role"], "active");
+    assert_eq!(group(&f, region, "go-auth-green")["DesiredCapacity"], 2);
+
+    // --strategy rolling through the step: the plan of an in-place update of
+    // green (the engine itself is tested in deploy_rolling), and --confirm
+    // refused while there is no update to confirm.
+    let out = f.run(
+        "deploy-standby",
+        &[
+            "--strategy",
+            "rolling",
+            "--service",
+            "go-auth",
+            "--color",
+            "green",
+            "--release",
+            "v3",
+            "--image",
+            &ami_v1,
+            "--batch-size",
+            "1",
+            "--dry-run",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("plan of the rolling update of go-auth-green"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("batch 2/2: terminate"),
+        "{}",
+        out.stdout
+    );
+    let out = f.run("deploy-standby", &["--confirm", "--group", "go-auth-green"]);
+    assert_eq!(out.code, 5, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("has no rolling update to confirm"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn several_regions_come_up_at_once_with_per_region_state() {
+    let f = Fixture::new();
+    let east = subnet(&f.moto, "us-east-1");
+    let west = subnet(&f.moto, "eu-west-1");
+    let (ami, _) = images(&f.moto, "us-east-1");
+    let subnets = format!("us-east-1={east},eu-west-1={west}");
+    // A target group in us-east-1 only: its ARN's region picks the group it goes with.
+    let vpc = first(
+        &f.moto,
+        "us-east-1",
+        &["ec2", "describe-vpcs"],
+        "Vpcs[0].VpcId",
+    );
+    let target_group = first(
+        &f.moto,
+        "us-east-1",
+        &[
+            "elbv2",
+            "create-target-group",
+            "--name",
+            "go-auth-blue",
+            "--protocol",
+            "HTTP",
+            "--port",
+            "8080",
+            "--vpc-id",
+            &vpc,
+        ],
+        "TargetGroups[0].TargetGroupArn",
+    );
+    let out = f.run(
+        "deploy-standby",
+        &[
+            "--service",
+            "go-auth",
+            "--release",
+            "v1",
+            "--image",
+            &ami,
+            "--desired",
+            "1",
+            "--region",
+            "us-east-1",
+            "--region",
+            "eu-west-1",
+            "--subnet",
+            &subnets,
+            "--target-group",
+            &target_group,
+            "--health-check-type",
+            "elb",
+            "--cpu-target",
+            "50",
+            "--output",
+            "json",
+        ],
+    );
+    let report = json_out(&out);
+    assert_eq!(report["color"], "blue");
+    assert_eq!(report["reason"], "no group has instances: first release");
+    assert_eq!(report["endpoints"].as_array().unwrap().len(), 2, "{report}");
+    let doc = f.doc();
+    let stack = &doc["stacks"]["blue"];
+    assert_eq!(stack["regions"].as_object().unwrap().len(), 2);
+    assert_eq!(stack["endpoints"].as_array().unwrap().len(), 2);
+    for region in ["us-east-1", "eu-west-1"] {
+        let g = group(&f, region, "go-auth-blue");
+        assert_eq!(g["DesiredCapacity"], 1, "{region}");
+        assert_eq!(g["Instances"].as_array().unwrap().len(), 1, "{region}");
+        assert_eq!(stack["regions"][region]["group"], "go-auth-blue");
+        let policies = f.aws_in(
+            region,
+            &[
+                "autoscaling",
+                "describe-policies",
+                "--auto-scaling-group-name",
+                "go-auth-blue",
+            ],
+        )["ScalingPolicies"]
+            .clone();
+        assert_eq!(
+            policies[0]["PolicyName"], "go-auth-blue-cpu-target",
+            "{policies}"
+        );
+        assert_eq!(policies[0]["PolicyType"], "TargetTrackingScaling");
+        assert_eq!(
+            policies[0]["TargetTrackingConfiguration"]["TargetValue"],
+            50.0
+        );
+    }
+
+    let east = group(&f, "us-east-1", "go-auth-blue");
+    assert_eq!(east["TargetGroupARNs"], json!([target_group]));
+    assert_eq!(east["HealthCheckType"], "ELB");
+    assert_eq!(
+        group(&f, "eu-west-1", "go-auth-blue")["TargetGroupARNs"],
+        json!([])
+    );
+    let health = f.aws_in(
+        "us-east-1",
+        &[
+            "elbv2",
+            "describe-target-health",
+            "--target-group-arn",
+            &target_group,
+        ],
+    );
+    assert_eq!(
+        health["TargetHealthDescriptions"][0]["Target"]["Id"],
+        east["Instances"][0]["InstanceId"]
+    );
+    assert_eq!(
+        health["TargetHealthDescriptions"][0]["TargetHealth"]["State"],
+        "healthy"
+    );
+
+    // Without --region, the next deploy uses the regions in the state; a
+    // color with traffic in the state is never deployed over.
+    let mut doc = f.doc();
+    doc["traffic"] = json!({"route53:Z1/app.example.com./A": {
+        "router": "route53", "resource": {}, "weights": {"blue": 100, "green": 0},
+        "updated_at": chrono::Utc::now().to_rfc3339()}});
+    f.write_doc(&doc);
+    let out = f.run(
+        "deploy-standby",
+        &[
+            "--color",
+            "blue",
+            "--release",
+            "v2",
+            "--image",
+            &ami,
+            "--subnet",
+            &subnets,
+        ],
+    );
+    assert_eq!(out.code, 5, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("blue carries traffic (weight 100"),
+        "{}",
+        out.stderr
+    );
+    let out = f.run(
+        "deploy-standby",
+        &[
+            "--color",
+            "blue",
+            "--release",
+            "v2",
+            "--image",
+            &ami,
+            "--dry-run",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("blocked: blue carries traffic (weight 100 in route route53:Z1/app.example.com./A); deploy-standby never replaces a stack that takes traffic; a real run exits 5"),
+        "{}",
+        out.stdout
+    );
+
+    // A failing pre-deploy-standby hook stops the step before any change;
+    // post-deploy-standby sees the stack and its endpoints.
+    let hooks = f.dir.path().join("hooks");
+    std::fs::create_dir(&hooks).unwrap();
+    let hook = |name: &str, body: &str| {
+        let path = hooks.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    };
+    hook("pre-deploy-standby", "echo change freeze >&2; exit 3");
+    let seen = f.dir.path().join("post.env");
+    hook(
+        "post-deploy-standby",
+        &format!(
+            "echo \"$SWITCHYARD_STACK $SWITCHYARD_REGIONS $SWITCHYARD_ENDPOINTS\" > '{}'",
+            seen.display()
+        ),
+    );
+    let green = ["--release", "v2", "--image", &ami, "--subnet", &subnets];
+    let out = f.run_hooks("deploy-standby", &green, Some(&hooks));
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("change freeze"), "{}", out.stderr);
+    assert!(group(&f, "us-east-1", "go-auth-green").is_null());
+    hook("pre-deploy-standby", "exit 0");
+    let out = f.run_hooks("deploy-standby", &green, Some(&hooks));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let line = std::fs::read_to_string(&seen).unwrap();
+    let endpoints = f.doc()["stacks"]["green"]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_owned())
+        .collect::<Vec<_>>();
+    assert_eq!(endpoints.len(), 2);
+    assert_eq!(
+        line.trim(),
+        format!("green eu-west-1,us-east-1 {}", endpoints.join(","))
+    );
+    let out = f.run(
+        "deploy-standby",
+        &[
+            "--release",
+            "v2",
+            "--image",
+            &ami,
+            "--subnet",
+            &subnets,
+            "--dry-run",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("color: green (blue has the larger weight"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("eu-west-1: group go-auth-green"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("us-east-1: group go-auth-green"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// `--driver command` through the step: the sample service comes up on
+/// loopback as green, verify-health passes it from the state, and after a
+/// promotion retire runs `--down` on blue.
+#[test]
+fn the_command_driver_brings_a_local_stack_up_and_retire_takes_the_old_one_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../pipelines/demo/sample_service.py")
+        .canonicalize()
+        .unwrap()
+        .display()
+        .to_string();
+    let state = dir.path().join("state.json");
+    let up = format!(
+        "set -e; . ./ports-{{color}}.env; for p in $PORT_A $PORT_B; do \
+         python3 {svc} --daemon --port $p --version {{version}} \
+         --pid-file {{color}}-$p.pid --log-file {{color}}-$p.log; done"
+    );
+    let down = format!(
+        "for f in {{color}}-*.pid; do [ -e \"$f\" ] && python3 {svc} --stop \"$f\"; done; true"
+    );
+    let endpoints =
+        ". ./ports-{color}.env; for p in $PORT_A $PORT_B; do echo http://127.0.0.1:$p; done";
+    let mut ports = Vec::new();
+    for color in ["blue", "green"] {
+        let pair = [
+            switchyard_tests::moto::free_port().unwrap(),
+            switchyard_tests::moto::free_port().unwrap(),
+        ];
+        std::fs::write(
+            dir.path().join(format!("ports-{color}.env")),
+            format!("PORT_A={}\nPORT_B={}\n", pair[0], pair[1]),
+        )
+        .unwrap();
+        ports.push(pair);
+    }
+    let run_step = |name: &str, args: &[String]| {
+        let env = vec![
+            ("SWITCHYARD_STATE".to_owned(), state.display().to_string()),
+            ("SWITCHYARD_NO_HOOKS".to_owned(), "1".to_owned()),
+        ];
+        let mut cmd = step(name, &env);
+        cmd.current_dir(dir.path()).args(args);
+        run(&mut cmd)
+    };
+    let templates = [
+        "--driver",
+        "command",
+        "--service",
+        "go-auth",
+        "--up",
+        &up,
+        "--down",
+        &down,
+        "--endpoints",
+        endpoints,
+    ];
+    let with = |extra: &[&'static str]| -> Vec<String> {
+        templates
+            .iter()
+            .chain(extra)
+            .map(|a| (*a).to_owned())
+            .collect()
+    };
+
+    let out = run_step(
+        "deploy-standby",
+        &with(&["--color", "blue", "--release", "v1"]),
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    doc["stacks"]["blue"]["role"] = json!("active");
+    std::fs::write(&state, doc.to_string()).unwrap();
+
+    let out = run_step(
+        "deploy-standby",
+        &with(&["--release", "v2", "--output", "json"]),
+    );
+    let report = json_out(&out);
+    assert_eq!(report["color"], "green");
+    let expected: Vec<String> = ports[1]
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
+    assert_eq!(report["endpoints"], json!(expected));
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert_eq!(doc["stacks"]["green"]["driver"], "command");
+    assert_eq!(doc["stacks"]["green"]["role"], "standby");
+    assert_eq!(doc["stacks"]["green"]["endpoints"], json!(expected));
+
+    let verify: Vec<String> = ["--stack", "green", "--interval", "50ms", "--attempts", "4"]
+        .map(String::from)
+        .to_vec();
+    let out = run_step("verify-health", &verify);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+
+    // Promotion recorded as shift-weight records it; then retire runs --down on blue.
+    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    doc["stacks"]["blue"]["role"] = json!("standby");
+    doc["stacks"]["green"]["role"] = json!("active");
+    let shifted = chrono::Utc::now() - chrono::TimeDelta::seconds(5);
+    doc["traffic"] = json!({"haproxy:local/app": {
+        "router": "haproxy", "resource": {}, "weights": {"blue": 0, "green": 100},
+        "updated_at": shifted.to_rfc3339()}});
+    std::fs::write(&state, doc.to_string()).unwrap();
+    let blue = format!("http://127.0.0.1:{}/health", ports[0][0]);
+    let answers = |url: &str| {
+        std::process::Command::new("curl")
+            .args(["-sf", "-m", "2", "-o", "/dev/null", url])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    assert!(answers(&blue), "blue serves before retire");
+    let out = run_step("deploy-standby", &with(&["retire", "--retire-after", "1s"]));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("go-auth blue is retired"),
+        "{}",
+        out.stdout
+    );
+    assert!(!answers(&blue), "blue is down after retire");
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert_eq!(doc["stacks"]["blue"]["role"], "retired");
+
+    // Clean up green's processes.
+    let out = run_step(
+        "deploy-standby",
+        &with(&["retire", "--color", "green", "--retire-after", "0s"]),
+    );
+    assert_eq!(
+        out.code, 5,
+        "green takes the traffic: {}{}",
+        out.stdout, out.stderr
+    );
+    let mut stop = std::process::Command::new("sh");
+    stop.current_dir(dir.path())
+        .args(["-c", &down.replace("{color}", "green")]);
+    assert!(stop
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+}
