@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod aws_cli;
+mod bake_ami;
 mod ergonomics;
 mod pipeline;
 mod register_host;

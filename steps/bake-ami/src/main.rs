@@ -30,12 +30,7 @@ use switchyard::state::{StateDocument, StateFile};
 /// image deregistered with its snapshots; `bake-ami sweep` removes what a
 /// killed run left. The image ids go into the state file (image.amis).
 #[derive(Debug, Parser)]
-#[command(
-    name = "bake-ami",
-    version,
-    max_term_width = 100,
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "bake-ami", version, max_term_width = 100)]
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
