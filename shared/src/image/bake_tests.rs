@@ -310,7 +310,7 @@ async fn a_builder_that_never_stops_ends_at_the_deadline_naming_what_was_awaited
 
 #[tokio::test(start_paused = true)]
 async fn create_image_is_retried_while_the_instance_is_still_stopping() {
-    let refused = r#"<Response><Errors><Error><Code>IncorrectInstanceState</Code><Message>The instance 'i-0123456789abcdef0' is not in a state from which it can be imaged.</Message></Error></Errors><RequestID>r-1</RequestID></Response>"#;
+    let refused = r"<Response><Errors><Error><Code>IncorrectInstanceState</Code><Message>The instance 'i-0123456789abcdef0' is not in a state from which it can be imaged.</Message></Error></Errors><RequestID>r-1</RequestID></Response>";
     let create = mock!(aws_sdk_ec2::Client::create_image)
         .sequence()
         .http_status(400, Some(refused.to_owned()))
@@ -444,4 +444,45 @@ async fn a_dry_run_plans_and_changes_nothing() {
         "copy it to eu-west-1, tag the copy, wait until available"
     );
     assert_eq!(report.plan[5], "terminate the builder");
+}
+
+#[tokio::test]
+async fn the_newest_source_image_is_picked_and_a_tie_is_an_error() {
+    use super::bake::resolve_source;
+    let dated = |id: &str, date: &str| {
+        let mut i = image(id, ImageState::Available);
+        i.creation_date = Some(date.into());
+        i
+    };
+    let newest = mock!(aws_sdk_ec2::Client::describe_images).then_output(move || {
+        images(vec![
+            dated("ami-0000000000000001a", "2026-01-01T00:00:00.000Z"),
+            dated("ami-0000000000000002a", "2026-02-01T00:00:00.000Z"),
+        ])
+    });
+    let filter = Source::Filter {
+        name: "base-*".into(),
+        owners: vec!["self".into()],
+    };
+    let client = clients(&[&newest]).home;
+    let found = resolve_source(&client, "us-east-1", &filter).await.unwrap();
+    assert_eq!(found.id, "ami-0000000000000002a");
+
+    let tie = mock!(aws_sdk_ec2::Client::describe_images).then_output(move || {
+        images(vec![
+            dated("ami-0000000000000001a", "2026-02-01T00:00:00.000Z"),
+            dated("ami-0000000000000002a", "2026-02-01T00:00:00.000Z"),
+        ])
+    });
+    let client = clients(&[&tie]).home;
+    let err = resolve_source(&client, "us-east-1", &filter)
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), Code::Usage);
+    assert_eq!(
+        err.to_string(),
+        "--source-name \"base-*\" matches 2 images created at the same newest time \
+         2026-02-01T00:00:00.000Z (ami-0000000000000001a, ami-0000000000000002a); narrow the \
+         pattern or give --source-ami"
+    );
 }

@@ -467,12 +467,14 @@ mod tests {
             "redis:7,nginx:1",
         ])
         .unwrap();
-        let mut doc = StateDocument::default();
-        doc.deployment = Some(switchyard::state::Deployment {
-            service: Some("go-auth".into()),
-            version: Some("1.4.2".into()),
+        let doc = StateDocument {
+            deployment: Some(switchyard::state::Deployment {
+                service: Some("go-auth".into()),
+                version: Some("1.4.2".into()),
+                ..Default::default()
+            }),
             ..Default::default()
-        });
+        };
         let (spec, _) = settings(&args.bake, &args.common, &doc).unwrap();
         assert_eq!(spec.service, "go-auth");
         assert_eq!(spec.version, "1.4.2");

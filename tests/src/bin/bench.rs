@@ -675,21 +675,21 @@ fn bake_report(rounds: usize, ours: &[BakeSample], theirs: &[BakeSample], reuse:
          against moto_server; {rounds} rounds, interleaved; the wait for the simulated poweroff left out"
     );
     println!();
-    println!("{:<44} {:>10} {:>12}", "tool", "median", "peak RSS");
+    println!("{:<50} {:>10} {:>12}", "tool", "median", "peak RSS");
     println!(
-        "{:<44} {:>10} {:>12}",
+        "{:<50} {:>10} {:>12}",
         "bake-ami --force (1 process)",
         ms(our_median),
         mib(our_rss)
     );
     println!(
-        "{:<44} {:>10} {:>12}",
+        "{:<50} {:>10} {:>12}",
         "aws CLI (15 timed processes)",
         ms(their_median),
         mib(their_rss)
     );
     println!(
-        "{:<44} {:>10} {:>12}",
+        "{:<50} {:>10} {:>12}",
         "bake-ami, reuse by input hash (nothing launched)",
         ms(reuse.wall),
         mib(reuse.max_rss_kib)
