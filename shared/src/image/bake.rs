@@ -347,15 +347,15 @@ impl Run<'_> {
             ),
             format!(
                 "wait until it stops (deadline {}), then for {:?} on its console (deadline {})",
-                short(self.opts.wait_stopped),
+                short(self.opts.wait_stopped.min(self.opts.timeout)),
                 spec.marker,
-                short(self.opts.wait_console)
+                short(self.opts.wait_console.min(self.opts.timeout))
             ),
             format!(
                 "create image {}-{}-<bake id> with no reboot, tagged (input hash {hash}); wait until available (deadline {}); tag its snapshots",
                 spec.service,
                 spec.version,
-                short(self.opts.wait_image)
+                short(self.opts.wait_image.min(self.opts.timeout))
             ),
         ];
         for region in &spec.copy_to {

@@ -29,6 +29,10 @@ use switchyard::state::{StateDocument, StateFile};
 /// deadline, SIGINT or SIGTERM the builder is terminated and any half-made
 /// image deregistered with its snapshots; `bake-ami sweep` removes what a
 /// killed run left. The image ids go into the state file (image.amis).
+///
+/// Every wait has its own deadline (--wait-stopped, --wait-console,
+/// --wait-image), and --timeout, the deadline of the whole step, caps them
+/// all: give long bakes a longer one, e.g. --timeout 2h.
 #[derive(Debug, Parser)]
 #[command(name = "bake-ami", version, max_term_width = 100)]
 struct Args {
