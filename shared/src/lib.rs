@@ -10,6 +10,8 @@
 //! - [`health`]: HTTP probes and the gates that decide whether traffic may move on.
 //! - [`host`]: hosts joining and leaving the fleet with their labels (IMDSv2,
 //!   EC2 tags, ELBv2 targets), the fleet view, and the cloud-init user-data.
+//! - [`image`]: machine images baked from a base image and a provisioning
+//!   script, reused by input hash, copied across regions; the sweep of leftovers.
 //! - [`stack`]: the [`stack::StackDriver`] seam that brings a color's stack up and down.
 //! - [`traffic`]: the [`traffic::Router`] seam and the weight-shifting engine.
 
@@ -17,6 +19,7 @@ pub mod aws;
 pub mod cli;
 pub mod health;
 pub mod host;
+pub mod image;
 pub mod stack;
 pub mod state;
 pub mod traffic;

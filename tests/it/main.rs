@@ -11,6 +11,7 @@ mod aws_cli;
 mod deploy_command;
 mod deploy_rolling;
 mod deploy_standby;
+mod bake_ami;
 mod ergonomics;
 mod faults;
 mod kill_resume;

@@ -106,6 +106,25 @@ pub struct Image {
     /// Hash over every input of the bake; equal hashes mean an identical image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_hash: Option<String>,
+    /// The bake that made it: every resource of that bake carries this id
+    /// in its `switchyard:bake-id` tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bake_id: Option<String>,
+    /// The image it was baked from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_image: Option<String>,
+    /// Its name (the same in every region).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// sha256 of the provisioning script (the script itself is never stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data_sha256: Option<String>,
+    /// When this step baked it, or found it when reused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baked_at: Option<DateTime<Utc>>,
+    /// Whether an existing image with the same input hash was reused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reused: bool,
     #[serde(flatten)]
     pub extra: Extra,
 }

@@ -33,7 +33,7 @@ const TTL: u32 = 60;
 const DEFAULT_ROUNDS: usize = 10;
 
 fn main() -> ExitCode {
-    match run() {
+    match run().and_then(|()| bake_bench()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench failed: {e:#}");
@@ -572,4 +572,541 @@ impl Drop for WorkDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// bake-ami against the aws CLI making the same EC2 calls, in one run against
+/// one moto server: resolve the base image by name, launch the builder
+/// (shutdown stops it, IMDSv2 required, tagged), wait until it is stopped,
+/// read its console, create the image with no reboot, wait until available,
+/// tag it and its snapshot, copy it to a second region, tag and wait for the
+/// copy, mark everything complete, terminate the builder.
+///
+/// moto's instances never stop by themselves, so a background thread stops
+/// every running builder as soon as it appears (raw EC2 query calls to moto,
+/// a few hundred microseconds each), as the provisioning script's poweroff
+/// would. The time spent waiting for that stop is not the tool's: it is taken
+/// out on both sides (bake-ami reports it as `timings.waited_for_builder_ms`;
+/// the CLI's `wait instance-stopped` process is left out of its timed total).
+/// Each round runs bake-ami with `--force` (a full bake, not a reuse), and
+/// the two tools alternate going first. One more bake-ami run without
+/// `--force` times the reuse path (nothing launched). Rounds: BENCH_BAKE_ROUNDS,
+/// default 3.
+fn bake_bench() -> Result<()> {
+    let work_dir = WorkDir::new()?;
+    let work = work_dir.0.as_path();
+    let rounds: usize = match std::env::var("BENCH_BAKE_ROUNDS") {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .with_context(|| format!("BENCH_BAKE_ROUNDS={text:?} is not a number"))?,
+        Err(_) => 3,
+    };
+    ensure!(rounds >= 1, "BENCH_BAKE_ROUNDS must be at least 1");
+    let moto = Moto::start()?;
+    let env = moto.env();
+    let bench = Bench { env: &env, work };
+    let registered = bench.cli_ok(
+        "register the base image",
+        &[
+            "ec2",
+            "register-image",
+            "--name",
+            "bench-base-2026.01",
+            "--root-device-name",
+            "/dev/xvda",
+            "--block-device-mappings",
+            r#"[{"DeviceName":"/dev/xvda","Ebs":{"VolumeSize":8}}]"#,
+            "--output",
+            "json",
+        ],
+    )?;
+    ensure!(
+        registered["ImageId"].is_string(),
+        "register-image answered {registered}"
+    );
+    let script = work.join("provision.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/bash\nset -euo pipefail\napt-get update -q && apt-get upgrade -y -q && apt-get install -y -q docker.io\n\
+         docker pull ghcr.io/acme/go-auth:1.4.2\necho 'Enabling fast FPU save and restore... done.'\npoweroff\n",
+    )?;
+    let stopper = BuilderStopper::start(&moto.endpoint())?;
+    eprintln!(
+        "\nbake: base image bench-base-2026.01, copy to eu-west-1; {rounds} rounds, one untimed warm-up of each tool first"
+    );
+    bench.bake_ami_job(&script, true, 0)?;
+    bench.cli_bake_job(&script, 0)?;
+    let mut ours = Vec::with_capacity(rounds);
+    let mut theirs = Vec::with_capacity(rounds);
+    for round in 1..=rounds {
+        let ours_first = round % 2 == 1;
+        for our_turn in [ours_first, !ours_first] {
+            if our_turn {
+                ours.push(bench.bake_ami_job(&script, true, round)?);
+            } else {
+                theirs.push(bench.cli_bake_job(&script, round)?);
+            }
+        }
+        eprintln!(
+            "round {round}/{rounds}: bake-ami {} (of {} wall), aws CLI {}",
+            ms(ours[round - 1].wall),
+            ms(ours[round - 1].wall + ours[round - 1].waited),
+            ms(theirs[round - 1].wall)
+        );
+    }
+    let reuse = bench.bake_ami_job(&script, false, rounds + 1)?;
+    stopper.stop();
+
+    bake_report(rounds, &ours, &theirs, &reuse);
+    Ok(())
+}
+
+fn bake_report(rounds: usize, ours: &[BakeSample], theirs: &[BakeSample], reuse: &BakeSample) {
+    let (our_median, their_median) = (
+        median_of(ours.iter().map(|s| s.wall)),
+        median_of(theirs.iter().map(|s| s.wall)),
+    );
+    let our_rss = ours.iter().map(|s| s.max_rss_kib).max().unwrap_or(0);
+    let their_rss = theirs.iter().map(|s| s.max_rss_kib).max().unwrap_or(0);
+    let waited = median_of(ours.iter().map(|s| s.waited));
+    println!();
+    println!(
+        "A full bake (launch, stop, console, create image, copy to a second region, tags, terminate) \
+         against moto_server; {rounds} rounds, interleaved; the wait for the simulated poweroff left out"
+    );
+    println!();
+    println!("{:<50} {:>10} {:>12}", "tool", "median", "peak RSS");
+    println!(
+        "{:<50} {:>10} {:>12}",
+        "bake-ami --force (1 process)",
+        ms(our_median),
+        mib(our_rss)
+    );
+    println!(
+        "{:<50} {:>10} {:>12}",
+        "aws CLI (15 timed processes)",
+        ms(their_median),
+        mib(their_rss)
+    );
+    println!(
+        "{:<50} {:>10} {:>12}",
+        "bake-ami, reuse by input hash (nothing launched)",
+        ms(reuse.wall),
+        mib(reuse.max_rss_kib)
+    );
+    println!();
+    println!(
+        "bake-ami is {:.1}x faster than the same calls made with the aws CLI (median, excluding \
+         the {} bake-ami spent waiting for the builder to stop, polling with backoff)",
+        their_median.as_secs_f64() / our_median.as_secs_f64(),
+        ms(waited)
+    );
+    println!(
+        "(bake-ami also checks the source image and the reuse, journals to its state file and \
+         polls each wait; the CLI sequence does none of that)"
+    );
+}
+
+/// One timed bake: wall time without the wait for the builder to stop.
+#[derive(Debug, Clone, Copy)]
+struct BakeSample {
+    wall: Duration,
+    waited: Duration,
+    max_rss_kib: u64,
+}
+
+impl Bench<'_> {
+    /// bake-ami, one process; `force` makes it a full bake.
+    fn bake_ami_job(&self, script: &Path, force: bool, round: usize) -> Result<BakeSample> {
+        let state = self.work.join(format!("bake-state-{round}.json"));
+        let _ = std::fs::remove_file(&state);
+        let mut cmd = steps::step("bake-ami", self.env);
+        cmd.args(["--service", "go-auth", "--app-version", "1.4.2"])
+            .args(["--source-name", "bench-base-*", "--owner", "self"])
+            .arg("--user-data")
+            .arg(script)
+            .args([
+                "--success-marker",
+                "Enabling fast FPU save and restore... done.",
+            ])
+            .args(["--copy-to", "eu-west-1", "--output", "json", "--no-hooks"])
+            .arg("--state")
+            .arg(&state);
+        if force {
+            cmd.arg("--force");
+        }
+        let started = Instant::now();
+        let (status, rss) = self.spawn_and_wait(&mut cmd, "bake-ami")?;
+        let wall = started.elapsed();
+        self.check(status, "bake-ami", "bake-ami")?;
+        let report = read_json(&self.work.join("bake-ami.out"))?;
+        ensure!(
+            report["reused"] == !force,
+            "bake-ami reused={} with force={force}",
+            report["reused"]
+        );
+        ensure!(
+            report["amis"]["eu-west-1"].is_string(),
+            "bake-ami made no copy: {report}"
+        );
+        let waited = Duration::from_millis(
+            report["timings"]["waited_for_builder_ms"]
+                .as_u64()
+                .context("bake-ami reported no timings")?,
+        );
+        Ok(BakeSample {
+            wall: wall.saturating_sub(waited),
+            waited,
+            max_rss_kib: rss,
+        })
+    }
+
+    /// The same calls with the aws CLI, one process each; the wait for the
+    /// simulated poweroff is not timed.
+    // The CLI's script reads best as one sequence, as a shell script would.
+    #[allow(clippy::too_many_lines)]
+    fn cli_bake_job(&self, script: &Path, round: usize) -> Result<BakeSample> {
+        let mut timed = Duration::ZERO;
+        let mut rss = 0;
+        let mut step = |what: &str, args: &[&str]| -> Result<Value> {
+            let started = Instant::now();
+            let (status, peak) = self.spawn_and_wait(&mut self.cli(args), "aws")?;
+            timed += started.elapsed();
+            rss = rss.max(peak);
+            self.check(status, "aws", &format!("aws CLI ({what})"))?;
+            read_json_or_null(&self.work.join("aws.out"))
+        };
+        let tags = format!(
+            "{{Key=switchyard:purpose,Value=bake}},{{Key=switchyard:bake-id,Value=cli-{round}}}"
+        );
+        let images = step(
+            "find the base image",
+            &[
+                "ec2",
+                "describe-images",
+                "--owners",
+                "self",
+                "--filters",
+                "Name=name,Values=bench-base-*",
+                "Name=state,Values=available",
+                "--output",
+                "json",
+            ],
+        )?;
+        let base = images["Images"][0]["ImageId"]
+            .as_str()
+            .context("no base image")?
+            .to_owned();
+        let user_data = format!("file://{}", script.display());
+        let launched = step(
+            "run-instances",
+            &[
+                "ec2",
+                "run-instances",
+                "--image-id",
+                &base,
+                "--instance-type",
+                "t3.small",
+                "--count",
+                "1",
+                "--instance-initiated-shutdown-behavior",
+                "stop",
+                "--metadata-options",
+                "HttpTokens=required,HttpEndpoint=enabled",
+                "--user-data",
+                &user_data,
+                "--tag-specifications",
+                &format!("ResourceType=instance,Tags=[{tags}]"),
+                &format!("ResourceType=volume,Tags=[{tags}]"),
+                "--output",
+                "json",
+            ],
+        )?;
+        let builder = launched["Instances"][0]["InstanceId"]
+            .as_str()
+            .context("run-instances answered without an instance")?
+            .to_owned();
+        // The simulated poweroff: not the tool's time.
+        self.cli_ok(
+            "wait instance-stopped",
+            &[
+                "ec2",
+                "wait",
+                "instance-stopped",
+                "--instance-ids",
+                &builder,
+            ],
+        )
+        .or_else(|_| Ok::<Value, anyhow::Error>(Value::Null))?;
+        let console = step(
+            "get-console-output",
+            &[
+                "ec2",
+                "get-console-output",
+                "--instance-id",
+                &builder,
+                "--output",
+                "json",
+            ],
+        )?;
+        ensure!(
+            console["Output"]
+                .as_str()
+                .is_some_and(|o| o.contains("fast FPU save")),
+            "no marker in the console output"
+        );
+        let name = format!("cli-bake-{round}-{}", std::process::id());
+        let created = step(
+            "create-image",
+            &[
+                "ec2",
+                "create-image",
+                "--instance-id",
+                &builder,
+                "--name",
+                &name,
+                "--no-reboot",
+                "--tag-specifications",
+                &format!("ResourceType=image,Tags=[{tags}]"),
+                "--output",
+                "json",
+            ],
+        )?;
+        let image = created["ImageId"]
+            .as_str()
+            .context("no image id")?
+            .to_owned();
+        step(
+            "wait image-available",
+            &["ec2", "wait", "image-available", "--image-ids", &image],
+        )?;
+        let home_snapshot = snapshot_of(&step(
+            "describe-images",
+            &[
+                "ec2",
+                "describe-images",
+                "--image-ids",
+                &image,
+                "--output",
+                "json",
+            ],
+        )?)?;
+        step(
+            "tag the snapshot",
+            &[
+                "ec2",
+                "create-tags",
+                "--resources",
+                &home_snapshot,
+                "--tags",
+                "Key=switchyard:bake-id,Value=cli",
+            ],
+        )?;
+        let copied = step(
+            "copy-image",
+            &[
+                "ec2",
+                "copy-image",
+                "--region",
+                "eu-west-1",
+                "--source-region",
+                "us-east-1",
+                "--source-image-id",
+                &image,
+                "--name",
+                &name,
+                "--output",
+                "json",
+            ],
+        )?;
+        let copy = copied["ImageId"].as_str().context("no copy id")?.to_owned();
+        step(
+            "tag the copy",
+            &[
+                "ec2",
+                "create-tags",
+                "--region",
+                "eu-west-1",
+                "--resources",
+                &copy,
+                "--tags",
+                "Key=switchyard:bake-id,Value=cli",
+            ],
+        )?;
+        step(
+            "wait for the copy",
+            &[
+                "ec2",
+                "wait",
+                "image-available",
+                "--region",
+                "eu-west-1",
+                "--image-ids",
+                &copy,
+            ],
+        )?;
+        let copy_snapshot = snapshot_of(&step(
+            "describe the copy",
+            &[
+                "ec2",
+                "describe-images",
+                "--region",
+                "eu-west-1",
+                "--image-ids",
+                &copy,
+                "--output",
+                "json",
+            ],
+        )?)?;
+        step(
+            "tag the copy's snapshot",
+            &[
+                "ec2",
+                "create-tags",
+                "--region",
+                "eu-west-1",
+                "--resources",
+                &copy_snapshot,
+                "--tags",
+                "Key=switchyard:bake-id,Value=cli",
+            ],
+        )?;
+        step(
+            "mark complete",
+            &[
+                "ec2",
+                "create-tags",
+                "--resources",
+                &image,
+                &home_snapshot,
+                "--tags",
+                "Key=switchyard:bake-status,Value=complete",
+            ],
+        )?;
+        step(
+            "mark the copy complete",
+            &[
+                "ec2",
+                "create-tags",
+                "--region",
+                "eu-west-1",
+                "--resources",
+                &copy,
+                &copy_snapshot,
+                "--tags",
+                "Key=switchyard:bake-status,Value=complete",
+            ],
+        )?;
+        step(
+            "terminate-instances",
+            &[
+                "ec2",
+                "terminate-instances",
+                "--instance-ids",
+                &builder,
+                "--output",
+                "json",
+            ],
+        )?;
+        Ok(BakeSample {
+            wall: timed,
+            waited: Duration::ZERO,
+            max_rss_kib: rss,
+        })
+    }
+}
+
+fn snapshot_of(described: &Value) -> Result<String> {
+    Ok(
+        described["Images"][0]["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+            .as_str()
+            .context("the image has no snapshot")?
+            .to_owned(),
+    )
+}
+
+fn read_json_or_null(path: &Path) -> Result<Value> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(&bytes).with_context(|| format!("{} is not JSON", path.display()))
+}
+
+fn median_of(values: impl Iterator<Item = Duration>) -> Duration {
+    let mut v: Vec<Duration> = values.collect();
+    v.sort();
+    match v.len() {
+        0 => Duration::ZERO,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2,
+    }
+}
+
+/// Stops every running bake builder on a moto server as soon as it appears,
+/// from a thread, with raw EC2 query calls (moto does not check signatures).
+struct BuilderStopper {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BuilderStopper {
+    fn start(endpoint: &str) -> Result<Self> {
+        let addr: std::net::SocketAddr = endpoint
+            .trim_start_matches("http://")
+            .parse()
+            .context("moto's endpoint is not host:port")?;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = done.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                let found = ec2_query(
+                    addr,
+                    "Action=DescribeInstances&Version=2016-11-15\
+                     &Filter.1.Name=tag%3Aswitchyard%3Apurpose&Filter.1.Value.1=bake\
+                     &Filter.2.Name=instance-state-name&Filter.2.Value.1=running",
+                )
+                .unwrap_or_default();
+                for id in found
+                    .split("<instanceId>")
+                    .skip(1)
+                    .filter_map(|rest| rest.split('<').next())
+                {
+                    let _ = ec2_query(
+                        addr,
+                        &format!("Action=StopInstances&Version=2016-11-15&InstanceId.1={id}"),
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Ok(Self {
+            done,
+            thread: Some(thread),
+        })
+    }
+
+    fn stop(mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One EC2 query-protocol call to moto in us-east-1; the answer's body.
+fn ec2_query(addr: std::net::SocketAddr, body: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "POST / HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/ec2/aws4_request, \
+         SignedHeaders=host, Signature=0\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
 }

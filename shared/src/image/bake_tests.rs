@@ -1,0 +1,488 @@
+//! Offline tests of a bake with the SDK mocked: what moto does not emulate
+//! (images that fail, builders that never stop, CreateImage refused while the
+//! instance is still stopping) and the reuse path.
+
+use std::time::Duration;
+
+use aws_sdk_ec2::operation::create_image::CreateImageOutput;
+use aws_sdk_ec2::operation::create_tags::CreateTagsOutput;
+use aws_sdk_ec2::operation::delete_snapshot::DeleteSnapshotOutput;
+use aws_sdk_ec2::operation::deregister_image::DeregisterImageOutput;
+use aws_sdk_ec2::operation::describe_images::{DescribeImagesInput, DescribeImagesOutput};
+use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
+use aws_sdk_ec2::operation::get_console_output::GetConsoleOutputOutput;
+use aws_sdk_ec2::operation::run_instances::RunInstancesOutput;
+use aws_sdk_ec2::operation::terminate_instances::TerminateInstancesOutput;
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, Image, ImageState, Instance, InstanceState,
+    InstanceStateName, Reservation, StateReason, Tag,
+};
+use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::bake::{bake, Clients, Options};
+use super::spec::{BakeSpec, Script, Source, DEFAULT_MARKER};
+use super::{BakeError, STATUS_COMPLETE, TAG_BAKE_ID, TAG_STATUS};
+use crate::aws::config::retry_policy;
+use crate::cli::{Code, ExitStatus};
+use crate::state::StateFile;
+
+const SOURCE: &str = "ami-0aaaaaaaaaaaaaaa0";
+const BAKED: &str = "ami-0bbbbbbbbbbbbbbb0";
+const BUILDER: &str = "i-0123456789abcdef0";
+
+fn spec() -> BakeSpec {
+    BakeSpec {
+        service: "go-auth".into(),
+        version: "1.4.2".into(),
+        source: Source::Ami(SOURCE.into()),
+        script: Script::BuiltIn,
+        pulls: vec!["ghcr.io/acme/go-auth:1.4.2".into()],
+        marker: DEFAULT_MARKER.into(),
+        instance_type: "t3.small".into(),
+        subnet_id: None,
+        security_group_ids: Vec::new(),
+        copy_to: Vec::new(),
+        force: false,
+    }
+}
+
+fn clients(rules: &[&Rule]) -> Clients {
+    Clients {
+        home_region: "us-east-1".into(),
+        home: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, rules, |c| c
+            .retry_config(retry_policy())),
+        copies: std::collections::BTreeMap::new(),
+    }
+}
+
+fn options() -> Options {
+    let mut o = Options::new(Duration::from_secs(3600), false);
+    o.wait_stopped = Duration::from_secs(600);
+    o.wait_console = Duration::from_secs(60);
+    o.wait_image = Duration::from_secs(600);
+    o
+}
+
+fn image(id: &str, state: ImageState) -> Image {
+    Image::builder()
+        .image_id(id)
+        .name(id)
+        .state(state)
+        .creation_date("2026-01-01T00:00:00.000Z")
+        .block_device_mappings(
+            BlockDeviceMapping::builder()
+                .device_name("/dev/xvda")
+                .ebs(EbsBlockDevice::builder().snapshot_id("snap-0123").build())
+                .build(),
+        )
+        .build()
+}
+
+fn images(list: Vec<Image>) -> DescribeImagesOutput {
+    DescribeImagesOutput::builder()
+        .set_images(Some(list))
+        .build()
+}
+
+fn asks_for(req: &DescribeImagesInput, id: &str) -> bool {
+    req.image_ids().iter().any(|i| i == id)
+}
+
+fn source_rule() -> Rule {
+    mock!(aws_sdk_ec2::Client::describe_images)
+        .match_requests(|r| asks_for(r, SOURCE))
+        .then_output(|| images(vec![image(SOURCE, ImageState::Available)]))
+}
+
+/// No complete image with this hash yet.
+fn nothing_to_reuse() -> Rule {
+    mock!(aws_sdk_ec2::Client::describe_images)
+        .match_requests(|r| r.image_ids().is_empty())
+        .then_output(|| images(Vec::new()))
+}
+
+fn builder(state: InstanceStateName) -> DescribeInstancesOutput {
+    DescribeInstancesOutput::builder()
+        .reservations(
+            Reservation::builder()
+                .instances(
+                    Instance::builder()
+                        .instance_id(BUILDER)
+                        .state(InstanceState::builder().name(state).build())
+                        .build(),
+                )
+                .build(),
+        )
+        .build()
+}
+
+fn run_rule() -> Rule {
+    mock!(aws_sdk_ec2::Client::run_instances).then_output(|| {
+        RunInstancesOutput::builder()
+            .instances(Instance::builder().instance_id(BUILDER).build())
+            .build()
+    })
+}
+
+fn stopped_rule() -> Rule {
+    mock!(aws_sdk_ec2::Client::describe_instances)
+        .sequence()
+        .output(|| builder(InstanceStateName::Running))
+        .times(2)
+        .output(|| builder(InstanceStateName::Stopping))
+        .output(|| builder(InstanceStateName::Stopped))
+        .repeatedly()
+        .build()
+}
+
+fn console_rule() -> Rule {
+    mock!(aws_sdk_ec2::Client::get_console_output).then_output(|| {
+        let text = format!("cloud-init: docker pulled\n{DEFAULT_MARKER}\nreboot: Power down\n");
+        GetConsoleOutputOutput::builder()
+            .instance_id(BUILDER)
+            .output(aws_smithy_types::base64::encode(text.as_bytes()))
+            .build()
+    })
+}
+
+fn tags_rule() -> Rule {
+    mock!(aws_sdk_ec2::Client::create_tags).then_output(|| CreateTagsOutput::builder().build())
+}
+
+fn terminate_rule() -> Rule {
+    mock!(aws_sdk_ec2::Client::terminate_instances)
+        .match_requests(|r| r.instance_ids() == [BUILDER])
+        .then_output(|| TerminateInstancesOutput::builder().build())
+}
+
+fn deregister_rule() -> Rule {
+    mock!(aws_sdk_ec2::Client::deregister_image)
+        .match_requests(|r| r.image_id() == Some(BAKED))
+        .then_output(|| DeregisterImageOutput::builder().build())
+}
+
+fn delete_snapshot_rule() -> Rule {
+    mock!(aws_sdk_ec2::Client::delete_snapshot)
+        .then_output(|| DeleteSnapshotOutput::builder().build())
+}
+
+fn create_image_ok() -> Rule {
+    mock!(aws_sdk_ec2::Client::create_image)
+        .match_requests(|r| r.no_reboot() == Some(true) && r.instance_id() == Some(BUILDER))
+        .then_output(|| CreateImageOutput::builder().image_id(BAKED).build())
+}
+
+fn read(path: &std::path::Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_image_that_fails_is_reported_with_its_reason_and_removed() {
+    let baked = mock!(aws_sdk_ec2::Client::describe_images)
+        .match_requests(|r| asks_for(r, BAKED))
+        .sequence()
+        .output(|| images(vec![image(BAKED, ImageState::Pending)]))
+        .times(2)
+        .output(|| {
+            let mut failed = image(BAKED, ImageState::Failed);
+            failed.state_reason = Some(
+                StateReason::builder()
+                    .code("Client.InternalError")
+                    .message("snapshot creation failed: volume is in error state")
+                    .build(),
+            );
+            images(vec![failed])
+        })
+        .repeatedly()
+        .build();
+    let (source, reuse, run, stopped, console) = (
+        source_rule(),
+        nothing_to_reuse(),
+        run_rule(),
+        stopped_rule(),
+        console_rule(),
+    );
+    let (create, tags, terminate, deregister, snapshots) = (
+        create_image_ok(),
+        tags_rule(),
+        terminate_rule(),
+        deregister_rule(),
+        delete_snapshot_rule(),
+    );
+    let clients = clients(&[
+        &source,
+        &reuse,
+        &baked,
+        &run,
+        &stopped,
+        &console,
+        &create,
+        &tags,
+        &terminate,
+        &deregister,
+        &snapshots,
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateFile::new(dir.path().join("state.json"));
+    let err = bake(
+        &clients,
+        &spec(),
+        &options(),
+        &state,
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, BakeError::ImageFailed { .. }), "{err}");
+    assert_eq!(err.exit_code(), Code::Provider);
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "image {BAKED} in us-east-1 ended in state failed: snapshot creation failed: volume is in error state; cleaned up: terminated the builder {BUILDER}; deregistered the half-made image {BAKED} (us-east-1) and its snapshots snap-0123"
+        )),
+        "{text}"
+    );
+    assert_eq!(terminate.num_calls(), 1);
+    assert_eq!(deregister.num_calls(), 1);
+    assert_eq!(snapshots.num_calls(), 1);
+    let doc = read(state.path());
+    let last = doc["journal"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["action"], "bake-failed");
+    assert_eq!(last["outcome"], "failed");
+    assert!(doc.get("image").is_none(), "no image recorded: {doc}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_builder_that_never_stops_ends_at_the_deadline_naming_what_was_awaited() {
+    let running = mock!(aws_sdk_ec2::Client::describe_instances)
+        .then_output(|| builder(InstanceStateName::Running));
+    let (source, reuse, run, create, tags, terminate) = (
+        source_rule(),
+        nothing_to_reuse(),
+        run_rule(),
+        create_image_ok(),
+        tags_rule(),
+        terminate_rule(),
+    );
+    let clients = clients(&[&source, &reuse, &run, &running, &create, &tags, &terminate]);
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateFile::new(dir.path().join("state.json"));
+    let mut opts = options();
+    opts.wait_stopped = Duration::from_secs(120);
+    let began = tokio::time::Instant::now();
+    let err = bake(&clients, &spec(), &opts, &state, &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), Code::Provider);
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "gave up waiting for builder {BUILDER} to power off after 2m00s (deadline \
+             --wait-stopped); cleaned up: terminated the builder {BUILDER}"
+        )
+    );
+    let waited = began.elapsed();
+    assert!(
+        waited >= Duration::from_secs(120) && waited < Duration::from_secs(125),
+        "{waited:?}"
+    );
+    assert!(
+        running.num_calls() >= 5,
+        "polled with backoff: {}",
+        running.num_calls()
+    );
+    assert_eq!(create.num_calls(), 0);
+    assert_eq!(terminate.num_calls(), 1);
+
+    // --timeout caps every wait, and says so.
+    let mut opts = options();
+    opts.timeout = Duration::from_secs(30);
+    let err = bake(&clients, &spec(), &opts, &state, &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("after 30s (deadline --timeout)"),
+        "{err}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn create_image_is_retried_while_the_instance_is_still_stopping() {
+    let refused = r"<Response><Errors><Error><Code>IncorrectInstanceState</Code><Message>The instance 'i-0123456789abcdef0' is not in a state from which it can be imaged.</Message></Error></Errors><RequestID>r-1</RequestID></Response>";
+    let create = mock!(aws_sdk_ec2::Client::create_image)
+        .sequence()
+        .http_status(400, Some(refused.to_owned()))
+        .times(2)
+        .output(|| CreateImageOutput::builder().image_id(BAKED).build())
+        .build();
+    let baked = mock!(aws_sdk_ec2::Client::describe_images)
+        .match_requests(|r| asks_for(r, BAKED))
+        .then_output(|| images(vec![image(BAKED, ImageState::Available)]));
+    let (source, reuse, run, stopped, console, tags, terminate, deregister) = (
+        source_rule(),
+        nothing_to_reuse(),
+        run_rule(),
+        stopped_rule(),
+        console_rule(),
+        tags_rule(),
+        terminate_rule(),
+        deregister_rule(),
+    );
+    let clients = clients(&[
+        &source,
+        &reuse,
+        &baked,
+        &run,
+        &stopped,
+        &console,
+        &create,
+        &tags,
+        &terminate,
+        &deregister,
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateFile::new(dir.path().join("state.json"));
+    let report = bake(
+        &clients,
+        &spec(),
+        &options(),
+        &state,
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(create.num_calls(), 3, "two refusals, then created");
+    assert_eq!(report.amis["us-east-1"], BAKED);
+    assert!(!report.reused);
+    assert_eq!(terminate.num_calls(), 1, "the builder goes on success too");
+    assert_eq!(deregister.num_calls(), 0, "a complete image stays");
+    let doc = read(state.path());
+    assert_eq!(doc["image"]["amis"]["us-east-1"], BAKED);
+    assert_eq!(doc["image"]["input_hash"], report.input_hash);
+    assert_eq!(doc["image"]["source_image"], SOURCE);
+    let actions: Vec<&str> = doc["journal"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["builder-launched", "image-baked"]);
+    assert!(
+        !doc.to_string().contains("docker pull"),
+        "the script is never stored, only its hash"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_image_with_the_same_inputs_is_reused_and_nothing_is_launched() {
+    let spec = spec();
+    let hash = spec.input_hash(SOURCE);
+    let found = {
+        let h = hash.clone();
+        mock!(aws_sdk_ec2::Client::describe_images)
+            .match_requests(move |r| {
+                r.image_ids().is_empty() && r.filters().iter().any(|f| f.values() == [h.clone()])
+            })
+            .then_output(|| {
+                let mut done = image(BAKED, ImageState::Available);
+                done.tags = Some(vec![
+                    Tag::builder().key(TAG_BAKE_ID).value("bake-1").build(),
+                    Tag::builder()
+                        .key(TAG_STATUS)
+                        .value(STATUS_COMPLETE)
+                        .build(),
+                ]);
+                images(vec![done])
+            })
+    };
+    let (source, run) = (source_rule(), run_rule());
+    let clients = clients(&[&source, &found, &run]);
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateFile::new(dir.path().join("state.json"));
+    let report = bake(
+        &clients,
+        &spec,
+        &options(),
+        &state,
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert!(report.reused);
+    assert_eq!(report.amis["us-east-1"], BAKED);
+    assert_eq!(report.bake_id.as_deref(), Some("bake-1"));
+    assert_eq!(run.num_calls(), 0);
+    let doc = read(state.path());
+    assert_eq!(doc["image"]["reused"], true);
+    assert_eq!(doc["journal"][0]["action"], "image-reused");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dry_run_plans_and_changes_nothing() {
+    let (source, reuse, run) = (source_rule(), nothing_to_reuse(), run_rule());
+    let clients = clients(&[&source, &reuse, &run]);
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateFile::new(dir.path().join("state.json"));
+    let mut opts = options();
+    opts.dry_run = true;
+    let mut spec = spec();
+    spec.copy_to = vec!["eu-west-1".into()];
+    let report = bake(&clients, &spec, &opts, &state, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(report.dry_run);
+    assert_eq!(run.num_calls(), 0);
+    assert!(!state.path().exists());
+    assert_eq!(report.plan.len(), 7, "{:#?}", report.plan);
+    assert!(report.plan[0].starts_with(&format!(
+        "launch a t3.small builder in us-east-1 from {SOURCE}"
+    )));
+    assert_eq!(
+        report.plan[3],
+        "copy it to eu-west-1, tag the copy, wait until available"
+    );
+    assert_eq!(report.plan[5], "terminate the builder");
+}
+
+#[tokio::test]
+async fn the_newest_source_image_is_picked_and_a_tie_is_an_error() {
+    use super::bake::resolve_source;
+    let dated = |id: &str, date: &str| {
+        let mut i = image(id, ImageState::Available);
+        i.creation_date = Some(date.into());
+        i
+    };
+    let newest = mock!(aws_sdk_ec2::Client::describe_images).then_output(move || {
+        images(vec![
+            dated("ami-0000000000000001a", "2026-01-01T00:00:00.000Z"),
+            dated("ami-0000000000000002a", "2026-02-01T00:00:00.000Z"),
+        ])
+    });
+    let filter = Source::Filter {
+        name: "base-*".into(),
+        owners: vec!["self".into()],
+    };
+    let client = clients(&[&newest]).home;
+    let found = resolve_source(&client, "us-east-1", &filter).await.unwrap();
+    assert_eq!(found.id, "ami-0000000000000002a");
+
+    let tie = mock!(aws_sdk_ec2::Client::describe_images).then_output(move || {
+        images(vec![
+            dated("ami-0000000000000001a", "2026-02-01T00:00:00.000Z"),
+            dated("ami-0000000000000002a", "2026-02-01T00:00:00.000Z"),
+        ])
+    });
+    let client = clients(&[&tie]).home;
+    let err = resolve_source(&client, "us-east-1", &filter)
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), Code::Usage);
+    assert_eq!(
+        err.to_string(),
+        "--source-name \"base-*\" matches 2 images created at the same newest time \
+         2026-02-01T00:00:00.000Z (ami-0000000000000001a, ami-0000000000000002a); narrow the \
+         pattern or give --source-ami"
+    );
+}

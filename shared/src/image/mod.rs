@@ -1,0 +1,150 @@
+//! Machine images baked from a base image and a provisioning script (the
+//! `bake-ami` step).
+//!
+//! - [`spec`] checks the inputs (source image, script, pulls, regions) and
+//!   computes the input hash that decides whether a bake can be reused.
+//! - [`bake`] resolves the source image, reuses an image with the same input
+//!   hash or launches a builder, waits for it to power off, checks its console
+//!   for the success marker, creates the image, copies it to other regions,
+//!   and removes every temporary resource on success, failure, deadline or signal.
+//! - [`sweep`] removes what a killed run (SIGKILL, a CI time-out) left behind.
+//! - [`manifest`] writes a Packer-compatible manifest of the result.
+//!
+//! # Tags
+//!
+//! Everything a bake makes carries `switchyard:bake-id` (one id per run).
+//! The builder instance and its volumes also carry `switchyard:purpose=bake`.
+//! Images and their snapshots carry `switchyard:service`, `switchyard:version`,
+//! `switchyard:source-image`, `switchyard:input-hash` and
+//! `switchyard:bake-status`: `in-progress` from the moment they exist, and
+//! `complete` once every region's copy is available. Reuse looks only at
+//! `complete` images; the sweep removes only builders and `in-progress`
+//! images and snapshots, so a finished image is never swept.
+
+pub mod bake;
+pub mod manifest;
+pub mod spec;
+pub mod sweep;
+
+#[cfg(test)]
+mod bake_tests;
+
+use crate::aws::ProviderError;
+use crate::cli::{Code, ExitStatus};
+use crate::state::StateError;
+
+/// The step's name, as the journal and the GitHub summary show it.
+pub const STEP: &str = "bake-ami";
+
+/// The tag every resource of one bake carries: the bake id.
+pub const TAG_BAKE_ID: &str = "switchyard:bake-id";
+/// `bake` on the builder instance and its volumes.
+pub const TAG_PURPOSE: &str = "switchyard:purpose";
+/// `in-progress` or `complete`, on images and snapshots.
+pub const TAG_STATUS: &str = "switchyard:bake-status";
+/// The input hash, on images and snapshots.
+pub const TAG_INPUT_HASH: &str = "switchyard:input-hash";
+/// The service, on everything.
+pub const TAG_SERVICE: &str = "switchyard:service";
+/// The version, on everything.
+pub const TAG_VERSION: &str = "switchyard:version";
+/// The source image id, on images and snapshots.
+pub const TAG_SOURCE: &str = "switchyard:source-image";
+
+/// The value of [`TAG_PURPOSE`] on builders.
+pub const PURPOSE_BAKE: &str = "bake";
+/// The value of [`TAG_STATUS`] until the bake is done.
+pub const STATUS_IN_PROGRESS: &str = "in-progress";
+/// The value of [`TAG_STATUS`] once every copy is available.
+pub const STATUS_COMPLETE: &str = "complete";
+
+/// Errors of `bake-ami`, each with its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum BakeError {
+    /// Bad input; nothing was changed (exit 2).
+    #[error("{0}")]
+    Input(String),
+    /// The source image could not be found, or not told apart (exit 2).
+    #[error("{0}")]
+    Source(String),
+    /// An AWS call failed after the SDK's retries (exit 3).
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    /// The state file could not be read (exit 2) or written (exit 3).
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A wait ran past its deadline (exit 3).
+    #[error("gave up waiting for {what} after {after} (deadline {flag}); {cleanup}")]
+    Deadline {
+        what: String,
+        after: String,
+        flag: &'static str,
+        cleanup: String,
+    },
+    /// An image ended in state `failed` (or another dead end) (exit 3).
+    #[error("image {image} in {region} ended in state {state}: {reason}; {cleanup}")]
+    ImageFailed {
+        image: String,
+        region: String,
+        state: String,
+        reason: String,
+        cleanup: String,
+    },
+    /// The builder went away or could not be launched as asked (exit 3).
+    #[error("builder {instance} {what}; {cleanup}")]
+    Builder {
+        instance: String,
+        what: String,
+        cleanup: String,
+    },
+    /// The builder stopped without printing the success marker (exit 1).
+    #[error(
+        "builder {instance} stopped, but its console output does not show the success marker \
+         {marker:?}: the provisioning script failed or did not finish; {cleanup}. \
+         The end of its console output:\n{tail}"
+    )]
+    NoMarker {
+        instance: String,
+        marker: String,
+        tail: String,
+        cleanup: String,
+    },
+    /// The manifest could not be written (exit 3).
+    #[error("cannot write the manifest {path}: {error}")]
+    Manifest { path: String, error: String },
+    /// Stopped by SIGINT or SIGTERM (exit 130).
+    #[error("interrupted while {doing}; {cleanup}")]
+    Interrupted { doing: String, cleanup: String },
+}
+
+impl ExitStatus for BakeError {
+    fn exit_code(&self) -> Code {
+        match self {
+            Self::Input(_) | Self::Source(_) => Code::Usage,
+            Self::State(e) => e.exit_code(),
+            Self::Provider(_)
+            | Self::Deadline { .. }
+            | Self::ImageFailed { .. }
+            | Self::Builder { .. }
+            | Self::Manifest { .. } => Code::Provider,
+            Self::NoMarker { .. } => Code::CheckFailed,
+            Self::Interrupted { .. } => Code::Interrupted,
+        }
+    }
+}
+
+impl BakeError {
+    /// Sets the sentence about what the cleanup did, on errors that carry one.
+    #[must_use]
+    pub fn with_cleanup(mut self, text: String) -> Self {
+        match &mut self {
+            Self::Deadline { cleanup, .. }
+            | Self::ImageFailed { cleanup, .. }
+            | Self::Builder { cleanup, .. }
+            | Self::NoMarker { cleanup, .. }
+            | Self::Interrupted { cleanup, .. } => *cleanup = text,
+            _ => {}
+        }
+        self
+    }
+}

@@ -1,0 +1,639 @@
+//! bake-ami against moto's server, cross-checked with the aws CLI.
+//!
+//! moto's instances run at once and never stop by themselves: a test stops
+//! the builder (found by its `switchyard:purpose=bake` tag) as the
+//! provisioning script's poweroff would. moto's console output is a fixed
+//! text (a Xen kernel boot log), so the bakes that succeed set the success
+//! marker to a line of it; the default marker is absent from it, which is how
+//! a failed provisioning looks.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use switchyard_tests::steps::{run, step, StepOutput};
+use switchyard_tests::Moto;
+
+use crate::aws_cli::aws;
+
+/// A line of moto's fixed console output.
+const MOTO_CONSOLE_LINE: &str = "Enabling fast FPU save and restore... done.";
+
+/// Images a bake made (the base images are this account's too).
+const BAKED_ONLY: &str = "Name=tag-key,Values=switchyard:bake-id";
+
+struct Fixture {
+    moto: Moto,
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self {
+            moto: Moto::start().unwrap(),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn doc(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.path("state.json")).unwrap()).unwrap()
+    }
+
+    /// Registers a base image named `name` and returns its id.
+    fn base_image(&self, name: &str) -> String {
+        let out = aws(
+            &self.moto,
+            &[
+                "ec2",
+                "register-image",
+                "--name",
+                name,
+                "--root-device-name",
+                "/dev/xvda",
+                "--block-device-mappings",
+                r#"[{"DeviceName":"/dev/xvda","Ebs":{"VolumeSize":8}}]"#,
+            ],
+        );
+        out["ImageId"].as_str().unwrap().to_owned()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = step("bake-ami", &self.moto.env());
+        cmd.arg("--state")
+            .arg(self.path("state.json"))
+            .args(["--hooks-dir"])
+            .arg(self.path("no-hooks"))
+            .args(args);
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> StepOutput {
+        run(&mut self.command(args))
+    }
+
+    /// Runs a bake while a helper thread stops its builder, as the script's poweroff would.
+    fn bake_with_poweroff(&self, args: &[&str]) -> (StepOutput, String) {
+        let stopper = Stopper::start(&self.moto);
+        let out = self.run(args);
+        let builder = stopper.finish();
+        (out, builder.unwrap_or_default())
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn instances(&self, filters: &[&str]) -> Vec<Value> {
+        let mut args = vec!["ec2", "describe-instances"];
+        if !filters.is_empty() {
+            args.push("--filters");
+            args.extend_from_slice(filters);
+        }
+        aws(&self.moto, &args)["Reservations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["Instances"].as_array().unwrap().clone())
+            .collect()
+    }
+
+    fn instance_state(&self, id: &str) -> String {
+        let out = aws(
+            &self.moto,
+            &["ec2", "describe-instances", "--instance-ids", id],
+        );
+        out["Reservations"][0]["Instances"][0]["State"]["Name"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn images(&self, region: &str, filters: &[&str]) -> Vec<Value> {
+        let mut args = vec![
+            "ec2",
+            "describe-images",
+            "--owners",
+            "self",
+            "--region",
+            region,
+        ];
+        if !filters.is_empty() {
+            args.push("--filters");
+            args.extend_from_slice(filters);
+        }
+        aws(&self.moto, &args)["Images"].as_array().unwrap().clone()
+    }
+
+    fn image(&self, region: &str, id: &str) -> Value {
+        let out = aws(
+            &self.moto,
+            &[
+                "ec2",
+                "describe-images",
+                "--region",
+                region,
+                "--image-ids",
+                id,
+            ],
+        );
+        out["Images"][0].clone()
+    }
+
+    fn snapshot_tags(&self, region: &str, id: &str) -> BTreeMap<String, String> {
+        let out = aws(
+            &self.moto,
+            &[
+                "ec2",
+                "describe-snapshots",
+                "--region",
+                region,
+                "--snapshot-ids",
+                id,
+            ],
+        );
+        tags(&out["Snapshots"][0])
+    }
+}
+
+/// Stops the first bake builder it sees running, from a thread.
+struct Stopper {
+    done: Arc<AtomicBool>,
+    thread: JoinHandle<Option<String>>,
+}
+
+impl Stopper {
+    fn start(moto: &Moto) -> Self {
+        let env = moto.env();
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        let thread = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !flag.load(Ordering::SeqCst) && Instant::now() < deadline {
+                if let Some(id) = running_builder(&env) {
+                    cli(&env, &["ec2", "stop-instances", "--instance-ids", &id]);
+                    return Some(id);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            None
+        });
+        Self { done, thread }
+    }
+
+    fn finish(self) -> Option<String> {
+        self.done.store(true, Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
+}
+
+fn cli(env: &[(String, String)], args: &[&str]) -> Value {
+    let out = Command::new("aws")
+        .args(args)
+        .args(["--output", "json"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::var_os("HOME").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "aws {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// The id of a running instance tagged as a bake builder.
+fn running_builder(env: &[(String, String)]) -> Option<String> {
+    let out = cli(
+        env,
+        &[
+            "ec2",
+            "describe-instances",
+            "--filters",
+            "Name=tag:switchyard:purpose,Values=bake",
+            "Name=instance-state-name,Values=running",
+            "--query",
+            "Reservations[].Instances[].InstanceId",
+        ],
+    );
+    out.as_array()?.first()?.as_str().map(str::to_owned)
+}
+
+fn wait_for_builder(fx: &Fixture) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(id) = running_builder(&fx.moto.env()) {
+            return id;
+        }
+        assert!(Instant::now() < deadline, "no builder was launched");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn tags(resource: &Value) -> BTreeMap<String, String> {
+    resource["Tags"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .map(|t| {
+                    (
+                        t["Key"].as_str().unwrap().to_owned(),
+                        t["Value"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn json(out: &StepOutput) -> Value {
+    assert_eq!(
+        out.code, 0,
+        "stdout: {}\nstderr: {}",
+        out.stdout, out.stderr
+    );
+    serde_json::from_str(out.stdout.trim()).unwrap()
+}
+
+fn bake_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--service",
+        "go-auth",
+        "--source-name",
+        "switchyard-base-*",
+        "--owner",
+        "self",
+        "--pull",
+        "ghcr.io/acme/go-auth:1.4.2",
+        "--success-marker",
+        MOTO_CONSOLE_LINE,
+        "--output",
+        "json",
+        "--timeout",
+        "2m",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn a_bake_from_a_filtered_base_image_lands_in_two_regions_then_is_reused_and_force_rebuilds() {
+    let fx = Fixture::new();
+    let base = fx.base_image("switchyard-base-2026.01");
+    fx.base_image("another-base-2026.01");
+    let manifest = fx.path("manifest.json");
+    let manifest_arg = manifest.to_str().unwrap();
+
+    // A dry run resolves and plans, and launches nothing.
+    let out = fx.run(&bake_args(&[
+        "--app-version",
+        "1.4.2",
+        "--copy-to",
+        "eu-west-1",
+        "--dry-run",
+    ]));
+    let plan = json(&out);
+    assert_eq!(plan["dry_run"], true);
+    assert!(
+        plan["plan"][0]
+            .as_str()
+            .unwrap()
+            .contains(&format!("from {base} (switchyard-base-2026.01)")),
+        "{plan}"
+    );
+    assert_eq!(plan["plan"].as_array().unwrap().len(), 7, "{plan}");
+    assert!(fx.instances(&[]).is_empty(), "a dry run launches nothing");
+
+    let (out, builder) = fx.bake_with_poweroff(&bake_args(&[
+        "--app-version",
+        "1.4.2",
+        "--copy-to",
+        "eu-west-1",
+        "--manifest",
+        manifest_arg,
+    ]));
+    let report = json(&out);
+    assert_eq!(report["reused"], false);
+    assert_eq!(report["source_image"], base.as_str());
+    assert_eq!(report["builder"], builder.as_str());
+    let bake_id = report["bake_id"].as_str().unwrap().to_owned();
+    let hash = report["input_hash"].as_str().unwrap().to_owned();
+    let home = report["amis"]["us-east-1"].as_str().unwrap().to_owned();
+    let copy = report["amis"]["eu-west-1"].as_str().unwrap().to_owned();
+    assert!(
+        out.stderr.contains("waiting") || out.stderr.contains("stopped after"),
+        "{}",
+        out.stderr
+    );
+
+    // Available, tagged, with tagged snapshots, in both regions.
+    for (region, id) in [("us-east-1", &home), ("eu-west-1", &copy)] {
+        let image = fx.image(region, id);
+        assert_eq!(image["State"], "available", "{region}");
+        let t = tags(&image);
+        assert_eq!(t["switchyard:service"], "go-auth");
+        assert_eq!(t["switchyard:version"], "1.4.2");
+        assert_eq!(t["switchyard:source-image"], base);
+        assert_eq!(t["switchyard:input-hash"], hash);
+        assert_eq!(t["switchyard:bake-id"], bake_id);
+        assert_eq!(t["switchyard:bake-status"], "complete");
+        let snapshot = image["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+            .as_str()
+            .unwrap();
+        let st = fx.snapshot_tags(region, snapshot);
+        assert_eq!(st["switchyard:bake-id"], bake_id, "{region} snapshot");
+        assert_eq!(st["switchyard:bake-status"], "complete");
+    }
+    // The builder: launched as asked, and terminated.
+    let launched = &fx
+        .instances(&[])
+        .into_iter()
+        .find(|i| i["InstanceId"] == builder.as_str())
+        .unwrap();
+    assert_eq!(launched["State"]["Name"], "terminated");
+    assert_eq!(launched["MetadataOptions"]["HttpTokens"], "required");
+    let bt = tags(launched);
+    assert_eq!(bt["switchyard:purpose"], "bake");
+    assert_eq!(bt["switchyard:bake-id"], bake_id);
+    // The state and the manifest.
+    let doc = fx.doc();
+    assert_eq!(doc["image"]["amis"]["us-east-1"], home.as_str());
+    assert_eq!(doc["image"]["amis"]["eu-west-1"], copy.as_str());
+    assert_eq!(doc["image"]["input_hash"], hash.as_str());
+    assert_eq!(doc["image"]["bake_id"], bake_id.as_str());
+    assert_eq!(doc["image"]["source_image"], base.as_str());
+    let journal: Vec<&str> = doc["journal"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(journal, ["builder-launched", "image-baked"]);
+    let m: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    assert_eq!(
+        m["builds"][0]["artifact_id"],
+        format!("us-east-1:{home},eu-west-1:{copy}")
+    );
+    assert_eq!(m["builds"][0]["builder_type"], "amazon-ebs");
+    assert_eq!(m["last_run_uuid"], m["builds"][0]["packer_run_uuid"]);
+
+    // Same inputs, a new version: reused, nothing launched.
+    let before = fx.instances(&[]).len();
+    let out = fx.run(&bake_args(&[
+        "--app-version",
+        "1.4.3",
+        "--copy-to",
+        "eu-west-1",
+    ]));
+    let report = json(&out);
+    assert_eq!(report["reused"], true);
+    assert_eq!(report["amis"]["us-east-1"], home.as_str());
+    assert_eq!(report["amis"]["eu-west-1"], copy.as_str());
+    assert_eq!(fx.instances(&[]).len(), before, "no RunInstances call");
+    assert_eq!(fx.doc()["image"]["reused"], true);
+
+    // --force rebuilds: a new builder, new images.
+    let (out, second_builder) = fx.bake_with_poweroff(&bake_args(&[
+        "--app-version",
+        "1.4.3",
+        "--copy-to",
+        "eu-west-1",
+        "--force",
+    ]));
+    let report = json(&out);
+    assert_eq!(report["reused"], false);
+    assert_ne!(second_builder, builder);
+    assert_ne!(report["amis"]["us-east-1"], home.as_str());
+    assert_ne!(report["amis"]["eu-west-1"], copy.as_str());
+    assert_eq!(
+        report["input_hash"],
+        hash.as_str(),
+        "same inputs, same hash"
+    );
+    assert_eq!(fx.instances(&[]).len(), before + 1);
+
+    // A sweep never touches complete images.
+    let out = fx.run(&[
+        "sweep",
+        "--older-than",
+        "0s",
+        "--regions",
+        "us-east-1,eu-west-1",
+        "--output",
+        "json",
+    ]);
+    let swept = json(&out);
+    assert_eq!(swept["leftovers"], serde_json::json!([]));
+    assert_eq!(
+        fx.images(
+            "us-east-1",
+            &["Name=tag:switchyard:bake-status,Values=complete"]
+        )
+        .len(),
+        2
+    );
+    assert_eq!(
+        fx.images(
+            "eu-west-1",
+            &["Name=tag:switchyard:bake-status,Values=complete"]
+        )
+        .len(),
+        2
+    );
+}
+
+#[test]
+fn a_provisioning_without_the_success_marker_fails_and_leaves_nothing() {
+    let fx = Fixture::new();
+    fx.base_image("switchyard-base-2026.01");
+    let mut args = bake_args(&["--app-version", "1.4.2", "--wait-console", "2s"]);
+    // The default marker, which moto's console output does not hold.
+    let at = args.iter().position(|a| *a == "--success-marker").unwrap();
+    args.drain(at..at + 2);
+    let (out, builder) = fx.bake_with_poweroff(&args);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "builder {builder} stopped, but its console output does not show the success marker \
+             \"switchyard-bake: provisioning complete\""
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(MOTO_CONSOLE_LINE),
+        "the console tail is shown"
+    );
+    assert!(out
+        .stderr
+        .contains(&format!("terminated the builder {builder}")));
+    assert_eq!(fx.instance_state(&builder), "terminated");
+    assert!(
+        fx.images("us-east-1", &[BAKED_ONLY]).is_empty(),
+        "no image was made"
+    );
+
+    // Ambiguous or missing sources are bad input, before any launch.
+    let out = fx.run(&[
+        "--service",
+        "go-auth",
+        "--app-version",
+        "1",
+        "--source-name",
+        "nothing-*",
+        "--owner",
+        "self",
+    ]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("no available image of that name owned by self in us-east-1"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(fx.instances(&[]).len(), 1, "only the first builder");
+}
+
+#[test]
+fn sigterm_mid_bake_cleans_up_and_after_a_sigkill_sweep_removes_the_leftovers() {
+    let fx = Fixture::new();
+    fx.base_image("switchyard-base-2026.01");
+
+    // SIGTERM while waiting for the builder to power off.
+    let child = fx.spawn(&bake_args(&["--app-version", "1.4.2"]));
+    let builder = wait_for_builder(&fx);
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains(&format!("interrupted while waiting for builder {builder} to power off; cleaned up: terminated the builder {builder}")), "{stderr}");
+    assert_eq!(fx.instance_state(&builder), "terminated");
+    assert!(
+        fx.images("us-east-1", &[BAKED_ONLY]).is_empty(),
+        "no half-made image"
+    );
+    let doc = fx.doc();
+    let last = doc["journal"].as_array().unwrap().last().unwrap();
+    assert_eq!(last["outcome"], "interrupted");
+
+    // SIGKILL: nothing can clean up; the builder stays.
+    let mut child = fx.spawn(&bake_args(&["--app-version", "1.4.2"]));
+    let killed_builder = wait_for_builder(&fx);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(fx.instance_state(&killed_builder), "running");
+    let bake_id = tags(&fx.instances(&[&format!("Name=instance-id,Values={killed_builder}")])[0])
+        ["switchyard:bake-id"]
+        .clone();
+    let volumes = aws(
+        &fx.moto,
+        &[
+            "ec2",
+            "describe-volumes",
+            "--filters",
+            &format!("Name=tag:switchyard:bake-id,Values={bake_id}"),
+        ],
+    );
+    assert_eq!(
+        volumes["Volumes"].as_array().unwrap().len(),
+        1,
+        "the builder's volume carries the bake id"
+    );
+    // What a kill after CreateImage leaves too: an image tagged in progress.
+    let half = aws(
+        &fx.moto,
+        &[
+            "ec2",
+            "create-image",
+            "--instance-id",
+            &killed_builder,
+            "--name",
+            "go-auth-half-made",
+            "--no-reboot",
+            "--tag-specifications",
+            &format!("ResourceType=image,Tags=[{{Key=switchyard:bake-id,Value={bake_id}}},{{Key=switchyard:bake-status,Value=in-progress}}]"),
+        ],
+    )["ImageId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let snapshot = fx.image("us-east-1", &half)["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Younger than the threshold: left alone.
+    let out = fx.run(&["sweep", "--older-than", "2h", "--output", "json"]);
+    assert_eq!(json(&out)["leftovers"], serde_json::json!([]));
+    // A dry run lists, and removes nothing.
+    let out = fx.run(&["sweep", "--older-than", "0s", "--dry-run"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .starts_with("would remove 2 bake leftover(s) older than 0ms (dry run):"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(&format!(
+            "instance {killed_builder} in us-east-1 (bake {bake_id}"
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("image {half} in us-east-1 (bake {bake_id}")),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(fx.instance_state(&killed_builder), "running");
+
+    let out = fx.run(&["sweep", "--older-than", "0s", "--output", "json"]);
+    let report = json(&out);
+    assert_eq!(report["leftovers"].as_array().unwrap().len(), 2, "{report}");
+    assert_eq!(fx.instance_state(&killed_builder), "terminated");
+    assert!(
+        fx.images("us-east-1", &[BAKED_ONLY]).is_empty(),
+        "the half-made image is gone"
+    );
+    let snapshots = aws(
+        &fx.moto,
+        &["ec2", "describe-snapshots", "--owner-ids", "self"],
+    );
+    assert!(
+        !snapshots["Snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["SnapshotId"] == snapshot.as_str()),
+        "its snapshot is gone"
+    );
+    let last = fx.doc()["journal"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["action"], "sweep");
+    assert_eq!(last["changes"].as_array().unwrap().len(), 2);
+}
