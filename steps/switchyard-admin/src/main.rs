@@ -1,14 +1,17 @@
 //! `switchyard`: what a pipeline needs around the steps rather than inside
 //! them: the deployment lock (status, release), the release history read from
-//! the state's journal, and a check of a state file against the published schema.
+//! the state's journal, a check of a state file against the published schema,
+//! and regional record groups declared in a routes spec (`route apply`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
+use switchyard::aws::wait::Backoff;
 use switchyard::aws::{self, AwsSettings};
-use switchyard::cli::{exit, logging, Code, CommonArgs, Failure, OutputFormat};
+use switchyard::cli::{exit, logging, output, Code, CommonArgs, Failure, OutputFormat};
 use switchyard::state::{history, validate, JournalEntry, Outcome, StateFile};
+use switchyard::traffic::regional;
 use switchyard::traffic::route53::Route53Router;
 use switchyard::traffic::{Lease, Router};
 
@@ -33,6 +36,37 @@ enum Command {
     /// State file checks
     #[command(subcommand)]
     State(StateCommand),
+    /// Regional record groups (weighted, latency, geolocation) declared in a routes spec
+    #[command(subcommand)]
+    Route(RouteCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RouteCommand {
+    /// Make the groups of a routes spec so at Route53: health checks found or created, then one
+    /// all-or-nothing change batch per hosted zone, waited INSYNC and read back. Applying the same
+    /// spec again changes nothing. A simple record of a group's name and type is converted (DELETE +
+    /// CREATE in the one batch).
+    Apply(RouteSpecArgs),
+    /// Print every change `apply` would make, in order, and change nothing (same as apply --dry-run)
+    Plan(RouteSpecArgs),
+    /// Check a routes spec without calling AWS (exit 0 valid, 2 not)
+    Check {
+        /// The routes spec (JSON; schema/routes-v1.schema.json)
+        #[arg(long, env = "SWITCHYARD_ROUTES_SPEC", value_name = "FILE")]
+        spec: PathBuf,
+    },
+}
+
+#[derive(Debug, ClapArgs)]
+struct RouteSpecArgs {
+    /// The routes spec (JSON; schema/routes-v1.schema.json, example docs/examples/routes.json)
+    #[arg(long, env = "SWITCHYARD_ROUTES_SPEC", value_name = "FILE")]
+    spec: PathBuf,
+    /// Delete records of a group that the spec does not name; without it, such records stop the
+    /// apply before any change (exit 2)
+    #[arg(long, env = "SWITCHYARD_PRUNE", value_parser = clap::builder::BoolishValueParser::new())]
+    prune: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +156,47 @@ fn run(args: &Args) -> Result<(), Failure> {
                     std::io::Error::other(format!("{} is not a valid state file", v.path)),
                 ))
             }
+        }
+        Command::Route(RouteCommand::Check { spec }) => {
+            let routes = regional::load(spec)?;
+            println!(
+                "{}: valid routes spec, {} group(s): {}",
+                spec.display(),
+                routes.groups.len(),
+                routes
+                    .groups
+                    .iter()
+                    .map(|g| format!("{} {}", g.route(), g.policy.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            Ok(())
+        }
+        Command::Route(RouteCommand::Apply(route) | RouteCommand::Plan(route)) => {
+            let plan_only = matches!(args.command, Command::Route(RouteCommand::Plan(_)));
+            let routes = regional::load(&route.spec)?;
+            let options = regional::Options {
+                dry_run: plan_only || args.common.dry_run,
+                prune: route.prune,
+                timeout: args.common.timeout,
+                backoff: Backoff::ROUTE53_CHANGE,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Failure::new(Code::Provider, e))?;
+            runtime.block_on(async {
+                let cancel = switchyard::cli::signal::cancel_on_signals();
+                let config = aws::load(&AwsSettings {
+                    region: args.common.region.clone(),
+                    profile: args.common.profile.clone(),
+                })
+                .await;
+                let client = aws_sdk_route53::Client::new(&config);
+                let report = regional::apply(&client, &routes, &state, &options, &cancel).await?;
+                output::emit(args.common.output, &report);
+                Ok(())
+            })
         }
         Command::Lock(cmd) => {
             let route = match cmd {

@@ -1,0 +1,1555 @@
+//! Regional routing: record groups declared in a routes spec (JSON) and made
+//! so at Route53. A group is one name and type answered by several members
+//! (regions, clouds), all with one routing policy — weighted, latency or
+//! geolocation — each with its own health check so that Route53 stops
+//! answering with a failed member by itself.
+//!
+//! `apply` reads what each group holds, computes the difference and submits
+//! one all-or-nothing change batch per hosted zone; the same spec applied
+//! again submits nothing. A simple record (no set identifier) of the same name
+//! and type is replaced by DELETE (exactly as it is) + CREATE in that batch.
+//! Records of a group that the spec does not name are deleted only with
+//! `prune`. Health checks are found or created by the same CallerReference
+//! `verify-health route53 ensure` uses.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use aws_sdk_route53::types::{
+    AliasTarget, ChangeAction, GeoLocation, ResourceRecord, ResourceRecordSet,
+    ResourceRecordSetRegion, RrType,
+};
+use aws_sdk_route53::Client;
+use chrono::Utc;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::route53::Route53Router;
+use super::{Lease, Router, TrafficError};
+use crate::aws::route53::{self as api, InsyncError};
+use crate::aws::wait::Backoff;
+use crate::aws::ProviderError;
+use crate::cli::{Code, ExitStatus, StepReport};
+use crate::health::route53::{self as checks, CheckKind, CheckSpec};
+use crate::state::{Change, JournalEntry, Outcome, RouteState, StateError, StateFile, Weights};
+
+/// Continent codes Route53 geolocation records accept.
+pub const CONTINENTS: [&str; 7] = ["AF", "AN", "AS", "EU", "OC", "NA", "SA"];
+
+/// Countries whose subdivisions Route53 geolocation records accept.
+const SUBDIVISION_COUNTRIES: [&str; 2] = ["US", "UA"];
+
+/// A routes spec as written in the file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "switchyard routes spec")]
+pub struct RoutesSpec {
+    /// The JSON Schema of this file, for editors (ignored by switchyard).
+    #[serde(default, rename = "$schema", skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// Record groups, each one name and type with one routing policy.
+    pub groups: Vec<GroupSpec>,
+}
+
+/// One record group: a name and type in a hosted zone, answered by its members.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSpec {
+    /// Hosted zone id (`Z...` or `/hostedzone/Z...`).
+    pub zone_id: String,
+    /// Record name, e.g. `api.example.com`.
+    pub name: String,
+    /// Record type: `A`, `AAAA` or `CNAME`.
+    #[serde(rename = "type", default = "default_type")]
+    pub record_type: String,
+    /// TTL in seconds of the members with plain values (one TTL for the whole
+    /// group, as Route53 requires); alias members have none. Default 60.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<i64>,
+    /// The members; every one uses the same routing policy.
+    pub members: Vec<MemberSpec>,
+}
+
+fn default_type() -> String {
+    "A".to_owned()
+}
+
+/// One member of a group. Its routing policy is given by exactly one of
+/// `weight`, `region` or `geo`; its target by exactly one of `alias` or `values`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemberSpec {
+    /// The SetIdentifier, unique in the group, e.g. `us-east`.
+    pub set_identifier: String,
+    /// Weighted routing: weight 0-255 (share = weight / sum of the group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i64>,
+    /// Latency routing: the AWS region of the member, e.g. `eu-west-1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Geolocation routing: where the member's clients are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geo: Option<GeoSpec>,
+    /// An alias to a load balancer (or another record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<AliasSpec>,
+    /// Plain values: addresses for A/AAAA, one name for CNAME.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<String>>,
+    /// The member's Route53 health check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckSpec>,
+}
+
+/// An alias target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AliasSpec {
+    /// DNS name of the target, e.g. `my-lb-1234.us-east-1.elb.amazonaws.com`.
+    pub dns_name: String,
+    /// Hosted zone id of the target (the load balancer's canonical zone).
+    pub hosted_zone_id: String,
+    /// Whether Route53 also checks the target's health (default true).
+    #[serde(default = "yes")]
+    pub evaluate_target_health: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A geolocation: a continent, or a country (optionally a subdivision of
+/// it), or the default record (country `*`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GeoSpec {
+    /// Continent code: AF, AN, AS, EU, OC, NA, SA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continent: Option<String>,
+    /// Two-letter country code (ISO 3166-1), or `*` for the default record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    /// Subdivision code (US states, Ukrainian regions); needs `country`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subdivision: Option<String>,
+}
+
+/// A member's health check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSpec {
+    /// `http`, `https`, `http-str-match`, `https-str-match` or `tcp`.
+    #[serde(rename = "type")]
+    pub kind: CheckKind,
+    /// Host checked: an IP address or a domain name.
+    pub host: String,
+    /// Port (default 80, or 443 for the https kinds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+    /// Path requested (http kinds; default `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Seconds between checks by each checker: 10 or 30 (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<i64>,
+    /// Consecutive failures before the member counts as unhealthy: 1-10 (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<i64>,
+    /// String the body must contain (string-match kinds only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search_string: Option<String>,
+}
+
+/// The JSON Schema of a routes spec, as published in `schema/routes-v1.schema.json`.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(RoutesSpec);
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// A group's routing policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// By weight.
+    Weighted,
+    /// By the lowest latency from the client's resolver to the member's region.
+    Latency,
+    /// By where the client's resolver is.
+    Geolocation,
+}
+
+impl Policy {
+    /// Its name in messages and in the state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Weighted => "weighted",
+            Self::Latency => "latency",
+            Self::Geolocation => "geolocation",
+        }
+    }
+}
+
+/// How a checked member is routed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Routing {
+    /// Weighted, 0-255.
+    Weight(i64),
+    /// Latency, an AWS region.
+    Region(String),
+    /// Geolocation.
+    Geo(GeoSpec),
+}
+
+/// Where a checked member points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// An alias: DNS name (normalized), hosted zone id, evaluate target health.
+    Alias {
+        /// DNS name, lower case, ending in a dot.
+        dns_name: String,
+        /// Hosted zone id of the target.
+        hosted_zone_id: String,
+        /// Whether Route53 checks the target's health too.
+        evaluate: bool,
+    },
+    /// Plain values with the group's TTL.
+    Values {
+        /// The values, in the spec's order.
+        values: Vec<String>,
+        /// The TTL.
+        ttl: i64,
+    },
+}
+
+/// A checked member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Its SetIdentifier.
+    pub set_id: String,
+    /// Its routing.
+    pub routing: Routing,
+    /// Its target.
+    pub target: Target,
+    /// Its health check: the endpoint and how it is checked.
+    pub check: Option<(checks::Member, CheckSpec)>,
+}
+
+/// A checked record group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// Hosted zone id without the prefix.
+    pub zone_id: String,
+    /// Record name as Route53 returns it.
+    pub name: String,
+    /// Record type.
+    pub rtype: RrType,
+    /// The policy of every member.
+    pub policy: Policy,
+    /// The members, in the spec's order.
+    pub members: Vec<Member>,
+}
+
+impl Group {
+    /// The route's id, the same as the route53 router's (and the state's key).
+    pub fn route(&self) -> String {
+        format!(
+            "route53:{}/{}/{}",
+            self.zone_id,
+            self.name,
+            self.rtype.as_str()
+        )
+    }
+}
+
+/// A checked routes spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routes {
+    /// The groups, in the spec's order.
+    pub groups: Vec<Group>,
+}
+
+/// Errors of regional routing.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("cannot read routes spec {0}")]
+    Read(String, #[source] std::io::Error),
+    #[error("routes spec {path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("{0}")]
+    Prune(String),
+    #[error(transparent)]
+    Traffic(#[from] TrafficError),
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Insync(#[from] InsyncError),
+    #[error("read back of {route} after the change: {detail}")]
+    ReadBack { route: String, detail: String },
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl ExitStatus for RouteError {
+    fn exit_code(&self) -> Code {
+        match self {
+            Self::Read(..) | Self::Invalid { .. } | Self::Prune(_) => Code::Usage,
+            Self::Traffic(e) => e.exit_code(),
+            Self::Insync(InsyncError::Cancelled { .. }) => Code::Interrupted,
+            Self::Provider(_) | Self::Insync(_) | Self::ReadBack { .. } => Code::Provider,
+            Self::State(e) => e.exit_code(),
+        }
+    }
+}
+
+/// Reads and checks a routes spec file.
+pub fn load(path: &Path) -> Result<Routes, RouteError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| RouteError::Read(shown.clone(), e))?;
+    parse(&text).map_err(|message| RouteError::Invalid {
+        path: shown,
+        message,
+    })
+}
+
+/// Parses and checks a routes spec: every problem is found here, before any
+/// call to AWS, and named by group, member and field.
+pub fn parse(text: &str) -> Result<Routes, String> {
+    let spec: RoutesSpec = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    check(&spec)
+}
+
+/// Checks a parsed spec.
+pub fn check(spec: &RoutesSpec) -> Result<Routes, String> {
+    if spec.groups.is_empty() {
+        return Err("\"groups\" is empty; declare at least one record group".into());
+    }
+    let mut groups = Vec::new();
+    let mut seen: BTreeMap<(String, String), Vec<RrType>> = BTreeMap::new();
+    for (i, g) in spec.groups.iter().enumerate() {
+        let group = check_group(g).map_err(|e| {
+            format!(
+                "group {} ({} {}): {e}",
+                i + 1,
+                g.name.trim(),
+                g.record_type.trim()
+            )
+        })?;
+        let types = seen
+            .entry((group.zone_id.clone(), group.name.clone()))
+            .or_default();
+        if types.contains(&group.rtype) {
+            return Err(format!(
+                "group {} ({} {}): the spec declares this name and type twice; a name and type has one routing policy, so its members belong in one group",
+                i + 1,
+                group.name,
+                group.rtype.as_str()
+            ));
+        }
+        if types
+            .iter()
+            .chain([&group.rtype])
+            .any(|t| *t == RrType::Cname)
+            && !types.is_empty()
+        {
+            return Err(format!(
+                "group {} ({} {}): a CNAME cannot share its name with another record type",
+                i + 1,
+                group.name,
+                group.rtype.as_str()
+            ));
+        }
+        types.push(group.rtype.clone());
+        groups.push(group);
+    }
+    Ok(Routes { groups })
+}
+
+fn check_group(g: &GroupSpec) -> Result<Group, String> {
+    let zone_id = api::normalize_zone_id(&g.zone_id);
+    if zone_id.is_empty() || zone_id.contains('/') {
+        return Err(format!(
+            "\"zone_id\" {:?} is not a hosted zone id",
+            g.zone_id
+        ));
+    }
+    check_name(&g.name).map_err(|e| format!("\"name\": {e}"))?;
+    let rtype = match g.record_type.trim().to_ascii_uppercase().as_str() {
+        "A" => RrType::A,
+        "AAAA" => RrType::Aaaa,
+        "CNAME" => RrType::Cname,
+        other => {
+            return Err(format!(
+                "\"type\" {other:?} is not supported; regional groups are A, AAAA or CNAME"
+            ))
+        }
+    };
+    let ttl = g.ttl.unwrap_or(60);
+    if !(0..=2_147_483_647).contains(&ttl) {
+        return Err(format!("\"ttl\" {ttl} is outside 0-2147483647 seconds"));
+    }
+    if g.members.is_empty() {
+        return Err("\"members\" is empty".into());
+    }
+    let name = api::normalize_name(g.name.trim());
+    let mut members: Vec<Member> = Vec::new();
+    let mut policy: Option<(Policy, String)> = None;
+    for m in &g.members {
+        let member = check_member(m, &rtype, ttl)
+            .map_err(|e| format!("member {:?}: {e}", m.set_identifier))?;
+        let this = match member.routing {
+            Routing::Weight(_) => Policy::Weighted,
+            Routing::Region(_) => Policy::Latency,
+            Routing::Geo(_) => Policy::Geolocation,
+        };
+        match &policy {
+            None => policy = Some((this, member.set_id.clone())),
+            Some((p, first)) if *p != this => {
+                return Err(format!(
+                    "member {:?} is {} but member {first:?} is {}; a name and type uses one routing policy, so put them in separate groups (different names)",
+                    member.set_id,
+                    this.as_str(),
+                    p.as_str()
+                ))
+            }
+            Some(_) => {}
+        }
+        if let Some(other) = members.iter().find(|o| o.set_id == member.set_id) {
+            return Err(format!(
+                "member {:?}: \"set_identifier\" is used twice (set identifiers are unique in a group)",
+                other.set_id
+            ));
+        }
+        if let Some(other) = members
+            .iter()
+            .find(|o| match (&o.routing, &member.routing) {
+                (Routing::Region(a), Routing::Region(b)) => a == b,
+                (Routing::Geo(a), Routing::Geo(b)) => a == b,
+                _ => false,
+            })
+        {
+            return Err(format!(
+                "member {:?}: {} is already routed to member {:?}; Route53 takes one record per {}",
+                member.set_id,
+                describe_routing(&member.routing),
+                other.set_id,
+                if matches!(member.routing, Routing::Region(_)) {
+                    "region"
+                } else {
+                    "location"
+                }
+            ));
+        }
+        members.push(member);
+    }
+    let policy = policy.map_or(Policy::Weighted, |(p, _)| p);
+    if rtype == RrType::Cname
+        && members
+            .iter()
+            .any(|m| matches!(m.target, Target::Values { ref values, .. } if values.len() != 1))
+    {
+        return Err("a CNAME member has exactly one value".into());
+    }
+    Ok(Group {
+        zone_id,
+        name,
+        rtype,
+        policy,
+        members,
+    })
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    let trimmed = name.trim().trim_end_matches('.');
+    if trimmed.is_empty() {
+        return Err("empty".into());
+    }
+    if trimmed.len() > 253 {
+        return Err(format!("{name:?} is longer than 253 characters"));
+    }
+    for label in trimmed.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err(format!(
+                "{name:?} has an empty label or one longer than 63 characters"
+            ));
+        }
+        if !label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '*')
+        {
+            return Err(format!(
+                "{name:?}: label {label:?} holds characters other than letters, digits, '-', '_' and '*'"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_member(m: &MemberSpec, rtype: &RrType, ttl: i64) -> Result<Member, String> {
+    let set_id = m.set_identifier.clone();
+    if set_id.is_empty() || set_id.len() > 128 {
+        return Err("\"set_identifier\" must be 1 to 128 characters".into());
+    }
+    let routing = match (m.weight, &m.region, &m.geo) {
+        (Some(w), None, None) => {
+            if !(0..=255).contains(&w) {
+                return Err(format!("\"weight\" {w} is outside 0-255"));
+            }
+            Routing::Weight(w)
+        }
+        (None, Some(r), None) => {
+            if !ResourceRecordSetRegion::values().contains(&r.as_str()) {
+                return Err(format!(
+                    "\"region\" {r:?} is not a Route53 latency region ({})",
+                    ResourceRecordSetRegion::values().join(", ")
+                ));
+            }
+            Routing::Region(r.clone())
+        }
+        (None, None, Some(g)) => Routing::Geo(check_geo(g)?),
+        (None, None, None) => {
+            return Err(
+                "no routing policy; give one of \"weight\" (weighted), \"region\" (latency) or \"geo\" (geolocation)"
+                    .into(),
+            )
+        }
+        _ => {
+            return Err(
+                "more than one routing policy; give only one of \"weight\", \"region\" or \"geo\""
+                    .into(),
+            )
+        }
+    };
+    let target = match (&m.alias, &m.values) {
+        (Some(a), None) => {
+            if a.dns_name.trim().is_empty() {
+                return Err("\"alias.dns_name\" is empty".into());
+            }
+            check_name(&a.dns_name).map_err(|e| format!("\"alias.dns_name\": {e}"))?;
+            let zone = api::normalize_zone_id(&a.hosted_zone_id);
+            if zone.is_empty() {
+                return Err("\"alias.hosted_zone_id\" is empty".into());
+            }
+            Target::Alias {
+                dns_name: api::normalize_name(a.dns_name.trim()),
+                hosted_zone_id: zone,
+                evaluate: a.evaluate_target_health,
+            }
+        }
+        (None, Some(values)) => {
+            if values.is_empty() {
+                return Err("\"values\" is empty".into());
+            }
+            for v in values {
+                check_value(rtype, v).map_err(|e| format!("\"values\": {e}"))?;
+            }
+            Target::Values {
+                values: values.iter().map(|v| v.trim().to_owned()).collect(),
+                ttl,
+            }
+        }
+        (None, None) => return Err("no target; give \"alias\" or \"values\"".into()),
+        (Some(_), Some(_)) => {
+            return Err("both \"alias\" and \"values\"; give only one".into());
+        }
+    };
+    let check = m
+        .health_check
+        .as_ref()
+        .map(|h| check_health(&set_id, h))
+        .transpose()?;
+    Ok(Member {
+        set_id,
+        routing,
+        target,
+        check,
+    })
+}
+
+fn check_value(rtype: &RrType, value: &str) -> Result<(), String> {
+    let v = value.trim();
+    match rtype {
+        RrType::A if v.parse::<std::net::Ipv4Addr>().is_err() => {
+            Err(format!("{value:?} is not an IPv4 address"))
+        }
+        RrType::Aaaa if v.parse::<std::net::Ipv6Addr>().is_err() => {
+            Err(format!("{value:?} is not an IPv6 address"))
+        }
+        RrType::Cname => check_name(v),
+        _ => Ok(()),
+    }
+}
+
+fn check_geo(g: &GeoSpec) -> Result<GeoSpec, String> {
+    let up = |s: &Option<String>| s.as_ref().map(|v| v.trim().to_ascii_uppercase());
+    let (continent, country, subdivision) = (up(&g.continent), up(&g.country), up(&g.subdivision));
+    match (&continent, &country, &subdivision) {
+        (Some(c), None, None) => {
+            if !CONTINENTS.contains(&c.as_str()) {
+                return Err(format!(
+                    "\"geo.continent\" {c:?} is not a continent code ({})",
+                    CONTINENTS.join(", ")
+                ));
+            }
+        }
+        (None, Some(c), sub) => {
+            let is_code = c.len() == 2 && c.chars().all(|ch| ch.is_ascii_uppercase());
+            if c != "*" && !is_code {
+                return Err(format!(
+                    "\"geo.country\" {c:?} is not a two-letter country code or \"*\" (the default record)"
+                ));
+            }
+            if let Some(s) = sub {
+                if !SUBDIVISION_COUNTRIES.contains(&c.as_str()) {
+                    return Err(format!(
+                        "\"geo.subdivision\" {s:?}: Route53 takes subdivisions only of {}",
+                        SUBDIVISION_COUNTRIES.join(" and ")
+                    ));
+                }
+                if s.is_empty() || s.len() > 3 || !s.chars().all(|ch| ch.is_ascii_alphanumeric()) {
+                    return Err(format!(
+                        "\"geo.subdivision\" {s:?} is not a subdivision code"
+                    ));
+                }
+            }
+        }
+        (None, None, _) => {
+            return Err(
+                "\"geo\" needs \"continent\" or \"country\" (\"*\" for the default record)".into(),
+            )
+        }
+        (Some(_), Some(_), _) | (Some(_), None, Some(_)) => {
+            return Err(
+                "\"geo\" takes a continent or a country (with an optional subdivision), not both"
+                    .into(),
+            )
+        }
+    }
+    Ok(GeoSpec {
+        continent,
+        country,
+        subdivision,
+    })
+}
+
+fn check_health(set_id: &str, h: &HealthCheckSpec) -> Result<(checks::Member, CheckSpec), String> {
+    let host = h.host.trim().trim_matches(['[', ']']).to_owned();
+    if host.is_empty() {
+        return Err("\"health_check.host\" is empty".into());
+    }
+    if host.parse::<std::net::IpAddr>().is_err() {
+        check_name(&host).map_err(|e| format!("\"health_check.host\": {e}"))?;
+    }
+    let https = matches!(h.kind, CheckKind::Https | CheckKind::HttpsStrMatch);
+    let port = h.port.unwrap_or(if https { 443 } else { 80 });
+    let port = u16::try_from(port)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("\"health_check.port\" {port} is outside 1-65535"))?;
+    let path = match (&h.path, h.kind) {
+        (Some(_), CheckKind::Tcp) => {
+            return Err("\"health_check.path\" is for http kinds; a tcp check has none".into())
+        }
+        (Some(p), _) if !p.starts_with('/') || p.len() > 255 => {
+            return Err(format!(
+                "\"health_check.path\" {p:?} must start with '/' and be at most 255 characters"
+            ))
+        }
+        (Some(p), _) => p.clone(),
+        (None, _) => "/".to_owned(),
+    };
+    let interval = h.interval.unwrap_or(30);
+    if ![10, 30].contains(&interval) {
+        return Err(format!(
+            "\"health_check.interval\" {interval} must be 10 or 30 (seconds)"
+        ));
+    }
+    let threshold = h.threshold.unwrap_or(3);
+    if !(1..=10).contains(&threshold) {
+        return Err(format!(
+            "\"health_check.threshold\" {threshold} must be from 1 to 10"
+        ));
+    }
+    let spec = CheckSpec {
+        kind: h.kind,
+        request_interval: i32::try_from(interval).unwrap_or(30),
+        failure_threshold: i32::try_from(threshold).unwrap_or(3),
+        search_string: h.search_string.clone(),
+    };
+    spec.check().map_err(|e| {
+        format!(
+            "\"health_check\": {}",
+            e.to_string()
+                .replace("--search-string", "\"search_string\"")
+                .replace("--type ", "type ")
+        )
+    })?;
+    Ok((
+        checks::Member {
+            set_id: set_id.to_owned(),
+            host,
+            port,
+            path,
+        },
+        spec,
+    ))
+}
+
+fn describe_routing(r: &Routing) -> String {
+    match r {
+        Routing::Weight(w) => format!("weight {w}"),
+        Routing::Region(r) => format!("region {r}"),
+        Routing::Geo(g) => describe_geo(
+            g.continent.as_deref(),
+            g.country.as_deref(),
+            g.subdivision.as_deref(),
+        ),
+    }
+}
+
+fn describe_geo(
+    continent: Option<&str>,
+    country: Option<&str>,
+    subdivision: Option<&str>,
+) -> String {
+    match (continent, country, subdivision) {
+        (Some(c), _, _) => format!("continent {c}"),
+        (None, Some("*"), _) => "default location (*)".to_owned(),
+        (None, Some(c), Some(s)) => format!("country {c}-{s}"),
+        (None, Some(c), None) => format!("country {c}"),
+        (None, None, _) => "no location".to_owned(),
+    }
+}
+
+/// The record set a member should be, with health check `check_id`.
+fn desired_set(group: &Group, member: &Member, check_id: Option<&str>) -> ResourceRecordSet {
+    let mut b = ResourceRecordSet::builder()
+        .name(&group.name)
+        .r#type(group.rtype.clone())
+        .set_identifier(&member.set_id)
+        .set_health_check_id(check_id.map(str::to_owned));
+    b = match &member.routing {
+        Routing::Weight(w) => b.weight(*w),
+        Routing::Region(r) => b.region(ResourceRecordSetRegion::from(r.as_str())),
+        Routing::Geo(g) => b.geo_location(
+            GeoLocation::builder()
+                .set_continent_code(g.continent.clone())
+                .set_country_code(g.country.clone())
+                .set_subdivision_code(g.subdivision.clone())
+                .build(),
+        ),
+    };
+    b = match &member.target {
+        Target::Alias {
+            dns_name,
+            hosted_zone_id,
+            evaluate,
+        } => b.alias_target(
+            AliasTarget::builder()
+                .dns_name(dns_name)
+                .hosted_zone_id(hosted_zone_id)
+                .evaluate_target_health(*evaluate)
+                .build()
+                .expect("every alias field is set"),
+        ),
+        Target::Values { values, ttl } => b.ttl(*ttl).set_resource_records(Some(
+            values
+                .iter()
+                .map(|v| {
+                    ResourceRecord::builder()
+                        .value(v)
+                        .build()
+                        .expect("value is set")
+                })
+                .collect(),
+        )),
+    };
+    b.build().expect("name and type are set")
+}
+
+/// The routing policy of a record set as read.
+fn policy_of(set: &ResourceRecordSet) -> &'static str {
+    if set.set_identifier().is_none() {
+        "simple"
+    } else if set.weight().is_some() {
+        "weighted"
+    } else if set.region().is_some() {
+        "latency"
+    } else if set.geo_location().is_some() {
+        "geolocation"
+    } else if set.failover().is_some() {
+        "failover"
+    } else if set.multi_value_answer().is_some() {
+        "multivalue"
+    } else {
+        "other"
+    }
+}
+
+fn norm_value(rtype: &RrType, v: &str) -> String {
+    if *rtype == RrType::Cname {
+        api::normalize_name(v)
+    } else {
+        v.trim().to_owned()
+    }
+}
+
+/// A record set in a few words, for plans and the journal.
+pub fn describe_set(set: &ResourceRecordSet) -> String {
+    let mut out = match (set.weight(), set.region(), set.geo_location()) {
+        (Some(w), _, _) => format!("weight {w}"),
+        (_, Some(r), _) => format!("region {}", r.as_str()),
+        (_, _, Some(g)) => describe_geo(g.continent_code(), g.country_code(), g.subdivision_code()),
+        _ => policy_of(set).to_owned(),
+    };
+    match set.alias_target() {
+        Some(a) => {
+            let _ = write!(
+                out,
+                ", alias {} ({}, evaluate target health {})",
+                a.dns_name(),
+                a.hosted_zone_id(),
+                a.evaluate_target_health()
+            );
+        }
+        None => {
+            let values: Vec<&str> = set
+                .resource_records()
+                .iter()
+                .map(ResourceRecord::value)
+                .collect();
+            let _ = write!(out, ", {} TTL {}", values.join(" "), set.ttl().unwrap_or(0));
+        }
+    }
+    match set.health_check_id() {
+        Some(id) => {
+            let _ = write!(out, ", health check {id}");
+        }
+        None => out.push_str(", no health check"),
+    }
+    out
+}
+
+/// What differs between the record set as read and as it should be; empty
+/// when they are the same.
+fn differences(
+    current: &ResourceRecordSet,
+    desired: &ResourceRecordSet,
+    rtype: &RrType,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if current.weight() != desired.weight() {
+        out.push(format!(
+            "weight {}→{}",
+            current.weight().map_or("none".into(), |w| w.to_string()),
+            desired.weight().map_or("none".into(), |w| w.to_string())
+        ));
+    }
+    if current.region() != desired.region() {
+        out.push("region".into());
+    }
+    if current.geo_location() != desired.geo_location() {
+        out.push("location".into());
+    }
+    match (current.alias_target(), desired.alias_target()) {
+        (Some(a), Some(b)) => {
+            if api::normalize_name(a.dns_name()) != api::normalize_name(b.dns_name())
+                || a.hosted_zone_id() != b.hosted_zone_id()
+            {
+                out.push(format!("alias {}→{}", a.dns_name(), b.dns_name()));
+            }
+            if a.evaluate_target_health() != b.evaluate_target_health() {
+                out.push(format!(
+                    "evaluate target health {}→{}",
+                    a.evaluate_target_health(),
+                    b.evaluate_target_health()
+                ));
+            }
+        }
+        (None, None) => {
+            let values = |s: &ResourceRecordSet| -> BTreeSet<String> {
+                s.resource_records()
+                    .iter()
+                    .map(|r| norm_value(rtype, r.value()))
+                    .collect()
+            };
+            if values(current) != values(desired) {
+                out.push("values".into());
+            }
+            if current.ttl() != desired.ttl() {
+                out.push(format!(
+                    "TTL {}→{}",
+                    current.ttl().unwrap_or(0),
+                    desired.ttl().unwrap_or(0)
+                ));
+            }
+        }
+        _ => out.push("target (alias ↔ values)".into()),
+    }
+    if current.health_check_id() != desired.health_check_id() {
+        out.push(format!(
+            "health check {}→{}",
+            current.health_check_id().unwrap_or("none"),
+            desired.health_check_id().unwrap_or("none")
+        ));
+    }
+    if current.failover().is_some()
+        || current.multi_value_answer().is_some()
+        || current.cidr_routing_config().is_some()
+        || current.geo_proximity_location().is_some()
+    {
+        out.push(format!("routing policy {}", policy_of(current)));
+    }
+    out
+}
+
+/// Why a change is in the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// A simple record of the name and type, replaced by the group's members.
+    Conversion,
+    /// A member of the spec that is not there yet.
+    New,
+    /// A member whose record differs from the spec.
+    Update,
+    /// A member whose routing policy changes: deleted and created again.
+    Replace,
+    /// A record of the group that the spec does not name (needs `prune`).
+    Prune,
+}
+
+/// One change of a plan.
+#[derive(Debug, Clone)]
+pub struct PlannedChange {
+    /// CREATE, DELETE or UPSERT.
+    pub action: ChangeAction,
+    /// The record set as sent.
+    pub set: ResourceRecordSet,
+    /// Why.
+    pub reason: Reason,
+    /// What changes, in words.
+    pub detail: String,
+}
+
+/// The changes that make `current` (a group as read) what `group` declares,
+/// with each member's health check id from `check_ids`. DELETEs come first,
+/// then CREATEs, then UPSERTs, so that one batch can convert a name.
+pub fn diff(
+    group: &Group,
+    current: &[ResourceRecordSet],
+    check_ids: &BTreeMap<String, String>,
+) -> Vec<PlannedChange> {
+    let mut deletes = Vec::new();
+    let mut creates = Vec::new();
+    let mut upserts = Vec::new();
+    for set in current {
+        let Some(id) = set.set_identifier() else {
+            deletes.push(PlannedChange {
+                action: ChangeAction::Delete,
+                set: set.clone(),
+                reason: Reason::Conversion,
+                detail: format!(
+                    "simple record ({}) converted to {}",
+                    describe_set(set),
+                    group.policy.as_str()
+                ),
+            });
+            continue;
+        };
+        if !group.members.iter().any(|m| m.set_id == id) {
+            deletes.push(PlannedChange {
+                action: ChangeAction::Delete,
+                set: set.clone(),
+                reason: Reason::Prune,
+                detail: format!("{id} ({}): not in the spec", describe_set(set)),
+            });
+        }
+    }
+    for member in &group.members {
+        let desired = desired_set(
+            group,
+            member,
+            check_ids.get(&member.set_id).map(String::as_str),
+        );
+        let existing = current
+            .iter()
+            .find(|s| s.set_identifier() == Some(member.set_id.as_str()));
+        match existing {
+            None => creates.push(PlannedChange {
+                action: ChangeAction::Create,
+                detail: format!("{}: {}", member.set_id, describe_set(&desired)),
+                set: desired,
+                reason: Reason::New,
+            }),
+            Some(set) if policy_of(set) != group.policy.as_str() => {
+                deletes.push(PlannedChange {
+                    action: ChangeAction::Delete,
+                    set: set.clone(),
+                    reason: Reason::Replace,
+                    detail: format!(
+                        "{} ({}): {} record replaced by a {} one",
+                        member.set_id,
+                        describe_set(set),
+                        policy_of(set),
+                        group.policy.as_str()
+                    ),
+                });
+                creates.push(PlannedChange {
+                    action: ChangeAction::Create,
+                    detail: format!("{}: {}", member.set_id, describe_set(&desired)),
+                    set: desired,
+                    reason: Reason::Replace,
+                });
+            }
+            Some(set) => {
+                let what = differences(set, &desired, &group.rtype);
+                if !what.is_empty() {
+                    upserts.push(PlannedChange {
+                        action: ChangeAction::Upsert,
+                        detail: format!("{}: {}", member.set_id, what.join(", ")),
+                        set: desired,
+                        reason: Reason::Update,
+                    });
+                }
+            }
+        }
+    }
+    deletes.extend(creates);
+    deletes.extend(upserts);
+    deletes
+}
+
+/// How `apply` runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Print the plan and change nothing.
+    pub dry_run: bool,
+    /// Delete records of a group that the spec does not name.
+    pub prune: bool,
+    /// Deadline of the whole apply.
+    pub timeout: Duration,
+    /// GetChange polling.
+    pub backoff: Backoff,
+}
+
+/// One group in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupReport {
+    /// The route (`route53:ZONE/NAME/TYPE`).
+    pub route: String,
+    /// Its routing policy.
+    pub policy: Policy,
+    /// The changes, in the order sent.
+    pub changes: Vec<ChangeLine>,
+    /// Members already as declared.
+    pub unchanged: Vec<String>,
+    /// Health check id per member.
+    pub health_checks: BTreeMap<String, String>,
+    /// Weights after the apply (weighted groups).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub weights: Weights,
+}
+
+/// One change in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangeLine {
+    /// CREATE, DELETE or UPSERT.
+    pub action: String,
+    /// Why.
+    pub reason: Reason,
+    /// What.
+    pub detail: String,
+}
+
+/// A health check in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckLine {
+    /// The route of the member.
+    pub route: String,
+    /// The member.
+    pub set_id: String,
+    /// Its id (empty when a dry run would create it).
+    pub health_check_id: String,
+    /// Whether this run created it (or, in a dry run, would).
+    pub created: bool,
+    /// What it checks.
+    pub detail: String,
+}
+
+/// One submitted change batch.
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchLine {
+    /// Hosted zone.
+    pub zone_id: String,
+    /// Number of changes.
+    pub changes: usize,
+    /// Route53's change id (empty in a dry run).
+    pub change_id: String,
+}
+
+/// What `apply` did (or, in a dry run, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplyReport {
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// Per group.
+    pub groups: Vec<GroupReport>,
+    /// Health checks of every member that has one.
+    pub health_checks: Vec<CheckLine>,
+    /// Change batches, one per zone with changes.
+    pub batches: Vec<BatchLine>,
+}
+
+impl ApplyReport {
+    /// Whether nothing was (or would be) changed.
+    pub fn no_change(&self) -> bool {
+        self.batches.is_empty() && !self.health_checks.iter().any(|c| c.created)
+    }
+}
+
+impl StepReport for ApplyReport {
+    fn text(&self) -> String {
+        let mut t = String::new();
+        let verb = |done: &str, would: &str| {
+            if self.dry_run {
+                would.to_owned()
+            } else {
+                done.to_owned()
+            }
+        };
+        for c in self.health_checks.iter().filter(|c| c.created) {
+            let _ = writeln!(
+                t,
+                "{} health check for {} of {}: {}{}",
+                verb("created", "would create"),
+                c.set_id,
+                c.route,
+                c.detail,
+                if c.health_check_id.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", c.health_check_id)
+                }
+            );
+        }
+        for g in &self.groups {
+            let _ = writeln!(t, "{} ({}):", g.route, g.policy.as_str());
+            if g.changes.is_empty() {
+                let _ = writeln!(
+                    t,
+                    "  no change: {} member(s) as declared",
+                    g.unchanged.len()
+                );
+                continue;
+            }
+            for c in &g.changes {
+                let _ = writeln!(t, "  {} {}", c.action, c.detail);
+            }
+            if !g.unchanged.is_empty() {
+                let _ = writeln!(t, "  unchanged: {}", g.unchanged.join(", "));
+            }
+        }
+        for b in &self.batches {
+            let _ = writeln!(
+                t,
+                "zone {}: {} one ChangeResourceRecordSets batch of {} change(s){}",
+                b.zone_id,
+                verb("submitted", "would submit"),
+                b.changes,
+                if b.change_id.is_empty() {
+                    String::new()
+                } else {
+                    format!(", change {} INSYNC", b.change_id)
+                }
+            );
+        }
+        if self.no_change() {
+            t.push_str("no change: every group is as the spec declares\n");
+        }
+        t
+    }
+
+    fn outputs(&self) -> Vec<(String, String)> {
+        let ids: Vec<String> = self.batches.iter().map(|b| b.change_id.clone()).collect();
+        vec![
+            ("changed".into(), (!self.no_change()).to_string()),
+            ("change-ids".into(), ids.join(",")),
+        ]
+    }
+
+    fn summary(&self) -> String {
+        let mut s = String::from(
+            "### switchyard route apply\n\n| group | policy | changes |\n|---|---|---|\n",
+        );
+        for g in &self.groups {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} |",
+                g.route,
+                g.policy.as_str(),
+                g.changes.len()
+            );
+        }
+        s
+    }
+}
+
+fn describe_check(m: &checks::Member, spec: &CheckSpec) -> String {
+    let kind = clap::ValueEnum::to_possible_value(&spec.kind)
+        .map_or_else(|| format!("{:?}", spec.kind), |v| v.get_name().to_owned());
+    let path = if spec.kind == CheckKind::Tcp {
+        ""
+    } else {
+        m.path.as_str()
+    };
+    format!(
+        "{kind} {}:{}{path} every {}s, unhealthy after {} failure(s)",
+        m.host, m.port, spec.request_interval, spec.failure_threshold
+    )
+}
+
+/// Makes every group of `routes` what the spec declares: health checks found
+/// or created, one change batch per zone, waited INSYNC, read back, recorded
+/// in the state file and its journal. With `dry_run`, reads only and reports
+/// the plan.
+pub async fn apply(
+    client: &Client,
+    routes: &Routes,
+    file: &StateFile,
+    options: &Options,
+    cancel: &CancellationToken,
+) -> Result<ApplyReport, RouteError> {
+    let deadline = Instant::now() + options.timeout;
+    let mut doc = file.load()?;
+
+    // Read everything first; nothing changes until the whole plan is known.
+    let mut current = Vec::new();
+    for g in &routes.groups {
+        let router = Route53Router::new(client.clone(), &g.zone_id, &g.name, g.rtype.clone());
+        let now = Utc::now();
+        if let Some(held) = router.leases().await?.into_iter().find(|l| !l.expired(now)) {
+            let ours = doc
+                .traffic
+                .get(&g.route())
+                .and_then(|r| r.extra.get("lease"))
+                .and_then(Value::as_str)
+                .and_then(Lease::decode)
+                .is_some_and(|l| l.token == held.token);
+            if !ours {
+                return Err(TrafficError::LeaseHeld {
+                    resource: router.lease_resource(),
+                    holder: held.holder.clone(),
+                    expires: held.expires.to_rfc3339(),
+                }
+                .into());
+            }
+        }
+        current.push(api::list_group(client, &g.zone_id, &g.name, &g.rtype).await?);
+    }
+    let existing = if routes
+        .groups
+        .iter()
+        .any(|g| g.members.iter().any(|m| m.check.is_some()))
+    {
+        checks::existing_checks(client).await?
+    } else {
+        Vec::new()
+    };
+
+    // Health check ids as they are (or a placeholder for those to create).
+    let mut check_lines = Vec::new();
+    let mut ids: Vec<BTreeMap<String, String>> = Vec::new();
+    for g in &routes.groups {
+        let mut map = BTreeMap::new();
+        for m in &g.members {
+            let Some((cm, spec)) = &m.check else { continue };
+            let reference = checks::caller_reference(&g.zone_id, &g.name, cm, spec);
+            let found = existing
+                .iter()
+                .find(|(r, _)| *r == reference)
+                .map(|(_, id)| id.clone());
+            map.insert(
+                m.set_id.clone(),
+                found
+                    .clone()
+                    .unwrap_or_else(|| format!("(new check {reference})")),
+            );
+            check_lines.push(CheckLine {
+                route: g.route(),
+                set_id: m.set_id.clone(),
+                health_check_id: found.clone().unwrap_or_default(),
+                created: found.is_none(),
+                detail: describe_check(cm, spec),
+            });
+        }
+        ids.push(map);
+    }
+
+    let plans: Vec<Vec<PlannedChange>> = routes
+        .groups
+        .iter()
+        .zip(&current)
+        .zip(&ids)
+        .map(|((g, cur), ids)| diff(g, cur, ids))
+        .collect();
+    let pruned: Vec<String> = routes
+        .groups
+        .iter()
+        .zip(&plans)
+        .flat_map(|(g, p)| {
+            p.iter()
+                .filter(|c| c.reason == Reason::Prune)
+                .map(move |c| format!("{} {}", g.route(), c.detail))
+        })
+        .collect();
+    if !pruned.is_empty() && !options.prune {
+        return Err(RouteError::Prune(format!(
+            "the spec would delete records it does not name: {}; pass --prune to delete them, or add them to the spec",
+            pruned.join("; ")
+        )));
+    }
+
+    if options.dry_run {
+        let batches = zone_batches(routes, &plans)
+            .into_iter()
+            .map(|(zone, groups)| BatchLine {
+                zone_id: zone,
+                changes: groups.iter().map(|&i| plans[i].len()).sum(),
+                change_id: String::new(),
+            })
+            .collect();
+        return Ok(report(routes, &plans, &ids, check_lines, batches, true));
+    }
+
+    // Create the missing health checks, then plan again with their real ids.
+    for (g, map) in routes.groups.iter().zip(ids.iter_mut()) {
+        for m in &g.members {
+            let Some((cm, spec)) = &m.check else { continue };
+            let (id, created) =
+                checks::find_or_create(client, &existing, &g.zone_id, &g.name, cm, spec).await?;
+            if created {
+                doc.record(
+                    JournalEntry::new("switchyard", "health-check-created", Outcome::Ok)
+                        .detail(format!(
+                            "{} of {}: {}",
+                            m.set_id,
+                            g.route(),
+                            describe_check(cm, spec)
+                        ))
+                        .with("route", g.route())
+                        .with("health_check_id", id.clone()),
+                );
+                if let Some(line) = check_lines
+                    .iter_mut()
+                    .find(|l| l.route == g.route() && l.set_id == m.set_id)
+                {
+                    line.health_check_id.clone_from(&id);
+                }
+            }
+            map.insert(m.set_id.clone(), id);
+        }
+    }
+    let plans: Vec<Vec<PlannedChange>> = routes
+        .groups
+        .iter()
+        .zip(&current)
+        .zip(&ids)
+        .map(|((g, cur), ids)| diff(g, cur, ids))
+        .collect();
+
+    let mut batches = Vec::new();
+    for (zone, in_zone) in zone_batches(routes, &plans) {
+        let zone = &zone;
+        let changes: Vec<_> = in_zone
+            .iter()
+            .flat_map(|&i| {
+                plans[i]
+                    .iter()
+                    .map(|c| api::change(c.action.clone(), c.set.clone()))
+            })
+            .collect();
+        let count = changes.len();
+        let submitted = match api::submit(client, zone, changes, "switchyard route apply").await {
+            Ok(s) => s,
+            Err(e) => {
+                doc.record(
+                    JournalEntry::new("switchyard", "routes-failed", Outcome::Failed)
+                        .detail(format!("zone {zone}: {e}")),
+                );
+                file.save(&doc)?;
+                return Err(e.into());
+            }
+        };
+        let mut entry =
+            JournalEntry::new("switchyard", "routes-applied", Outcome::Ok).detail(format!(
+                "zone {zone}: one batch of {count} change(s), change {}",
+                submitted.id
+            ));
+        for &i in &in_zone {
+            let g = &routes.groups[i];
+            for c in &plans[i] {
+                let id = c.set.set_identifier().unwrap_or("(simple)");
+                let (before, after) = match c.action {
+                    ChangeAction::Delete => (Some(json!(describe_set(&c.set))), None),
+                    ChangeAction::Create => (None, Some(json!(describe_set(&c.set)))),
+                    _ => {
+                        let was = current[i]
+                            .iter()
+                            .find(|s| s.set_identifier() == Some(id))
+                            .map(|s| json!(describe_set(s)));
+                        (was, Some(json!(describe_set(&c.set))))
+                    }
+                };
+                entry = entry.change(Change {
+                    resource: format!("{} {}", g.route(), id),
+                    before,
+                    after,
+                    reference: Some(submitted.id.clone()),
+                });
+            }
+        }
+        doc.record(entry);
+        file.save(&doc)?;
+        api::wait_insync(client, &submitted, deadline, cancel, options.backoff).await?;
+        batches.push(BatchLine {
+            zone_id: zone.clone(),
+            changes: count,
+            change_id: submitted.id,
+        });
+    }
+
+    // Read back every changed group: it must now be exactly as declared.
+    for (i, g) in routes.groups.iter().enumerate() {
+        if plans[i].is_empty() {
+            continue;
+        }
+        let read = api::list_group(client, &g.zone_id, &g.name, &g.rtype).await?;
+        let left = diff(g, &read, &ids[i]);
+        if !left.is_empty() {
+            let detail: Vec<String> = left
+                .iter()
+                .map(|c| format!("{} {}", c.action.as_str(), c.detail))
+                .collect();
+            return Err(RouteError::ReadBack {
+                route: g.route(),
+                detail: format!("still differs from the spec: {}", detail.join("; ")),
+            });
+        }
+    }
+
+    let report = report(routes, &plans, &ids, check_lines, batches, false);
+    for (g, r) in routes.groups.iter().zip(&report.groups) {
+        let entry = doc.traffic.entry(g.route()).or_insert_with(|| RouteState {
+            router: "route53".into(),
+            resource: BTreeMap::new(),
+            weights: Weights::new(),
+            before: None,
+            shift: None,
+            updated_at: Utc::now(),
+            extra: serde_json::Map::new(),
+        });
+        entry.router = "route53".into();
+        entry.resource = BTreeMap::from([
+            ("zone_id".to_owned(), g.zone_id.clone()),
+            ("record_name".to_owned(), g.name.clone()),
+            ("record_type".to_owned(), g.rtype.as_str().to_owned()),
+        ]);
+        entry.weights = r.weights.clone();
+        entry.updated_at = Utc::now();
+        entry
+            .extra
+            .insert("policy".into(), json!(g.policy.as_str()));
+        entry
+            .extra
+            .insert("health_checks".into(), json!(r.health_checks));
+    }
+    file.save(&doc)?;
+    Ok(report)
+}
+
+/// The groups with changes per hosted zone, zones in the order they first
+/// appear in the spec: one change batch each.
+fn zone_batches(routes: &Routes, plans: &[Vec<PlannedChange>]) -> Vec<(String, Vec<usize>)> {
+    let mut out: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, g) in routes.groups.iter().enumerate() {
+        if plans[i].is_empty() {
+            continue;
+        }
+        match out.iter_mut().find(|(z, _)| *z == g.zone_id) {
+            Some((_, groups)) => groups.push(i),
+            None => out.push((g.zone_id.clone(), vec![i])),
+        }
+    }
+    out
+}
+
+fn report(
+    routes: &Routes,
+    plans: &[Vec<PlannedChange>],
+    ids: &[BTreeMap<String, String>],
+    health_checks: Vec<CheckLine>,
+    batches: Vec<BatchLine>,
+    dry_run: bool,
+) -> ApplyReport {
+    let groups = routes
+        .groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let touched: BTreeSet<&str> = plans[i]
+                .iter()
+                .filter_map(|c| c.set.set_identifier())
+                .collect();
+            GroupReport {
+                route: g.route(),
+                policy: g.policy,
+                changes: plans[i]
+                    .iter()
+                    .map(|c| ChangeLine {
+                        action: c.action.as_str().to_owned(),
+                        reason: c.reason,
+                        detail: c.detail.clone(),
+                    })
+                    .collect(),
+                unchanged: g
+                    .members
+                    .iter()
+                    .filter(|m| !touched.contains(m.set_id.as_str()))
+                    .map(|m| m.set_id.clone())
+                    .collect(),
+                health_checks: ids[i]
+                    .iter()
+                    .filter(|(_, id)| !id.starts_with('('))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                weights: g
+                    .members
+                    .iter()
+                    .filter_map(|m| match m.routing {
+                        Routing::Weight(w) => {
+                            Some((m.set_id.clone(), u32::try_from(w).unwrap_or(0)))
+                        }
+                        _ => None,
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    ApplyReport {
+        dry_run,
+        groups,
+        health_checks,
+        batches,
+    }
+}
+
+#[cfg(test)]
+#[path = "regional_tests.rs"]
+mod tests;
