@@ -10,6 +10,7 @@
 mod aws_cli;
 mod ergonomics;
 mod pipeline;
+mod regional;
 mod register_host;
 mod shift_weight;
 mod verify_health;

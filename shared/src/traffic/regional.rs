@@ -284,6 +284,12 @@ pub enum RouteError {
     Invalid { path: String, message: String },
     #[error("{0}")]
     Prune(String),
+    #[error("{route} has an unfinished shift ({status}) in {state}; finish it or roll it back with shift-weight before applying routes")]
+    ShiftUnfinished {
+        route: String,
+        status: String,
+        state: String,
+    },
     #[error(transparent)]
     Traffic(#[from] TrafficError),
     #[error(transparent)]
@@ -300,6 +306,7 @@ impl ExitStatus for RouteError {
     fn exit_code(&self) -> Code {
         match self {
             Self::Read(..) | Self::Invalid { .. } | Self::Prune(_) => Code::Usage,
+            Self::ShiftUnfinished { .. } => Code::Conflict,
             Self::Traffic(e) => e.exit_code(),
             Self::Insync(InsyncError::Cancelled { .. }) => Code::Interrupted,
             Self::Provider(_) | Self::Insync(_) | Self::ReadBack { .. } => Code::Provider,
@@ -1232,6 +1239,15 @@ pub async fn apply(
     // Read everything first; nothing changes until the whole plan is known.
     let mut current = Vec::new();
     for g in &routes.groups {
+        if let Some(shift) = doc.traffic.get(&g.route()).and_then(|r| r.shift.as_ref()) {
+            if shift.status.is_unfinished() {
+                return Err(RouteError::ShiftUnfinished {
+                    route: g.route(),
+                    status: format!("{:?}", shift.status).to_lowercase(),
+                    state: file.path().display().to_string(),
+                });
+            }
+        }
         let router = Route53Router::new(client.clone(), &g.zone_id, &g.name, g.rtype.clone());
         let now = Utc::now();
         if let Some(held) = router.leases().await?.into_iter().find(|l| !l.expired(now)) {
@@ -1279,7 +1295,7 @@ pub async fn apply(
                 m.set_id.clone(),
                 found
                     .clone()
-                    .unwrap_or_else(|| format!("(new check {reference})")),
+                    .unwrap_or_else(|| "(to be created)".to_owned()),
             );
             check_lines.push(CheckLine {
                 route: g.route(),

@@ -638,3 +638,45 @@ async fn records_the_spec_does_not_name_are_deleted_only_with_prune_and_a_dry_ru
         .collect();
     assert_eq!(ids, ["us-east", "us-west"]);
 }
+
+#[tokio::test]
+async fn a_route_with_an_unfinished_shift_is_left_alone_with_exit_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = StateFile::new(dir.path().join("state.json"));
+    let mut doc = crate::state::StateDocument::default();
+    doc.traffic.insert(
+        "route53:Z1/api.example.com./A".into(),
+        serde_json::from_value(json!({
+            "router": "route53", "resource": {}, "weights": {"us-east": 90, "us-west": 10},
+            "before": {"us-east": 100, "us-west": 0},
+            "shift": {"plan": [{"us-east": 90, "us-west": 10}], "steps_done": 1, "status": "interrupted",
+                      "started_at": "2026-01-01T00:00:00Z"},
+            "updated_at": "2026-01-01T00:00:00Z"})).unwrap(),
+    );
+    file.save(&doc).unwrap();
+    let list = mock!(Client::list_resource_record_sets).then_output(|| {
+        ListResourceRecordSetsOutput::builder()
+            .is_truncated(false)
+            .max_items(100)
+            .build()
+            .unwrap()
+    });
+    let client = client(&[&list]);
+    let routes = parse(WEIGHTED_WITH_CHECKS).unwrap();
+    let err = apply(
+        &client,
+        &routes,
+        &file,
+        &options(false, false),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.exit_code(), Code::Conflict);
+    assert!(
+        err.to_string()
+            .starts_with("route53:Z1/api.example.com./A has an unfinished shift (interrupted)"),
+        "{err}"
+    );
+    assert_eq!(list.num_calls(), 0, "refused before any call");
+}

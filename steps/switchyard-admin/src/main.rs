@@ -337,13 +337,20 @@ mod tests {
     use super::*;
     use clap::CommandFactory;
 
+    fn help(path: &[&str]) -> String {
+        let mut command = Args::command().term_width(100);
+        command.build();
+        let mut sub = &mut command;
+        for name in path {
+            sub = sub.find_subcommand_mut(name).unwrap();
+        }
+        sub.render_long_help().to_string()
+    }
+
     #[test]
     fn help_is_the_documented_contract() {
-        let help = Args::command()
-            .term_width(100)
-            .render_long_help()
-            .to_string();
-        insta::assert_snapshot!("switchyard-help", help);
+        insta::assert_snapshot!("switchyard-help", help(&[]));
+        insta::assert_snapshot!("switchyard-route-apply-help", help(&["route", "apply"]));
     }
 
     #[test]
