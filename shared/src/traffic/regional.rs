@@ -36,7 +36,9 @@ use crate::aws::wait::Backoff;
 use crate::aws::ProviderError;
 use crate::cli::{Code, ExitStatus, StepReport};
 use crate::health::route53::{self as checks, CheckKind, CheckSpec};
-use crate::state::{Change, JournalEntry, Outcome, RouteState, StateError, StateFile, Weights};
+use crate::state::{
+    Change, JournalEntry, Outcome, RouteState, StateDocument, StateError, StateFile, Weights,
+};
 
 /// Continent codes Route53 geolocation records accept.
 pub const CONTINENTS: [&str; 7] = ["AF", "AN", "AS", "EU", "OC", "NA", "SA"];
@@ -815,24 +817,21 @@ pub fn describe_set(set: &ResourceRecordSet) -> String {
         (_, _, Some(g)) => describe_geo(g.continent_code(), g.country_code(), g.subdivision_code()),
         _ => policy_of(set).to_owned(),
     };
-    match set.alias_target() {
-        Some(a) => {
-            let _ = write!(
-                out,
-                ", alias {} ({}, evaluate target health {})",
-                a.dns_name(),
-                a.hosted_zone_id(),
-                a.evaluate_target_health()
-            );
-        }
-        None => {
-            let values: Vec<&str> = set
-                .resource_records()
-                .iter()
-                .map(ResourceRecord::value)
-                .collect();
-            let _ = write!(out, ", {} TTL {}", values.join(" "), set.ttl().unwrap_or(0));
-        }
+    if let Some(a) = set.alias_target() {
+        let _ = write!(
+            out,
+            ", alias {} ({}, evaluate target health {})",
+            a.dns_name(),
+            a.hosted_zone_id(),
+            a.evaluate_target_health()
+        );
+    } else {
+        let values: Vec<&str> = set
+            .resource_records()
+            .iter()
+            .map(ResourceRecord::value)
+            .collect();
+        let _ = write!(out, ", {} TTL {}", values.join(" "), set.ttl().unwrap_or(0));
     }
     match set.health_check_id() {
         Some(id) => {
@@ -1237,38 +1236,7 @@ pub async fn apply(
     let mut doc = file.load()?;
 
     // Read everything first; nothing changes until the whole plan is known.
-    let mut current = Vec::new();
-    for g in &routes.groups {
-        if let Some(shift) = doc.traffic.get(&g.route()).and_then(|r| r.shift.as_ref()) {
-            if shift.status.is_unfinished() {
-                return Err(RouteError::ShiftUnfinished {
-                    route: g.route(),
-                    status: format!("{:?}", shift.status).to_lowercase(),
-                    state: file.path().display().to_string(),
-                });
-            }
-        }
-        let router = Route53Router::new(client.clone(), &g.zone_id, &g.name, g.rtype.clone());
-        let now = Utc::now();
-        if let Some(held) = router.leases().await?.into_iter().find(|l| !l.expired(now)) {
-            let ours = doc
-                .traffic
-                .get(&g.route())
-                .and_then(|r| r.extra.get("lease"))
-                .and_then(Value::as_str)
-                .and_then(Lease::decode)
-                .is_some_and(|l| l.token == held.token);
-            if !ours {
-                return Err(TrafficError::LeaseHeld {
-                    resource: router.lease_resource(),
-                    holder: held.holder.clone(),
-                    expires: held.expires.to_rfc3339(),
-                }
-                .into());
-            }
-        }
-        current.push(api::list_group(client, &g.zone_id, &g.name, &g.rtype).await?);
-    }
+    let current = read_groups(client, routes, &doc, file).await?;
     let existing = if routes
         .groups
         .iter()
@@ -1278,59 +1246,9 @@ pub async fn apply(
     } else {
         Vec::new()
     };
-
-    // Health check ids as they are (or a placeholder for those to create).
-    let mut check_lines = Vec::new();
-    let mut ids: Vec<BTreeMap<String, String>> = Vec::new();
-    for g in &routes.groups {
-        let mut map = BTreeMap::new();
-        for m in &g.members {
-            let Some((cm, spec)) = &m.check else { continue };
-            let reference = checks::caller_reference(&g.zone_id, &g.name, cm, spec);
-            let found = existing
-                .iter()
-                .find(|(r, _)| *r == reference)
-                .map(|(_, id)| id.clone());
-            map.insert(
-                m.set_id.clone(),
-                found
-                    .clone()
-                    .unwrap_or_else(|| "(to be created)".to_owned()),
-            );
-            check_lines.push(CheckLine {
-                route: g.route(),
-                set_id: m.set_id.clone(),
-                health_check_id: found.clone().unwrap_or_default(),
-                created: found.is_none(),
-                detail: describe_check(cm, spec),
-            });
-        }
-        ids.push(map);
-    }
-
-    let plans: Vec<Vec<PlannedChange>> = routes
-        .groups
-        .iter()
-        .zip(&current)
-        .zip(&ids)
-        .map(|((g, cur), ids)| diff(g, cur, ids))
-        .collect();
-    let pruned: Vec<String> = routes
-        .groups
-        .iter()
-        .zip(&plans)
-        .flat_map(|(g, p)| {
-            p.iter()
-                .filter(|c| c.reason == Reason::Prune)
-                .map(move |c| format!("{} {}", g.route(), c.detail))
-        })
-        .collect();
-    if !pruned.is_empty() && !options.prune {
-        return Err(RouteError::Prune(format!(
-            "the spec would delete records it does not name: {}; pass --prune to delete them, or add them to the spec",
-            pruned.join("; ")
-        )));
-    }
+    let (mut check_lines, mut ids) = known_checks(routes, &existing);
+    let plans = plan_all(routes, &current, &ids);
+    refuse_unasked_prune(routes, &plans, options.prune)?;
 
     if options.dry_run {
         let batches = zone_batches(routes, &plans)
@@ -1372,17 +1290,10 @@ pub async fn apply(
             map.insert(m.set_id.clone(), id);
         }
     }
-    let plans: Vec<Vec<PlannedChange>> = routes
-        .groups
-        .iter()
-        .zip(&current)
-        .zip(&ids)
-        .map(|((g, cur), ids)| diff(g, cur, ids))
-        .collect();
+    let plans = plan_all(routes, &current, &ids);
 
     let mut batches = Vec::new();
     for (zone, in_zone) in zone_batches(routes, &plans) {
-        let zone = &zone;
         let changes: Vec<_> = in_zone
             .iter()
             .flat_map(|&i| {
@@ -1392,7 +1303,7 @@ pub async fn apply(
             })
             .collect();
         let count = changes.len();
-        let submitted = match api::submit(client, zone, changes, "switchyard route apply").await {
+        let submitted = match api::submit(client, &zone, changes, "switchyard route apply").await {
             Ok(s) => s,
             Err(e) => {
                 doc.record(
@@ -1403,45 +1314,193 @@ pub async fn apply(
                 return Err(e.into());
             }
         };
-        let mut entry =
-            JournalEntry::new("switchyard", "routes-applied", Outcome::Ok).detail(format!(
-                "zone {zone}: one batch of {count} change(s), change {}",
-                submitted.id
-            ));
-        for &i in &in_zone {
-            let g = &routes.groups[i];
-            for c in &plans[i] {
-                let id = c.set.set_identifier().unwrap_or("(simple)");
-                let (before, after) = match c.action {
-                    ChangeAction::Delete => (Some(json!(describe_set(&c.set))), None),
-                    ChangeAction::Create => (None, Some(json!(describe_set(&c.set)))),
-                    _ => {
-                        let was = current[i]
-                            .iter()
-                            .find(|s| s.set_identifier() == Some(id))
-                            .map(|s| json!(describe_set(s)));
-                        (was, Some(json!(describe_set(&c.set))))
-                    }
-                };
-                entry = entry.change(Change {
-                    resource: format!("{} {}", g.route(), id),
-                    before,
-                    after,
-                    reference: Some(submitted.id.clone()),
-                });
-            }
-        }
-        doc.record(entry);
+        doc.record(journal_entry(
+            routes,
+            &plans,
+            &current,
+            &zone,
+            &in_zone,
+            &submitted.id,
+        ));
         file.save(&doc)?;
         api::wait_insync(client, &submitted, deadline, cancel, options.backoff).await?;
         batches.push(BatchLine {
-            zone_id: zone.clone(),
+            zone_id: zone,
             changes: count,
             change_id: submitted.id,
         });
     }
+    read_back(client, routes, &plans, &ids).await?;
 
-    // Read back every changed group: it must now be exactly as declared.
+    let report = report(routes, &plans, &ids, check_lines, batches, false);
+    record_routes(&mut doc, routes, &report);
+    file.save(&doc)?;
+    Ok(report)
+}
+
+/// Reads every group, refusing a route whose shift is unfinished or whose
+/// lease another run holds.
+async fn read_groups(
+    client: &Client,
+    routes: &Routes,
+    doc: &StateDocument,
+    file: &StateFile,
+) -> Result<Vec<Vec<ResourceRecordSet>>, RouteError> {
+    let mut current = Vec::new();
+    for g in &routes.groups {
+        let state = doc.traffic.get(&g.route());
+        if let Some(shift) = state.and_then(|r| r.shift.as_ref()) {
+            if shift.status.is_unfinished() {
+                return Err(RouteError::ShiftUnfinished {
+                    route: g.route(),
+                    status: format!("{:?}", shift.status).to_lowercase(),
+                    state: file.path().display().to_string(),
+                });
+            }
+        }
+        let lock = Route53Router::new(client.clone(), &g.zone_id, &g.name, g.rtype.clone());
+        let now = Utc::now();
+        if let Some(held) = lock.leases().await?.into_iter().find(|l| !l.expired(now)) {
+            let ours = state
+                .and_then(|r| r.extra.get("lease"))
+                .and_then(Value::as_str)
+                .and_then(Lease::decode)
+                .is_some_and(|l| l.token == held.token);
+            if !ours {
+                return Err(TrafficError::LeaseHeld {
+                    resource: lock.lease_resource(),
+                    holder: held.holder.clone(),
+                    expires: held.expires.to_rfc3339(),
+                }
+                .into());
+            }
+        }
+        current.push(api::list_group(client, &g.zone_id, &g.name, &g.rtype).await?);
+    }
+    Ok(current)
+}
+
+/// Each member's health check as it exists (or `(to be created)`), per group,
+/// and the report's lines about them.
+fn known_checks(
+    routes: &Routes,
+    existing: &[(String, String)],
+) -> (Vec<CheckLine>, Vec<BTreeMap<String, String>>) {
+    let mut lines = Vec::new();
+    let mut ids = Vec::new();
+    for g in &routes.groups {
+        let mut map = BTreeMap::new();
+        for m in &g.members {
+            let Some((cm, spec)) = &m.check else { continue };
+            let reference = checks::caller_reference(&g.zone_id, &g.name, cm, spec);
+            let found = existing
+                .iter()
+                .find(|(r, _)| *r == reference)
+                .map(|(_, id)| id.clone());
+            map.insert(
+                m.set_id.clone(),
+                found
+                    .clone()
+                    .unwrap_or_else(|| "(to be created)".to_owned()),
+            );
+            lines.push(CheckLine {
+                route: g.route(),
+                set_id: m.set_id.clone(),
+                created: found.is_none(),
+                health_check_id: found.unwrap_or_default(),
+                detail: describe_check(cm, spec),
+            });
+        }
+        ids.push(map);
+    }
+    (lines, ids)
+}
+
+fn plan_all(
+    routes: &Routes,
+    current: &[Vec<ResourceRecordSet>],
+    ids: &[BTreeMap<String, String>],
+) -> Vec<Vec<PlannedChange>> {
+    routes
+        .groups
+        .iter()
+        .zip(current)
+        .zip(ids)
+        .map(|((g, cur), ids)| diff(g, cur, ids))
+        .collect()
+}
+
+/// Deleting records the spec does not name needs `--prune`.
+fn refuse_unasked_prune(
+    routes: &Routes,
+    plans: &[Vec<PlannedChange>],
+    prune: bool,
+) -> Result<(), RouteError> {
+    let pruned: Vec<String> = routes
+        .groups
+        .iter()
+        .zip(plans)
+        .flat_map(|(g, p)| {
+            p.iter()
+                .filter(|c| c.reason == Reason::Prune)
+                .map(move |c| format!("{} {}", g.route(), c.detail))
+        })
+        .collect();
+    if pruned.is_empty() || prune {
+        return Ok(());
+    }
+    Err(RouteError::Prune(format!(
+        "the spec would delete records it does not name: {}; pass --prune to delete them, or add them to the spec",
+        pruned.join("; ")
+    )))
+}
+
+/// The journal entry of one zone's batch: every change, before and after.
+fn journal_entry(
+    routes: &Routes,
+    plans: &[Vec<PlannedChange>],
+    current: &[Vec<ResourceRecordSet>],
+    zone: &str,
+    in_zone: &[usize],
+    change_id: &str,
+) -> JournalEntry {
+    let count: usize = in_zone.iter().map(|&i| plans[i].len()).sum();
+    let mut entry = JournalEntry::new("switchyard", "routes-applied", Outcome::Ok).detail(format!(
+        "zone {zone}: one batch of {count} change(s), change {change_id}"
+    ));
+    for &i in in_zone {
+        let g = &routes.groups[i];
+        for c in &plans[i] {
+            let id = c.set.set_identifier().unwrap_or("(simple)");
+            let (before, after) = match c.action {
+                ChangeAction::Delete => (Some(json!(describe_set(&c.set))), None),
+                ChangeAction::Create => (None, Some(json!(describe_set(&c.set)))),
+                _ => (
+                    current[i]
+                        .iter()
+                        .find(|s| s.set_identifier() == Some(id))
+                        .map(|s| json!(describe_set(s))),
+                    Some(json!(describe_set(&c.set))),
+                ),
+            };
+            entry = entry.change(Change {
+                resource: format!("{} {}", g.route(), id),
+                before,
+                after,
+                reference: Some(change_id.to_owned()),
+            });
+        }
+    }
+    entry
+}
+
+/// Reads back every changed group: it must now be exactly as declared.
+async fn read_back(
+    client: &Client,
+    routes: &Routes,
+    plans: &[Vec<PlannedChange>],
+    ids: &[BTreeMap<String, String>],
+) -> Result<(), RouteError> {
     for (i, g) in routes.groups.iter().enumerate() {
         if plans[i].is_empty() {
             continue;
@@ -1459,8 +1518,13 @@ pub async fn apply(
             });
         }
     }
+    Ok(())
+}
 
-    let report = report(routes, &plans, &ids, check_lines, batches, false);
+/// Records each group in the state's traffic section (weights of weighted
+/// groups; policy and health check ids under their own keys), keeping what a
+/// shift recorded there (`before`, `shift`, the lease).
+fn record_routes(doc: &mut StateDocument, routes: &Routes, report: &ApplyReport) {
     for (g, r) in routes.groups.iter().zip(&report.groups) {
         let entry = doc.traffic.entry(g.route()).or_insert_with(|| RouteState {
             router: "route53".into(),
@@ -1477,7 +1541,7 @@ pub async fn apply(
             ("record_name".to_owned(), g.name.clone()),
             ("record_type".to_owned(), g.rtype.as_str().to_owned()),
         ]);
-        entry.weights = r.weights.clone();
+        entry.weights.clone_from(&r.weights);
         entry.updated_at = Utc::now();
         entry
             .extra
@@ -1486,8 +1550,6 @@ pub async fn apply(
             .extra
             .insert("health_checks".into(), json!(r.health_checks));
     }
-    file.save(&doc)?;
-    Ok(report)
 }
 
 /// The groups with changes per hosted zone, zones in the order they first

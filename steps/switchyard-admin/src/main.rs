@@ -157,47 +157,7 @@ fn run(args: &Args) -> Result<(), Failure> {
                 ))
             }
         }
-        Command::Route(RouteCommand::Check { spec }) => {
-            let routes = regional::load(spec)?;
-            println!(
-                "{}: valid routes spec, {} group(s): {}",
-                spec.display(),
-                routes.groups.len(),
-                routes
-                    .groups
-                    .iter()
-                    .map(|g| format!("{} {}", g.route(), g.policy.as_str()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            Ok(())
-        }
-        Command::Route(RouteCommand::Apply(route) | RouteCommand::Plan(route)) => {
-            let plan_only = matches!(args.command, Command::Route(RouteCommand::Plan(_)));
-            let routes = regional::load(&route.spec)?;
-            let options = regional::Options {
-                dry_run: plan_only || args.common.dry_run,
-                prune: route.prune,
-                timeout: args.common.timeout,
-                backoff: Backoff::ROUTE53_CHANGE,
-            };
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| Failure::new(Code::Provider, e))?;
-            runtime.block_on(async {
-                let cancel = switchyard::cli::signal::cancel_on_signals();
-                let config = aws::load(&AwsSettings {
-                    region: args.common.region.clone(),
-                    profile: args.common.profile.clone(),
-                })
-                .await;
-                let client = aws_sdk_route53::Client::new(&config);
-                let report = regional::apply(&client, &routes, &state, &options, &cancel).await?;
-                output::emit(args.common.output, &report);
-                Ok(())
-            })
-        }
+        Command::Route(cmd) => route(cmd, args, &state),
         Command::Lock(cmd) => {
             let route = match cmd {
                 LockCommand::Status(r) | LockCommand::Release { route: r, .. } => r,
@@ -228,6 +188,52 @@ fn run(args: &Args) -> Result<(), Failure> {
             })
         }
     }
+}
+
+/// `switchyard route ...`: check a routes spec, or plan / apply it.
+fn route(cmd: &RouteCommand, args: &Args, state: &StateFile) -> Result<(), Failure> {
+    let (route, plan_only) = match cmd {
+        RouteCommand::Check { spec } => {
+            let routes = regional::load(spec)?;
+            println!(
+                "{}: valid routes spec, {} group(s): {}",
+                spec.display(),
+                routes.groups.len(),
+                routes
+                    .groups
+                    .iter()
+                    .map(|g| format!("{} {}", g.route(), g.policy.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            return Ok(());
+        }
+        RouteCommand::Apply(route) => (route, false),
+        RouteCommand::Plan(route) => (route, true),
+    };
+    let routes = regional::load(&route.spec)?;
+    let options = regional::Options {
+        dry_run: plan_only || args.common.dry_run,
+        prune: route.prune,
+        timeout: args.common.timeout,
+        backoff: Backoff::ROUTE53_CHANGE,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(Code::Provider, e))?;
+    runtime.block_on(async {
+        let cancel = switchyard::cli::signal::cancel_on_signals();
+        let config = aws::load(&AwsSettings {
+            region: args.common.region.clone(),
+            profile: args.common.profile.clone(),
+        })
+        .await;
+        let client = aws_sdk_route53::Client::new(&config);
+        let report = regional::apply(&client, &routes, state, &options, &cancel).await?;
+        output::emit(args.common.output, &report);
+        Ok(())
+    })
 }
 
 async fn status(router: &Route53Router, format: OutputFormat) -> Result<(), Failure> {
