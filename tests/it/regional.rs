@@ -184,6 +184,29 @@ fn a_spec_mixing_weighted_latency_and_geolocation_groups_converts_a_simple_recor
         "the plan created no health check"
     );
     assert!(!world.state().exists(), "the plan wrote no state");
+    let json = world.switchyard(&[
+        "route",
+        "apply",
+        "--dry-run",
+        "--output",
+        "json",
+        "--spec",
+        &spec,
+    ]);
+    assert_eq!(json.code, 0, "{}{}", json.stdout, json.stderr);
+    let json: Value = serde_json::from_str(json.stdout.trim()).unwrap();
+    assert_eq!(
+        (json["ok"].clone(), json["dry_run"].clone()),
+        (json!(true), json!(true))
+    );
+    assert_eq!(json["groups"][0]["changes"][0]["action"], "DELETE");
+    assert_eq!(json["groups"][0]["changes"][0]["reason"], "conversion");
+    assert_eq!(json["batches"][0]["changes"], 8);
+    assert_eq!(
+        world.records("api.example.com").len(),
+        1,
+        "--dry-run changed nothing"
+    );
 
     let out = world.switchyard(&["route", "apply", "--spec", &spec]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
@@ -348,7 +371,7 @@ fn a_spec_mixing_weighted_latency_and_geolocation_groups_converts_a_simple_recor
 }
 
 #[test]
-fn a_bad_spec_exits_2_naming_the_member_and_field_before_any_call() {
+fn a_bad_spec_exits_2_and_a_held_lock_exits_5_before_any_change() {
     let world = World::new();
     let mut spec = mixed_spec();
     spec["groups"][0]["members"][1] = json!({"set_identifier": "eu", "region": "eu-west-1",
@@ -381,6 +404,39 @@ fn a_bad_spec_exits_2_naming_the_member_and_field_before_any_call() {
     assert!(world.health_check_ids().is_empty());
     assert!(world.records("api.example.com").is_empty());
     assert!(!world.state().exists());
+
+    // A valid spec on a name whose lock another deployment holds: exit 5, nothing changed.
+    let expires = unix_now() + 3600;
+    aws_cli::change(
+        &world.moto,
+        &world.zone,
+        &json!([{"Action": "CREATE", "ResourceRecordSet": {"Name": "_switchyard-lock.api.example.com", "Type": "TXT", "TTL": 60,
+            "ResourceRecords": [{"Value": format!("\"switchyard-lease=1;token=other;since={};expires={expires};holder=jenkins@ci-7;message=\"", expires - 3600)}]}}]),
+    );
+    let path = world.spec(&mixed_spec());
+    let out = world.switchyard(&["route", "apply", "--spec", &path]);
+    assert_eq!(out.code, 5, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("is locked by jenkins@ci-7"),
+        "{}",
+        out.stderr
+    );
+    assert!(world.health_check_ids().is_empty());
+    assert!(world.records("api.example.com").is_empty());
+
+    // The plan is one JSON object with --output json.
+    let out = world.switchyard(&["route", "plan", "--output", "json", "--spec", &path]);
+    assert_eq!(out.code, 5, "{}{}", out.stdout, out.stderr);
+    let json: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(json["ok"], false);
+    assert_eq!(json["exit_code"], 5);
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 #[test]

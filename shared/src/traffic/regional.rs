@@ -555,8 +555,11 @@ fn check_member(m: &MemberSpec, rtype: &RrType, ttl: i64) -> Result<Member, Stri
             if values.is_empty() {
                 return Err("\"values\" is empty".into());
             }
-            for v in values {
+            for (i, v) in values.iter().enumerate() {
                 check_value(rtype, v).map_err(|e| format!("\"values\": {e}"))?;
+                if values[..i].iter().any(|o| o.trim() == v.trim()) {
+                    return Err(format!("\"values\": {v:?} is given twice"));
+                }
             }
             Target::Values {
                 values: values.iter().map(|v| v.trim().to_owned()).collect(),

@@ -175,6 +175,10 @@ fn bad_specs_are_refused_naming_the_group_member_and_field() {
             r#"{"groups": [{"zone_id": "Z1", "name": "api.example.com", "type": "MX", "members": []}]}"#.to_owned(),
             r#"group 1 (api.example.com MX): "type" "MX" is not supported"#,
         ),
+        (
+            one_group(r#"{"set_identifier": "a", "weight": 1, "values": ["10.0.0.1", "10.0.0.1"]}"#),
+            r#"member "a": "values": "10.0.0.1" is given twice"#,
+        ),
         (r#"{"groups": []}"#.to_owned(), r#""groups" is empty"#),
     ];
     for (spec, expected) in cases {
