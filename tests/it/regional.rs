@@ -501,4 +501,24 @@ fn shift_weight_drains_a_region_of_a_regional_group_gated_keeping_aliases_and_he
     assert_eq!(route["weights"], json!({"us-east": 100, "us-west": 0}));
     assert_eq!(route["before"], json!({"us-east": 50, "us-west": 50}));
     assert_eq!(route["shift"]["status"], "completed");
+
+    // The spec applied again leaves the drain alone: weights are shift-weight's.
+    let out = world.switchyard(&["route", "apply", "--spec", &path]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("  kept us-east weight 100 (the spec says 50;"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("no change"), "{}", out.stdout);
+    assert_eq!(weights(), w(&[("us-east", 100), ("us-west", 0)]));
+    let doc = world.doc();
+    let route = &doc["traffic"][format!("route53:{}/api.example.com./A", world.zone)];
+    assert_eq!(route["weights"], json!({"us-east": 100, "us-west": 0}));
+    assert_eq!(
+        route["before"],
+        json!({"us-east": 50, "us-west": 50}),
+        "rollback target kept"
+    );
 }

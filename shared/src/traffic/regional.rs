@@ -949,11 +949,14 @@ pub struct PlannedChange {
 
 /// The changes that make `current` (a group as read) what `group` declares,
 /// with each member's health check id from `check_ids`. DELETEs come first,
-/// then CREATEs, then UPSERTs, so that one batch can convert a name.
+/// then CREATEs, then UPSERTs, so that one batch can convert a name. With
+/// `keep_weights`, a weighted member that exists keeps its weight (see
+/// [`kept_weights`]).
 pub fn diff(
     group: &Group,
     current: &[ResourceRecordSet],
     check_ids: &BTreeMap<String, String>,
+    keep_weights: bool,
 ) -> Vec<PlannedChange> {
     let mut deletes = Vec::new();
     let mut creates = Vec::new();
@@ -1018,6 +1021,10 @@ pub fn diff(
                 });
             }
             Some(set) => {
+                let mut desired = desired;
+                if keep_weights && set.weight().is_some() {
+                    desired.weight = set.weight();
+                }
                 let what = differences(set, &desired, &group.rtype);
                 if !what.is_empty() {
                     upserts.push(PlannedChange {
@@ -1035,6 +1042,27 @@ pub fn diff(
     deletes
 }
 
+/// Weighted members whose weight at Route53 differs from the spec's, as
+/// (member, weight now, weight in the spec). Moving traffic between existing
+/// members is shift-weight's job (gated, with rollback), so `apply` keeps
+/// these weights unless asked to reset them.
+pub fn kept_weights(group: &Group, current: &[ResourceRecordSet]) -> Vec<(String, i64, i64)> {
+    group
+        .members
+        .iter()
+        .filter_map(|m| {
+            let Routing::Weight(spec) = m.routing else {
+                return None;
+            };
+            let now = current
+                .iter()
+                .find(|s| s.set_identifier() == Some(m.set_id.as_str()))?
+                .weight()?;
+            (now != spec).then(|| (m.set_id.clone(), now, spec))
+        })
+        .collect()
+}
+
 /// How `apply` runs.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
@@ -1042,6 +1070,9 @@ pub struct Options {
     pub dry_run: bool,
     /// Delete records of a group that the spec does not name.
     pub prune: bool,
+    /// Set the spec's weights on existing weighted members too (by default
+    /// they keep the weights they have, which shift-weight manages).
+    pub reset_weights: bool,
     /// Deadline of the whole apply.
     pub timeout: Duration,
     /// GetChange polling.
@@ -1061,6 +1092,10 @@ pub struct GroupReport {
     pub unchanged: Vec<String>,
     /// Health check id per member.
     pub health_checks: BTreeMap<String, String>,
+    /// Existing weighted members that kept their weight although the spec
+    /// gives another one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept_weights: Vec<String>,
     /// Weights after the apply (weighted groups).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub weights: Weights,
@@ -1150,6 +1185,9 @@ impl StepReport for ApplyReport {
         }
         for g in &self.groups {
             let _ = writeln!(t, "{} ({}):", g.route, g.policy.as_str());
+            for k in &g.kept_weights {
+                let _ = writeln!(t, "  kept {k}");
+            }
             if g.changes.is_empty() {
                 let _ = writeln!(
                     t,
@@ -1250,7 +1288,7 @@ pub async fn apply(
         Vec::new()
     };
     let (mut check_lines, mut ids) = known_checks(routes, &existing);
-    let plans = plan_all(routes, &current, &ids);
+    let plans = plan_all(routes, &current, &ids, !options.reset_weights);
     refuse_unasked_prune(routes, &plans, options.prune)?;
 
     if options.dry_run {
@@ -1262,7 +1300,16 @@ pub async fn apply(
                 change_id: String::new(),
             })
             .collect();
-        return Ok(report(routes, &plans, &ids, check_lines, batches, true));
+        let kept = kept_all(routes, &current, options.reset_weights);
+        return Ok(report(
+            routes,
+            &plans,
+            &ids,
+            &kept,
+            check_lines,
+            batches,
+            true,
+        ));
     }
 
     // Create the missing health checks, then plan again with their real ids.
@@ -1293,7 +1340,7 @@ pub async fn apply(
             map.insert(m.set_id.clone(), id);
         }
     }
-    let plans = plan_all(routes, &current, &ids);
+    let plans = plan_all(routes, &current, &ids, !options.reset_weights);
 
     let mut batches = Vec::new();
     for (zone, in_zone) in zone_batches(routes, &plans) {
@@ -1333,9 +1380,10 @@ pub async fn apply(
             change_id: submitted.id,
         });
     }
-    read_back(client, routes, &plans, &ids).await?;
+    read_back(client, routes, &plans, &ids, !options.reset_weights).await?;
 
-    let report = report(routes, &plans, &ids, check_lines, batches, false);
+    let kept = kept_all(routes, &current, options.reset_weights);
+    let report = report(routes, &plans, &ids, &kept, check_lines, batches, false);
     record_routes(&mut doc, routes, &report);
     file.save(&doc)?;
     Ok(report)
@@ -1423,13 +1471,14 @@ fn plan_all(
     routes: &Routes,
     current: &[Vec<ResourceRecordSet>],
     ids: &[BTreeMap<String, String>],
+    keep_weights: bool,
 ) -> Vec<Vec<PlannedChange>> {
     routes
         .groups
         .iter()
         .zip(current)
         .zip(ids)
-        .map(|((g, cur), ids)| diff(g, cur, ids))
+        .map(|((g, cur), ids)| diff(g, cur, ids, keep_weights))
         .collect()
 }
 
@@ -1503,13 +1552,14 @@ async fn read_back(
     routes: &Routes,
     plans: &[Vec<PlannedChange>],
     ids: &[BTreeMap<String, String>],
+    keep_weights: bool,
 ) -> Result<(), RouteError> {
     for (i, g) in routes.groups.iter().enumerate() {
         if plans[i].is_empty() {
             continue;
         }
         let read = api::list_group(client, &g.zone_id, &g.name, &g.rtype).await?;
-        let left = diff(g, &read, &ids[i]);
+        let left = diff(g, &read, &ids[i], keep_weights);
         if !left.is_empty() {
             let detail: Vec<String> = left
                 .iter()
@@ -1571,10 +1621,31 @@ fn zone_batches(routes: &Routes, plans: &[Vec<PlannedChange>]) -> Vec<(String, V
     out
 }
 
+/// Per group, the weights `apply` keeps (none when resetting them).
+fn kept_all(
+    routes: &Routes,
+    current: &[Vec<ResourceRecordSet>],
+    reset_weights: bool,
+) -> Vec<Vec<(String, i64, i64)>> {
+    routes
+        .groups
+        .iter()
+        .zip(current)
+        .map(|(g, cur)| {
+            if reset_weights {
+                Vec::new()
+            } else {
+                kept_weights(g, cur)
+            }
+        })
+        .collect()
+}
+
 fn report(
     routes: &Routes,
     plans: &[Vec<PlannedChange>],
     ids: &[BTreeMap<String, String>],
+    kept: &[Vec<(String, i64, i64)>],
     health_checks: Vec<CheckLine>,
     batches: Vec<BatchLine>,
     dry_run: bool,
@@ -1610,11 +1681,19 @@ fn report(
                     .filter(|(_, id)| !id.starts_with('('))
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
+                kept_weights: kept[i]
+                    .iter()
+                    .map(|(id, now, spec)| {
+                        format!("{id} weight {now} (the spec says {spec}; shift-weight moves traffic between members, gated; --reset-weights sets the spec's weights)")
+                    })
+                    .collect(),
                 weights: g
                     .members
                     .iter()
                     .filter_map(|m| match m.routing {
                         Routing::Weight(w) => {
+                            let kept = kept[i].iter().find(|(id, _, _)| *id == m.set_id);
+                            let w = kept.map_or(w, |(_, now, _)| *now);
                             Some((m.set_id.clone(), u32::try_from(w).unwrap_or(0)))
                         }
                         _ => None,

@@ -384,6 +384,7 @@ fn options(dry_run: bool, prune: bool) -> Options {
     Options {
         dry_run,
         prune,
+        reset_weights: false,
         timeout: Duration::from_secs(600),
         backoff: Backoff {
             initial: Duration::from_millis(100),
@@ -567,9 +568,90 @@ async fn throttling_is_retried_and_a_pending_change_is_awaited_until_insync() {
     assert_eq!(
         changes,
         [
-            "UPSERT us-east: weight 50→100, health check none→hc-1",
-            "UPSERT us-west: weight 50→0, health check none→hc-2"
+            "UPSERT us-east: health check none→hc-1",
+            "UPSERT us-west: health check none→hc-2"
         ]
+    );
+}
+
+fn zone_weights(zone: &Zone) -> Vec<(String, i64)> {
+    zone.sets
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| (s.set_identifier().unwrap().to_owned(), s.weight().unwrap()))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn existing_members_keep_their_weights_unless_reset_weights_is_asked() {
+    let zone = Zone::holding(vec![
+        weighted("us-east", 50, "10.0.0.1"),
+        weighted("us-west", 50, "10.0.0.2"),
+    ]);
+    let list = zone.list_rule();
+    let (list_checks, create_check) = zone.health_check_rules();
+    let z = zone.clone();
+    let change = mock!(Client::change_resource_record_sets)
+        .match_requests(move |r| {
+            z.apply(r);
+            true
+        })
+        .then_output(|| submitted("C3", ChangeStatus::Insync));
+    let client = client(&[&list, &list_checks, &create_check, &change]);
+    let routes = parse(WEIGHTED_WITH_CHECKS).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = StateFile::new(dir.path().join("state.json"));
+    let cancel = CancellationToken::new();
+
+    let first = apply(&client, &routes, &file, &options(false, false), &cancel)
+        .await
+        .unwrap();
+    assert_eq!(change.num_calls(), 1, "the health checks are associated");
+    assert_eq!(
+        zone_weights(&zone),
+        [("us-east".into(), 50), ("us-west".into(), 50)]
+    );
+    assert_eq!(first.groups[0].kept_weights.len(), 2);
+    let route = &file.load().unwrap().traffic["route53:Z1/api.example.com./A"];
+    assert_eq!(
+        route.weights,
+        Weights::from([("us-east".into(), 50), ("us-west".into(), 50)])
+    );
+
+    let again = apply(&client, &routes, &file, &options(false, false), &cancel)
+        .await
+        .unwrap();
+    assert!(again.no_change());
+    assert!(
+        again
+            .text()
+            .contains("  kept us-east weight 50 (the spec says 100; shift-weight moves traffic"),
+        "{}",
+        again.text()
+    );
+    assert_eq!(change.num_calls(), 1);
+
+    let mut reset = options(false, false);
+    reset.reset_weights = true;
+    let report = apply(&client, &routes, &file, &reset, &cancel)
+        .await
+        .unwrap();
+    let changes: Vec<&str> = report.groups[0]
+        .changes
+        .iter()
+        .map(|c| c.detail.as_str())
+        .collect();
+    assert_eq!(changes, ["us-east: weight 50→100", "us-west: weight 50→0"]);
+    assert_eq!(change.num_calls(), 2);
+    assert_eq!(
+        zone_weights(&zone),
+        [("us-east".into(), 100), ("us-west".into(), 0)]
+    );
+    let route = &file.load().unwrap().traffic["route53:Z1/api.example.com./A"];
+    assert_eq!(
+        route.weights,
+        Weights::from([("us-east".into(), 100), ("us-west".into(), 0)])
     );
 }
 

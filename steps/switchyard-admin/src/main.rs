@@ -67,6 +67,10 @@ struct RouteSpecArgs {
     /// apply before any change (exit 2)
     #[arg(long, env = "SWITCHYARD_PRUNE", value_parser = clap::builder::BoolishValueParser::new())]
     prune: bool,
+    /// Set the spec's weights on weighted members that exist already. Without it they keep their
+    /// weights: moving traffic between existing members is shift-weight's job (gated, with rollback)
+    #[arg(long, env = "SWITCHYARD_RESET_WEIGHTS", value_parser = clap::builder::BoolishValueParser::new())]
+    reset_weights: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -215,6 +219,7 @@ fn route(cmd: &RouteCommand, args: &Args, state: &StateFile) -> Result<(), Failu
     let options = regional::Options {
         dry_run: plan_only || args.common.dry_run,
         prune: route.prune,
+        reset_weights: route.reset_weights,
         timeout: args.common.timeout,
         backoff: Backoff::ROUTE53_CHANGE,
     };
