@@ -1313,33 +1313,15 @@ pub async fn apply(
     }
 
     // Create the missing health checks, then plan again with their real ids.
-    for (g, map) in routes.groups.iter().zip(ids.iter_mut()) {
-        for m in &g.members {
-            let Some((cm, spec)) = &m.check else { continue };
-            let (id, created) =
-                checks::find_or_create(client, &existing, &g.zone_id, &g.name, cm, spec).await?;
-            if created {
-                doc.record(
-                    JournalEntry::new("switchyard", "health-check-created", Outcome::Ok)
-                        .detail(format!(
-                            "{} of {}: {}",
-                            m.set_id,
-                            g.route(),
-                            describe_check(cm, spec)
-                        ))
-                        .with("route", g.route())
-                        .with("health_check_id", id.clone()),
-                );
-                if let Some(line) = check_lines
-                    .iter_mut()
-                    .find(|l| l.route == g.route() && l.set_id == m.set_id)
-                {
-                    line.health_check_id.clone_from(&id);
-                }
-            }
-            map.insert(m.set_id.clone(), id);
-        }
-    }
+    create_checks(
+        client,
+        routes,
+        &existing,
+        &mut ids,
+        &mut check_lines,
+        &mut doc,
+    )
+    .await?;
     let plans = plan_all(routes, &current, &ids, !options.reset_weights);
 
     let mut batches = Vec::new();
@@ -1387,6 +1369,46 @@ pub async fn apply(
     record_routes(&mut doc, routes, &report);
     file.save(&doc)?;
     Ok(report)
+}
+
+/// Finds or creates every member's health check, journaling the ones it
+/// creates, and puts their ids into `ids` and `lines`.
+async fn create_checks(
+    client: &Client,
+    routes: &Routes,
+    existing: &[(String, String)],
+    ids: &mut [BTreeMap<String, String>],
+    lines: &mut [CheckLine],
+    doc: &mut StateDocument,
+) -> Result<(), RouteError> {
+    for (g, map) in routes.groups.iter().zip(ids.iter_mut()) {
+        for m in &g.members {
+            let Some((cm, spec)) = &m.check else { continue };
+            let (id, created) =
+                checks::find_or_create(client, existing, &g.zone_id, &g.name, cm, spec).await?;
+            if created {
+                doc.record(
+                    JournalEntry::new("switchyard", "health-check-created", Outcome::Ok)
+                        .detail(format!(
+                            "{} of {}: {}",
+                            m.set_id,
+                            g.route(),
+                            describe_check(cm, spec)
+                        ))
+                        .with("route", g.route())
+                        .with("health_check_id", id.clone()),
+                );
+                if let Some(line) = lines
+                    .iter_mut()
+                    .find(|l| l.route == g.route() && l.set_id == m.set_id)
+                {
+                    line.health_check_id.clone_from(&id);
+                }
+            }
+            map.insert(m.set_id.clone(), id);
+        }
+    }
+    Ok(())
 }
 
 /// Reads every group, refusing a route whose shift is unfinished or whose
