@@ -199,17 +199,28 @@ fn route(cmd: &RouteCommand, args: &Args, state: &StateFile) -> Result<(), Failu
     let (route, plan_only) = match cmd {
         RouteCommand::Check { spec } => {
             let routes = regional::load(spec)?;
-            println!(
-                "{}: valid routes spec, {} group(s): {}",
-                spec.display(),
-                routes.groups.len(),
-                routes
-                    .groups
-                    .iter()
-                    .map(|g| format!("{} {}", g.route(), g.policy.as_str()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+            let groups: Vec<(String, &str)> = routes
+                .groups
+                .iter()
+                .map(|g| (g.route(), g.policy.as_str()))
+                .collect();
+            match args.common.output {
+                OutputFormat::Text => println!(
+                    "{}: valid routes spec, {} group(s): {}",
+                    spec.display(),
+                    groups.len(),
+                    groups
+                        .iter()
+                        .map(|(route, policy)| format!("{route} {policy}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                OutputFormat::Json => println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "spec": spec.display().to_string(),
+                        "groups": groups.iter().map(|(route, policy)| serde_json::json!({"route": route, "policy": policy})).collect::<Vec<_>>()})
+                ),
+            }
             return Ok(());
         }
         RouteCommand::Apply(route) => (route, false),
