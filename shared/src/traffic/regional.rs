@@ -9,8 +9,10 @@
 //! again submits nothing. A simple record (no set identifier) of the same name
 //! and type is replaced by DELETE (exactly as it is) + CREATE in that batch.
 //! Records of a group that the spec does not name are deleted only with
-//! `prune`. Health checks are found or created by the same CallerReference
-//! `verify-health route53 ensure` uses.
+//! `prune`. A weighted member that exists keeps its weight unless
+//! `reset_weights` is asked: moving traffic between existing members is
+//! shift-weight's job (gated, with rollback). Health checks are found or
+//! created by the same CallerReference `verify-health route53 ensure` uses.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
