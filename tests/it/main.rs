@@ -16,6 +16,7 @@ mod ergonomics;
 mod faults;
 mod kill_resume;
 mod pipeline;
+mod regional;
 mod register_host;
 mod secrets;
 mod shift_weight;

@@ -20,8 +20,20 @@ use crate::aws::ProviderError;
 use crate::cli::{Code, ExitStatus, StepReport};
 use crate::state::Health;
 
-/// The kind of check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// The kind of check. Spelled the same on the command line and in a routes
+/// spec (`http`, `https-str-match`, ...).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum CheckKind {
     /// HTTP GET, 2xx or 3xx within 4 s passes.
     Http,
@@ -297,11 +309,7 @@ pub async fn ensure(
     let mut checks = Vec::new();
     let mut changes = Vec::new();
     for m in members {
-        let reference = caller_reference(&zone_id, &name, m, spec);
-        let (id, created) = match existing.iter().find(|(r, _)| *r == reference) {
-            Some((_, id)) => (id.clone(), false),
-            None => (create(client, &reference, m, spec).await?, true),
-        };
+        let (id, created) = find_or_create(client, &existing, &zone_id, &name, m, spec).await?;
         let set = sets
             .iter()
             .find(|s| s.set_identifier() == Some(m.set_id.as_str()))
@@ -350,6 +358,24 @@ pub async fn ensure(
     })
 }
 
+/// The check of `member` (found by its CallerReference among `existing`, see
+/// [`existing_checks`]), created when there is none. Returns its id and
+/// whether this call created it.
+pub async fn find_or_create(
+    client: &Client,
+    existing: &[(String, String)],
+    zone_id: &str,
+    name: &str,
+    member: &Member,
+    spec: &CheckSpec,
+) -> Result<(String, bool), ProviderError> {
+    let reference = caller_reference(zone_id, name, member, spec);
+    match existing.iter().find(|(r, _)| *r == reference) {
+        Some((_, id)) => Ok((id.clone(), false)),
+        None => Ok((create(client, &reference, member, spec).await?, true)),
+    }
+}
+
 async fn create(
     client: &Client,
     reference: &str,
@@ -377,7 +403,8 @@ async fn create(
     Ok(id)
 }
 
-async fn existing_checks(client: &Client) -> Result<Vec<(String, String)>, ProviderError> {
+/// Every health check of the account as (CallerReference, id).
+pub async fn existing_checks(client: &Client) -> Result<Vec<(String, String)>, ProviderError> {
     let mut out = Vec::new();
     let mut pages = client.list_health_checks().into_paginator().send();
     while let Some(page) = pages.next().await {

@@ -4,6 +4,7 @@
 
 pub mod lease;
 pub mod plan;
+pub mod regional;
 pub mod route53;
 pub mod shift;
 
