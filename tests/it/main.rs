@@ -11,5 +11,6 @@ mod aws_cli;
 mod ergonomics;
 mod pipeline;
 mod register_host;
+mod routers;
 mod shift_weight;
 mod verify_health;

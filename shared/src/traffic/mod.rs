@@ -1,7 +1,10 @@
-//! Moving traffic: the [`Router`] seam (one file per router), the weight
+//! Moving traffic: the [`Router`] seam (one file per router: [`route53`],
+//! [`alb`], [`haproxy`]), the weight
 //! arithmetic of a shift ([`plan`]), the deployment lease ([`lease`]) and the
 //! engine that walks a shift step by step with gates and rollback ([`shift`]).
 
+pub mod alb;
+pub mod haproxy;
 pub mod lease;
 pub mod plan;
 pub mod route53;

@@ -1,0 +1,1 @@
+//! Offline tests of the ALB router with the SDK mocked.
