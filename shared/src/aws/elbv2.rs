@@ -373,7 +373,7 @@ pub async fn tags(client: &Client, arn: &str) -> Result<BTreeMap<String, String>
         .tag_descriptions()
         .iter()
         .filter(|d| d.resource_arn() == Some(arn))
-        .flat_map(|d| d.tags())
+        .flat_map(aws_sdk_elasticloadbalancingv2::types::TagDescription::tags)
         .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
         .collect())
 }

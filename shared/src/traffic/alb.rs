@@ -30,6 +30,7 @@
 //! In both cases two runs can believe they hold the lease at once.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -459,7 +460,7 @@ impl Router for AlbRouter {
             changes.join(", ")
         );
         if let Some(d) = self.stickiness {
-            text.push_str(&format!("; stickiness {} s", d.as_secs()));
+            let _ = write!(text, "; stickiness {} s", d.as_secs());
         }
         text
     }

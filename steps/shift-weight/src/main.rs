@@ -335,12 +335,6 @@ fn router_settings(args: &Args) -> Result<RouterSettings, Failure> {
         ("--server-state-file", args.server_state_file.is_some()),
         ("--lock-file", args.lock_file.is_some()),
     ];
-    let nonempty = |v: &Option<String>| {
-        v.as_deref()
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned)
-    };
     match args.router {
         RouterKind::Route53 => {
             given(&alb_flags, "alb")?;
@@ -350,9 +344,10 @@ fn router_settings(args: &Args) -> Result<RouterSettings, Failure> {
                     "--member is for --router alb or haproxy; Route53 members are the SetIdentifiers",
                 ));
             }
-            let (Some(zone_id), Some(name)) =
-                (nonempty(&args.zone_id), nonempty(&args.record_name))
-            else {
+            let (Some(zone_id), Some(name)) = (
+                nonempty(args.zone_id.as_deref()),
+                nonempty(args.record_name.as_deref()),
+            ) else {
                 return Err(Failure::usage(
                     "--router route53 needs --zone-id and --record-name (not empty)",
                 ));
@@ -366,86 +361,105 @@ fn router_settings(args: &Args) -> Result<RouterSettings, Failure> {
         RouterKind::Alb => {
             given(&route53_flags, "route53")?;
             given(&haproxy_flags, "haproxy")?;
-            let target = match (nonempty(&args.listener_arn), nonempty(&args.rule_arn)) {
-                (Some(arn), None) if arn.contains(":listener/") => Target::Listener(arn),
-                (None, Some(arn)) if arn.contains(":listener-rule/") => Target::Rule(arn),
-                (Some(arn), None) => {
-                    return Err(Failure::usage(format!(
-                        "--listener-arn {arn:?} is not a listener ARN (arn:aws:elasticloadbalancing:...:listener/...)"
-                    )))
-                }
-                (None, Some(arn)) => {
-                    return Err(Failure::usage(format!(
-                        "--rule-arn {arn:?} is not a listener rule ARN (arn:aws:elasticloadbalancing:...:listener-rule/...)"
-                    )))
-                }
-                _ => {
-                    return Err(Failure::usage(
-                        "--router alb needs --listener-arn or --rule-arn",
-                    ))
-                }
-            };
-            if let Some(d) = args.stickiness {
-                if d < Duration::from_secs(1) || d > Duration::from_secs(604_800) {
-                    return Err(Failure::usage(
-                        "--stickiness must be between 1s and 7d (ALB's 1-604800 seconds)",
-                    ));
-                }
-            }
-            let mut members = BTreeMap::new();
-            for (name, what) in parse_members(&args.members)? {
-                match what.as_slice() {
-                    [group] => {
-                        members.insert(name, group.clone());
-                    }
-                    _ => {
-                        return Err(Failure::usage(format!(
-                            "--member {name}: an ALB member is one target group (ARN or name)"
-                        )))
-                    }
-                }
-            }
-            Ok(RouterSettings::Alb {
-                target,
-                members,
-                stickiness: args.stickiness,
-            })
+            alb_settings(args)
         }
         RouterKind::Haproxy => {
             given(&route53_flags, "route53")?;
             given(&alb_flags, "alb")?;
-            let (Some(socket), Some(backend)) =
-                (nonempty(&args.haproxy_socket), nonempty(&args.backend))
-            else {
-                return Err(Failure::usage(
-                    "--router haproxy needs --haproxy-socket and --backend",
-                ));
-            };
-            let endpoint = Endpoint::parse(&socket).map_err(Failure::usage)?;
-            let lock_file = match &args.lock_file {
-                Some(f) => f.clone(),
-                None => HaproxyRouter::default_lock_file(&endpoint, args.server_state_file.as_deref())
-                    .ok_or_else(|| {
-                        Failure::usage(
-                            "with a TCP --haproxy-socket, give --server-state-file or --lock-file: the lease's lock file lives beside it",
-                        )
-                    })?,
-            };
-            let members = if args.members.is_empty() {
-                Members::ByName
-            } else {
-                Members::Explicit(parse_members(&args.members)?.into_iter().collect())
-            };
-            Ok(RouterSettings::Haproxy {
-                endpoint,
-                backend,
-                members,
-                server_state_file: args.server_state_file.clone(),
-                lock_file,
-                drain_timeout: args.drain_timeout,
-            })
+            haproxy_settings(args)
         }
     }
+}
+
+/// Checks the flags of --router alb.
+fn alb_settings(args: &Args) -> Result<RouterSettings, Failure> {
+    let target = match (nonempty(args.listener_arn.as_deref()), nonempty(args.rule_arn.as_deref())) {
+        (Some(arn), None) if arn.contains(":listener/") => Target::Listener(arn),
+        (None, Some(arn)) if arn.contains(":listener-rule/") => Target::Rule(arn),
+        (Some(arn), None) => {
+            return Err(Failure::usage(format!(
+                "--listener-arn {arn:?} is not a listener ARN (arn:aws:elasticloadbalancing:...:listener/...)"
+            )))
+        }
+        (None, Some(arn)) => {
+            return Err(Failure::usage(format!(
+                "--rule-arn {arn:?} is not a listener rule ARN (arn:aws:elasticloadbalancing:...:listener-rule/...)"
+            )))
+        }
+        _ => {
+            return Err(Failure::usage(
+                "--router alb needs --listener-arn or --rule-arn",
+            ))
+        }
+    };
+    if let Some(d) = args.stickiness {
+        if d < Duration::from_secs(1) || d > Duration::from_secs(604_800) {
+            return Err(Failure::usage(
+                "--stickiness must be between 1s and 7d (ALB's 1-604800 seconds)",
+            ));
+        }
+    }
+    let mut members = BTreeMap::new();
+    for (name, what) in parse_members(&args.members)? {
+        match what.as_slice() {
+            [group] => {
+                members.insert(name, group.clone());
+            }
+            _ => {
+                return Err(Failure::usage(format!(
+                    "--member {name}: an ALB member is one target group (ARN or name)"
+                )))
+            }
+        }
+    }
+    Ok(RouterSettings::Alb {
+        target,
+        members,
+        stickiness: args.stickiness,
+    })
+}
+
+/// Checks the flags of --router haproxy.
+fn haproxy_settings(args: &Args) -> Result<RouterSettings, Failure> {
+    let (Some(socket), Some(backend)) = (
+        nonempty(args.haproxy_socket.as_deref()),
+        nonempty(args.backend.as_deref()),
+    ) else {
+        return Err(Failure::usage(
+            "--router haproxy needs --haproxy-socket and --backend",
+        ));
+    };
+    let endpoint = Endpoint::parse(&socket).map_err(Failure::usage)?;
+    let lock_file = match &args.lock_file {
+        Some(f) => f.clone(),
+        None => HaproxyRouter::default_lock_file(&endpoint, args.server_state_file.as_deref())
+            .ok_or_else(|| {
+                Failure::usage(
+                    "with a TCP --haproxy-socket, give --server-state-file or --lock-file: the lease's lock file lives beside it",
+                )
+            })?,
+    };
+    let members = if args.members.is_empty() {
+        Members::ByName
+    } else {
+        Members::Explicit(parse_members(&args.members)?.into_iter().collect())
+    };
+    Ok(RouterSettings::Haproxy {
+        endpoint,
+        backend,
+        members,
+        server_state_file: args.server_state_file.clone(),
+        lock_file,
+        drain_timeout: args.drain_timeout,
+    })
+}
+
+/// A flag's value when it is given and not blank.
+fn nonempty(value: Option<&str>) -> Option<String> {
+    value
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
 }
 
 /// Parses `--member NAME=A[,B..]`: every name once, never empty.
@@ -619,7 +633,7 @@ mod tests {
     const LISTENER: &str = "arn:aws:elasticloadbalancing:us-east-1:1:listener/app/lb/1/2";
 
     #[test]
-    fn each_router_takes_its_own_flags() {
+    fn alb_takes_its_own_flags() {
         assert_eq!(
             routed(&["--router", "alb"]).unwrap_err(),
             "2: --router alb needs --listener-arn or --rule-arn"
@@ -684,7 +698,10 @@ mod tests {
         assert_eq!(target, Target::Listener(LISTENER.into()));
         assert_eq!(members.len(), 2);
         assert_eq!(stickiness, Some(Duration::from_secs(3600)));
+    }
 
+    #[test]
+    fn haproxy_and_route53_take_their_own_flags() {
         assert_eq!(
             routed(&["--router", "haproxy", "--backend", "app"]).unwrap_err(),
             "2: --router haproxy needs --haproxy-socket and --backend"
