@@ -157,7 +157,7 @@ fn spawn(dir: &Path, finish: Option<u32>) -> Result<Child> {
         .create(true)
         .append(true)
         .open(dir.join("haproxy.log"))?;
-    let mut cmd = Command::new("haproxy");
+    let mut cmd = Command::new(binary());
     cmd.arg("-db")
         .arg("-f")
         .arg(dir.join("haproxy.cfg"))
@@ -169,6 +169,21 @@ fn spawn(dir: &Path, finish: Option<u32>) -> Result<Child> {
     }
     cmd.spawn()
         .context("cannot start haproxy (apt-get install haproxy; `make deps` does)")
+}
+
+/// `$HAPROXY`, else `haproxy` on the PATH, else Debian's `/usr/sbin/haproxy`.
+fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("HAPROXY") {
+        return PathBuf::from(path);
+    }
+    let on_path = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| dir.join("haproxy").is_file())
+    });
+    if on_path {
+        PathBuf::from("haproxy")
+    } else {
+        PathBuf::from("/usr/sbin/haproxy")
+    }
 }
 
 impl Drop for Haproxy {

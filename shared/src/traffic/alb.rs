@@ -185,9 +185,10 @@ impl AlbRouter {
             Target::Rule(arn) => api::rule_actions(&self.client, arn).await,
         };
         read.map_err(|e| match e.code.as_deref() {
-            Some(api::LISTENER_NOT_FOUND | api::RULE_NOT_FOUND) => {
-                TrafficError::NoSuchGroup(format!("{}: {}", self.id(), e.message))
-            }
+            Some(api::LISTENER_NOT_FOUND | api::RULE_NOT_FOUND) => TrafficError::NoSuchRoute {
+                route: self.id(),
+                detail: e.message,
+            },
             _ => TrafficError::Provider(e),
         })
     }

@@ -56,6 +56,8 @@ use crate::state::Weights;
 /// load balancing: forced, inherited, configured, resolver and hostname
 /// maintenance, and forced or inherited drain.
 const NOT_READY: u32 = 0x01 | 0x02 | 0x04 | 0x08 | 0x10 | 0x20 | 0x40;
+/// Forced maintenance (`state maint`).
+const FORCED_MAINT: u32 = 0x01;
 /// The maintenance bits alone.
 const MAINT: u32 = 0x01 | 0x02 | 0x04 | 0x20 | 0x40;
 /// The highest weight HAProxy accepts.
@@ -393,7 +395,10 @@ impl HaproxyRouter {
             .await?;
         let servers = parse_servers_state(&answer, &self.backend).map_err(|e| {
             if e.contains("Can't find backend") {
-                TrafficError::NoSuchGroup(format!("{}: HAProxy has no backend named so", self.id()))
+                TrafficError::NoSuchRoute {
+                    route: self.id(),
+                    detail: format!("HAProxy has no backend {}", self.backend),
+                }
             } else {
                 api_error(
                     "haproxy:show servers state",
@@ -402,10 +407,10 @@ impl HaproxyRouter {
             }
         })?;
         if servers.is_empty() {
-            return Err(TrafficError::NoSuchGroup(format!(
-                "{}: the backend has no servers",
-                self.id()
-            )));
+            return Err(TrafficError::NoSuchRoute {
+                route: self.id(),
+                detail: format!("backend {} has no servers", self.backend),
+            });
         }
         Ok(servers)
     }
@@ -464,13 +469,49 @@ impl HaproxyRouter {
     /// The command group that sets `to`, gaining members first, and the
     /// servers it puts in drain.
     fn commands(&self, to: &Weights) -> (Vec<String>, Vec<String>) {
-        let groups = self.cached();
+        self.commands_from(&self.cached(), to)
+    }
+
+    /// The servers as they will be once `weights` are set (for plans of later steps).
+    fn simulated(&self, weights: &Weights) -> Vec<(String, Vec<ServerState>)> {
+        self.cached()
+            .into_iter()
+            .map(|(member, list)| {
+                let Some(&want) = weights.get(&member) else {
+                    return (member, list);
+                };
+                let n = list.len();
+                let list = list
+                    .into_iter()
+                    .zip(split(want, n))
+                    .map(|(s, w)| ServerState {
+                        admin: if want == 0 { FORCED_MAINT } else { 0 },
+                        weight: w,
+                        ..s
+                    })
+                    .collect();
+                (member, list)
+            })
+            .collect()
+    }
+
+    fn commands_from(
+        &self,
+        groups: &[(String, Vec<ServerState>)],
+        to: &Weights,
+    ) -> (Vec<String>, Vec<String>) {
         let current = |list: &[ServerState]| list.iter().map(ServerState::effective).sum::<u32>();
+        let now: Weights = groups
+            .iter()
+            .map(|(m, l)| (m.clone(), current(l)))
+            .collect();
         let mut order: Vec<&(String, Vec<ServerState>)> = groups.iter().collect();
-        // Gaining members first, then the others: no moment without a ready server.
-        order.sort_by_key(|(member, list)| {
-            let want = to.get(member).copied().unwrap_or_else(|| current(list));
-            u8::from(want <= current(list))
+        // Members gaining share first, then the others: there is never a
+        // moment without a ready server.
+        order.sort_by_key(|(member, _)| {
+            let gains = to.contains_key(member)
+                && super::plan::share(to, member) > super::plan::share(&now, member);
+            u8::from(!gains)
         });
         let mut commands = Vec::new();
         let mut drains = Vec::new();
@@ -713,8 +754,19 @@ impl Router for HaproxyRouter {
         self.save_server_state().await
     }
 
-    fn describe_change(&self, _from: &Weights, to: &Weights) -> String {
-        let (commands, drains) = self.commands(to);
+    fn describe_change(&self, from: &Weights, to: &Weights) -> String {
+        let cached = self.cached();
+        let read: Weights = cached
+            .iter()
+            .map(|(m, l)| (m.clone(), l.iter().map(ServerState::effective).sum()))
+            .collect();
+        // Later steps of a plan start from the weights the earlier ones set.
+        let groups = if &read == from {
+            cached
+        } else {
+            self.simulated(from)
+        };
+        let (commands, drains) = self.commands_from(&groups, to);
         if commands.is_empty() && drains.is_empty() {
             return "no change (weights already set)".to_owned();
         }

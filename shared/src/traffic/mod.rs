@@ -45,6 +45,8 @@ pub struct Applied {
 pub enum TrafficError {
     #[error("no record group {0}: nothing has that name and type")]
     NoSuchGroup(String),
+    #[error("{route} does not exist: {detail}")]
+    NoSuchRoute { route: String, detail: String },
     #[error("{route} is not a weighted group: {detail}")]
     NotWeighted { route: String, detail: String },
     #[error(transparent)]
@@ -72,7 +74,9 @@ pub enum TrafficError {
 impl ExitStatus for TrafficError {
     fn exit_code(&self) -> Code {
         match self {
-            Self::NoSuchGroup(_) | Self::NotWeighted { .. } => Code::Usage,
+            Self::NoSuchGroup(_) | Self::NoSuchRoute { .. } | Self::NotWeighted { .. } => {
+                Code::Usage
+            }
             Self::Provider(_) | Self::Timeout(_) | Self::ReadBack { .. } | Self::State(_) => {
                 Code::Provider
             }
