@@ -317,6 +317,39 @@ fn haproxy_reload_keeps_the_runtime_weights_and_the_lease_is_exclusive() {
         BTreeMap::from([("blue1", 35), ("blue2", 35), ("green1", 30)]),
         "a reload keeps the weights saved in the server-state file"
     );
+    // The runtime API over TCP reads the same.
+    let mut cmd = step("shift-weight", &[]);
+    cmd.args([
+        "--router",
+        "haproxy",
+        "--backend",
+        BACKEND,
+        "--to",
+        "green",
+        "--weight",
+        "50",
+    ])
+    .args(["--dry-run", "--force", "--state"])
+    .arg(proxy.state())
+    .args([
+        "--haproxy-socket",
+        &proxy.haproxy.admin_tcp(),
+        "--lock-file",
+    ])
+    .arg(proxy.dir.path().join("tcp.lock"));
+    let out = run(&mut cmd);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("now: blue=70,green=30"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("set server app/green1 weight 50; set server app/blue1 weight 25"),
+        "{}",
+        out.stdout
+    );
 
     let out = proxy.shift(&["--to", "green", "--weight", "100", "--force"]);
     assert_eq!(out.code, 0, "{}", out.stderr);

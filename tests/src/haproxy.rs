@@ -1,6 +1,6 @@
 //! HAProxy (Debian's package) started on loopback with a generated config:
 //! one frontend, one `balance roundrobin` backend `app` holding the given
-//! servers, the runtime API on a unix socket at level admin, and a
+//! servers, the runtime API at level admin on a unix socket and on TCP, and a
 //! server-state file loaded at start, so that a reload (`-sf`) keeps what was
 //! saved there. Stopped when dropped.
 
@@ -31,6 +31,7 @@ pub struct Haproxy {
     dir: tempfile::TempDir,
     child: Child,
     port: u16,
+    admin_port: u16,
 }
 
 /// The backend's name in the generated config.
@@ -45,9 +46,11 @@ impl Haproxy {
     pub fn start(servers: &[Server]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
+        let admin_port = free_port()?;
         let mut config = format!(
             "global
   stats socket {dir}/admin.sock mode 600 level admin
+  stats socket ipv4@127.0.0.1:{admin_port} level admin
   server-state-file {dir}/server-state
   maxconn 4000
 defaults
@@ -70,7 +73,12 @@ backend {BACKEND}
         }
         std::fs::write(dir.path().join("haproxy.cfg"), config)?;
         let child = spawn(dir.path(), None)?;
-        let haproxy = Self { dir, child, port };
+        let haproxy = Self {
+            dir,
+            child,
+            port,
+            admin_port,
+        };
         haproxy.wait_ready()?;
         Ok(haproxy)
     }
@@ -88,6 +96,11 @@ backend {BACKEND}
     /// The runtime API's unix socket.
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("admin.sock")
+    }
+
+    /// The runtime API on TCP, as `--haproxy-socket` takes it.
+    pub fn admin_tcp(&self) -> String {
+        format!("tcp:127.0.0.1:{}", self.admin_port)
     }
 
     /// The server-state file HAProxy loads at start.

@@ -258,7 +258,13 @@ impl AlbRouter {
             });
         };
         let current: BTreeMap<String, u32> = forward_weights(action).into_iter().collect();
-        let groups: Vec<TargetGroupTuple> = snapshot
+        let tuple = |arn: &str, weight: u32| {
+            TargetGroupTuple::builder()
+                .target_group_arn(arn)
+                .weight(i32::try_from(weight.min(MAX_WEIGHT)).unwrap_or(0))
+                .build()
+        };
+        let mut groups: Vec<TargetGroupTuple> = snapshot
             .members
             .iter()
             .map(|(member, arn)| {
@@ -267,12 +273,16 @@ impl AlbRouter {
                     .or_else(|| current.get(arn))
                     .copied()
                     .unwrap_or(0);
-                TargetGroupTuple::builder()
-                    .target_group_arn(arn)
-                    .weight(i32::try_from(weight.min(MAX_WEIGHT)).unwrap_or(0))
-                    .build()
+                tuple(arn, weight)
             })
             .collect();
+        // Groups that are no member (read refuses them unless their weight
+        // is 0) stay as they are.
+        for (arn, weight) in &current {
+            if !snapshot.members.values().any(|m| m == arn) {
+                groups.push(tuple(arn, *weight));
+            }
+        }
         let stickiness = match self.stickiness {
             Some(d) => Some(
                 TargetGroupStickinessConfig::builder()
@@ -411,6 +421,13 @@ impl Router for AlbRouter {
                 format!("weight {w} for {m} is above the ALB limit {MAX_WEIGHT}"),
             ));
         }
+        let now = Self::weights_of(&snapshot, &snapshot.actions);
+        if self.stickiness.is_none() && weights.iter().all(|(k, v)| now.get(k) == Some(v)) {
+            return Ok(Applied {
+                reference: None,
+                in_sync: true,
+            });
+        }
         let actions = self.with_weights(&snapshot, weights)?;
         let answered = match &self.target {
             Target::Listener(arn) => {
@@ -419,12 +436,12 @@ impl Router for AlbRouter {
             Target::Rule(arn) => api::modify_rule_actions(&self.client, arn, actions).await?,
         };
         // The response carries the actions as the service now has them.
-        let now = Self::weights_of(&snapshot, &answered);
-        if weights.iter().any(|(k, v)| now.get(k) != Some(v)) {
+        let back = Self::weights_of(&snapshot, &answered);
+        if weights.iter().any(|(k, v)| back.get(k) != Some(v)) {
             return Err(TrafficError::ReadBack {
                 route: self.id(),
                 expected: format_weights(weights),
-                found: format_weights(&now),
+                found: format_weights(&back),
             });
         }
         Ok(Applied {
