@@ -14,7 +14,7 @@ export CARGO_TERM_COLOR ?= never
 
 all: build
 
-## deps: tools the tests start for real (moto's server, the aws CLI, a JUnit parser, openssl, curl)
+## deps: tools the tests start for real (moto's server, the aws CLI, a JUnit parser, openssl, curl, HAProxy)
 deps:
 	@command -v moto_server >/dev/null 2>&1 && $(PYTHON) -c 'import flask, flask_cors, yaml' 2>/dev/null \
 	  || { echo "installing moto[server]"; $(PIP) install --quiet 'moto[server]>=5,<6'; }
@@ -22,6 +22,8 @@ deps:
 	@$(PYTHON) -c 'import junitparser' 2>/dev/null || { echo "installing junitparser"; $(PIP) install --quiet 'junitparser>=3'; }
 	@command -v openssl >/dev/null 2>&1 && command -v curl >/dev/null 2>&1 \
 	  || { echo "installing openssl and curl"; apt-get update -qq && apt-get install -y -qq openssl curl >/dev/null; }
+	@command -v haproxy >/dev/null 2>&1 || command -v /usr/sbin/haproxy >/dev/null 2>&1 \
+	  || { echo "installing haproxy"; apt-get update -qq && apt-get install -y -qq haproxy >/dev/null; }
 
 build:
 	$(CARGO) build --workspace --bins

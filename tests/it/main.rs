@@ -19,5 +19,6 @@ mod pipeline;
 mod regional;
 mod register_host;
 mod secrets;
+mod routers;
 mod shift_weight;
 mod verify_health;

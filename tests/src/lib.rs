@@ -1,11 +1,14 @@
 //! Test harness for switchyard's integration and end-to-end tests, and for
 //! `make bench`: real local services (moto's server as the AWS emulator, an
-//! HTTP endpoint whose health the test controls) started on loopback and
+//! HTTP endpoint whose health the test controls, HAProxy, servers answering
+//! with their version and a load generator) started on loopback and
 //! stopped when dropped, and the step executables run as processes.
 
 pub mod fault_proxy;
+pub mod haproxy;
 pub mod health_server;
 pub mod http_farm;
+pub mod load;
 pub mod moto;
 pub mod steps;
 

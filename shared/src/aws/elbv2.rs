@@ -1,10 +1,16 @@
 //! Elastic Load Balancing v2 calls used by the steps: reading target groups
 //! (type, port, deregistration delay), registering and deregistering one
-//! target, and reading that target's health.
+//! target, and reading that target's health (register-host); reading and
+//! replacing the actions of a listener or a listener rule, and the tags of a
+//! resource (the ALB router of shift-weight).
 
 use std::time::Duration;
 
-use aws_sdk_elasticloadbalancingv2::types::{TargetDescription, TargetHealthReasonEnum};
+use std::collections::BTreeMap;
+
+use aws_sdk_elasticloadbalancingv2::types::{
+    Action, Tag, TargetDescription, TargetHealthReasonEnum,
+};
 use aws_sdk_elasticloadbalancingv2::Client;
 use serde::Serialize;
 
@@ -207,6 +213,198 @@ pub async fn target_health(
         },
         None => TargetHealth::absent(),
     })
+}
+
+/// The error code of a listener that does not exist.
+pub const LISTENER_NOT_FOUND: &str = "ListenerNotFound";
+
+/// The error code of a rule that does not exist.
+pub const RULE_NOT_FOUND: &str = "RuleNotFound";
+
+fn not_found(operation: &'static str, code: &str, what: &str) -> ProviderError {
+    ProviderError {
+        operation,
+        code: Some(code.to_owned()),
+        message: format!("{code}: no {what}"),
+    }
+}
+
+/// The default actions of the listener `arn`.
+pub async fn listener_actions(client: &Client, arn: &str) -> Result<Vec<Action>, ProviderError> {
+    let out = client
+        .describe_listeners()
+        .listener_arns(arn)
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_sdk("elbv2:DescribeListeners", &e))?;
+    out.listeners()
+        .iter()
+        .find(|l| l.listener_arn() == Some(arn))
+        .map(|l| l.default_actions().to_vec())
+        .ok_or_else(|| {
+            not_found(
+                "elbv2:DescribeListeners",
+                LISTENER_NOT_FOUND,
+                &format!("listener {arn}"),
+            )
+        })
+}
+
+/// The actions of the listener rule `arn`.
+pub async fn rule_actions(client: &Client, arn: &str) -> Result<Vec<Action>, ProviderError> {
+    let out = client
+        .describe_rules()
+        .rule_arns(arn)
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_sdk("elbv2:DescribeRules", &e))?;
+    out.rules()
+        .iter()
+        .find(|r| r.rule_arn() == Some(arn))
+        .map(|r| r.actions().to_vec())
+        .ok_or_else(|| {
+            not_found(
+                "elbv2:DescribeRules",
+                RULE_NOT_FOUND,
+                &format!("listener rule {arn}"),
+            )
+        })
+}
+
+/// Replaces the listener's default actions in one ModifyListener; returns
+/// the actions it reports afterwards.
+pub async fn modify_listener_actions(
+    client: &Client,
+    arn: &str,
+    actions: Vec<Action>,
+) -> Result<Vec<Action>, ProviderError> {
+    let out = client
+        .modify_listener()
+        .listener_arn(arn)
+        .set_default_actions(Some(actions))
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_sdk("elbv2:ModifyListener", &e))?;
+    Ok(out
+        .listeners()
+        .iter()
+        .find(|l| l.listener_arn() == Some(arn))
+        .map(|l| l.default_actions().to_vec())
+        .unwrap_or_default())
+}
+
+/// Replaces the rule's actions in one ModifyRule (its conditions are left
+/// as they are); returns the actions it reports afterwards.
+pub async fn modify_rule_actions(
+    client: &Client,
+    arn: &str,
+    actions: Vec<Action>,
+) -> Result<Vec<Action>, ProviderError> {
+    let out = client
+        .modify_rule()
+        .rule_arn(arn)
+        .set_actions(Some(actions))
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_sdk("elbv2:ModifyRule", &e))?;
+    Ok(out
+        .rules()
+        .iter()
+        .find(|r| r.rule_arn() == Some(arn))
+        .map(|r| r.actions().to_vec())
+        .unwrap_or_default())
+}
+
+/// Target group names by ARN (DescribeTargetGroups of `arns`).
+pub async fn target_group_names(
+    client: &Client,
+    arns: &[String],
+) -> Result<BTreeMap<String, String>, ProviderError> {
+    let out = client
+        .describe_target_groups()
+        .set_target_group_arns(Some(arns.to_vec()))
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_sdk("elbv2:DescribeTargetGroups", &e))?;
+    Ok(out
+        .target_groups()
+        .iter()
+        .filter_map(|g| {
+            Some((
+                g.target_group_arn()?.to_owned(),
+                g.target_group_name()?.to_owned(),
+            ))
+        })
+        .collect())
+}
+
+/// Target group ARNs by name (DescribeTargetGroups of `names`).
+pub async fn target_group_arns(
+    client: &Client,
+    names: &[String],
+) -> Result<BTreeMap<String, String>, ProviderError> {
+    let out = client
+        .describe_target_groups()
+        .set_names(Some(names.to_vec()))
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_sdk("elbv2:DescribeTargetGroups", &e))?;
+    Ok(out
+        .target_groups()
+        .iter()
+        .filter_map(|g| {
+            Some((
+                g.target_group_name()?.to_owned(),
+                g.target_group_arn()?.to_owned(),
+            ))
+        })
+        .collect())
+}
+
+/// The tags of the resource `arn` (a load balancer, listener, rule or target group).
+pub async fn tags(client: &Client, arn: &str) -> Result<BTreeMap<String, String>, ProviderError> {
+    let out = client
+        .describe_tags()
+        .resource_arns(arn)
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_sdk("elbv2:DescribeTags", &e))?;
+    Ok(out
+        .tag_descriptions()
+        .iter()
+        .filter(|d| d.resource_arn() == Some(arn))
+        .flat_map(aws_sdk_elasticloadbalancingv2::types::TagDescription::tags)
+        .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
+        .collect())
+}
+
+/// Adds (or overwrites) one tag on `arn`.
+pub async fn add_tag(
+    client: &Client,
+    arn: &str,
+    key: &str,
+    value: &str,
+) -> Result<(), ProviderError> {
+    client
+        .add_tags()
+        .resource_arns(arn)
+        .tags(Tag::builder().key(key).value(value).build())
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_sdk("elbv2:AddTags", &e))?;
+    Ok(())
+}
+
+/// Removes the tags `keys` from `arn`.
+pub async fn remove_tags(client: &Client, arn: &str, keys: &[String]) -> Result<(), ProviderError> {
+    client
+        .remove_tags()
+        .resource_arns(arn)
+        .set_tag_keys(Some(keys.to_vec()))
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_sdk("elbv2:RemoveTags", &e))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
-//! Moving traffic: the [`Router`] seam (one file per router), the weight
+//! Moving traffic: the [`Router`] seam (one file per router: [`route53`],
+//! [`alb`], [`haproxy`]), the weight
 //! arithmetic of a shift ([`plan`]), the deployment lease ([`lease`]) and the
 //! engine that walks a shift step by step with gates and rollback ([`shift`]).
 
+pub mod alb;
+pub mod haproxy;
 pub mod lease;
 pub mod plan;
 pub mod regional;
@@ -43,6 +46,8 @@ pub struct Applied {
 pub enum TrafficError {
     #[error("no record group {0}: nothing has that name and type")]
     NoSuchGroup(String),
+    #[error("{route} does not exist: {detail}")]
+    NoSuchRoute { route: String, detail: String },
     #[error("{route} is not a weighted group: {detail}")]
     NotWeighted { route: String, detail: String },
     #[error(transparent)]
@@ -70,7 +75,9 @@ pub enum TrafficError {
 impl ExitStatus for TrafficError {
     fn exit_code(&self) -> Code {
         match self {
-            Self::NoSuchGroup(_) | Self::NotWeighted { .. } => Code::Usage,
+            Self::NoSuchGroup(_) | Self::NoSuchRoute { .. } | Self::NotWeighted { .. } => {
+                Code::Usage
+            }
             Self::Provider(_) | Self::Timeout(_) | Self::ReadBack { .. } | Self::State(_) => {
                 Code::Provider
             }

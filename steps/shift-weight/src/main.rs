@@ -1,6 +1,8 @@
 //! `shift-weight`: move traffic between stacks or regions, step by step, with
 //! health gates and automatic rollback.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -10,6 +12,8 @@ use switchyard::aws::{self, iam, AwsSettings};
 use switchyard::cli::{exit, logging, output, parse_duration, CommonArgs, Failure};
 use switchyard::health::{Gate, GatePolicy};
 use switchyard::state::StateFile;
+use switchyard::traffic::alb::{AlbRouter, Target};
+use switchyard::traffic::haproxy::{Endpoint, HaproxyRouter, Members, RuntimeApi};
 use switchyard::traffic::plan::{self, Intent};
 use switchyard::traffic::route53::Route53Router;
 use switchyard::traffic::shift::{self, Options, Request};
@@ -27,15 +31,15 @@ struct Args {
     #[arg(long, env = "SWITCHYARD_ROUTER", value_enum, default_value_t = RouterKind::Route53)]
     router: RouterKind,
 
-    /// Route53 hosted zone id of the record group
+    /// Route53 hosted zone id of the record group (--router route53)
     #[arg(long, env = "SWITCHYARD_ZONE_ID", value_name = "ID")]
-    zone_id: String,
+    zone_id: Option<String>,
 
-    /// Name of the weighted record group, e.g. app.example.com
+    /// Name of the weighted record group, e.g. app.example.com (--router route53)
     #[arg(long, env = "SWITCHYARD_RECORD_NAME", value_name = "NAME")]
-    record_name: String,
+    record_name: Option<String>,
 
-    /// Record type of the group
+    /// Record type of the group (--router route53)
     #[arg(
         long,
         env = "SWITCHYARD_RECORD_TYPE",
@@ -44,7 +48,65 @@ struct Args {
     )]
     record_type: String,
 
-    /// The member (SetIdentifier) that receives traffic; the others share the rest in proportion
+    /// ALB listener whose default forward action splits the traffic (--router alb)
+    #[arg(
+        long,
+        env = "SWITCHYARD_LISTENER_ARN",
+        value_name = "ARN",
+        conflicts_with = "rule_arn"
+    )]
+    listener_arn: Option<String>,
+
+    /// ALB listener rule whose forward action splits the traffic (--router alb)
+    #[arg(long, env = "SWITCHYARD_RULE_ARN", value_name = "ARN")]
+    rule_arn: Option<String>,
+
+    /// Target group stickiness duration to set on the forward action, e.g. 1h (--router alb)
+    #[arg(long, env = "SWITCHYARD_STICKINESS", value_parser = parse_duration, value_name = "DURATION")]
+    stickiness: Option<Duration>,
+
+    /// A member and what it is, repeatable: for alb NAME=TARGET_GROUP_ARN_OR_NAME, for haproxy
+    /// NAME=SERVER[,SERVER..]. Without it, alb members are the target group names and haproxy
+    /// members the server names without a trailing number (blue1, blue2 -> blue). In
+    /// SWITCHYARD_MEMBERS, separate members with `;`
+    #[arg(
+        long = "member",
+        env = "SWITCHYARD_MEMBERS",
+        value_delimiter = ';',
+        value_name = "NAME=WHAT"
+    )]
+    members: Vec<String>,
+
+    /// HAProxy runtime API (`stats socket ... level admin`): a unix socket path or tcp:HOST:PORT
+    /// (--router haproxy)
+    #[arg(
+        long,
+        env = "SWITCHYARD_HAPROXY_SOCKET",
+        value_name = "PATH|tcp:HOST:PORT"
+    )]
+    haproxy_socket: Option<String>,
+
+    /// HAProxy backend holding the stacks' servers (--router haproxy)
+    #[arg(long, env = "SWITCHYARD_BACKEND", value_name = "NAME")]
+    backend: Option<String>,
+
+    /// File to save `show servers state` to after every change, the one HAProxy's
+    /// `server-state-file` names, so that a reload keeps the weights (--router haproxy)
+    #[arg(long, env = "SWITCHYARD_SERVER_STATE_FILE", value_name = "PATH")]
+    server_state_file: Option<PathBuf>,
+
+    /// Lock file of the HAProxy deployment lease [default: beside --server-state-file, else
+    /// beside the unix socket]
+    #[arg(long, env = "SWITCHYARD_LOCK_FILE", value_name = "PATH")]
+    lock_file: Option<PathBuf>,
+
+    /// Longest wait for a stack going to 0 to finish its sessions before it is put in maint
+    /// (--router haproxy)
+    #[arg(long, env = "SWITCHYARD_DRAIN_TIMEOUT", value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
+    drain_timeout: Duration,
+
+    /// The member that receives traffic (Route53 SetIdentifier, ALB target group, HAProxy stack);
+    /// the others share the rest in proportion
     #[arg(long, env = "SWITCHYARD_TO", value_name = "SET_ID")]
     to: Option<String>,
 
@@ -146,6 +208,33 @@ struct Args {
 enum RouterKind {
     /// Route53 weighted record sets
     Route53,
+    /// An ALB listener's (or rule's) forward action with weighted target groups
+    Alb,
+    /// An HAProxy backend's servers, through the runtime API
+    Haproxy,
+}
+
+/// The checked router settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RouterSettings {
+    Route53 {
+        zone_id: String,
+        name: String,
+        rtype: aws_sdk_route53::types::RrType,
+    },
+    Alb {
+        target: Target,
+        members: BTreeMap<String, String>,
+        stickiness: Option<Duration>,
+    },
+    Haproxy {
+        endpoint: Endpoint,
+        backend: String,
+        members: Members,
+        server_state_file: Option<PathBuf>,
+        lock_file: PathBuf,
+        drain_timeout: Duration,
+    },
 }
 
 fn main() -> ExitCode {
@@ -157,9 +246,9 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> Result<(), Failure> {
     let (request, options) = settings(args)?;
-    let rtype = record_type(&args.record_type)?;
+    let router = router_settings(args)?;
     if args.common.print_iam_policy {
-        iam::print(&switchyard::traffic::route53::policy(&args.zone_id, true));
+        iam::print(&policy(&router));
         return Ok(());
     }
     let state = StateFile::new(&args.common.state);
@@ -173,19 +262,252 @@ fn run(args: &Args) -> Result<(), Failure> {
         .map_err(|e| Failure::new(exit::Code::Provider, e))?;
     runtime.block_on(async {
         let cancel = switchyard::cli::signal::cancel_on_signals();
-        let config = aws::load(&aws).await;
-        let router = match args.router {
-            RouterKind::Route53 => Route53Router::new(
-                aws_sdk_route53::Client::new(&config),
-                &args.zone_id,
-                &args.record_name,
+        let report = match router {
+            RouterSettings::Route53 {
+                zone_id,
+                name,
                 rtype,
-            ),
+            } => {
+                let config = aws::load(&aws).await;
+                let router = Route53Router::new(
+                    aws_sdk_route53::Client::new(&config),
+                    &zone_id,
+                    &name,
+                    rtype,
+                );
+                shift::run(&router, &state, request, &options, &cancel).await?
+            }
+            RouterSettings::Alb {
+                target,
+                members,
+                stickiness,
+            } => {
+                let config = aws::load(&aws).await;
+                let router = AlbRouter::new(
+                    aws_sdk_elasticloadbalancingv2::Client::new(&config),
+                    target,
+                    members,
+                    stickiness,
+                );
+                shift::run(&router, &state, request, &options, &cancel).await?
+            }
+            RouterSettings::Haproxy {
+                endpoint,
+                backend,
+                members,
+                server_state_file,
+                lock_file,
+                drain_timeout,
+            } => {
+                let api = RuntimeApi::new(endpoint, Duration::from_secs(10));
+                let router =
+                    HaproxyRouter::new(api, &backend, members, server_state_file, lock_file)
+                        .with_drain_timeout(drain_timeout);
+                shift::run(&router, &state, request, &options, &cancel).await?
+            }
         };
-        let report = shift::run(&router, &state, request, &options, &cancel).await?;
         output::emit(args.common.output, &report);
         Ok(())
     })
+}
+
+/// The IAM policy of a shift through `router`: HAProxy needs none.
+fn policy(router: &RouterSettings) -> iam::Policy {
+    match router {
+        RouterSettings::Route53 { zone_id, .. } => {
+            switchyard::traffic::route53::policy(zone_id, true)
+        }
+        RouterSettings::Alb { target, members, .. } => {
+            switchyard::traffic::alb::policy(
+                target,
+                members.is_empty() || members.values().any(|m| !m.starts_with("arn:")),
+            )
+        }
+        RouterSettings::Haproxy { .. } => iam::Policy::new(),
+    }
+}
+
+/// Checks the flags of the chosen router (and that no other router's flags are given).
+fn router_settings(args: &Args) -> Result<RouterSettings, Failure> {
+    let given = |flags: &[(&str, bool)], router: &str| -> Result<(), Failure> {
+        match flags.iter().find(|(_, set)| *set) {
+            Some((flag, _)) => Err(Failure::usage(format!(
+                "{flag} is for --router {router}, not --router {}",
+                args.router
+                    .to_possible_value()
+                    .map_or_else(String::new, |v| v.get_name().to_owned())
+            ))),
+            None => Ok(()),
+        }
+    };
+    let route53_flags = [
+        ("--zone-id", args.zone_id.is_some()),
+        ("--record-name", args.record_name.is_some()),
+    ];
+    let alb_flags = [
+        ("--listener-arn", args.listener_arn.is_some()),
+        ("--rule-arn", args.rule_arn.is_some()),
+        ("--stickiness", args.stickiness.is_some()),
+    ];
+    let haproxy_flags = [
+        ("--haproxy-socket", args.haproxy_socket.is_some()),
+        ("--backend", args.backend.is_some()),
+        ("--server-state-file", args.server_state_file.is_some()),
+        ("--lock-file", args.lock_file.is_some()),
+    ];
+    match args.router {
+        RouterKind::Route53 => {
+            given(&alb_flags, "alb")?;
+            given(&haproxy_flags, "haproxy")?;
+            if !args.members.is_empty() {
+                return Err(Failure::usage(
+                    "--member is for --router alb or haproxy; Route53 members are the SetIdentifiers",
+                ));
+            }
+            let (Some(zone_id), Some(name)) = (
+                nonempty(args.zone_id.as_deref()),
+                nonempty(args.record_name.as_deref()),
+            ) else {
+                return Err(Failure::usage(
+                    "--router route53 needs --zone-id and --record-name (not empty)",
+                ));
+            };
+            Ok(RouterSettings::Route53 {
+                zone_id,
+                name,
+                rtype: record_type(&args.record_type)?,
+            })
+        }
+        RouterKind::Alb => {
+            given(&route53_flags, "route53")?;
+            given(&haproxy_flags, "haproxy")?;
+            alb_settings(args)
+        }
+        RouterKind::Haproxy => {
+            given(&route53_flags, "route53")?;
+            given(&alb_flags, "alb")?;
+            haproxy_settings(args)
+        }
+    }
+}
+
+/// Checks the flags of --router alb.
+fn alb_settings(args: &Args) -> Result<RouterSettings, Failure> {
+    let target = match (nonempty(args.listener_arn.as_deref()), nonempty(args.rule_arn.as_deref())) {
+        (Some(arn), None) if arn.contains(":listener/") => Target::Listener(arn),
+        (None, Some(arn)) if arn.contains(":listener-rule/") => Target::Rule(arn),
+        (Some(arn), None) => {
+            return Err(Failure::usage(format!(
+                "--listener-arn {arn:?} is not a listener ARN (arn:aws:elasticloadbalancing:...:listener/...)"
+            )))
+        }
+        (None, Some(arn)) => {
+            return Err(Failure::usage(format!(
+                "--rule-arn {arn:?} is not a listener rule ARN (arn:aws:elasticloadbalancing:...:listener-rule/...)"
+            )))
+        }
+        _ => {
+            return Err(Failure::usage(
+                "--router alb needs --listener-arn or --rule-arn",
+            ))
+        }
+    };
+    if let Some(d) = args.stickiness {
+        if d < Duration::from_secs(1) || d > Duration::from_secs(604_800) {
+            return Err(Failure::usage(
+                "--stickiness must be between 1s and 7d (ALB's 1-604800 seconds)",
+            ));
+        }
+    }
+    let mut members = BTreeMap::new();
+    for (name, what) in parse_members(&args.members)? {
+        match what.as_slice() {
+            [group] => {
+                members.insert(name, group.clone());
+            }
+            _ => {
+                return Err(Failure::usage(format!(
+                    "--member {name}: an ALB member is one target group (ARN or name)"
+                )))
+            }
+        }
+    }
+    Ok(RouterSettings::Alb {
+        target,
+        members,
+        stickiness: args.stickiness,
+    })
+}
+
+/// Checks the flags of --router haproxy.
+fn haproxy_settings(args: &Args) -> Result<RouterSettings, Failure> {
+    let (Some(socket), Some(backend)) = (
+        nonempty(args.haproxy_socket.as_deref()),
+        nonempty(args.backend.as_deref()),
+    ) else {
+        return Err(Failure::usage(
+            "--router haproxy needs --haproxy-socket and --backend",
+        ));
+    };
+    let endpoint = Endpoint::parse(&socket).map_err(Failure::usage)?;
+    let lock_file = match &args.lock_file {
+        Some(f) => f.clone(),
+        None => HaproxyRouter::default_lock_file(&endpoint, args.server_state_file.as_deref())
+            .ok_or_else(|| {
+                Failure::usage(
+                    "with a TCP --haproxy-socket, give --server-state-file or --lock-file: the lease's lock file lives beside it",
+                )
+            })?,
+    };
+    let members = if args.members.is_empty() {
+        Members::ByName
+    } else {
+        Members::Explicit(parse_members(&args.members)?.into_iter().collect())
+    };
+    Ok(RouterSettings::Haproxy {
+        endpoint,
+        backend,
+        members,
+        server_state_file: args.server_state_file.clone(),
+        lock_file,
+        drain_timeout: args.drain_timeout,
+    })
+}
+
+/// A flag's value when it is given and not blank.
+fn nonempty(value: Option<&str>) -> Option<String> {
+    value
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+}
+
+/// Parses `--member NAME=A[,B..]`: every name once, never empty.
+fn parse_members(pairs: &[String]) -> Result<Vec<(String, Vec<String>)>, Failure> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for pair in pairs.iter().filter(|p| !p.trim().is_empty()) {
+        let bad = || {
+            Failure::usage(format!(
+                "--member {pair:?}: expected NAME=WHAT, e.g. blue=blue1,blue2 or green=arn:aws:elasticloadbalancing:..."
+            ))
+        };
+        let (name, what) = pair.split_once('=').ok_or_else(bad)?;
+        let name = name.trim();
+        let what: Vec<String> = what
+            .split(',')
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if name.is_empty() || what.is_empty() {
+            return Err(bad());
+        }
+        if out.iter().any(|(n, _)| n == name) {
+            return Err(Failure::usage(format!("--member {name} is given twice")));
+        }
+        out.push((name.to_owned(), what));
+    }
+    Ok(out)
 }
 
 /// Checks every flag before the first network call: bad input exits 2 with nothing changed.
@@ -209,11 +531,6 @@ fn settings(args: &Args) -> Result<(Request, Options), Failure> {
     } else {
         Request::Shift(Intent::Exact(plan::parse_weights(&args.weights)?))
     };
-    if args.record_name.trim().is_empty() || args.zone_id.trim().is_empty() {
-        return Err(Failure::usage(
-            "--zone-id and --record-name must not be empty",
-        ));
-    }
     for url in &args.gate_urls {
         match reqwest::Url::parse(url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
@@ -324,6 +641,171 @@ mod tests {
         assert!(parse(&[]).is_err());
         assert!(record_type("AAAA").is_ok());
         assert!(record_type("BOGUS").is_err());
+    }
+
+    fn routed(extra: &[&str]) -> Result<RouterSettings, String> {
+        let mut command_line = vec!["shift-weight", "--to", "green", "--weight", "10"];
+        command_line.extend_from_slice(extra);
+        let args = Args::try_parse_from(command_line).map_err(|e| e.kind().to_string())?;
+        router_settings(&args).map_err(|f| format!("{}: {}", f.code.number(), f.error))
+    }
+
+    const LISTENER: &str = "arn:aws:elasticloadbalancing:us-east-1:1:listener/app/lb/1/2";
+
+    #[test]
+    fn alb_takes_its_own_flags() {
+        assert_eq!(
+            routed(&["--router", "alb"]).unwrap_err(),
+            "2: --router alb needs --listener-arn or --rule-arn"
+        );
+        assert_eq!(
+            routed(&["--router", "alb", "--listener-arn", "arn:aws:x"]).unwrap_err(),
+            "2: --listener-arn \"arn:aws:x\" is not a listener ARN (arn:aws:elasticloadbalancing:...:listener/...)"
+        );
+        assert_eq!(
+            routed(&[
+                "--router",
+                "alb",
+                "--listener-arn",
+                LISTENER,
+                "--zone-id",
+                "Z1"
+            ])
+            .unwrap_err(),
+            "2: --zone-id is for --router route53, not --router alb"
+        );
+        assert_eq!(
+            routed(&[
+                "--router",
+                "alb",
+                "--listener-arn",
+                LISTENER,
+                "--stickiness",
+                "8d"
+            ])
+            .unwrap_err(),
+            "2: --stickiness must be between 1s and 7d (ALB's 1-604800 seconds)"
+        );
+        assert_eq!(
+            routed(&[
+                "--router",
+                "alb",
+                "--listener-arn",
+                LISTENER,
+                "--member",
+                "blue=a,b"
+            ])
+            .unwrap_err(),
+            "2: --member blue: an ALB member is one target group (ARN or name)"
+        );
+        let Ok(RouterSettings::Alb {
+            target,
+            members,
+            stickiness,
+        }) = routed(&[
+            "--router",
+            "alb",
+            "--listener-arn",
+            LISTENER,
+            "--member",
+            "blue=tg-blue;green=tg-green",
+            "--stickiness",
+            "1h",
+        ])
+        else {
+            panic!("alb settings")
+        };
+        assert_eq!(target, Target::Listener(LISTENER.into()));
+        assert_eq!(members.len(), 2);
+        assert_eq!(stickiness, Some(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn haproxy_and_route53_take_their_own_flags() {
+        assert_eq!(
+            routed(&["--router", "haproxy", "--backend", "app"]).unwrap_err(),
+            "2: --router haproxy needs --haproxy-socket and --backend"
+        );
+        assert!(routed(&[
+            "--router",
+            "haproxy",
+            "--backend",
+            "app",
+            "--haproxy-socket",
+            "tcp:127.0.0.1:9999"
+        ])
+        .unwrap_err()
+        .contains("give --server-state-file or --lock-file"));
+        assert_eq!(
+            routed(&[
+                "--router",
+                "haproxy",
+                "--backend",
+                "app",
+                "--haproxy-socket",
+                "/s",
+                "--member",
+                "blue=b1",
+                "--member",
+                "blue=b2"
+            ])
+            .unwrap_err(),
+            "2: --member blue is given twice"
+        );
+        assert!(routed(&[
+            "--router",
+            "haproxy",
+            "--backend",
+            "app",
+            "--haproxy-socket",
+            "/s",
+            "--member",
+            "blue"
+        ])
+        .unwrap_err()
+        .starts_with("2: --member \"blue\": expected NAME=WHAT"));
+        let Ok(RouterSettings::Haproxy {
+            members, lock_file, ..
+        }) = routed(&[
+            "--router",
+            "haproxy",
+            "--backend",
+            "app",
+            "--haproxy-socket",
+            "/run/h.sock",
+            "--member",
+            "blue=b1,b2",
+            "--server-state-file",
+            "/var/lib/haproxy/state",
+        ])
+        else {
+            panic!("haproxy settings")
+        };
+        assert_eq!(
+            members,
+            Members::Explicit([("blue".to_owned(), vec!["b1".to_owned(), "b2".to_owned()])].into())
+        );
+        assert_eq!(
+            lock_file,
+            PathBuf::from("/var/lib/haproxy/state.switchyard-lock")
+        );
+
+        assert_eq!(
+            routed(&[]).unwrap_err(),
+            "2: --router route53 needs --zone-id and --record-name (not empty)"
+        );
+        assert_eq!(
+            routed(&[
+                "--zone-id",
+                "Z",
+                "--record-name",
+                "a.example.com",
+                "--backend",
+                "app"
+            ])
+            .unwrap_err(),
+            "2: --backend is for --router haproxy, not --router route53"
+        );
     }
 
     #[test]

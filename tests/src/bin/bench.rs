@@ -1,6 +1,8 @@
 //! `make bench`: shift-weight against the aws CLI doing the same job, side by
 //! side in one run, against one local moto server; then verify-health against
-//! `xargs -P 64 curl` probing the same 10,000 loopback endpoints.
+//! `xargs -P 64 curl` probing the same 10,000 loopback endpoints; then the
+//! time from a failing gate to traffic back on the old stack for the HAProxy
+//! and ALB routers (see [`rollback`]).
 //!
 //! The job: a weighted A record group at blue=100,green=0 is set to
 //! blue=50,green=50. shift-weight does it as one process (`--to green --weight
@@ -102,7 +104,8 @@ fn run() -> Result<()> {
 
     report(&moto.endpoint(), rounds, &ours, &theirs);
     drop(moto);
-    health_bench(&work.0)
+    health_bench(&work.0)?;
+    rollback::bench(&work.0)
 }
 
 /// verify-health against `xargs -P 64 curl` making the same probes: N
@@ -602,7 +605,7 @@ fn bake_bench() -> Result<()> {
         Err(_) => 3,
     };
     ensure!(rounds >= 1, "BENCH_BAKE_ROUNDS must be at least 1");
-    let moto = Moto::start()?;
+    let moto = Moto::start_direct()?;
     let env = moto.env();
     let bench = Bench { env: &env, work };
     let registered = bench.cli_ok(
@@ -1109,4 +1112,330 @@ fn ec2_query(addr: std::net::SocketAddr, body: &str) -> std::io::Result<String> 
     let mut answer = String::new();
     stream.read_to_string(&mut answer)?;
     Ok(answer)
+}
+/// The time from a failing gate verdict to traffic fully back on the old
+/// stack, for the HAProxy and ALB routers: the tool's own time, read from the
+/// journal it writes (the failed gate's entry to the rollback's read-back
+/// entry), over several rounds; and the wall time of a separate
+/// `shift-weight --rollback` process, with the part from its decision to
+/// its read-back (journal) beside it.
+mod rollback {
+    use std::path::Path;
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    use anyhow::{bail, ensure, Context, Result};
+    use serde_json::Value;
+    use switchyard_tests::haproxy::{Haproxy, Server, BACKEND};
+    use switchyard_tests::health_server::Behaviour;
+    use switchyard_tests::load::{Load, VersionServer};
+    use switchyard_tests::{steps, HealthServer, Moto};
+
+    const ROUNDS: usize = 5;
+
+    /// One router's figures.
+    struct Figures {
+        in_shift: Vec<Duration>,
+        process: Vec<Duration>,
+        process_decided: Vec<Duration>,
+    }
+
+    pub fn bench(work: &Path) -> Result<()> {
+        eprintln!("\nrollback: HAProxy on loopback under 1,000 requests/s, then an ALB listener on moto; {ROUNDS} rounds each");
+        let (haproxy, failures, requests) = haproxy_rounds(work)?;
+        let alb = alb_rounds(work)?;
+        println!();
+        println!("Rollback after a failing gate: from the gate's verdict to the rollback's read-back (the tool's own time, from its journal)");
+        println!();
+        println!(
+            "{:<10} {:>18} {:>18} {:>22} {:>26}",
+            "router",
+            "in-shift median",
+            "in-shift max",
+            "--rollback process",
+            "--rollback decision->back"
+        );
+        for (name, f) in [("haproxy", &haproxy), ("alb", &alb)] {
+            println!(
+                "{name:<10} {:>18} {:>18} {:>22} {:>26}",
+                super::ms(median(&f.in_shift)),
+                super::ms(f.in_shift.iter().copied().max().unwrap_or_default()),
+                super::ms(median(&f.process)),
+                super::ms(median(&f.process_decided)),
+            );
+        }
+        println!();
+        println!(
+            "haproxy: {requests} requests during its rounds, {failures} failed; its times include draining green's \
+             sessions and putting green in maint. A --rollback process also starts, reads the state, takes and releases \
+             the lease (for alb a tag, confirmed after its 1 s write limit) and journals."
+        );
+        let worst = haproxy
+            .in_shift
+            .iter()
+            .chain(&alb.in_shift)
+            .copied()
+            .max()
+            .unwrap_or_default();
+        println!(
+            "target under 1 s: {} (worst in-shift rollback {})",
+            if worst < Duration::from_secs(1) {
+                "met"
+            } else {
+                "MISSED"
+            },
+            super::ms(worst)
+        );
+        Ok(())
+    }
+
+    fn median(v: &[Duration]) -> Duration {
+        let mut v = v.to_vec();
+        v.sort();
+        v.get(v.len() / 2).copied().unwrap_or_default()
+    }
+
+    /// A gate healthy before any change and at step 1, failing at step 2.
+    fn gate() -> Result<HealthServer> {
+        HealthServer::with(Behaviour {
+            script: vec![true, true, false],
+            ..Behaviour::default()
+        })
+    }
+
+    fn gate_args(url: &str) -> Vec<String> {
+        [
+            "--to",
+            "green",
+            "--steps",
+            "10,50,100",
+            "--gate-url",
+            url,
+            "--gate-successes",
+            "1",
+            "--gate-failures",
+            "1",
+            "--gate-interval",
+            "50ms",
+            "-q",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+    }
+
+    fn journal(state: &Path) -> Result<Vec<(String, String, chrono::DateTime<chrono::Utc>)>> {
+        let doc: Value = serde_json::from_slice(&std::fs::read(state)?)?;
+        doc["journal"]
+            .as_array()
+            .context("no journal in the state")?
+            .iter()
+            .map(|e| {
+                Ok((
+                    e["action"].as_str().unwrap_or_default().to_owned(),
+                    e["outcome"].as_str().unwrap_or_default().to_owned(),
+                    e["at"].as_str().unwrap_or_default().parse()?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Time from the entry matching `from` to the next read-back after it.
+    fn span(state: &Path, from: impl Fn(&str, &str) -> bool) -> Result<Duration> {
+        let entries = journal(state)?;
+        let start = entries
+            .iter()
+            .rposition(|(a, o, _)| from(a, o))
+            .context("no starting entry in the journal")?;
+        let end = entries[start..]
+            .iter()
+            .find(|(a, _, _)| a == "weights-verified")
+            .context("no read-back after it in the journal")?;
+        Ok((end.2 - entries[start].2).to_std().unwrap_or_default())
+    }
+
+    fn run_step(args: &[String], env: &[(String, String)], expect: i32) -> Result<Duration> {
+        let mut cmd = steps::step("shift-weight", env);
+        cmd.args(args);
+        let started = Instant::now();
+        let out = cmd.output().context("cannot run shift-weight")?;
+        let wall = started.elapsed();
+        ensure!(
+            out.status.code() == Some(expect),
+            "shift-weight {args:?} exited {:?}, expected {expect}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(wall)
+    }
+
+    fn haproxy_rounds(work: &Path) -> Result<(Figures, usize, usize)> {
+        let servers = [
+            VersionServer::start("blue")?,
+            VersionServer::start("blue")?,
+            VersionServer::start("green")?,
+        ];
+        let layout: Vec<Server> = ["blue1", "blue2", "green1"]
+            .iter()
+            .zip(&servers)
+            .map(|(name, s)| Server {
+                name: (*name).to_owned(),
+                addr: s.addr(),
+                weight: if name.starts_with("blue") { 50 } else { 0 },
+            })
+            .collect();
+        let proxy = Haproxy::start(&layout)?;
+        let load = Load::start(proxy.addr(), 1000, 8)?;
+        let state = work.join("rollback-haproxy.json");
+        let env = vec![("SWITCHYARD_STATE".to_owned(), state.display().to_string())];
+        let router: Vec<String> = [
+            "--router".to_owned(),
+            "haproxy".to_owned(),
+            "--haproxy-socket".to_owned(),
+            proxy.socket().display().to_string(),
+            "--backend".to_owned(),
+            BACKEND.to_owned(),
+            "--server-state-file".to_owned(),
+            proxy.state_file().display().to_string(),
+        ]
+        .into();
+        let figures = rounds("haproxy", &router, &env, &state, || {
+            ensure!(
+                proxy.weight("green1")? == 0,
+                "green1 still has weight after the rollback"
+            );
+            Ok(())
+        })?;
+        let report = load.stop();
+        Ok((figures, report.failures(), report.samples.len()))
+    }
+
+    /// Rounds of: a shift whose gate fails at step 2 (exit 4), then a shift
+    /// to 50% and a separate `--rollback`; `check` runs after each round.
+    fn rounds(
+        name: &str,
+        router: &[String],
+        env: &[(String, String)],
+        state: &Path,
+        check: impl Fn() -> Result<()>,
+    ) -> Result<Figures> {
+        let mut figures = Figures {
+            in_shift: Vec::new(),
+            process: Vec::new(),
+            process_decided: Vec::new(),
+        };
+        for round in 1..=ROUNDS {
+            let _ = std::fs::remove_file(state);
+            let gate = gate()?;
+            let mut args = router.to_vec();
+            args.extend(gate_args(&gate.url()));
+            run_step(&args, env, 4)?;
+            figures
+                .in_shift
+                .push(span(state, |a, o| a == "gate" && o == "failed")?);
+
+            let mut args = router.to_vec();
+            args.extend(["--to", "green", "--weight", "50", "--force", "-q"].map(str::to_owned));
+            run_step(&args, env, 0)?;
+            let mut args = router.to_vec();
+            args.extend(["--rollback", "-q"].map(str::to_owned));
+            figures.process.push(run_step(&args, env, 0)?);
+            figures
+                .process_decided
+                .push(span(state, |a, _| a == "rollback-started")?);
+            check()?;
+            eprintln!(
+                "{name} round {round}/{ROUNDS}: in-shift rollback {}, --rollback process {}",
+                super::ms(figures.in_shift[round - 1]),
+                super::ms(figures.process[round - 1])
+            );
+        }
+        Ok(figures)
+    }
+
+    fn aws(moto: &Moto, args: &[&str]) -> Result<Value> {
+        let out = Command::new("aws")
+            .args(args)
+            .args(["--output", "json"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", std::env::var_os("HOME").unwrap_or_default())
+            .envs(moto.env())
+            .output()
+            .context("cannot run the aws CLI")?;
+        if !out.status.success() {
+            bail!("aws {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+    }
+
+    fn text(v: &Value) -> Result<String> {
+        v.as_str()
+            .map(str::to_owned)
+            .context("the aws CLI did not answer the expected field")
+    }
+
+    fn alb_rounds(work: &Path) -> Result<Figures> {
+        let moto = Moto::start_direct()?;
+        // One command line per call; no argument holds a space.
+        let cli = |line: &str| aws(&moto, &line.split_whitespace().collect::<Vec<_>>());
+        let vpc = text(&cli("ec2 create-vpc --cidr-block 10.0.0.0/16")?["Vpc"]["VpcId"])?;
+        let mut subnets = Vec::new();
+        for (cidr, az) in [("10.0.1.0/24", "us-east-1a"), ("10.0.2.0/24", "us-east-1b")] {
+            subnets.push(text(
+                &cli(&format!(
+                    "ec2 create-subnet --vpc-id {vpc} --cidr-block {cidr} --availability-zone {az}"
+                ))?["Subnet"]["SubnetId"],
+            )?);
+        }
+        let lb = text(
+            &cli(&format!(
+                "elbv2 create-load-balancer --name bench --subnets {} {}",
+                subnets[0], subnets[1]
+            ))?["LoadBalancers"][0]["LoadBalancerArn"],
+        )?;
+        let mut groups = Vec::new();
+        for name in ["bench-blue", "bench-green"] {
+            groups.push(text(
+                &cli(&format!(
+                    "elbv2 create-target-group --name {name} --protocol HTTP --port 80 --vpc-id {vpc}"
+                ))?["TargetGroups"][0]["TargetGroupArn"],
+            )?);
+        }
+        let forward = format!(
+            r#"[{{"Type":"forward","ForwardConfig":{{"TargetGroups":[{{"TargetGroupArn":"{}","Weight":100}},{{"TargetGroupArn":"{}","Weight":0}}]}}}}]"#,
+            groups[0], groups[1]
+        );
+        let listener = text(
+            &cli(&format!(
+                "elbv2 create-listener --load-balancer-arn {lb} --protocol HTTP --port 80 --default-actions {forward}"
+            ))?["Listeners"][0]["ListenerArn"],
+        )?;
+        let state = work.join("rollback-alb.json");
+        let mut env = moto.env();
+        env.push(("SWITCHYARD_STATE".to_owned(), state.display().to_string()));
+        let router: Vec<String> = [
+            "--router",
+            "alb",
+            "--listener-arn",
+            &listener,
+            "--member",
+            &format!("blue={}", groups[0]),
+            "--member",
+            &format!("green={}", groups[1]),
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let figures = rounds("alb", &router, &env, &state, || Ok(()))?;
+        let weights = &aws(
+            &moto,
+            &["elbv2", "describe-listeners", "--listener-arns", &listener],
+        )?["Listeners"][0]["DefaultActions"][0]["ForwardConfig"]["TargetGroups"];
+        ensure!(
+            weights[0]["Weight"] == 100 && weights[1]["Weight"] == 0,
+            "after the rollbacks the aws CLI reads {weights}"
+        );
+        Ok(figures)
+    }
 }
