@@ -9,6 +9,7 @@
 
 mod aws_cli;
 mod ergonomics;
+mod generate;
 mod pipeline;
 mod register_host;
 mod shift_weight;
