@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod aws_cli;
+mod docs;
 mod ergonomics;
 mod generate;
 mod pipeline;
