@@ -126,18 +126,15 @@ fn answer(command: Command, rest: &[OsString]) -> Result<(), GenerateError> {
     };
     let kind: Artifact = kind.to_string_lossy().parse()?;
     let files = render(kind, command);
-    match dir {
-        Some(dir) => {
-            for path in write_all(dir, &files)? {
-                println!("{}", path.display());
-            }
+    if let Some(dir) = dir {
+        for path in write_all(dir, &files)? {
+            println!("{}", path.display());
         }
-        None => {
-            let first = files.first().map_or(&[][..], |f| f.content.as_slice());
-            std::io::stdout()
-                .write_all(first)
-                .map_err(GenerateError::Stdout)?;
-        }
+    } else {
+        let first = files.first().map_or(&[][..], |f| f.content.as_slice());
+        std::io::stdout()
+            .write_all(first)
+            .map_err(GenerateError::Stdout)?;
     }
     Ok(())
 }
