@@ -12,6 +12,7 @@ mod docs;
 mod ergonomics;
 mod generate;
 mod pipeline;
+mod pipelines;
 mod register_host;
 mod shift_weight;
 mod verify_health;
