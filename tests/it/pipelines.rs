@@ -151,3 +151,61 @@ fn the_verify_health_action_installs_runs_and_exposes_outputs() {
     assert!(outputs.contains("verdict=unhealthy\n"), "{outputs}");
     assert!(outputs.contains("exit-code=1\n"), "{outputs}");
 }
+
+/// `make -n release` in `dir`: the commands the chain would run.
+fn make_plan(dir: &Path, extra: &[&str]) -> String {
+    let out = run(Command::new("make")
+        .arg("-f")
+        .arg(repo().join("pipelines/Makefile"))
+        .arg("-C")
+        .arg(dir)
+        .args(["--no-print-directory", "-n", "release", "VERSION=1.4.2"])
+        .args(extra));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    out.stdout
+}
+
+#[test]
+fn the_make_chain_runs_every_stage_in_order_and_resumes_after_the_last_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = make_plan(dir.path(), &["GATE_URL=https://green.example.com/health"]);
+    let order = [
+        "bake-ami --source-name",
+        "deploy-standby --driver asg",
+        "verify-health --stack standby",
+        "--steps 10,50 --gate-url https://green.example.com/health",
+        "CONFIRM",
+        "--steps 100",
+        "verify-health --stack active",
+        "deploy-standby retire --retire-after 15m",
+        "switchyard history",
+    ];
+    let mut at = 0;
+    for step in order {
+        let found = plan[at..]
+            .find(step)
+            .unwrap_or_else(|| panic!("{step} not after byte {at} in:\n{plan}"));
+        at += found + step.len();
+    }
+
+    // The first three stages are done: their files exist, oldest first.
+    let stage = dir.path().join(".stage/go-auth-1.4.2");
+    std::fs::create_dir_all(&stage).unwrap();
+    for name in ["baked", "deployed", "verified"] {
+        std::fs::write(stage.join(name), "{}").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let plan = make_plan(dir.path(), &[]);
+    assert!(!plan.contains("bake-ami"), "{plan}");
+    assert!(!plan.contains("deploy-standby --driver"), "{plan}");
+    assert!(plan.contains("--steps 10,50"), "{plan}");
+    assert!(plan.contains("deploy-standby retire"), "{plan}");
+
+    // A finished release does nothing but show the history.
+    for name in ["canary", "confirmed", "promoted", "retired"] {
+        std::fs::write(stage.join(name), "{}").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let plan = make_plan(dir.path(), &[]);
+    assert_eq!(plan.trim(), "switchyard history");
+}
