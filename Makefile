@@ -96,4 +96,4 @@ lint-pipelines: pipeline-tools
 
 ## docs: regenerate docs/state.md from schema/state-v1.schema.json
 docs:
-	SWITCHYARD_BLESS=1 $(CARGO) test -p switchyard-tests --test it docs::
+	SWITCHYARD_BLESS=1 $(CARGO) test -p switchyard-tests --test it docs::state_reference_is_generated_from_the_schema
