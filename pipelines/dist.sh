@@ -9,9 +9,11 @@
 #   dist/switchyard-<version>-<target>.tar.gz    bin/, completions/, man/ of one target
 #   dist/SHA256SUMS                              `cd dist && sha256sum -c SHA256SUMS`
 #
-# Targets: x86_64-unknown-linux-musl always; aarch64-unknown-linux-musl when
-# its Rust std and an aarch64 C compiler (gcc-aarch64-linux-gnu) are present,
-# since ring and aws-lc-sys compile C. DIST_TARGETS overrides the list.
+# Targets: x86_64-unknown-linux-musl. DIST_AARCH64=1 adds
+# aarch64-unknown-linux-musl, when its Rust std (rustup target add
+# aarch64-unknown-linux-musl) and an aarch64 C compiler (apt
+# gcc-aarch64-linux-gnu; ring and aws-lc-sys compile C) are present; that path
+# is not yet verified end to end. DIST_TARGETS overrides the list.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -45,10 +47,11 @@ if [[ -n ${DIST_TARGETS:-} ]]; then
   read -r -a targets <<<"$DIST_TARGETS"
 else
   targets=("$X86")
-  if arm_possible; then
+  if [[ ${DIST_AARCH64:-} == 1 ]]; then
+    arm_possible || die "DIST_AARCH64=1 needs 'rustup target add $ARM' and the gcc-aarch64-linux-gnu package"
     targets+=("$ARM")
   else
-    say "skipping $ARM: needs 'rustup target add $ARM' and the gcc-aarch64-linux-gnu package"
+    say "building $X86 only; DIST_AARCH64=1 adds $ARM"
   fi
 fi
 
