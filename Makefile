@@ -3,6 +3,9 @@
 #   make test   install what is missing, then fmt check, clippy, every test
 #   make bench  side-by-side benchmarks, reported as ratios
 #   make ci     what CI runs
+#   make dist   static release executables, completions, man pages, SHA256SUMS in dist/
+#   make lint-pipelines   npm-groovy-lint on the Jenkinsfile, action-validator on the
+#               GitHub workflows and actions, a dry run of pipelines/Makefile
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -10,7 +13,7 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build release deps test test-unit ci fmt fmt-check lint bench demo schema clean-demo
+.PHONY: all build release deps test test-unit ci fmt fmt-check lint bench demo schema clean-demo dist lint-pipelines pipeline-tools docs
 
 all: build
 
@@ -41,7 +44,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## test: everything; the integration tests start moto_server on loopback themselves
-test: deps fmt-check lint build
+test: deps fmt-check lint lint-pipelines build
 	@set -o pipefail; $(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f; exit (f > 0) }' target/test-output.txt
 
@@ -59,3 +62,40 @@ demo: deps
 ## schema: regenerate schema/state-v1.schema.json from the Rust types
 schema:
 	SWITCHYARD_BLESS=1 $(CARGO) test -p switchyard --lib state::store::tests::json_schema_is_the_published_one
+
+## dist: static musl executables (x86_64; aarch64 where the toolchain allows), shell
+## completions and man pages from the clap definitions, tarballs and SHA256SUMS, in dist/
+dist:
+	CARGO=$(CARGO) bash pipelines/dist.sh
+
+GROOVY_LINT_VERSION ?= 15
+ACTION_VALIDATOR_VERSION ?= 0.6
+PIPELINE_FILES := $(wildcard pipelines/github/workflows/*.yml) $(wildcard pipelines/github/actions/*/action.yml)
+
+## pipeline-tools: Java (CodeNarc), Node, npm-groovy-lint 15 (runs on Node 20) and action-validator
+pipeline-tools:
+	@command -v java >/dev/null 2>&1 || { echo "installing a Java runtime (npm-groovy-lint runs CodeNarc on it)"; \
+	  apt-get update -qq && apt-get install -y -qq default-jre-headless >/dev/null; }
+	@command -v npm >/dev/null 2>&1 || { echo "installing Node.js and npm"; \
+	  apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }
+	@command -v npm-groovy-lint >/dev/null 2>&1 && npm-groovy-lint --version 2>/dev/null | grep -q "npm-groovy-lint version $(GROOVY_LINT_VERSION)\." \
+	  || { echo "installing npm-groovy-lint@$(GROOVY_LINT_VERSION)"; npm install --global --silent --no-fund --no-audit npm-groovy-lint@$(GROOVY_LINT_VERSION) >/dev/null; }
+	@command -v action-validator >/dev/null 2>&1 \
+	  || { echo "installing @action-validator/cli"; npm install --global --silent --no-fund --no-audit @action-validator/cli@$(ACTION_VALIDATOR_VERSION) >/dev/null; }
+
+## lint-pipelines: the Jenkinsfile, every workflow and action, the pipeline Makefile's chain
+lint-pipelines: pipeline-tools
+	@echo "npm-groovy-lint Jenkinsfile"
+	@mkdir -p target && npm-groovy-lint --noserver --failon info --output txt Jenkinsfile >target/groovy-lint.txt 2>&1 \
+	  || { cat target/groovy-lint.txt; echo "npm-groovy-lint found problems in the Jenkinsfile"; exit 1; }
+	@for file in $(PIPELINE_FILES); do \
+	  echo "action-validator $$file"; action-validator "$$file" || exit 1; done
+	@bash -n pipelines/dist.sh pipelines/github/actions/setup/install.sh pipelines/github/actions/setup/run-step.sh
+	@mkdir -p target && $(MAKE) --no-print-directory -f pipelines/Makefile -n release VERSION=0.0.0-lint >target/pipeline-plan.txt
+	@for step in bake-ami deploy-standby verify-health shift-weight; do \
+	  grep -q "$$step" target/pipeline-plan.txt || { echo "pipelines/Makefile release does not run $$step"; exit 1; }; done
+	@echo "pipelines: lint passed"
+
+## docs: regenerate docs/state.md from schema/state-v1.schema.json
+docs:
+	SWITCHYARD_BLESS=1 $(CARGO) test -p switchyard-tests --test it docs::state_reference_is_generated_from_the_schema

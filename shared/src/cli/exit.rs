@@ -28,6 +28,34 @@ pub enum Code {
 }
 
 impl Code {
+    /// Every code, in numeric order.
+    pub const ALL: [Code; 7] = [
+        Self::Done,
+        Self::CheckFailed,
+        Self::Usage,
+        Self::Provider,
+        Self::RolledBack,
+        Self::Conflict,
+        Self::Interrupted,
+    ];
+
+    /// What the code tells the caller, in one sentence (man pages, docs).
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Self::Done => "done",
+            Self::CheckFailed => "a check failed (unhealthy, gate failed); nothing left half-done",
+            Self::Usage => "usage or bad input; nothing was changed",
+            Self::Provider => {
+                "provider or infrastructure error after retries (AWS, network, HAProxy)"
+            }
+            Self::RolledBack => "aborted and rolled back: traffic is back where it was",
+            Self::Conflict => {
+                "conflict: another deployment holds the lock, or the state forbids the step"
+            }
+            Self::Interrupted => "interrupted; temporary resources cleaned up",
+        }
+    }
+
     /// The number the process exits with.
     pub fn number(self) -> u8 {
         match self {

@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod exit;
+pub mod generate;
 pub mod hooks;
 pub mod logging;
 pub mod output;

@@ -215,6 +215,9 @@ struct UserDataArgs {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = switchyard::cli::generate::intercept::<Args>() {
+        return code;
+    }
     let args = Args::parse();
     logging::init(args.common.verbose, args.common.quiet);
     let format = args.common.output;

@@ -238,6 +238,9 @@ enum RouterSettings {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = switchyard::cli::generate::intercept::<Args>() {
+        return code;
+    }
     let args = Args::parse();
     logging::init(args.common.verbose, args.common.quiet);
     let format = args.common.output;

@@ -115,6 +115,9 @@ struct RouteArgs {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = switchyard::cli::generate::intercept::<Args>() {
+        return code;
+    }
     let args = Args::parse();
     logging::init(args.common.verbose, args.common.quiet);
     let format = args.common.output;

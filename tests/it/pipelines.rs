@@ -1,0 +1,211 @@
+//! The pipeline files stay wired to the real steps: every input a composite
+//! action maps to a `SWITCHYARD_*` variable is one the step reads, and an
+//! action's scripts install the steps and run one with its outputs in
+//! `GITHUB_OUTPUT`, as a GitHub runner would.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use switchyard_tests::steps::{bin_dir, run};
+use switchyard_tests::HealthServer;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Every `[env: SWITCHYARD_X=]` of a step and its subcommands.
+fn env_vars_of(name: &str, path: &[&str]) -> BTreeSet<String> {
+    let out = run(Command::new(bin_dir().join(name)).args(path).arg("--help"));
+    assert_eq!(out.code, 0, "{name} {path:?}: {}", out.stderr);
+    let mut vars: BTreeSet<String> = out
+        .stdout
+        .split("[env: ")
+        .skip(1)
+        .filter_map(|rest| rest.split('=').next())
+        .map(str::to_owned)
+        .collect();
+    let subcommands: Vec<String> = out
+        .stdout
+        .split("Commands:")
+        .nth(1)
+        .map(|block| {
+            block
+                .lines()
+                .skip(1)
+                .take_while(|l| l.starts_with("  "))
+                .filter(|l| !l.starts_with("   "))
+                .filter_map(|l| l.split_whitespace().next())
+                .filter(|s| *s != "help")
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    for sub in &subcommands {
+        let mut deeper = path.to_vec();
+        deeper.push(sub);
+        vars.extend(env_vars_of(name, &deeper));
+    }
+    vars
+}
+
+#[test]
+fn every_action_input_is_a_variable_its_step_reads() {
+    let mut checked = 0;
+    for step in [
+        "shift-weight",
+        "verify-health",
+        "register-host",
+        "switchyard",
+        "bake-ami",
+        "deploy-standby",
+    ] {
+        if !bin_dir().join(step).exists() {
+            continue; // a step that is not built here yet
+        }
+        let known = env_vars_of(step, &[]);
+        let action = std::fs::read_to_string(
+            repo().join(format!("pipelines/github/actions/{step}/action.yml")),
+        )
+        .unwrap();
+        for line in action.lines() {
+            let Some(rest) = line.trim().strip_prefix("SWITCHYARD_IN_") else {
+                continue;
+            };
+            let name = format!("SWITCHYARD_{}", rest.split(':').next().unwrap());
+            checked += 1;
+            assert!(
+                known.contains(&name),
+                "{step}'s action sets {name}, which {step} does not read ({known:?})"
+            );
+        }
+    }
+    assert!(checked > 40, "only {checked} inputs checked");
+}
+
+#[test]
+fn the_verify_health_action_installs_runs_and_exposes_outputs() {
+    let server = HealthServer::start(None, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let setup = repo().join("pipelines/github/actions/setup");
+    let github_path = dir.path().join("github_path");
+    let github_output = dir.path().join("github_output");
+
+    // The setup step, with bin-dir: the executables go on the job's PATH.
+    let out = run(Command::new("bash")
+        .arg(setup.join("install.sh"))
+        .env("SWITCHYARD_BIN_DIR", bin_dir())
+        .env("SWITCHYARD_RELEASE", "v0.1.0")
+        .env("GITHUB_PATH", &github_path));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let added = std::fs::read_to_string(&github_path).unwrap();
+    let added = PathBuf::from(added.trim());
+    assert!(added.join("verify-health").is_file(), "{}", added.display());
+
+    // The run step: inputs as SWITCHYARD_IN_*, empty ones not passed on.
+    let path = format!(
+        "{}:{}",
+        added.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let state = dir.path().join("switchyard-state.json");
+    let out = run(Command::new("bash")
+        .arg(setup.join("run-step.sh"))
+        .arg("verify-health")
+        .env_clear()
+        .env("PATH", path)
+        .env("HOME", dir.path())
+        .env("GITHUB_OUTPUT", &github_output)
+        .env("SWITCHYARD_IN_URLS", server.url())
+        .env("SWITCHYARD_IN_STATE", &state)
+        .env("SWITCHYARD_IN_INTERVAL", "50ms")
+        .env("SWITCHYARD_IN_STACK", "")
+        .env("SWITCHYARD_IN_ALARMS", "")
+        .env("SWITCHYARD_IN_DRY_RUN", "")
+        .env("SWITCHYARD_ARGS", "--successes 1  --attempts 3"));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("$ verify-health --successes 1 --attempts 3"),
+        "{}",
+        out.stderr
+    );
+    let outputs = std::fs::read_to_string(&github_output).unwrap();
+    assert!(outputs.contains("verdict=healthy\n"), "{outputs}");
+    assert!(outputs.contains("healthy=1\n"), "{outputs}");
+    assert!(outputs.contains("total=1\n"), "{outputs}");
+    assert_eq!(server.served(), 1);
+
+    // A failing endpoint: the step's exit code and error reach the outputs.
+    drop(server);
+    let failed = run(Command::new("bash")
+        .arg(setup.join("run-step.sh"))
+        .arg(added.join("verify-health"))
+        .env("GITHUB_OUTPUT", &github_output)
+        .env("SWITCHYARD_IN_URLS", "http://127.0.0.1:1/health")
+        .env("SWITCHYARD_IN_STATE", &state)
+        .env("SWITCHYARD_IN_INTERVAL", "50ms")
+        .env("SWITCHYARD_ARGS", "--attempts 2 --connect-timeout 200ms"));
+    assert_eq!(failed.code, 1, "{}{}", failed.stdout, failed.stderr);
+    let outputs = std::fs::read_to_string(&github_output).unwrap();
+    assert!(outputs.contains("verdict=unhealthy\n"), "{outputs}");
+    assert!(outputs.contains("exit-code=1\n"), "{outputs}");
+}
+
+/// `make -n release` in `dir`: the commands the chain would run.
+fn make_plan(dir: &Path, extra: &[&str]) -> String {
+    let out = run(Command::new("make")
+        .arg("-f")
+        .arg(repo().join("pipelines/Makefile"))
+        .arg("-C")
+        .arg(dir)
+        .args(["--no-print-directory", "-n", "release", "VERSION=1.4.2"])
+        .args(extra));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    out.stdout
+}
+
+#[test]
+fn the_make_chain_runs_every_stage_in_order_and_resumes_after_the_last_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = make_plan(dir.path(), &["GATE_URL=https://green.example.com/health"]);
+    let order = [
+        "bake-ami --source-name",
+        "deploy-standby --driver asg",
+        "verify-health --stack standby",
+        "--steps 10,50 --gate-url https://green.example.com/health",
+        "CONFIRM",
+        "--steps 100",
+        "verify-health --stack active",
+        "deploy-standby retire --retire-after 15m",
+        "switchyard history",
+    ];
+    let mut at = 0;
+    for step in order {
+        let found = plan[at..]
+            .find(step)
+            .unwrap_or_else(|| panic!("{step} not after byte {at} in:\n{plan}"));
+        at += found + step.len();
+    }
+
+    // The first three stages are done: their files exist, oldest first.
+    let stage = dir.path().join(".stage/go-auth-1.4.2");
+    std::fs::create_dir_all(&stage).unwrap();
+    for name in ["baked", "deployed", "verified"] {
+        std::fs::write(stage.join(name), "{}").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let plan = make_plan(dir.path(), &[]);
+    assert!(!plan.contains("bake-ami"), "{plan}");
+    assert!(!plan.contains("deploy-standby --driver"), "{plan}");
+    assert!(plan.contains("--steps 10,50"), "{plan}");
+    assert!(plan.contains("deploy-standby retire"), "{plan}");
+
+    // A finished release does nothing but show the history.
+    for name in ["canary", "confirmed", "promoted", "retired"] {
+        std::fs::write(stage.join(name), "{}").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let plan = make_plan(dir.path(), &[]);
+    assert_eq!(plan.trim(), "switchyard history");
+}
