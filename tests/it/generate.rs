@@ -4,11 +4,13 @@
 use switchyard_tests::steps::{run, step};
 
 /// Every executable `make dist` ships (the steps that exist in this tree).
-const STEPS: [&str; 4] = [
+const STEPS: [&str; 6] = [
     "shift-weight",
     "verify-health",
     "register-host",
     "switchyard",
+    "bake-ami",
+    "deploy-standby",
 ];
 
 #[test]

@@ -8,20 +8,20 @@
 #![allow(clippy::unwrap_used)]
 
 mod aws_cli;
+mod bake_ami;
 mod deploy_command;
 mod deploy_rolling;
 mod deploy_standby;
-mod bake_ami;
+mod docs;
 mod ergonomics;
 mod faults;
+mod generate;
 mod kill_resume;
 mod pipeline;
-mod regional;
-mod docs;
-mod generate;
 mod pipelines;
+mod regional;
 mod register_host;
-mod secrets;
 mod routers;
+mod secrets;
 mod shift_weight;
 mod verify_health;

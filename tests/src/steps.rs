@@ -49,6 +49,8 @@ pub const IAM_AUDITED: &[&str] = &[
     "register-host",
     "shift-weight",
     "switchyard",
+    "bake-ami",
+    "deploy-standby",
 ];
 
 /// Runs a command and returns its output, with stdout and stderr as text.

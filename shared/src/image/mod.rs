@@ -26,6 +26,46 @@ pub mod manifest;
 pub mod spec;
 pub mod sweep;
 
+/// The IAM policy of a bake (`sweep` false) or of a sweep. EC2's image and
+/// instance calls here have no useful resource level before the resources
+/// exist, so they name `*`; a policy can narrow them with tag conditions
+/// (`switchyard:bake-id`).
+pub fn policy(sweep: bool) -> crate::aws::iam::Policy {
+    let mut policy = crate::aws::iam::Policy::new();
+    policy.allow(
+        "Read",
+        &[
+            "ec2:DescribeImages",
+            "ec2:DescribeInstances",
+            "ec2:DescribeSnapshots",
+        ],
+        ["*"],
+    );
+    policy.allow(
+        "CleanUp",
+        &[
+            "ec2:TerminateInstances",
+            "ec2:DeregisterImage",
+            "ec2:DeleteSnapshot",
+        ],
+        ["*"],
+    );
+    if !sweep {
+        policy.allow(
+            "Bake",
+            &[
+                "ec2:RunInstances",
+                "ec2:CreateTags",
+                "ec2:GetConsoleOutput",
+                "ec2:CreateImage",
+                "ec2:CopyImage",
+            ],
+            ["*"],
+        );
+    }
+    policy
+}
+
 #[cfg(test)]
 mod bake_tests;
 

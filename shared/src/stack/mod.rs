@@ -165,6 +165,75 @@ pub fn record(
     }
 }
 
+/// The IAM policy of deploy-standby with the asg driver: `retire` only scales
+/// a group; a deploy or a rolling update builds launch templates, groups,
+/// scaling policies and alarms, and watches instances and targets. The
+/// command driver calls no AWS API (its commands bring their own rights).
+pub fn asg_policy(retire: bool) -> crate::aws::iam::Policy {
+    let mut policy = crate::aws::iam::Policy::new();
+    policy.allow(
+        "ReadGroups",
+        &[
+            "autoscaling:DescribeAutoScalingGroups",
+            "autoscaling:DescribePolicies",
+        ],
+        ["*"],
+    );
+    policy.allow(
+        "ScaleGroups",
+        &["autoscaling:UpdateAutoScalingGroup"],
+        ["*"],
+    );
+    if retire {
+        return policy;
+    }
+    policy.allow(
+        "BuildGroups",
+        &[
+            "autoscaling:CreateAutoScalingGroup",
+            "autoscaling:CreateOrUpdateTags",
+            "autoscaling:PutScalingPolicy",
+            "autoscaling:DeletePolicy",
+            "autoscaling:TerminateInstanceInAutoScalingGroup",
+        ],
+        ["*"],
+    );
+    policy.allow(
+        "LaunchTemplates",
+        &[
+            "ec2:DescribeLaunchTemplates",
+            "ec2:DescribeLaunchTemplateVersions",
+            "ec2:CreateLaunchTemplate",
+            "ec2:CreateLaunchTemplateVersion",
+            "ec2:ModifyLaunchTemplate",
+            "ec2:DescribeInstances",
+            "ec2:DescribeImages",
+            // A group launching from a template launches as its caller.
+            "ec2:RunInstances",
+            "ec2:CreateTags",
+        ],
+        ["*"],
+    );
+    policy.allow(
+        "CpuAlarms",
+        &[
+            "cloudwatch:DescribeAlarms",
+            "cloudwatch:PutMetricAlarm",
+            "cloudwatch:DeleteAlarms",
+        ],
+        ["*"],
+    );
+    policy.allow(
+        "TargetHealth",
+        &[
+            "elasticloadbalancing:DescribeTargetHealth",
+            "elasticloadbalancing:DescribeTargetGroups",
+        ],
+        ["*"],
+    );
+    policy
+}
+
 #[cfg(test)]
 mod record_tests {
     use super::*;

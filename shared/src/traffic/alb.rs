@@ -566,7 +566,6 @@ impl Router for AlbRouter {
     }
 }
 
-
 /// The IAM policy of shifting the weights of `target` (and holding its lease
 /// tag); `by_name` when members are target group names to look up.
 pub fn policy(target: &Target, by_name: bool) -> crate::aws::iam::Policy {

@@ -235,6 +235,7 @@ fn options() -> Options {
 
 fn request() -> LeaseRequest {
     LeaseRequest {
+        token: None,
         holder: "me@ci".into(),
         message: None,
         expires: chrono::Utc::now() + chrono::Duration::minutes(10),

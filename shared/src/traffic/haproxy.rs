@@ -999,6 +999,7 @@ mod tests {
         let mut r = router(Members::ByName);
         r.lock_file.clone_from(&lock);
         let request = |secs: i64| LeaseRequest {
+            token: None,
             holder: "ci".into(),
             message: Some("release 2".into()),
             expires: Utc::now() + chrono::Duration::seconds(secs),

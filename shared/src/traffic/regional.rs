@@ -1734,17 +1734,23 @@ fn report(
     }
 }
 
-
 /// The IAM policy of planning (`apply` false) or applying the groups of a spec.
 pub fn policy(routes: &Routes, apply: bool) -> crate::aws::iam::Policy {
     use crate::aws::iam::arn;
     let mut policy = crate::aws::iam::Policy::new();
-    let zones: std::collections::BTreeSet<String> =
-        routes.groups.iter().map(|g| arn::hosted_zone(&g.zone_id)).collect();
+    let zones: std::collections::BTreeSet<String> = routes
+        .groups
+        .iter()
+        .map(|g| arn::hosted_zone(&g.zone_id))
+        .collect();
     let mut actions = vec!["route53:ListResourceRecordSets"];
     if apply {
         actions.push("route53:ChangeResourceRecordSets");
-        policy.allow("ReadChanges", &["route53:GetChange"], [arn::ROUTE53_CHANGES]);
+        policy.allow(
+            "ReadChanges",
+            &["route53:GetChange"],
+            [arn::ROUTE53_CHANGES],
+        );
     }
     policy.allow("RecordGroups", &actions, zones);
     // The health check calls have no resource level.

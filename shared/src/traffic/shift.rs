@@ -286,23 +286,13 @@ pub async fn run<R: Router>(
     );
     options.hooks.run(&format!("pre-{STEP}"), &env).await?;
 
-    // Write-ahead: the lease's token goes into the state before the lease is
-    // taken, so that a run killed in between takes its own lease back rather
-    // than waiting for it to expire. A run that held one before keeps its token.
-    let mut request = LeaseRequest {
-        holder: crate::state::journal::actor(),
-        message: options.lock_message.clone(),
-        expires: Utc::now() + options.timeout + options.lock_wait + Duration::from_secs(120),
-        token: ours.as_ref().map(|l| l.token.clone()),
-    };
-    let intent = Lease::new(&request);
-    request.token = Some(intent.token.clone());
-    remember_lease(file, &mut doc, &route_id, router, &group.weights, &intent)?;
-    let lease = take_lease(
+    let lease = hold_lease(
         router,
-        &request,
         options,
-        ours.as_ref().unwrap_or(&intent),
+        ours.as_ref(),
+        (file, &mut doc),
+        &route_id,
+        &group.weights,
         cancel,
     )
     .await?;
@@ -537,6 +527,31 @@ fn check_verified(
         });
     }
     Ok(())
+}
+
+/// Takes the route's lease for this run. Write-ahead: the lease's token goes
+/// into the state before the lease is taken, so that a run killed in between
+/// takes its own lease back rather than waiting for it to expire. A run that
+/// held one before keeps its token.
+async fn hold_lease<R: Router>(
+    router: &R,
+    options: &Options,
+    ours: Option<&Lease>,
+    (file, doc): (&StateFile, &mut StateDocument),
+    route_id: &str,
+    weights: &Weights,
+    cancel: &CancellationToken,
+) -> Result<Lease, ShiftError> {
+    let mut request = LeaseRequest {
+        holder: crate::state::journal::actor(),
+        message: options.lock_message.clone(),
+        expires: Utc::now() + options.timeout + options.lock_wait + Duration::from_secs(120),
+        token: ours.map(|l| l.token.clone()),
+    };
+    let intent = Lease::new(&request);
+    request.token = Some(intent.token.clone());
+    remember_lease(file, doc, route_id, router, weights, &intent)?;
+    Ok(take_lease(router, &request, options, ours.unwrap_or(&intent), cancel).await?)
 }
 
 /// Records the lease this run is about to take in the route's state entry

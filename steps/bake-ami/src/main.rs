@@ -175,6 +175,9 @@ struct SweepArgs {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = switchyard::cli::generate::intercept::<Args>() {
+        return code;
+    }
     let args = Args::parse();
     logging::init(args.common.verbose, args.common.quiet);
     let format = args.common.output;
@@ -185,6 +188,11 @@ fn run(args: &Args) -> Result<(), Failure> {
     let common = &args.common;
     if common.timeout.is_zero() {
         return Err(Failure::usage("--timeout must be more than 0s"));
+    }
+    if common.print_iam_policy {
+        let sweep = matches!(args.command, Some(Command::Sweep(_)));
+        switchyard::aws::iam::print(&switchyard::image::policy(sweep));
+        return Ok(());
     }
     let state = StateFile::new(&common.state);
     let doc = state.load()?;

@@ -335,6 +335,9 @@ enum HealthCheck {
 const USER_DATA_LIMIT: usize = 16 * 1024;
 
 fn main() -> ExitCode {
+    if let Some(code) = switchyard::cli::generate::intercept::<Args>() {
+        return code;
+    }
     let matches = Args::command().get_matches();
     let args = match Args::from_arg_matches(&matches) {
         Ok(a) => a,
@@ -826,6 +829,17 @@ async fn rolling(
 
 fn run(args: &Args, regions: &[String]) -> Result<(), Failure> {
     let checked = settings(args, regions)?;
+    if args.common.print_iam_policy {
+        let retire = matches!(args.command, Some(Command::Retire { .. }));
+        let policy = match args.stack.driver {
+            Driver::Command if args.rolling.strategy != Strategy::Rolling => {
+                switchyard::aws::iam::Policy::new()
+            }
+            _ => switchyard::stack::asg_policy(retire),
+        };
+        switchyard::aws::iam::print(&policy);
+        return Ok(());
+    }
     let state = StateFile::new(&args.common.state);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

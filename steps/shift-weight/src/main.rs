@@ -320,12 +320,12 @@ fn policy(router: &RouterSettings) -> iam::Policy {
         RouterSettings::Route53 { zone_id, .. } => {
             switchyard::traffic::route53::policy(zone_id, true)
         }
-        RouterSettings::Alb { target, members, .. } => {
-            switchyard::traffic::alb::policy(
-                target,
-                members.is_empty() || members.values().any(|m| !m.starts_with("arn:")),
-            )
-        }
+        RouterSettings::Alb {
+            target, members, ..
+        } => switchyard::traffic::alb::policy(
+            target,
+            members.is_empty() || members.values().any(|m| !m.starts_with("arn:")),
+        ),
         RouterSettings::Haproxy { .. } => iam::Policy::new(),
     }
 }

@@ -133,8 +133,12 @@ fn run(args: &Args) -> Result<(), Failure> {
             Command::Lock(LockCommand::Release { route, .. }) => {
                 switchyard::traffic::route53::policy(&route.zone_id, true)
             }
-            Command::Route(RouteCommand::Apply(a)) => regional::policy(&regional::load(&a.spec)?, true),
-            Command::Route(RouteCommand::Plan(a)) => regional::policy(&regional::load(&a.spec)?, false),
+            Command::Route(RouteCommand::Apply(a)) => {
+                regional::policy(&regional::load(&a.spec)?, true)
+            }
+            Command::Route(RouteCommand::Plan(a)) => {
+                regional::policy(&regional::load(&a.spec)?, false)
+            }
             Command::History | Command::State(_) | Command::Route(RouteCommand::Check { .. }) => {
                 iam::Policy::new()
             }
