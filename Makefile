@@ -43,10 +43,13 @@ fmt-check:
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## test: everything; the integration tests start moto_server on loopback themselves
+## test: everything; the integration tests start moto_server (and HAProxy) on loopback themselves;
+## then the demo runs on the debug build
 test: deps fmt-check lint lint-pipelines build
 	@set -o pipefail; $(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f; exit (f > 0) }' target/test-output.txt
+	@echo "demo (debug build): a release with 0 failed requests, a broken one rolled back"
+	@set -o pipefail; SWITCHYARD_BIN_DIR=$(CURDIR)/target/debug bash pipelines/demo/run.sh 2>&1 | tee target/demo-output.txt | tail -28
 
 ci: test
 

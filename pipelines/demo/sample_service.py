@@ -9,7 +9,8 @@ Serves on 127.0.0.1 (``--host`` to change):
   /         200, "sample-service <version>"
   /health   200 {"status": "ok", "version": ...}; 500 {"status": "failing", ...}
             when started with --broken or when the version matches --fail-version
-            (a regular expression)
+            (a regular expression); with --breaks-after N, 500 once N
+            requests to / were served
   /version  200, the version alone
 HTTP/1.1 with keep-alive on a thread per connection (ThreadingHTTPServer), so a
 probe engine can send thousands of requests a second. SIGTERM and SIGINT shut it
@@ -39,6 +40,9 @@ def parse_args(argv):
     p.add_argument("--port", type=int, help="port to listen on")
     p.add_argument("--version", default="0.0.0", help="the version it reports")
     p.add_argument("--broken", action="store_true", help="/health answers 500")
+    p.add_argument("--breaks-after", type=int, metavar="N",
+                   help="/health answers 500 once N requests to / have been served (a release "
+                        "that breaks under traffic)")
     p.add_argument("--fail-version", metavar="REGEX",
                    help="/health answers 500 when the version matches this regular expression")
     p.add_argument("--pid-file", help="write the pid here once listening; removed on exit")
@@ -70,9 +74,14 @@ class Handler(BaseHTTPRequestHandler):
         state = self.server.app
         path = self.path.split("?", 1)[0]
         if path == "/":
+            with state["lock"]:
+                state["served"] += 1
+                if state["breaks_after"] is not None and state["served"] >= state["breaks_after"]:
+                    state["failing"] = True
             self.reply(200, "text/plain", f"sample-service {state['version']}\n")
         elif path == "/health":
-            ok = not state["failing"]
+            with state["lock"]:
+                ok = not state["failing"]
             body = json.dumps({"status": "ok" if ok else "failing", "version": state["version"]})
             self.reply(200 if ok else 500, "application/json", body + "\n")
         elif path == "/version":
@@ -105,7 +114,8 @@ class Server(ThreadingHTTPServer):
 def serve(args, ready_fd=None):
     failing = args.broken or bool(args.fail_version and re.search(args.fail_version, args.version))
     server = Server((args.host, args.port), Handler)
-    server.app = {"version": args.version, "failing": failing}
+    server.app = {"version": args.version, "failing": failing,
+                  "breaks_after": args.breaks_after, "served": 0, "lock": threading.Lock()}
     if args.pid_file:
         tmp = f"{args.pid_file}.tmp"
         with open(tmp, "w") as f:
