@@ -179,10 +179,19 @@ impl FaultProxy {
 
     /// Waits until no request is being forwarded: a killed client's last call
     /// still reaches moto after the client is gone, as it would reach AWS.
+    ///
+    /// Idle means no call in flight for 150 ms on end: the bytes a killed
+    /// client had already written reach the proxy a moment after it died.
     pub fn wait_idle(&self) {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while self.in_flight.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(2));
+        let mut quiet = 0;
+        while quiet < 3 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                quiet += 1;
+            } else {
+                quiet = 0;
+            }
         }
     }
 
@@ -269,10 +278,17 @@ async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Dropped> {
+    // The call is handled on its own task, so that it goes on to moto (and is
+    // counted until it lands) even when its client is killed and hyper drops
+    // this future: as a request already sent goes on at AWS.
     shared.in_flight.fetch_add(1, Ordering::SeqCst);
-    let result = handle_counted(&shared, req).await;
-    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-    result
+    let (done, result) = oneshot::channel();
+    tokio::spawn(async move {
+        let response = handle_counted(&shared, req).await;
+        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let _ = done.send(response);
+    });
+    result.await.unwrap_or(Err(Dropped))
 }
 
 async fn handle_counted(

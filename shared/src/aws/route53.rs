@@ -219,6 +219,29 @@ pub async fn wait_insync(
     }
 }
 
+/// The routing policy of a record set as read, for plans and messages.
+pub fn routing_policy(set: &ResourceRecordSet) -> &'static str {
+    if set.set_identifier().is_none() {
+        "simple"
+    } else if set.weight().is_some() {
+        "weighted"
+    } else if set.region().is_some() {
+        "latency"
+    } else if set.geo_location().is_some() {
+        "geolocation"
+    } else if set.failover().is_some() {
+        "failover"
+    } else if set.multi_value_answer().is_some() {
+        "multivalue"
+    } else if set.cidr_routing_config().is_some() {
+        "ip-based"
+    } else if set.geo_proximity_location().is_some() {
+        "geoproximity"
+    } else {
+        "unknown"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -787,25 +787,6 @@ fn desired_set(group: &Group, member: &Member, check_id: Option<&str>) -> Resour
     b.build().expect("name and type are set")
 }
 
-/// The routing policy of a record set as read.
-fn policy_of(set: &ResourceRecordSet) -> &'static str {
-    if set.set_identifier().is_none() {
-        "simple"
-    } else if set.weight().is_some() {
-        "weighted"
-    } else if set.region().is_some() {
-        "latency"
-    } else if set.geo_location().is_some() {
-        "geolocation"
-    } else if set.failover().is_some() {
-        "failover"
-    } else if set.multi_value_answer().is_some() {
-        "multivalue"
-    } else {
-        "other"
-    }
-}
-
 fn norm_value(rtype: &RrType, v: &str) -> String {
     if *rtype == RrType::Cname {
         api::normalize_name(v)
@@ -820,7 +801,7 @@ pub fn describe_set(set: &ResourceRecordSet) -> String {
         (Some(w), _, _) => format!("weight {w}"),
         (_, Some(r), _) => format!("region {}", r.as_str()),
         (_, _, Some(g)) => describe_geo(g.continent_code(), g.country_code(), g.subdivision_code()),
-        _ => policy_of(set).to_owned(),
+        _ => crate::aws::route53::routing_policy(set).to_owned(),
     };
     if let Some(a) = set.alias_target() {
         let _ = write!(
@@ -915,7 +896,10 @@ fn differences(
         || current.cidr_routing_config().is_some()
         || current.geo_proximity_location().is_some()
     {
-        out.push(format!("routing policy {}", policy_of(current)));
+        out.push(format!(
+            "routing policy {}",
+            crate::aws::route53::routing_policy(current)
+        ));
     }
     out
 }
@@ -1002,7 +986,7 @@ pub fn diff(
                 set: desired,
                 reason: Reason::New,
             }),
-            Some(set) if policy_of(set) != group.policy.as_str() => {
+            Some(set) if crate::aws::route53::routing_policy(set) != group.policy.as_str() => {
                 deletes.push(PlannedChange {
                     action: ChangeAction::Delete,
                     set: set.clone(),
@@ -1011,7 +995,7 @@ pub fn diff(
                         "{} ({}): {} record replaced by a {} one",
                         member.set_id,
                         describe_set(set),
-                        policy_of(set),
+                        crate::aws::route53::routing_policy(set),
                         group.policy.as_str()
                     ),
                 });

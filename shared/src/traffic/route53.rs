@@ -95,27 +95,6 @@ impl Route53Router {
     }
 }
 
-/// The routing policy of a record set that has no weight, for messages.
-fn policy_of(set: &ResourceRecordSet) -> &'static str {
-    if set.set_identifier().is_none() {
-        "simple"
-    } else if set.region().is_some() {
-        "latency"
-    } else if set.geo_location().is_some() {
-        "geolocation"
-    } else if set.failover().is_some() {
-        "failover"
-    } else if set.multi_value_answer().is_some() {
-        "multivalue"
-    } else if set.cidr_routing_config().is_some() {
-        "ip-based"
-    } else if set.geo_proximity_location().is_some() {
-        "geoproximity"
-    } else {
-        "unknown"
-    }
-}
-
 fn is_duplicate_create(err: &crate::aws::ProviderError) -> bool {
     err.code.as_deref() == Some("InvalidChangeBatch") && err.message.contains("already exists")
 }
@@ -156,7 +135,7 @@ impl Router for Route53Router {
                     detail: format!(
                         "record set {} uses {} routing; shift-weight changes weighted records only",
                         set.set_identifier().unwrap_or(set.name()),
-                        policy_of(set)
+                        crate::aws::route53::routing_policy(set)
                     ),
                 });
             };
@@ -261,7 +240,13 @@ impl Router for Route53Router {
                 // Someone's lease exists now. It may be ours: a CREATE whose
                 // answer was lost and that the SDK sent again finds the record
                 // its first attempt made. The token tells.
-                Err(e) if is_duplicate_create(&e) => return self.confirm(lease).await,
+                Err(e) if is_duplicate_create(&e) => {
+                    tracing::info!(
+                        "the lease CREATE was refused as a duplicate ({}); reading back whose it is",
+                        e.message
+                    );
+                    return self.confirm(lease).await;
+                }
                 Err(e) => return Err(e.into()),
             }
         };
