@@ -1,6 +1,6 @@
 //! Property tests over every parser of user input (proptest): the state
 //! document, weights, steps, durations, health rules, the Route53 health
-//! check members, labels, target group ARNs and lease records. None may panic
+//! check members, routes specs, labels, target group ARNs and lease records. None may panic
 //! on any input; every rejection is a usage error (exit 2) with a message; and
 //! what a parser accepts keeps the promises its callers rely on.
 
@@ -159,6 +159,16 @@ proptest! {
         };
         if let Err(e) = parse_member(&text, &spec) {
             prop_assert!(!e.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn routes_specs_parse_or_say_why(value in json_value(), text in texty()) {
+        let as_json = serde_json::to_string(&value).unwrap();
+        for spec in [as_json.as_str(), text.as_str()] {
+            if let Err(why) = crate::traffic::regional::parse(spec) {
+                prop_assert!(!why.is_empty());
+            }
         }
     }
 
