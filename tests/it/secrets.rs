@@ -1,5 +1,5 @@
-//! Secrets never leak: the pipeline runs with credentials (and a user-data
-//! body) holding known secret strings, at the most verbose log level (`-vv`:
+//! Secrets never leak: the pipeline runs with credentials and a user-data
+//! body (deploy-standby's launch template) holding known secret strings, at the most verbose log level (`-vv`:
 //! trace, the SDK's own HTTP logging included), writing GitHub outputs and
 //! summaries and a JUnit report; then every log line, output, report and the
 //! state file are searched for the secrets.
@@ -184,6 +184,82 @@ fn no_secret_reaches_a_log_an_output_a_report_or_the_state() {
             evidence.output(&format!("{name} {args:?} --output {format}"), &out);
         }
     }
+    // deploy-standby with a user-data body holding a secret: only its hash may
+    // reach the state, the logs or the output (the launch template carries it).
+    let subnet = aws_cli::aws(&moto, &["ec2", "describe-subnets"])["Subnets"][0]["SubnetId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let image = aws_cli::aws(&moto, &["ec2", "describe-images", "--owners", "amazon"])["Images"][0]
+        ["ImageId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let user_data = dir.path().join("user-data.sh");
+    std::fs::write(
+        &user_data,
+        format!("#!/bin/bash\nexport {USER_DATA_SECRET}\nexec /opt/app/run\n"),
+    )
+    .unwrap();
+    for format in ["text", "json"] {
+        let mut cmd = step("deploy-standby", &env);
+        cmd.args([
+            "--service",
+            "app",
+            "--color",
+            "green",
+            "--release",
+            "2",
+            "--image",
+            &image,
+            "--desired",
+            "1",
+            "--subnet",
+            &subnet,
+            "--port",
+            "8080",
+            "--region",
+            "us-east-1",
+            "--no-scaling",
+            "-vv",
+            "--output",
+            format,
+        ])
+        .arg("--user-data")
+        .arg(&user_data);
+        let out = run(&mut cmd);
+        assert_eq!(out.code, 0, "deploy-standby: {}", out.stderr);
+        evidence.output(&format!("deploy-standby --output {format}"), &out);
+    }
+    // The body really went where it belongs: the launch template holds it.
+    let versions = aws_cli::aws(
+        &moto,
+        &[
+            "ec2",
+            "describe-launch-template-versions",
+            "--launch-template-name",
+            "app-green",
+        ],
+    );
+    let encoded = versions["LaunchTemplateVersions"][0]["LaunchTemplateData"]["UserData"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let decoded = std::process::Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child.stdin.take().unwrap().write_all(encoded.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&decoded.stdout).contains(USER_DATA_SECRET),
+        "the launch template carries the user-data"
+    );
     // The trace logs really include the SDK's requests: the search means something.
     let traced = evidence
         .texts
