@@ -493,7 +493,7 @@ impl Router for AlbRouter {
         let others: Vec<&Lease> = existing
             .iter()
             .map(|(_, l)| l)
-            .filter(|l| ours.is_none_or(|o| o.token != l.token))
+            .filter(|l| ours.is_none_or(|o| !o.same_run(l)))
             .collect();
         if let Some(first) = first_live(others.iter().copied(), now) {
             return Err(held(self.lease_resource(), first));
@@ -528,7 +528,7 @@ impl Router for AlbRouter {
             .map(|(_, l)| l)
             .collect();
         match first_live(&leases, Utc::now()) {
-            Some(first) if first.token == lease.token => Ok(lease),
+            Some(first) if first.same_run(&lease) => Ok(lease),
             first => {
                 self.remove_lease_tags(vec![key]).await;
                 Err(match first {

@@ -797,7 +797,7 @@ impl Router for HaproxyRouter {
         let lease = Lease::new(request);
         let _guard = self.guard()?;
         if let Some(held) = self.read_lock()? {
-            if ours.is_some_and(|o| o.token == held.token) {
+            if ours.is_some_and(|o| o.same_run(&held)) {
                 tracing::info!(
                     "taking back this deployment's own lease {}",
                     self.lock_file.display()
@@ -845,7 +845,7 @@ impl Router for HaproxyRouter {
     async fn release_lease(&self, lease: &Lease) -> Result<(), TrafficError> {
         let _guard = self.guard()?;
         match self.read_lock()? {
-            Some(held) if held.token == lease.token => {
+            Some(held) if held.same_run(&lease) => {
                 fs::remove_file(&self.lock_file).map_err(|e| self.lock_error(&e))
             }
             Some(held) => {

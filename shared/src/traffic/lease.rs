@@ -49,6 +49,11 @@ pub struct Lease {
     pub expires: DateTime<Utc>,
 }
 
+/// The run's id in a token (`<millis>-<id>`).
+fn run_id(token: &str) -> &str {
+    token.split_once('-').map_or(token, |(_, id)| id)
+}
+
 /// Keeps a field free of what the encoding uses: no spaces, quotes,
 /// backslashes or semicolons.
 fn clean(text: &str, max: usize) -> String {
@@ -68,20 +73,31 @@ impl Lease {
     /// A new lease for `request`, taken now.
     pub fn new(request: &LeaseRequest) -> Self {
         let since = Utc::now();
-        let random: String = std::iter::repeat_with(fastrand::alphanumeric)
-            .take(10)
-            .collect();
+        // The run's id is kept from the request's token (a run taking its own
+        // lease back); the time is always now, so that of two leases taken at
+        // once the one taken first sorts first.
+        let id = request.token.as_deref().map_or_else(
+            || {
+                std::iter::repeat_with(fastrand::alphanumeric)
+                    .take(10)
+                    .collect()
+            },
+            |t| run_id(t).to_owned(),
+        );
         Self {
-            token: request
-                .token
-                .clone()
-                .unwrap_or_else(|| format!("{:013}-{random}", since.timestamp_millis())),
+            token: format!("{:013}-{id}", since.timestamp_millis()),
             // Whole seconds, as the encoding keeps them.
             since: since.trunc_subsecs(0),
             holder: clean(&request.holder, 100),
             message: clean(request.message.as_deref().unwrap_or(""), 80),
             expires: request.expires.trunc_subsecs(0),
         }
+    }
+
+    /// Whether `other` was taken by the same run (the same id in the token,
+    /// whenever it was taken).
+    pub fn same_run(&self, other: &Lease) -> bool {
+        run_id(&self.token) == run_id(&other.token)
     }
 
     /// Whether it has lapsed at `now`.

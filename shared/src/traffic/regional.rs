@@ -1424,7 +1424,7 @@ async fn read_groups(
                 .and_then(|r| r.extra.get("lease"))
                 .and_then(Value::as_str)
                 .and_then(Lease::decode)
-                .is_some_and(|l| l.token == held.token);
+                .is_some_and(|l| l.same_run(&held));
             if !ours {
                 return Err(TrafficError::LeaseHeld {
                     resource: lock.lease_resource(),

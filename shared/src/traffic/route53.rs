@@ -251,7 +251,7 @@ impl Router for Route53Router {
             }
         };
         let takeover = match &held {
-            Some(h) if ours.is_some_and(|o| o.token == h.token) => {
+            Some(h) if ours.is_some_and(|o| o.same_run(h)) => {
                 tracing::info!(
                     "taking back this deployment's own lease on {}",
                     self.lock_name()
@@ -318,7 +318,7 @@ impl Route53Router {
             .filter_map(|(_, l)| l)
             .collect();
         match first_live(&leases, Utc::now()) {
-            Some(first) if first.token == lease.token => Ok(lease),
+            Some(first) if first.same_run(&lease) => Ok(lease),
             first => Err(lease_held(self.lock_name(), first)),
         }
     }
