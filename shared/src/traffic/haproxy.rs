@@ -845,7 +845,7 @@ impl Router for HaproxyRouter {
     async fn release_lease(&self, lease: &Lease) -> Result<(), TrafficError> {
         let _guard = self.guard()?;
         match self.read_lock()? {
-            Some(held) if held.same_run(&lease) => {
+            Some(held) if held.same_run(lease) => {
                 fs::remove_file(&self.lock_file).map_err(|e| self.lock_error(&e))
             }
             Some(held) => {
