@@ -182,7 +182,7 @@ struct AlarmPair<'a> {
 #[derive(Debug, Clone)]
 struct GroupTarget {
     name: String,
-    /// Launch template id (or a placeholder in a plan that creates it).
+    /// Launch template id (or a stand-in name in a plan that creates it).
     template: String,
     version: String,
     desired: u32,

@@ -11,12 +11,12 @@
 //!
 //! # Templates
 //!
-//! A template may use the placeholders of [`StackSpec::placeholders`]:
+//! A template may use the fields of [`StackSpec::template_fields`]:
 //! `{service}`, `{color}`, `{version}`, `{image}`, `{region}`. Each value is
 //! substituted as ONE single-quoted shell word, so a version such as
 //! `1.2; rm -rf /` stays a harmless argument: write `--tag {version}`, not
 //! `--tag "{version}"` (the quotes would become part of the value). An
-//! unknown placeholder (`{colour}`) is bad input, found by
+//! unknown field (`{colour}`) is bad input, found by
 //! [`CommandDriver::new`] before anything runs. `{{` and `}}` are literal
 //! braces; `${VAR}` and braces around anything that is not a plain name
 //! (`{"a": 1}`, `{a,b}`) are left to the shell untouched.
@@ -88,7 +88,7 @@ pub struct CommandTemplates {
     pub endpoints: Option<String>,
 }
 
-/// A parsed template: literal text and placeholders.
+/// A parsed template: literal text and fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     source: String,
@@ -98,11 +98,11 @@ pub struct Template {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
     Text(String),
-    Placeholder(String),
+    Field(String),
 }
 
-/// The placeholder names a template may use.
-pub const PLACEHOLDERS: [&str; 5] = ["service", "color", "version", "image", "region"];
+/// The field names a template may use.
+pub const FIELDS: [&str; 5] = ["service", "color", "version", "image", "region"];
 
 impl Template {
     /// Parses `source`; `what` names it in messages (`--up`).
@@ -123,16 +123,16 @@ impl Template {
                 if let Some(end) = rest.find('}') {
                     let name = &rest[1..end];
                     if is_name(name) {
-                        if !PLACEHOLDERS.contains(&name) {
+                        if !FIELDS.contains(&name) {
                             return Err(StackError::Invalid(format!(
-                                "{what} uses an unknown placeholder {{{name}}}; known: {}",
-                                PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(" ")
+                                "{what} uses an unknown field {{{name}}}; known: {}",
+                                FIELDS.map(|p| format!("{{{p}}}")).join(" ")
                             )));
                         }
                         if !text.is_empty() {
                             parts.push(Part::Text(std::mem::take(&mut text)));
                         }
-                        parts.push(Part::Placeholder(name.to_owned()));
+                        parts.push(Part::Field(name.to_owned()));
                         rest = &rest[end + 1..];
                         continue;
                     }
@@ -155,13 +155,13 @@ impl Template {
         &self.source
     }
 
-    /// The command with every placeholder replaced by its shell-quoted value.
+    /// The command with every field replaced by its shell-quoted value.
     pub fn render(&self, values: &BTreeMap<&'static str, String>) -> String {
         self.parts
             .iter()
             .map(|p| match p {
                 Part::Text(t) => t.clone(),
-                Part::Placeholder(name) => {
+                Part::Field(name) => {
                     shell_quote(values.get(name.as_str()).map_or("", String::as_str))
                 }
             })
@@ -192,7 +192,7 @@ pub struct CommandDriver {
 }
 
 impl CommandDriver {
-    /// Checks the templates (unknown placeholders, empty commands): bad input
+    /// Checks the templates (unknown fields, empty commands): bad input
     /// is [`StackError::Invalid`] before anything runs.
     pub fn new(templates: &CommandTemplates) -> Result<Self, StackError> {
         Ok(Self {
@@ -228,7 +228,7 @@ impl CommandDriver {
         let Some(template) = &self.endpoints else {
             return Ok(Vec::new());
         };
-        let command = template.render(&spec.placeholders());
+        let command = template.render(&spec.template_fields());
         let out = self.run("endpoints", &command, spec, wait, false).await?;
         // `up` has run by now: bad output is a failed command (exit 3), not bad input.
         let bad = |why: String| StackError::Command {
@@ -262,7 +262,7 @@ impl CommandDriver {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(false);
-        for (name, value) in spec.placeholders() {
+        for (name, value) in spec.template_fields() {
             cmd.env(format!("SWITCHYARD_{}", name.to_ascii_uppercase()), value);
         }
         if let Some(dir) = &self.workdir {
@@ -337,7 +337,7 @@ impl StackDriver for CommandDriver {
     }
 
     async fn plan(&self, spec: &StackSpec) -> Result<Vec<String>, StackError> {
-        let values = spec.placeholders();
+        let values = spec.template_fields();
         let mut plan = vec![format!("run up command: {}", self.up.render(&values))];
         if let Some(t) = &self.endpoints {
             plan.push(format!(
@@ -350,7 +350,7 @@ impl StackDriver for CommandDriver {
     }
 
     async fn up(&self, spec: &StackSpec, wait: &Wait) -> Result<StackStatus, StackError> {
-        let command = self.up.render(&spec.placeholders());
+        let command = self.up.render(&spec.template_fields());
         self.run("up", &command, spec, wait, true).await?;
         let mut changes = vec![format!("ran up command: {command}")];
         let endpoints = self.endpoints(spec, wait).await?;
@@ -358,7 +358,7 @@ impl StackDriver for CommandDriver {
             changes.push(format!(
                 "read {} endpoint(s) with: {}",
                 endpoints.len(),
-                t.render(&spec.placeholders())
+                t.render(&spec.template_fields())
             ));
         }
         Ok(StackStatus {
@@ -376,7 +376,7 @@ impl StackDriver for CommandDriver {
                 "the command driver needs --down to take a stack down".to_owned(),
             ));
         };
-        let command = template.render(&spec.placeholders());
+        let command = template.render(&spec.template_fields());
         self.run("down", &command, spec, wait, true).await?;
         Ok(StackStatus {
             endpoints: Vec::new(),
@@ -560,25 +560,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            t.render(&spec("1.2; rm -rf /").placeholders()),
+            t.render(&spec("1.2; rm -rf /").template_fields()),
             "docker compose -p 'go-auth'-'green' up -d --tag '1.2; rm -rf /' ${HOME} {x} {\"a\": 1}"
         );
         let t = Template::parse("--up", "echo {version}").unwrap();
-        assert_eq!(t.render(&spec("it's").placeholders()), r"echo 'it'\''s'");
+        assert_eq!(t.render(&spec("it's").template_fields()), r"echo 'it'\''s'");
     }
 
     #[test]
-    fn unknown_placeholders_and_empty_templates_are_bad_input() {
+    fn unknown_fields_and_empty_templates_are_bad_input() {
         let err = CommandDriver::new(&CommandTemplates {
             up: "deploy {colour}".into(),
             ..CommandTemplates::default()
         })
         .unwrap_err();
         assert!(matches!(err, StackError::Invalid(_)));
-        assert!(
-            err.to_string().contains("unknown placeholder {colour}"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("unknown field {colour}"), "{err}");
         let err = CommandDriver::new(&CommandTemplates {
             up: "ok".into(),
             endpoints: Some("  ".into()),

@@ -34,9 +34,9 @@ pub struct StackSpec {
 }
 
 impl StackSpec {
-    /// The placeholders a template may use: `{service}`, `{color}`,
+    /// The fields a template may use: `{service}`, `{color}`,
     /// `{version}`, `{image}`, `{region}`.
-    pub fn placeholders(&self) -> BTreeMap<&'static str, String> {
+    pub fn template_fields(&self) -> BTreeMap<&'static str, String> {
         BTreeMap::from([
             ("service", self.service.clone()),
             ("color", self.color.clone()),

@@ -71,7 +71,7 @@ struct StackArgs {
     driver: Driver,
 
     /// Command that brings a stack up (--driver command), e.g. 'docker compose -p app-{color} up -d';
-    /// placeholders {service} {color} {version} {image} {region}, each one quoted shell word
+    /// fields {service} {color} {version} {image} {region}, each one quoted shell word
     #[arg(
         long = "up",
         global = true,
