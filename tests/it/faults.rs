@@ -31,6 +31,12 @@ fn env_through(moto: &Moto, proxy: &FaultProxy, state: &Path) -> Vec<(String, St
     env
 }
 
+/// Writes a test's figures to `target/tmp/NAME`, for the closing notes.
+pub fn write_report(name: &str, text: &str) {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
 fn read_json(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).expect("the state file exists"))
         .expect("the state file is JSON")
@@ -148,11 +154,7 @@ fn a_gated_canary_completes_or_stops_cleanly_under_20_percent_injected_faults() 
         "shift-weight canary 10,50,100 under {:.0}% injected faults: {ROUNDS} rounds, first runs by exit code {first_runs:?}, {reruns} rerun(s), {calls} calls, {faults} faults injected: {outcomes:?}",
         FAULT_RATE * 100.0
     );
-    std::fs::write(
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join("fault-report.txt"),
-        &report,
-    )
-    .unwrap();
+    write_report("fault-report.txt", &report);
     eprintln!("{report}");
     // The proxy really injected faults of every kind it draws.
     assert!(faults * 10 >= calls, "{outcomes:?}");
