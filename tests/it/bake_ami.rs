@@ -383,7 +383,7 @@ fn a_bake_from_a_filtered_base_image_lands_in_two_regions_then_is_reused_and_for
         .iter()
         .map(|e| e["action"].as_str().unwrap())
         .collect();
-    assert_eq!(journal, ["builder-launched", "image-baked"]);
+    assert_eq!(journal, ["bake-started", "builder-launched", "image-baked"]);
     let m: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
     assert_eq!(
         m["builds"][0]["artifact_id"],

@@ -6,6 +6,7 @@
 //! user-data` reaches the launch template intact, and several regions at once.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use serde_json::{json, Value};
 use switchyard_tests::steps::{run, step, StepOutput};
@@ -36,18 +37,20 @@ impl Fixture {
 
     /// Runs a step with the hooks in `hooks` (none when `None`).
     fn run_hooks(&self, name: &str, args: &[&str], hooks: Option<&Path>) -> StepOutput {
+        run(&mut self.command(name, &self.state(), args, hooks))
+    }
+
+    /// A step with moto's environment, the state file `state` and the hooks in `hooks`.
+    fn command(&self, name: &str, state: &Path, args: &[&str], hooks: Option<&Path>) -> Command {
         let mut env = self.moto.env();
-        env.push((
-            "SWITCHYARD_STATE".into(),
-            self.state().display().to_string(),
-        ));
+        env.push(("SWITCHYARD_STATE".into(), state.display().to_string()));
         match hooks {
             Some(dir) => env.push(("SWITCHYARD_HOOKS_DIR".into(), dir.display().to_string())),
             None => env.push(("SWITCHYARD_NO_HOOKS".into(), "1".into())),
         }
         let mut cmd = step(name, &env);
         cmd.args(args);
-        run(&mut cmd)
+        cmd
     }
 
     fn doc(&self) -> Value {
@@ -941,4 +944,129 @@ fn the_command_driver_brings_a_local_stack_up_and_retire_takes_the_old_one_down(
         .status()
         .unwrap()
         .success());
+}
+
+/// Kill and resume: deploy-standby killed just after each AWS call of a
+/// whole run (the launch template, the group, the policies, the alarms, the
+/// waits) and at random, each round a new service from nothing; the retry
+/// must converge on exactly what one clean run makes: one template version,
+/// one group at the desired capacity with no extra instance, two policies, two
+/// alarms, and a state file that validates and lists the endpoints.
+#[test]
+fn deploy_standby_killed_at_every_call_and_at_random_resumes_to_a_consistent_end() {
+    use crate::kill_resume::{campaign, run_and_kill, validates};
+    let f = Fixture::new();
+    let region = "us-east-1";
+    let subnet = subnet(&f.moto, region);
+    let (ami, _) = images(&f.moto, region);
+    let mut round = 0;
+    campaign("deploy-standby", 10, |at| {
+        round += 1;
+        let service = format!("svc{round}");
+        let group_name = format!("{service}-green");
+        let state = f.dir.path().join(format!("state-{round}.json"));
+        let args = [
+            "--service",
+            &service,
+            "--release",
+            "v2",
+            "--color",
+            "green",
+            "--image",
+            &ami,
+            "--desired",
+            "2",
+            "--subnet",
+            &subnet,
+            "--port",
+            "8080",
+            "--timeout",
+            "60s",
+        ];
+        let ran = run_and_kill(f.command("deploy-standby", &state, &args, None), &state, at);
+        f.moto.wait_idle();
+        let out = run(&mut f.command("deploy-standby", &state, &args, None));
+        assert_eq!(
+            out.code, 0,
+            "round {round} ({at:?}): {}{}",
+            out.stdout, out.stderr
+        );
+        assert!(validates(&state), "round {round} ({at:?})");
+
+        let g = group(&f, region, &group_name);
+        assert_eq!(g["DesiredCapacity"], 2, "round {round} ({at:?})");
+        assert_eq!(
+            g["Instances"].as_array().unwrap().len(),
+            2,
+            "round {round} ({at:?}): {g}"
+        );
+        let template = g["LaunchTemplate"]["LaunchTemplateId"].as_str().unwrap();
+        let versions = f.aws_in(
+            region,
+            &[
+                "ec2",
+                "describe-launch-template-versions",
+                "--launch-template-id",
+                template,
+            ],
+        )["LaunchTemplateVersions"]
+            .as_array()
+            .unwrap()
+            .len();
+        assert_eq!(versions, 1, "round {round} ({at:?}): one template version");
+        let tagged = f.aws_in(
+            region,
+            &[
+                "ec2",
+                "describe-instances",
+                "--filters",
+                &format!("Name=tag:aws:autoscaling:groupName,Values={group_name}"),
+                "Name=instance-state-name,Values=pending,running",
+                "--query",
+                "Reservations[].Instances[].InstanceId",
+            ],
+        );
+        assert_eq!(
+            tagged.as_array().map_or(0, Vec::len),
+            2,
+            "round {round} ({at:?}): no extra instance"
+        );
+        let policies = f.aws_in(
+            region,
+            &[
+                "autoscaling",
+                "describe-policies",
+                "--auto-scaling-group-name",
+                &group_name,
+            ],
+        )["ScalingPolicies"]
+            .as_array()
+            .unwrap()
+            .len();
+        assert_eq!(policies, 2, "round {round} ({at:?})");
+        let alarms = f.aws_in(
+            region,
+            &[
+                "cloudwatch",
+                "describe-alarms",
+                "--alarm-name-prefix",
+                &format!("{group_name}-"),
+            ],
+        )["MetricAlarms"]
+            .as_array()
+            .unwrap()
+            .len();
+        assert_eq!(alarms, 2, "round {round} ({at:?})");
+
+        let doc: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+        let stack = &doc["stacks"]["green"];
+        assert_eq!(stack["version"], "v2", "round {round} ({at:?})");
+        assert_eq!(
+            stack["endpoints"].as_array().unwrap().len(),
+            2,
+            "round {round} ({at:?})"
+        );
+        assert_eq!(stack["regions"][region]["launch_template_version"], "1");
+        ran
+    });
 }

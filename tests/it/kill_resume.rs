@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use switchyard_tests::fault_proxy::calls_at;
 use switchyard_tests::steps::{run, step, StepOutput};
 use switchyard_tests::{HealthServer, Moto};
 
@@ -19,13 +20,35 @@ use crate::aws_cli::w;
 pub enum KillAt {
     /// Once the journal holds this many entries.
     Journal(usize),
+    /// Once the step has sent this many AWS calls (counted by the recording
+    /// proxy in front of moto): the call has left, its answer is lost.
+    Call(usize),
     /// This long after the start.
     After(Duration),
+    /// Not at all: the run that measures a whole run.
+    Never,
 }
 
-/// Runs `cmd` and SIGKILLs it at `at`; true when it was killed (false when it
-/// finished first).
-pub fn run_and_kill(mut cmd: Command, state: &Path, at: KillAt) -> bool {
+/// What one run that was to be killed did.
+#[derive(Debug, Clone, Copy)]
+pub struct Ran {
+    /// It was killed mid-run (not finished first).
+    pub killed: bool,
+    /// The AWS calls it sent.
+    pub calls: usize,
+    /// How long it ran.
+    pub elapsed: Duration,
+}
+
+/// Runs `cmd` and SIGKILLs it at `at`.
+pub fn run_and_kill(mut cmd: Command, state: &Path, at: KillAt) -> Ran {
+    let endpoint = cmd
+        .get_envs()
+        .find(|(k, _)| *k == "AWS_ENDPOINT_URL")
+        .and_then(|(_, v)| v)
+        .map(|v| v.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let before = sdk_calls(&endpoint);
     let mut child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -33,17 +56,28 @@ pub fn run_and_kill(mut cmd: Command, state: &Path, at: KillAt) -> bool {
         .expect("the step starts");
     let started = Instant::now();
     loop {
+        let calls = sdk_calls(&endpoint) - before;
         if child.try_wait().expect("the step is waited on").is_some() {
-            return false;
+            return Ran {
+                killed: false,
+                calls,
+                elapsed: started.elapsed(),
+            };
         }
         let due = match at {
             KillAt::Journal(n) => journal_len(state) >= n,
+            KillAt::Call(n) => calls >= n,
             KillAt::After(d) => started.elapsed() >= d,
+            KillAt::Never => false,
         };
         if due {
             let _ = child.kill();
             let status = child.wait().expect("the killed step is reaped");
-            return status.code().is_none();
+            return Ran {
+                killed: status.code().is_none(),
+                calls,
+                elapsed: started.elapsed(),
+            };
         }
         assert!(
             started.elapsed() < Duration::from_secs(120),
@@ -51,6 +85,49 @@ pub fn run_and_kill(mut cmd: Command, state: &Path, at: KillAt) -> bool {
         );
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// The calls the steps (not the aws CLI of the fixtures) sent through the
+/// recording proxy at `endpoint`.
+fn sdk_calls(endpoint: &str) -> usize {
+    calls_at(endpoint).map_or(0, |calls| {
+        calls
+            .iter()
+            .filter(|c| c.user_agent.contains("aws-sdk-rust"))
+            .count()
+    })
+}
+
+/// Kills a step at every AWS call a whole run makes, then at random moments
+/// within a whole run's length, until `want` runs were really killed mid-run.
+/// `play` runs one round: the run to kill, then the retry and the checks.
+/// Writes and returns the figures.
+pub fn campaign(step: &str, want: usize, mut play: impl FnMut(KillAt) -> Ran) -> String {
+    let whole = play(KillAt::Never);
+    assert!(!whole.killed);
+    let (mut rounds, mut kills, mut at_calls) = (1, 0, 0);
+    for n in 1..=whole.calls {
+        rounds += 1;
+        let killed = play(KillAt::Call(n)).killed;
+        kills += usize::from(killed);
+        at_calls += usize::from(killed);
+    }
+    let mut random = 0;
+    while kills < want && random < 3 * want {
+        random += 1;
+        rounds += 1;
+        let at = whole.elapsed.mul_f64(fastrand::f64());
+        kills += usize::from(play(KillAt::After(at)).killed);
+    }
+    let report = format!(
+        "{step}: {rounds} rounds, {kills} killed mid-run ({at_calls} just after each of the \
+         {} AWS calls of a whole run, the rest at random within its {:?}), every rerun converged",
+        whole.calls, whole.elapsed
+    );
+    eprintln!("{report}");
+    crate::faults::write_report(&format!("kill-{step}.txt"), &report);
+    assert!(kills >= want, "{report}: fewer than {want} kills");
+    report
 }
 
 fn journal_len(state: &Path) -> usize {
@@ -61,7 +138,7 @@ fn journal_len(state: &Path) -> usize {
         .unwrap_or(0)
 }
 
-fn validates(state: &Path) -> bool {
+pub fn validates(state: &Path) -> bool {
     let mut cmd = step("switchyard", &[]);
     cmd.args(["state", "validate"]).arg(state);
     run(&mut cmd).code == 0
@@ -111,7 +188,7 @@ fn shift_weight_killed_at_every_change_point_and_at_random_resumes_to_a_consiste
             ]);
             cmd
         };
-        let killed = run_and_kill(shift(), &state, at);
+        let killed = run_and_kill(shift(), &state, at).killed;
         let after_kill = std::fs::read_to_string(&state).unwrap_or_default();
         if state.exists() {
             assert!(
@@ -171,7 +248,10 @@ fn shift_weight_killed_at_every_change_point_and_at_random_resumes_to_a_consiste
     // machine (a fixed range would miss on a faster or slower one), until
     // the wanted number of runs were really killed mid-run.
     let started = Instant::now();
-    assert!(!play(KillAt::After(Duration::from_secs(120))), "a whole run");
+    assert!(
+        !play(KillAt::After(Duration::from_secs(120))),
+        "a whole run"
+    );
     let length = started.elapsed();
     let mut random_rounds = 0;
     while kills < SHIFT_KILLS && random_rounds < 3 * SHIFT_KILLS {

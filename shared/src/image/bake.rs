@@ -264,7 +264,9 @@ pub async fn bake(
         changes: Vec::new(),
         timings: Timings::default(),
         plan: Vec::new(),
+        left_behind: false,
     };
+    run.finish_killed_bakes(&mut doc, state).await?;
     if !spec.force {
         if let Some(found) = find_complete(&clients.home, &hash).await? {
             let report = run.reuse(&mut doc, state, &source, &hash, &found).await;
@@ -295,6 +297,8 @@ struct Run<'a> {
     changes: Vec<Change>,
     timings: Timings,
     plan: Vec<String>,
+    /// Something could not be removed (a cleanup or the builder's termination failed).
+    left_behind: bool,
 }
 
 /// One step of a poll.
@@ -421,6 +425,16 @@ impl Run<'_> {
             return Ok(report);
         }
         if !missing.is_empty() {
+            if let Some(id) = &bake_id {
+                // Written ahead, as for a bake: a killed copy's half-made
+                // images carry this bake id, and the next run removes them.
+                doc.record(
+                    JournalEntry::new(STEP, "copies-started", Outcome::Ok)
+                        .detail(format!("copy {home_ami} to {}", missing.join(", ")))
+                        .with("bake_id", id.as_str()),
+                );
+                state.save(doc)?;
+            }
             let mut copy_tags = tags.clone();
             copy_tags.insert(TAG_STATUS.into(), super::STATUS_IN_PROGRESS.into());
             let name = found.name().unwrap_or("switchyard-bake").to_owned();
@@ -452,6 +466,18 @@ impl Run<'_> {
         let bake_id = new_bake_id();
         let mut report = self.report(source, hash);
         report.bake_id = Some(bake_id.clone());
+        // Written ahead: a run killed from here on leaves resources tagged
+        // with this bake id, and the next run of this state file removes them.
+        doc.record(
+            JournalEntry::new(STEP, "bake-started", Outcome::Ok)
+                .detail(format!(
+                    "bake {bake_id} of {} {} from {}",
+                    self.spec.service, self.spec.version, source.id
+                ))
+                .with("bake_id", bake_id.as_str())
+                .with("input_hash", hash),
+        );
+        state.save(doc)?;
         let result = self.build_steps(doc, state, source, hash, &bake_id).await;
         match result {
             Ok(amis) => {
@@ -472,7 +498,10 @@ impl Run<'_> {
                             ));
                             self.plan.push(format!("terminated the builder {builder}"));
                         }
-                        Err(e) => left = Some(e),
+                        Err(e) => {
+                            self.left_behind = true;
+                            left = Some(e);
+                        }
                     }
                 }
                 report.plan = std::mem::take(&mut self.plan);
@@ -927,6 +956,7 @@ impl Run<'_> {
         for line in &done {
             tracing::info!("cleanup: {line}");
         }
+        self.left_behind |= !failed.is_empty();
         match (done.is_empty(), failed.is_empty()) {
             (true, true) => "nothing was left behind".into(),
             (false, true) => format!("cleaned up: {}", done.join("; ")),
@@ -940,6 +970,55 @@ impl Run<'_> {
                 }
             ),
         }
+    }
+
+    /// Removes what earlier runs of this state file left behind when they
+    /// were killed (SIGKILL, a CI time-out): their bake ids were written
+    /// ahead into the journal and never closed. In a dry run, only says so.
+    async fn finish_killed_bakes(
+        &mut self,
+        doc: &mut StateDocument,
+        state: &StateFile,
+    ) -> Result<(), BakeError> {
+        let open = unfinished_bakes(doc);
+        if open.is_empty() {
+            return Ok(());
+        }
+        let list = open.join(", ");
+        if self.opts.dry_run {
+            self.plan.push(format!(
+                "remove what the unfinished bake(s) {list} of this state file left behind"
+            ));
+            return Ok(());
+        }
+        let mut clients = vec![(self.clients.home_region.clone(), self.clients.home.clone())];
+        clients.extend(
+            self.clients
+                .copies
+                .iter()
+                .map(|(region, client)| (region.clone(), client.clone())),
+        );
+        let changes = super::sweep::remove_bakes(&clients, &open).await?;
+        tracing::info!(
+            "removed {} leftover(s) of the unfinished bake(s) {list}",
+            changes.len()
+        );
+        self.plan.push(format!(
+            "removed {} leftover(s) of the unfinished bake(s) {list}",
+            changes.len()
+        ));
+        let mut entry = JournalEntry::new(STEP, "leftovers-removed", Outcome::Ok)
+            .detail(format!(
+                "removed {} leftover(s) of the unfinished bake(s) {list}",
+                changes.len()
+            ))
+            .with("bake_ids", json!(open));
+        for c in changes {
+            entry = entry.change(c);
+        }
+        doc.record(entry);
+        state.save(doc)?;
+        Ok(())
     }
 
     fn journal_failure(
@@ -963,7 +1042,7 @@ impl Run<'_> {
                 .to_owned(),
         );
         if let Some(id) = bake_id {
-            entry = entry.with("bake_id", id);
+            entry = entry.with("bake_id", id).with("clean", !self.left_behind);
         }
         for c in std::mem::take(&mut self.changes) {
             entry = entry.change(c);
@@ -1011,7 +1090,9 @@ impl Run<'_> {
             .with("input_hash", report.input_hash.as_str())
             .with("amis", json!(report.amis));
         if let Some(id) = &report.bake_id {
-            entry = entry.with("bake_id", id.as_str());
+            entry = entry
+                .with("bake_id", id.as_str())
+                .with("clean", !self.left_behind);
         }
         for c in std::mem::take(&mut self.changes) {
             entry = entry.change(c);
@@ -1040,6 +1121,47 @@ impl Run<'_> {
         }
         Ok(())
     }
+}
+
+/// The bakes this state file's journal opened and never closed: a bake
+/// (or a copy of a reused image) was written ahead, then neither finished nor
+/// failed with everything cleaned up, nor were its leftovers removed since.
+pub fn unfinished_bakes(doc: &StateDocument) -> Vec<String> {
+    let mut open: BTreeMap<String, bool> = BTreeMap::new();
+    for entry in doc.journal.iter().filter(|e| e.step == STEP) {
+        match entry.action.as_str() {
+            "leftovers-removed" => {
+                let ids = entry.extra.get("bake_ids").and_then(|v| v.as_array());
+                for id in ids.into_iter().flatten().filter_map(|v| v.as_str()) {
+                    open.insert(id.to_owned(), false);
+                }
+            }
+            "sweep" => {
+                for id in entry.changes.iter().filter_map(|c| c.reference.as_deref()) {
+                    open.insert(id.to_owned(), false);
+                }
+            }
+            action => {
+                let Some(id) = entry.extra.get("bake_id").and_then(|v| v.as_str()) else {
+                    continue;
+                };
+                let unfinished = match action {
+                    "bake-started" | "builder-launched" | "copies-started" => true,
+                    _ => {
+                        entry
+                            .extra
+                            .get("clean")
+                            .and_then(serde_json::Value::as_bool)
+                            == Some(false)
+                    }
+                };
+                open.insert(id.to_owned(), unfinished);
+            }
+        }
+    }
+    open.into_iter()
+        .filter_map(|(id, unfinished)| unfinished.then_some(id))
+        .collect()
 }
 
 /// Polls `check` with backoff until it is ready, the deadline passes (its

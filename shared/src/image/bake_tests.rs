@@ -368,7 +368,7 @@ async fn create_image_is_retried_while_the_instance_is_still_stopping() {
         .iter()
         .map(|e| e["action"].as_str().unwrap())
         .collect();
-    assert_eq!(actions, ["builder-launched", "image-baked"]);
+    assert_eq!(actions, ["bake-started", "builder-launched", "image-baked"]);
     assert!(
         !doc.to_string().contains("docker pull"),
         "the script is never stored, only its hash"
@@ -484,5 +484,62 @@ async fn the_newest_source_image_is_picked_and_a_tie_is_an_error() {
         "--source-name \"base-*\" matches 2 images created at the same newest time \
          2026-02-01T00:00:00.000Z (ami-0000000000000001a, ami-0000000000000002a); narrow the \
          pattern or give --source-ami"
+    );
+}
+
+#[test]
+fn the_bakes_a_killed_run_left_open_are_the_ones_to_clean_up() {
+    use super::bake::unfinished_bakes;
+    use crate::state::{Change, JournalEntry, Outcome, StateDocument};
+    let entry = |action: &str, id: &str| {
+        JournalEntry::new(super::STEP, action, Outcome::Ok).with("bake_id", id)
+    };
+    let mut doc = StateDocument::default();
+    doc.record(entry("bake-started", "done"));
+    doc.record(entry("builder-launched", "done"));
+    doc.record(entry("image-baked", "done").with("clean", true));
+    doc.record(entry("bake-started", "killed-early"));
+    doc.record(entry("bake-started", "killed-late"));
+    doc.record(entry("builder-launched", "killed-late"));
+    doc.record(
+        JournalEntry::new(super::STEP, "bake-failed", Outcome::Failed)
+            .with("bake_id", "cleanup-failed")
+            .with("clean", false),
+    );
+    doc.record(
+        JournalEntry::new(super::STEP, "bake-failed", Outcome::Interrupted)
+            .with("bake_id", "interrupted")
+            .with("clean", true),
+    );
+    doc.record(entry("copies-started", "done"));
+    // Another step's entry never opens a bake.
+    doc.record(
+        JournalEntry::new("deploy-standby", "bake-started", Outcome::Ok).with("bake_id", "x"),
+    );
+    assert_eq!(
+        unfinished_bakes(&doc),
+        ["cleanup-failed", "done", "killed-early", "killed-late"]
+    );
+
+    // A reuse that finished its copies closes the copy; a removal and a sweep close theirs.
+    doc.record(entry("image-reused", "done"));
+    doc.record(
+        JournalEntry::new(super::STEP, "leftovers-removed", Outcome::Ok).with(
+            "bake_ids",
+            serde_json::json!(["killed-early", "cleanup-failed"]),
+        ),
+    );
+    doc.record(
+        JournalEntry::new(super::STEP, "sweep", Outcome::Ok).change(Change {
+            resource: "ec2:us-east-1/instance/i-1".into(),
+            before: None,
+            after: Some("terminated".into()),
+            reference: Some("killed-late".into()),
+        }),
+    );
+    assert!(
+        unfinished_bakes(&doc).is_empty(),
+        "{:?}",
+        unfinished_bakes(&doc)
     );
 }

@@ -111,30 +111,10 @@ pub async fn sweep(
     };
     let mut changes = Vec::new();
     for (region, client) in clients {
-        let found = find(client, region, cutoff).await?;
+        let found = find(client, region, &Scope::OlderThan(cutoff)).await?;
         for leftover in found {
             if !dry_run {
-                match leftover.kind {
-                    "instance" => ec2::terminate_instance(client, &leftover.id).await?,
-                    "image" => {
-                        ec2::delete_image(client, &leftover.id).await?;
-                    }
-                    _ => ec2::delete_snapshot(client, &leftover.id).await?,
-                }
-                tracing::info!("removed {} {} in {region}", leftover.kind, leftover.id);
-                changes.push(Change {
-                    resource: format!("ec2:{region}/{}/{}", leftover.kind, leftover.id),
-                    before: None,
-                    after: Some(
-                        match leftover.kind {
-                            "instance" => "terminated",
-                            "image" => "deregistered with its snapshots",
-                            _ => "deleted",
-                        }
-                        .into(),
-                    ),
-                    reference: Some(leftover.bake_id.clone()),
-                });
+                changes.push(remove(client, &leftover).await?);
             }
             report.leftovers.push(leftover);
         }
@@ -154,29 +134,104 @@ pub async fn sweep(
     Ok(report)
 }
 
+/// Removes every leftover of the bakes `bake_ids`, whatever its age, in
+/// every region of `clients`: what a killed run of the same state file left
+/// behind, found by the bake ids it wrote ahead into the journal. Returns
+/// what was removed, as journal changes.
+pub async fn remove_bakes(
+    clients: &[(String, Client)],
+    bake_ids: &[String],
+) -> Result<Vec<Change>, BakeError> {
+    let mut changes = Vec::new();
+    for (region, client) in clients {
+        for leftover in find(client, region, &Scope::Bakes(bake_ids)).await? {
+            changes.push(remove(client, &leftover).await?);
+        }
+    }
+    Ok(changes)
+}
+
+/// Removes one leftover; the journal's record of it.
+async fn remove(client: &Client, leftover: &Leftover) -> Result<Change, BakeError> {
+    match leftover.kind {
+        "instance" => ec2::terminate_instance(client, &leftover.id).await?,
+        "image" => {
+            ec2::delete_image(client, &leftover.id).await?;
+        }
+        _ => ec2::delete_snapshot(client, &leftover.id).await?,
+    }
+    tracing::info!(
+        "removed {} {} in {} (bake {})",
+        leftover.kind,
+        leftover.id,
+        leftover.region,
+        leftover.bake_id
+    );
+    Ok(Change {
+        resource: format!("ec2:{}/{}/{}", leftover.region, leftover.kind, leftover.id),
+        before: None,
+        after: Some(
+            match leftover.kind {
+                "instance" => "terminated",
+                "image" => "deregistered with its snapshots",
+                _ => "deleted",
+            }
+            .into(),
+        ),
+        reference: Some(leftover.bake_id.clone()),
+    })
+}
+
+/// Which leftovers to look for.
+enum Scope<'a> {
+    /// Every bake's, made before this time.
+    OlderThan(DateTime<Utc>),
+    /// These bakes', of any age.
+    Bakes(&'a [String]),
+}
+
+impl Scope<'_> {
+    /// The tag filters, beside `base`.
+    fn filters(&self, base: Vec<aws_sdk_ec2::types::Filter>) -> Vec<aws_sdk_ec2::types::Filter> {
+        let mut filters = base;
+        if let Scope::Bakes(ids) = self {
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            filters.push(filter(format!("tag:{TAG_BAKE_ID}"), &ids));
+        }
+        filters
+    }
+
+    fn includes(&self, made: Option<DateTime<Utc>>) -> bool {
+        match self {
+            Scope::OlderThan(cutoff) => made.is_some_and(|t| t <= *cutoff),
+            Scope::Bakes(_) => true,
+        }
+    }
+}
+
 /// The leftovers of one region, instances first, then images, then orphan snapshots.
 async fn find(
     client: &Client,
     region: &str,
-    cutoff: DateTime<Utc>,
+    scope: &Scope<'_>,
 ) -> Result<Vec<Leftover>, BakeError> {
     let mut found = Vec::new();
     let builders = ec2::describe_instances(
         client,
-        vec![
+        scope.filters(vec![
             filter(format!("tag:{TAG_PURPOSE}"), &[PURPOSE_BAKE]),
             filter(
                 "instance-state-name",
                 &["pending", "running", "stopping", "stopped"],
             ),
-        ],
+        ]),
     )
     .await?;
     for instance in builders {
         let launched = instance
             .launch_time()
             .and_then(|t| DateTime::<Utc>::from_timestamp(t.secs(), 0));
-        if launched.is_some_and(|t| t <= cutoff) {
+        if scope.includes(launched) {
             found.push(Leftover {
                 region: region.to_owned(),
                 kind: "instance",
@@ -191,13 +246,16 @@ async fn find(
     let images = ec2::describe_images(
         client,
         &["self".to_owned()],
-        vec![filter(format!("tag:{TAG_STATUS}"), &[STATUS_IN_PROGRESS])],
+        scope.filters(vec![filter(
+            format!("tag:{TAG_STATUS}"),
+            &[STATUS_IN_PROGRESS],
+        )]),
     )
     .await?;
     let mut swept_snapshots = BTreeSet::new();
     for image in &images {
         let created = image.creation_date().unwrap_or_default();
-        if parse_time(created).is_some_and(|t| t <= cutoff) {
+        if scope.includes(parse_time(created)) {
             swept_snapshots.extend(ec2::snapshot_ids(image));
             found.push(Leftover {
                 region: region.to_owned(),
@@ -219,7 +277,10 @@ async fn find(
         .collect();
     let snapshots = ec2::describe_own_snapshots(
         client,
-        vec![filter(format!("tag:{TAG_STATUS}"), &[STATUS_IN_PROGRESS])],
+        scope.filters(vec![filter(
+            format!("tag:{TAG_STATUS}"),
+            &[STATUS_IN_PROGRESS],
+        )]),
     )
     .await?;
     for snapshot in snapshots {
@@ -230,7 +291,7 @@ async fn find(
         if in_use.contains(&id) || swept_snapshots.contains(&id) {
             continue;
         }
-        if started.is_some_and(|t| t <= cutoff) {
+        if scope.includes(started) {
             let tags: BTreeMap<String, String> = snapshot
                 .tags()
                 .iter()
