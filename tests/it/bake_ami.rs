@@ -637,3 +637,246 @@ fn sigterm_mid_bake_cleans_up_and_after_a_sigkill_sweep_removes_the_leftovers() 
     assert_eq!(last["action"], "sweep");
     assert_eq!(last["changes"].as_array().unwrap().len(), 2);
 }
+
+/// EC2 in moto through the SDK, in process and directly (not through the
+/// recording proxy): the checks of many rounds stay fast, and its calls are
+/// not counted as the step's.
+#[derive(Clone)]
+struct Ec2 {
+    clients: BTreeMap<&'static str, aws_sdk_ec2::Client>,
+}
+
+impl Ec2 {
+    fn new(moto: &Moto) -> Self {
+        use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
+        let client = |region: &'static str| {
+            let config = aws_sdk_ec2::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .endpoint_url(moto.direct_endpoint())
+                .region(Region::new(region))
+                .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+                .build();
+            (region, aws_sdk_ec2::Client::from_conf(config))
+        };
+        Self {
+            clients: BTreeMap::from([client("us-east-1"), client("us-west-2")]),
+        }
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn filter(name: &str, values: &[&str]) -> aws_sdk_ec2::types::Filter {
+        aws_sdk_ec2::types::Filter::builder()
+            .name(name)
+            .set_values(Some(values.iter().map(|v| (*v).to_owned()).collect()))
+            .build()
+    }
+
+    /// The bake builders in these states, in us-east-1.
+    fn builders(&self, rt: &tokio::runtime::Runtime, states: &[&str]) -> Vec<String> {
+        let out = rt.block_on(
+            self.clients["us-east-1"]
+                .describe_instances()
+                .filters(Self::filter("tag:switchyard:purpose", &["bake"]))
+                .filters(Self::filter("instance-state-name", states))
+                .send(),
+        );
+        out.expect("describe-instances")
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter_map(|i| i.instance_id().map(str::to_owned))
+            .collect()
+    }
+
+    /// This account's images in `region` matching `filters`, with their tags.
+    fn images(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        region: &str,
+        filters: &[(&str, &str)],
+    ) -> Vec<(String, BTreeMap<String, String>)> {
+        let mut call = self.clients[region].describe_images().owners("self");
+        for (name, value) in filters {
+            call = call.filters(Self::filter(name, &[value]));
+        }
+        rt.block_on(call.send())
+            .expect("describe-images")
+            .images()
+            .iter()
+            .map(|i| {
+                let tags = i
+                    .tags()
+                    .iter()
+                    .map(|t| {
+                        (
+                            t.key().unwrap_or_default().to_owned(),
+                            t.value().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect();
+                (i.image_id().unwrap_or_default().to_owned(), tags)
+            })
+            .collect()
+    }
+
+    /// This account's snapshots in `region` still tagged in progress.
+    fn half_made_snapshots(&self, rt: &tokio::runtime::Runtime, region: &str) -> Vec<String> {
+        rt.block_on(
+            self.clients[region]
+                .describe_snapshots()
+                .owner_ids("self")
+                .filters(Self::filter("tag:switchyard:bake-status", &["in-progress"]))
+                .send(),
+        )
+        .expect("describe-snapshots")
+        .snapshots()
+        .iter()
+        .filter_map(|s| s.snapshot_id().map(str::to_owned))
+        .collect()
+    }
+}
+
+/// Powers off every running builder, as the provisioning script would, from
+/// a thread of its own.
+struct PowerOff {
+    done: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl PowerOff {
+    fn start(ec2: &Ec2) -> Self {
+        let ec2 = ec2.clone();
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = Ec2::rt();
+            while !flag.load(Ordering::SeqCst) {
+                let ids = ec2.builders(&rt, &["running"]);
+                if !ids.is_empty() {
+                    let _ = rt.block_on(
+                        ec2.clients["us-east-1"]
+                            .stop_instances()
+                            .set_instance_ids(Some(ids))
+                            .send(),
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        Self {
+            done,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for PowerOff {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+const NOT_TERMINATED: &[&str] = &["pending", "running", "stopping", "stopped", "shutting-down"];
+
+/// Kill and resume: bake-ami (with a copy to a second region) killed just
+/// after each AWS call of a whole bake and at random; every retry, on the
+/// same state file, removes what the killed run left (its bake id was written
+/// ahead) and ends with exactly one complete image per region, no builder
+/// left in any state but terminated, no half-made image or snapshot, and a
+/// state file that validates and names the images. Checked after every round
+/// in process, and at the end with the aws CLI over all rounds.
+#[test]
+fn bake_ami_killed_at_every_call_and_at_random_resumes_leaving_nothing_behind() {
+    use crate::kill_resume::{campaign, run_and_kill, validates};
+    let fx = Fixture::new();
+    fx.base_image("switchyard-base-2026.01");
+    let state = fx.path("state.json");
+    let ec2 = Ec2::new(&fx.moto);
+    let rt = Ec2::rt();
+    let power = PowerOff::start(&ec2);
+    let mut round = 0;
+    campaign("bake-ami", 10, |at| {
+        round += 1;
+        // A new release each round: its image is pulled in, so the inputs differ.
+        let version = format!("1.5.{round}");
+        let pull = format!("ghcr.io/acme/go-auth:{version}");
+        let args = bake_args(&[
+            "--app-version",
+            &version,
+            "--pull",
+            &pull,
+            "--copy-to",
+            "us-west-2",
+        ]);
+        let ran = run_and_kill(fx.command(&args), &state, at);
+        fx.moto.wait_idle();
+        let out = fx.run(&args);
+        let context = format!("round {round} ({at:?})");
+        assert_eq!(out.code, 0, "{context}: {}{}", out.stdout, out.stderr);
+        assert!(validates(&state), "{context}");
+        let left = ec2.builders(&rt, NOT_TERMINATED);
+        assert!(
+            left.is_empty(),
+            "{context}: builders left {left:?}\n{}",
+            out.stderr
+        );
+        let doc = fx.doc();
+        for region in ["us-east-1", "us-west-2"] {
+            let half = ec2.images(
+                &rt,
+                region,
+                &[("tag:switchyard:bake-status", "in-progress")],
+            );
+            assert!(
+                half.is_empty(),
+                "{context}: half-made in {region}: {half:?}"
+            );
+            let snapshots = ec2.half_made_snapshots(&rt, region);
+            assert!(
+                snapshots.is_empty(),
+                "{context}: in {region}: {snapshots:?}"
+            );
+            let made = ec2.images(&rt, region, &[("tag:switchyard:version", &version)]);
+            assert_eq!(made.len(), 1, "{context} in {region}: {made:?}");
+            assert_eq!(made[0].1["switchyard:bake-status"], "complete", "{context}");
+            assert_eq!(
+                doc["image"]["amis"][region],
+                made[0].0.as_str(),
+                "{context}"
+            );
+        }
+        ran
+    });
+    drop(power);
+
+    // The same counts, over every round, through the aws CLI.
+    let mut filters = vec!["Name=tag:switchyard:purpose,Values=bake".to_owned()];
+    filters.push(format!(
+        "Name=instance-state-name,Values={}",
+        NOT_TERMINATED.join(",")
+    ));
+    let filters: Vec<&str> = filters.iter().map(String::as_str).collect();
+    assert_eq!(
+        fx.instances(&filters),
+        Vec::<Value>::new(),
+        "no builder left"
+    );
+    for region in ["us-east-1", "us-west-2"] {
+        let half = fx.images(
+            region,
+            &["Name=tag:switchyard:bake-status,Values=in-progress"],
+        );
+        assert_eq!(half, Vec::<Value>::new(), "no half-made image in {region}");
+        let complete = fx.images(region, &["Name=tag:switchyard:bake-status,Values=complete"]);
+        assert_eq!(complete.len(), round, "one image per release in {region}");
+    }
+}

@@ -1055,3 +1055,100 @@ fn user_data_is_a_cloud_config_document_whose_script_runs_join_and_leave() {
     assert_eq!(report["bytes"], document.len());
     assert_eq!(report["sha256"].as_str().unwrap().len(), 64);
 }
+
+/// Kill and resume: `register-host join`, then `leave`, killed just after
+/// each AWS call of a whole run and at random, each round a new instance; the
+/// retry must converge: after join the instance carries its labels, is one
+/// healthy target and one host in the state; after leave it is no target and
+/// out of the state; the state file validates throughout.
+#[test]
+fn join_and_leave_killed_at_every_call_and_at_random_resume_to_a_consistent_end() {
+    use crate::kill_resume::{campaign, run_and_kill, validates};
+    let world = World::new();
+    let group = world.target_group("go-auth-kill", "instance");
+    let join = [
+        "join",
+        "--service",
+        "go-auth",
+        "--label",
+        "provider=aws",
+        "--target-group",
+        &group,
+        "--port",
+        "9000",
+        "--wait-healthy",
+        "30s",
+    ];
+    let leave = ["leave", "--target-group", &group, "--port", "9000"];
+    let command = |imds: &Imds, args: &[&str]| {
+        let mut env: Vec<(String, String)> = world
+            .moto
+            .env()
+            .into_iter()
+            .filter(|(k, _)| k != "AWS_EC2_METADATA_DISABLED")
+            .collect();
+        env.push(("AWS_EC2_METADATA_SERVICE_ENDPOINT".into(), imds.endpoint()));
+        env.push((
+            "SWITCHYARD_STATE".into(),
+            world.state().display().to_string(),
+        ));
+        let mut cmd = step("register-host", &env);
+        cmd.args(args);
+        cmd
+    };
+    let targets = |id: &str| -> Vec<String> {
+        world
+            .health(&group)
+            .iter()
+            .filter(|h| h["Target"]["Id"] == id)
+            .map(|h| {
+                h["TargetHealth"]["State"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    };
+    let mut round = 0;
+
+    campaign("register-host-join", 6, |at| {
+        round += 1;
+        let instance = world.instance("us-east-1", &[]);
+        let id = instance["InstanceId"].as_str().unwrap().to_owned();
+        let imds = World::imds_for(&instance);
+        let ran = run_and_kill(command(&imds, &join), &world.state(), at);
+        world.moto.wait_idle();
+        let out = run(&mut command(&imds, &join));
+        let context = format!("join round {round} ({at:?})");
+        assert_eq!(out.code, 0, "{context}: {}{}", out.stdout, out.stderr);
+        assert!(validates(&world.state()), "{context}");
+        assert_eq!(targets(&id), ["healthy"], "{context}");
+        let tags = world.tags(&id);
+        assert_eq!(tags["switchyard:service"], "go-auth", "{context}");
+        assert_eq!(tags["switchyard:label:provider"], "aws", "{context}");
+        assert_eq!(
+            world.doc()["hosts"][&id]["labels"]["provider"],
+            "aws",
+            "{context}"
+        );
+        ran
+    });
+
+    campaign("register-host-leave", 6, |at| {
+        round += 1;
+        let instance = world.instance("us-east-1", &[]);
+        let id = instance["InstanceId"].as_str().unwrap().to_owned();
+        let imds = World::imds_for(&instance);
+        let out = run(&mut command(&imds, &join));
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let ran = run_and_kill(command(&imds, &leave), &world.state(), at);
+        world.moto.wait_idle();
+        let out = run(&mut command(&imds, &leave));
+        let context = format!("leave round {round} ({at:?})");
+        assert_eq!(out.code, 0, "{context}: {}{}", out.stdout, out.stderr);
+        assert!(validates(&world.state()), "{context}");
+        assert_eq!(targets(&id), Vec::<String>::new(), "{context}");
+        assert!(world.doc()["hosts"].get(&id).is_none(), "{context}");
+        ran
+    });
+}
