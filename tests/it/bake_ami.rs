@@ -689,7 +689,7 @@ impl Ec2 {
         out.expect("describe-instances")
             .reservations()
             .iter()
-            .flat_map(|r| r.instances())
+            .flat_map(aws_sdk_ec2::types::Reservation::instances)
             .filter_map(|i| i.instance_id().map(str::to_owned))
             .collect()
     }
