@@ -963,7 +963,6 @@ fn deploy_standby_killed_at_every_call_and_at_random_resumes_to_a_consistent_end
     campaign("deploy-standby", 10, |at| {
         round += 1;
         let service = format!("svc{round}");
-        let group_name = format!("{service}-green");
         let state = f.dir.path().join(format!("state-{round}.json"));
         let args = [
             "--service",
@@ -993,80 +992,156 @@ fn deploy_standby_killed_at_every_call_and_at_random_resumes_to_a_consistent_end
         );
         assert!(validates(&state), "round {round} ({at:?})");
 
-        let g = group(&f, region, &group_name);
-        assert_eq!(g["DesiredCapacity"], 2, "round {round} ({at:?})");
-        assert_eq!(
-            g["Instances"].as_array().unwrap().len(),
-            2,
-            "round {round} ({at:?}): {g}"
-        );
-        let template = g["LaunchTemplate"]["LaunchTemplateId"].as_str().unwrap();
-        let versions = f.aws_in(
-            region,
-            &[
-                "ec2",
-                "describe-launch-template-versions",
-                "--launch-template-id",
-                template,
-            ],
-        )["LaunchTemplateVersions"]
-            .as_array()
-            .unwrap()
-            .len();
-        assert_eq!(versions, 1, "round {round} ({at:?}): one template version");
-        let tagged = f.aws_in(
-            region,
-            &[
-                "ec2",
-                "describe-instances",
-                "--filters",
-                &format!("Name=tag:aws:autoscaling:groupName,Values={group_name}"),
-                "Name=instance-state-name,Values=pending,running",
-                "--query",
-                "Reservations[].Instances[].InstanceId",
-            ],
-        );
-        assert_eq!(
-            tagged.as_array().map_or(0, Vec::len),
-            2,
-            "round {round} ({at:?}): no extra instance"
-        );
-        let policies = f.aws_in(
-            region,
-            &[
-                "autoscaling",
-                "describe-policies",
-                "--auto-scaling-group-name",
-                &group_name,
-            ],
-        )["ScalingPolicies"]
-            .as_array()
-            .unwrap()
-            .len();
-        assert_eq!(policies, 2, "round {round} ({at:?})");
-        let alarms = f.aws_in(
-            region,
-            &[
-                "cloudwatch",
-                "describe-alarms",
-                "--alarm-name-prefix",
-                &format!("{group_name}-"),
-            ],
-        )["MetricAlarms"]
-            .as_array()
-            .unwrap()
-            .len();
-        assert_eq!(alarms, 2, "round {round} ({at:?})");
-
-        let doc: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
-        let stack = &doc["stacks"]["green"];
-        assert_eq!(stack["version"], "v2", "round {round} ({at:?})");
-        assert_eq!(
-            stack["endpoints"].as_array().unwrap().len(),
-            2,
-            "round {round} ({at:?})"
-        );
-        assert_eq!(stack["regions"][region]["launch_template_version"], "1");
+        let context = format!("round {round} ({at:?})");
+        assert_green_up(&f, region, &service, &state, &context, 2);
         ran
     });
+}
+
+/// Checks that `service`'s green stack is up as one clean run makes it:
+/// one template version, one group at desired 2 with `instances` launched
+/// for it (2: no extra instance), two policies, two alarms, and the state
+/// file `state` listing its endpoints.
+fn assert_green_up(
+    f: &Fixture,
+    region: &str,
+    service: &str,
+    state: &Path,
+    context: &str,
+    instances: usize,
+) {
+    let group_name = format!("{service}-green");
+    let g = group(&f, region, &group_name);
+    assert_eq!(g["DesiredCapacity"], 2, "{context}");
+    assert_eq!(
+        g["Instances"].as_array().unwrap().len(),
+        2,
+        "{context}: {g}"
+    );
+    let template = g["LaunchTemplate"]["LaunchTemplateId"].as_str().unwrap();
+    let versions = f.aws_in(
+        region,
+        &[
+            "ec2",
+            "describe-launch-template-versions",
+            "--launch-template-id",
+            template,
+        ],
+    )["LaunchTemplateVersions"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(versions, 1, "{context}: one template version");
+    let tagged = f.aws_in(
+        region,
+        &[
+            "ec2",
+            "describe-instances",
+            "--filters",
+            &format!("Name=tag:aws:autoscaling:groupName,Values={group_name}"),
+            "Name=instance-state-name,Values=pending,running",
+            "--query",
+            "Reservations[].Instances[].InstanceId",
+        ],
+    );
+    assert_eq!(
+        tagged.as_array().map_or(0, Vec::len),
+        instances,
+        "{context}: no extra instance"
+    );
+    let policies = f.aws_in(
+        region,
+        &[
+            "autoscaling",
+            "describe-policies",
+            "--auto-scaling-group-name",
+            &group_name,
+        ],
+    )["ScalingPolicies"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(policies, 2, "{context}");
+    let alarms = f.aws_in(
+        region,
+        &[
+            "cloudwatch",
+            "describe-alarms",
+            "--alarm-name-prefix",
+            &format!("{group_name}-"),
+        ],
+    )["MetricAlarms"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(alarms, 2, "{context}");
+
+    let doc: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let stack = &doc["stacks"]["green"];
+    assert_eq!(stack["version"], "v2", "{context}");
+    assert_eq!(stack["endpoints"].as_array().unwrap().len(), 2, "{context}");
+    assert_eq!(stack["regions"][region]["launch_template_version"], "1");
+}
+
+/// Faults: deploy-standby through the fault-injecting proxy, each round a
+/// new service from nothing; every run exits 0, or 3 with a state file that
+/// validates and then converges when run again.
+#[test]
+fn deploy_standby_completes_or_stops_cleanly_under_20_percent_injected_faults() {
+    use crate::faults::{through, Tally, FAULT_RATE};
+    use switchyard_tests::fault_proxy::{FaultProxy, Faults, Outcome};
+    let f = Fixture::new();
+    let proxy = FaultProxy::start(&f.moto.direct_endpoint(), Faults::spread(FAULT_RATE)).unwrap();
+    let region = "us-east-1";
+    let subnet = subnet(&f.moto, region);
+    let (ami, _) = images(&f.moto, region);
+    let mut tally = Tally::default();
+    for round in 0..6 {
+        let service = format!("faulty{round}");
+        let state = f.dir.path().join(format!("faults-{round}.json"));
+        let args = [
+            "--service",
+            &service,
+            "--release",
+            "v2",
+            "--color",
+            "green",
+            "--image",
+            &ami,
+            "--desired",
+            "2",
+            "--subnet",
+            &subnet,
+            "--port",
+            "8080",
+            "--timeout",
+            "60s",
+        ];
+        let context = format!("round {round}");
+        let before = proxy.calls().len();
+        tally.until_done(&context, &state, || {
+            let mut env = through(f.moto.env(), &proxy);
+            env.push(("SWITCHYARD_STATE".into(), state.display().to_string()));
+            env.push(("SWITCHYARD_NO_HOOKS".into(), "1".into()));
+            let mut cmd = step("deploy-standby", &env);
+            cmd.args(args);
+            run(&mut cmd)
+        });
+        f.moto.wait_idle();
+        // moto accepts a second CreateAutoScalingGroup of the same name (AWS
+        // answers AlreadyExists): each one that reached it launched the
+        // desired capacity again, beside the group. Those are moto's.
+        let creates = proxy.calls()[before..]
+            .iter()
+            .filter(|c| {
+                c.action == "CreateAutoScalingGroup"
+                    && matches!(
+                        c.outcome,
+                        Outcome::Forwarded | Outcome::Slow | Outcome::DroppedAfter
+                    )
+            })
+            .count();
+        assert_green_up(&f, region, &service, &state, &context, 2 * creates.max(1));
+    }
+    tally.report("deploy-standby", &proxy);
 }

@@ -18,17 +18,90 @@ use switchyard_tests::{HealthServer, Moto};
 use crate::aws_cli::{self, w};
 
 const ROUNDS: usize = 8;
-const FAULT_RATE: f64 = 0.2;
+/// The share of calls that get a fault.
+pub const FAULT_RATE: f64 = 0.2;
 
 fn env_through(moto: &Moto, proxy: &FaultProxy, state: &Path) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = moto
-        .env()
+    let mut env = through(moto.env(), proxy);
+    env.push(("SWITCHYARD_STATE".into(), state.display().to_string()));
+    env
+}
+
+/// `env` pointed at `proxy` instead of moto, with the steps' own retry policy
+/// (no `AWS_MAX_ATTEMPTS` from the test environment).
+pub fn through(env: Vec<(String, String)>, proxy: &FaultProxy) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = env
         .into_iter()
         .filter(|(k, _)| k != "AWS_ENDPOINT_URL" && k != "AWS_MAX_ATTEMPTS")
         .collect();
     env.push(("AWS_ENDPOINT_URL".into(), proxy.endpoint()));
-    env.push(("SWITCHYARD_STATE".into(), state.display().to_string()));
     env
+}
+
+/// The runs of one step under faults, for the report.
+#[derive(Debug, Default)]
+pub struct Tally {
+    rounds: usize,
+    first_runs: BTreeMap<i32, usize>,
+    reruns: usize,
+}
+
+impl Tally {
+    /// Runs a step (`attempt`) until it exits 0: each run must exit 0, or 3
+    /// with the state file `state` absent or valid, then it is run again, as
+    /// a CI retry would, at most four times.
+    pub fn until_done(
+        &mut self,
+        context: &str,
+        state: &Path,
+        mut attempt: impl FnMut() -> StepOutput,
+    ) -> StepOutput {
+        self.rounds += 1;
+        let mut out = attempt();
+        *self.first_runs.entry(out.code).or_default() += 1;
+        let mut runs = 1;
+        while out.code == 3 && runs < 5 {
+            assert!(
+                !state.exists() || state_validates(state),
+                "{context}: exit 3 left a state file that does not validate\n{}",
+                out.stderr
+            );
+            out = attempt();
+            runs += 1;
+            self.reruns += 1;
+        }
+        assert_eq!(
+            out.code, 0,
+            "{context} after {runs} run(s):\n{}{}",
+            out.stdout, out.stderr
+        );
+        assert!(state_validates(state), "{context}");
+        out
+    }
+
+    /// The figures, written to `target/tmp/faults-STEP.txt` and returned;
+    /// checks that the proxy really injected faults.
+    pub fn report(&self, step: &str, proxy: &FaultProxy) -> String {
+        let outcomes = proxy.outcomes();
+        let calls: usize = outcomes.values().sum();
+        let faults: usize = outcomes
+            .iter()
+            .filter(|(k, _)| **k != Outcome::Forwarded)
+            .map(|(_, v)| v)
+            .sum();
+        let report = format!(
+            "{step} under {:.0}% injected faults: {} rounds, first runs by exit code {:?}, \
+             {} rerun(s), {calls} calls, {faults} faults injected: {outcomes:?}",
+            FAULT_RATE * 100.0,
+            self.rounds,
+            self.first_runs,
+            self.reruns
+        );
+        eprintln!("{report}");
+        write_report(&format!("faults-{step}.txt"), &report);
+        assert!(faults * 10 >= calls, "{report}");
+        report
+    }
 }
 
 /// Writes a test's figures to `target/tmp/NAME`, for the closing notes.

@@ -364,8 +364,24 @@ fn draw(faults: &Faults, service: &str, action: &str) -> Outcome {
     if service == "route53" && action == "ChangeResourceRecordSets" {
         kinds.push((faults.prior_request, Outcome::PriorRequestNotComplete));
     }
+    // Where PriorRequestNotComplete cannot happen, its share goes to the
+    // other kinds: every call sees the same total fault rate.
+    let applicable: f64 = kinds.iter().map(|(rate, _)| rate).sum();
+    let total = applicable.max(
+        faults.throttle
+            + faults.prior_request
+            + faults.server_error
+            + faults.slow
+            + faults.drop_before
+            + faults.drop_after,
+    );
+    let scale = if applicable > 0.0 {
+        total / applicable
+    } else {
+        0.0
+    };
     for (rate, outcome) in kinds {
-        edge += rate;
+        edge += rate * scale;
         if roll < edge {
             return outcome;
         }

@@ -196,8 +196,32 @@ fn group_tags(group: &str, tags: &BTreeMap<String, String>) -> Vec<Tag> {
         .collect()
 }
 
-/// Creates a group.
+/// Creates a group. A group of that name that already exists is the one an
+/// earlier attempt made (its answer lost, the call retried): it is given the
+/// same template, capacity and tags instead.
 pub async fn create_group(client: &Client, group: &NewGroup) -> Result<(), ProviderError> {
+    match create_group_once(client, group).await {
+        Err(e) if e.code.as_deref() == Some("AlreadyExists") => {
+            tracing::info!(
+                "group {} exists already (an earlier attempt made it): updating it",
+                group.name
+            );
+            update_group(
+                client,
+                &group.name,
+                Some((&group.template_id, &group.template_version)),
+                group.min,
+                group.max,
+                group.desired,
+            )
+            .await?;
+            tag_group(client, &group.name, &group.tags).await
+        }
+        other => other,
+    }
+}
+
+async fn create_group_once(client: &Client, group: &NewGroup) -> Result<(), ProviderError> {
     client
         .create_auto_scaling_group()
         .auto_scaling_group_name(&group.name)

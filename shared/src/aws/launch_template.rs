@@ -156,6 +156,9 @@ fn data(spec: &LaunchSpec, user_data: Option<&[u8]>) -> RequestLaunchTemplateDat
         .build()
 }
 
+/// The error code of a CreateLaunchTemplate whose name is taken.
+pub const ALREADY_EXISTS: &str = "InvalidLaunchTemplateName.AlreadyExistsException";
+
 /// Creates template `name` whose version 1 launches `spec`; returns its id.
 pub async fn create(
     client: &Client,

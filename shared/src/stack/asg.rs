@@ -379,13 +379,25 @@ impl AsgDriver {
         let (template_id, version) = match &template {
             None => {
                 changes.note(format!("create launch template {name} (version 1: {what})"));
-                let id = if changes.apply {
+                if changes.apply {
                     let tags = &launch.instance_tags;
-                    Some(lt::create(&self.clients.ec2, name, launch, user_data, tags).await?)
+                    match lt::create(&self.clients.ec2, name, launch, user_data, tags).await {
+                        Ok(id) => (Some(id), 1),
+                        // Made by an earlier attempt whose answer was lost:
+                        // taken when it launches the same.
+                        Err(e) if e.code.as_deref() == Some(lt::ALREADY_EXISTS) => {
+                            match lt::find(&self.clients.ec2, name).await? {
+                                Some(t) if t.latest == *launch => {
+                                    (Some(t.id.clone()), t.latest_version)
+                                }
+                                _ => return Err(e.into()),
+                            }
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
                 } else {
-                    None
-                };
-                (id, 1)
+                    (None, 1)
+                }
             }
             Some(t) if t.latest == *launch => (Some(t.id.clone()), t.latest_version),
             Some(t) => {

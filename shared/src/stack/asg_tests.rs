@@ -610,3 +610,61 @@ async fn in_service_instances_wait_until_healthy_in_the_target_group() {
     // converge's read, then three polls of the wait.
     assert_eq!(groups.num_calls(), 4);
 }
+
+#[tokio::test]
+async fn a_group_that_exists_already_when_created_is_updated_to_the_same_settings() {
+    use aws_sdk_autoscaling::operation::create_or_update_tags::CreateOrUpdateTagsOutput;
+    use aws_sdk_autoscaling::operation::update_auto_scaling_group::UpdateAutoScalingGroupOutput;
+    use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
+
+    use crate::aws::autoscaling::{create_group, NewGroup};
+
+    // The answer to the first CreateAutoScalingGroup was lost and the retry
+    // found the group made: AlreadyExists.
+    let create = mock!(aws_sdk_autoscaling::Client::create_auto_scaling_group).then_http_response(
+        || {
+            HttpResponse::new(
+                StatusCode::try_from(400).unwrap(),
+                SdkBody::from(error_body(
+                    "AlreadyExists",
+                    "AutoScalingGroup by this name already exists - A group with the name go-auth-green already exists",
+                )),
+            )
+        },
+    );
+    let update = mock!(aws_sdk_autoscaling::Client::update_auto_scaling_group)
+        .match_requests(|r| {
+            r.auto_scaling_group_name() == Some("go-auth-green")
+                && r.desired_capacity() == Some(2)
+                && r.launch_template().and_then(|t| t.version()) == Some("4")
+        })
+        .then_output(|| UpdateAutoScalingGroupOutput::builder().build());
+    let tags = mock!(aws_sdk_autoscaling::Client::create_or_update_tags)
+        .match_requests(|r| r.tags().iter().any(|t| t.key() == Some("version")))
+        .then_output(|| CreateOrUpdateTagsOutput::builder().build());
+    let client = mock_client!(
+        aws_sdk_autoscaling,
+        RuleMode::MatchAny,
+        [&create, &update, &tags],
+        |c| c.retry_config(retry_policy())
+    );
+    let group = NewGroup {
+        name: "go-auth-green".into(),
+        template_id: "lt-0123".into(),
+        template_version: "4".into(),
+        min: 2,
+        max: 4,
+        desired: 2,
+        subnets: vec!["subnet-1".into()],
+        target_groups: Vec::new(),
+        health_check_type: "EC2".into(),
+        grace_period_secs: 60,
+        tags: [("version".to_owned(), "v2".to_owned())].into(),
+    };
+    create_group(&client, &group).await.unwrap();
+    assert_eq!(create.num_calls(), 1);
+    assert_eq!(update.num_calls(), 1);
+    assert_eq!(tags.num_calls(), 1);
+}
