@@ -67,7 +67,11 @@ impl Fixture {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = step("bake-ami", &self.moto.env());
+        self.command_env(&self.moto.env(), args)
+    }
+
+    fn command_env(&self, env: &[(String, String)], args: &[&str]) -> Command {
+        let mut cmd = step("bake-ami", env);
         cmd.arg("--state")
             .arg(self.path("state.json"))
             .args(["--hooks-dir"])
@@ -823,37 +827,7 @@ fn bake_ami_killed_at_every_call_and_at_random_resumes_leaving_nothing_behind() 
         let context = format!("round {round} ({at:?})");
         assert_eq!(out.code, 0, "{context}: {}{}", out.stdout, out.stderr);
         assert!(validates(&state), "{context}");
-        let left = ec2.builders(&rt, NOT_TERMINATED);
-        assert!(
-            left.is_empty(),
-            "{context}: builders left {left:?}\n{}",
-            out.stderr
-        );
-        let doc = fx.doc();
-        for region in ["us-east-1", "us-west-2"] {
-            let half = ec2.images(
-                &rt,
-                region,
-                &[("tag:switchyard:bake-status", "in-progress")],
-            );
-            assert!(
-                half.is_empty(),
-                "{context}: half-made in {region}: {half:?}"
-            );
-            let snapshots = ec2.half_made_snapshots(&rt, region);
-            assert!(
-                snapshots.is_empty(),
-                "{context}: in {region}: {snapshots:?}"
-            );
-            let made = ec2.images(&rt, region, &[("tag:switchyard:version", &version)]);
-            assert_eq!(made.len(), 1, "{context} in {region}: {made:?}");
-            assert_eq!(made[0].1["switchyard:bake-status"], "complete", "{context}");
-            assert_eq!(
-                doc["image"]["amis"][region],
-                made[0].0.as_str(),
-                "{context}"
-            );
-        }
+        assert_baked(&fx, &ec2, &rt, &version, &context);
         ran
     });
     drop(power);
@@ -879,4 +853,75 @@ fn bake_ami_killed_at_every_call_and_at_random_resumes_leaving_nothing_behind() 
         let complete = fx.images(region, &["Name=tag:switchyard:bake-status,Values=complete"]);
         assert_eq!(complete.len(), round, "one image per release in {region}");
     }
+}
+
+/// Checks that release `version` is baked as one clean run bakes it: no
+/// builder left in any state but terminated, no half-made image or snapshot,
+/// exactly one complete image per region, the state naming them.
+fn assert_baked(
+    fx: &Fixture,
+    ec2: &Ec2,
+    rt: &tokio::runtime::Runtime,
+    version: &str,
+    context: &str,
+) {
+    let left = ec2.builders(rt, NOT_TERMINATED);
+    assert!(left.is_empty(), "{context}: builders left {left:?}");
+    let doc = fx.doc();
+    for region in ["us-east-1", "us-west-2"] {
+        let half = ec2.images(rt, region, &[("tag:switchyard:bake-status", "in-progress")]);
+        assert!(
+            half.is_empty(),
+            "{context}: half-made in {region}: {half:?}"
+        );
+        let snapshots = ec2.half_made_snapshots(rt, region);
+        assert!(
+            snapshots.is_empty(),
+            "{context}: in {region}: {snapshots:?}"
+        );
+        let made = ec2.images(rt, region, &[("tag:switchyard:version", version)]);
+        assert_eq!(made.len(), 1, "{context} in {region}: {made:?}");
+        assert_eq!(made[0].1["switchyard:bake-status"], "complete", "{context}");
+        assert_eq!(
+            doc["image"]["amis"][region],
+            made[0].0.as_str(),
+            "{context}"
+        );
+    }
+}
+
+/// Faults: bake-ami (with a copy to a second region) through the
+/// fault-injecting proxy; every run exits 0, or 3 with a state file that
+/// validates, and its retry on the same state file ends with nothing left
+/// behind.
+#[test]
+fn bake_ami_completes_or_stops_cleanly_under_20_percent_injected_faults() {
+    use crate::faults::{through, Tally, FAULT_RATE};
+    use switchyard_tests::fault_proxy::{FaultProxy, Faults};
+    let fx = Fixture::new();
+    fx.base_image("switchyard-base-2026.01");
+    let proxy = FaultProxy::start(&fx.moto.direct_endpoint(), Faults::spread(FAULT_RATE)).unwrap();
+    let state = fx.path("state.json");
+    let ec2 = Ec2::new(&fx.moto);
+    let rt = Ec2::rt();
+    let _power = PowerOff::start(&ec2);
+    let env = through(fx.moto.env(), &proxy);
+    let mut tally = Tally::default();
+    for round in 1..=5 {
+        let version = format!("2.0.{round}");
+        let pull = format!("ghcr.io/acme/go-auth:{version}");
+        let args = bake_args(&[
+            "--app-version",
+            &version,
+            "--pull",
+            &pull,
+            "--copy-to",
+            "us-west-2",
+        ]);
+        let context = format!("round {round}");
+        tally.until_done(&context, &state, || run(&mut fx.command_env(&env, &args)));
+        fx.moto.wait_idle();
+        assert_baked(&fx, &ec2, &rt, &version, &context);
+    }
+    tally.report("bake-ami", &proxy);
 }

@@ -803,6 +803,26 @@ impl Run<'_> {
                     {
                         Ok(Poll::Pending("EC2 still sees it stopping".into()))
                     }
+                    // The name carries the bake id: an image of that name is
+                    // the one an earlier attempt made, its answer lost.
+                    Err(e)
+                        if e.as_service_error().and_then(
+                            aws_smithy_types::error::metadata::ProvideErrorMetadata::code,
+                        ) == Some("InvalidAMIName.Duplicate") =>
+                    {
+                        match ec2::describe_images(
+                            client,
+                            &["self".to_owned()],
+                            vec![filter("name", &[name])],
+                        )
+                        .await?
+                        .first()
+                        .and_then(Image::image_id)
+                        {
+                            Some(id) => Ok(Poll::Ready(id.to_owned())),
+                            None => Err(ProviderError::from_sdk("ec2:CreateImage", &e).into()),
+                        }
+                    }
                     Err(e) => Err(ProviderError::from_sdk("ec2:CreateImage", &e).into()),
                 }
             },

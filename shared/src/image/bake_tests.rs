@@ -543,3 +543,66 @@ fn the_bakes_a_killed_run_left_open_are_the_ones_to_clean_up() {
         unfinished_bakes(&doc)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_image_made_by_a_create_image_whose_answer_was_lost_is_taken_not_left() {
+    // The first CreateImage made the image but its answer was lost (500); the
+    // retry is refused: the name, which carries the bake id, is taken.
+    let duplicate = r"<Response><Errors><Error><Code>InvalidAMIName.Duplicate</Code><Message>AMI name go-auth-1.4.2-bake is already in use by AMI ami-0bbbbbbbbbbbbbbb0</Message></Error></Errors><RequestID>r-2</RequestID></Response>";
+    let create = mock!(aws_sdk_ec2::Client::create_image)
+        .sequence()
+        .http_status(500, None)
+        .http_status(400, Some(duplicate.to_owned()))
+        .build();
+    let by_name = mock!(aws_sdk_ec2::Client::describe_images)
+        .match_requests(|r| {
+            r.image_ids().is_empty()
+                && r.filters().iter().any(|f| {
+                    f.name() == Some("name")
+                        && f.values().iter().any(|v| v.starts_with("go-auth-1.4.2-bake-"))
+                })
+        })
+        .then_output(|| images(vec![image(BAKED, ImageState::Pending)]));
+    let baked = mock!(aws_sdk_ec2::Client::describe_images)
+        .match_requests(|r| asks_for(r, BAKED))
+        .then_output(|| images(vec![image(BAKED, ImageState::Available)]));
+    let (source, reuse, run, stopped, console, tags, terminate, deregister) = (
+        source_rule(),
+        nothing_to_reuse(),
+        run_rule(),
+        stopped_rule(),
+        console_rule(),
+        tags_rule(),
+        terminate_rule(),
+        deregister_rule(),
+    );
+    let clients = clients(&[
+        &source,
+        &by_name,
+        &reuse,
+        &baked,
+        &run,
+        &stopped,
+        &console,
+        &create,
+        &tags,
+        &terminate,
+        &deregister,
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateFile::new(dir.path().join("state.json"));
+    let report = bake(
+        &clients,
+        &spec(),
+        &options(),
+        &state,
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(create.num_calls(), 2);
+    assert_eq!(by_name.num_calls(), 1);
+    assert_eq!(report.amis["us-east-1"], BAKED, "the image is the one made");
+    assert_eq!(deregister.num_calls(), 0);
+    assert_eq!(terminate.num_calls(), 1);
+}
