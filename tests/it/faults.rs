@@ -99,7 +99,9 @@ impl Tally {
         );
         eprintln!("{report}");
         write_report(&format!("faults-{step}.txt"), &report);
-        assert!(faults * 10 >= calls, "{report}");
+        // Drawn at random at 20%: fewer than 5% would be a proxy that does
+        // not inject (a fair draw falls that low about once in a thousand runs).
+        assert!(faults * 20 >= calls, "{report}");
         report
     }
 }

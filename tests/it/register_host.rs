@@ -1152,3 +1152,79 @@ fn join_and_leave_killed_at_every_call_and_at_random_resume_to_a_consistent_end(
         ran
     });
 }
+
+/// Faults: `register-host join` then `leave` through the fault-injecting
+/// proxy, each round a new instance; every run exits 0, or 3 with a state
+/// file that validates and then converges when run again.
+#[test]
+fn join_and_leave_complete_or_stop_cleanly_under_20_percent_injected_faults() {
+    use crate::faults::{through, Tally, FAULT_RATE};
+    use switchyard_tests::fault_proxy::{FaultProxy, Faults};
+    let world = World::new();
+    let proxy =
+        FaultProxy::start(&world.moto.direct_endpoint(), Faults::spread(FAULT_RATE)).unwrap();
+    let group = world.target_group("go-auth-faults", "instance");
+    let join = [
+        "join",
+        "--service",
+        "go-auth",
+        "--label",
+        "provider=aws",
+        "--target-group",
+        &group,
+        "--port",
+        "9000",
+        "--wait-healthy",
+        "30s",
+    ];
+    let leave = ["leave", "--target-group", &group, "--port", "9000"];
+    let state = world.state();
+    let attempt = |imds: &Imds, args: &[&str]| {
+        let mut env: Vec<(String, String)> = through(world.moto.env(), &proxy)
+            .into_iter()
+            .filter(|(k, _)| k != "AWS_EC2_METADATA_DISABLED")
+            .collect();
+        env.push(("AWS_EC2_METADATA_SERVICE_ENDPOINT".into(), imds.endpoint()));
+        env.push(("SWITCHYARD_STATE".into(), state.display().to_string()));
+        let mut cmd = step("register-host", &env);
+        cmd.args(args);
+        run(&mut cmd)
+    };
+    let mut tally = Tally::default();
+    for round in 0..6 {
+        let instance = world.instance("us-east-1", &[]);
+        let id = instance["InstanceId"].as_str().unwrap().to_owned();
+        let imds = World::imds_for(&instance);
+        let context = format!("join round {round}");
+        tally.until_done(&context, &state, || attempt(&imds, &join));
+        world.moto.wait_idle();
+        let health = world.health(&group);
+        let mine: Vec<&Value> = health
+            .iter()
+            .filter(|h| h["Target"]["Id"] == id.as_str())
+            .collect();
+        assert_eq!(mine.len(), 1, "{context}: {health:?}");
+        assert_eq!(mine[0]["TargetHealth"]["State"], "healthy", "{context}");
+        assert_eq!(
+            world.tags(&id)["switchyard:service"],
+            "go-auth",
+            "{context}"
+        );
+        assert_eq!(
+            world.doc()["hosts"][&id]["labels"]["provider"],
+            "aws",
+            "{context}"
+        );
+
+        let context = format!("leave round {round}");
+        tally.until_done(&context, &state, || attempt(&imds, &leave));
+        world.moto.wait_idle();
+        let health = world.health(&group);
+        assert!(
+            !health.iter().any(|h| h["Target"]["Id"] == id.as_str()),
+            "{context}: {health:?}"
+        );
+        assert!(world.doc()["hosts"].get(&id).is_none(), "{context}");
+    }
+    tally.report("register-host", &proxy);
+}

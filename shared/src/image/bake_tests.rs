@@ -559,7 +559,9 @@ async fn an_image_made_by_a_create_image_whose_answer_was_lost_is_taken_not_left
             r.image_ids().is_empty()
                 && r.filters().iter().any(|f| {
                     f.name() == Some("name")
-                        && f.values().iter().any(|v| v.starts_with("go-auth-1.4.2-bake-"))
+                        && f.values()
+                            .iter()
+                            .any(|v| v.starts_with("go-auth-1.4.2-bake-"))
                 })
         })
         .then_output(|| images(vec![image(BAKED, ImageState::Pending)]));
