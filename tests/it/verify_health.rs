@@ -670,3 +670,150 @@ fn route53_health_checks_are_created_once_and_associated_with_their_records() {
     assert_eq!(doc["journal"].as_array().unwrap().len(), 2);
     assert_eq!(doc["journal"][0]["changes"].as_array().unwrap().len(), 2);
 }
+
+/// Faults: verify-health's AWS paths through the fault-injecting proxy:
+/// Route53 health checks made and associated (a new record group each
+/// round), and a CloudWatch alarm gate. Every run exits 0, or 3 with a state
+/// file that validates and then converges when run again: one health check
+/// per member, each on its record, and the gate passes.
+#[test]
+fn route53_checks_and_alarm_gates_complete_or_stop_cleanly_under_20_percent_injected_faults() {
+    use crate::faults::{through, Tally, FAULT_RATE};
+    use switchyard_tests::fault_proxy::{FaultProxy, Faults, Outcome};
+    let moto = Moto::start().unwrap();
+    let proxy = FaultProxy::start(&moto.direct_endpoint(), Faults::spread(FAULT_RATE)).unwrap();
+    let zone = aws_cli::create_zone(&moto, "example.org");
+    for name in ["green-5xx", "green-latency"] {
+        aws(
+            &moto,
+            &[
+                "cloudwatch",
+                "put-metric-alarm",
+                "--alarm-name",
+                name,
+                "--namespace",
+                "AWS/EC2",
+                "--metric-name",
+                "CPUUtilization",
+                "--statistic",
+                "Average",
+                "--period",
+                "300",
+                "--evaluation-periods",
+                "1",
+                "--threshold",
+                "70",
+                "--comparison-operator",
+                "GreaterThanOrEqualToThreshold",
+            ],
+        );
+        aws(
+            &moto,
+            &[
+                "cloudwatch",
+                "set-alarm-state",
+                "--alarm-name",
+                name,
+                "--state-value",
+                "OK",
+                "--state-reason",
+                "test",
+            ],
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let mut env = through(moto.env(), &proxy);
+    env.extend(state_in(dir.path()));
+    let mut tally = Tally::default();
+    for round in 0..5 {
+        let name = format!("svc{round}.example.org");
+        let (east, west) = (format!("10.1.{round}.1"), format!("10.2.{round}.1"));
+        aws_cli::create_weighted(
+            &moto,
+            &zone,
+            &name,
+            &[("us-east", 50, &east), ("eu-west", 50, &west)],
+            60,
+        );
+        let members = [
+            format!("us-east=http://{east}:8080/health"),
+            format!("eu-west=http://{west}:8080/health"),
+        ];
+        let context = format!("round {round}");
+        let before = proxy.calls().len();
+        tally.until_done(&context, &state, || {
+            verify(
+                &env,
+                &[
+                    "route53",
+                    "ensure",
+                    "--zone-id",
+                    &zone,
+                    "--record-name",
+                    &name,
+                    "--member",
+                    &members[0],
+                    "--member",
+                    &members[1],
+                    "--type",
+                    "http",
+                ],
+            )
+        });
+        moto.wait_idle();
+        // AWS answers a CreateHealthCheck retried with the same
+        // CallerReference with the check it made; moto makes another. So
+        // moto holds one check per create that reached it: two, plus one per
+        // retried create whose first answer was lost.
+        let creates = proxy.calls()[before..]
+            .iter()
+            .filter(|c| {
+                c.action == "CreateHealthCheck"
+                    && matches!(
+                        c.outcome,
+                        Outcome::Forwarded | Outcome::Slow | Outcome::DroppedAfter
+                    )
+            })
+            .count();
+        let listed = aws(&moto, &["route53", "list-health-checks"]);
+        let checks: Vec<&Value> = listed["HealthChecks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| {
+                let ip = &c["HealthCheckConfig"]["IPAddress"];
+                *ip == east.as_str() || *ip == west.as_str()
+            })
+            .collect();
+        assert_eq!(checks.len(), creates.max(2), "{context}: {checks:?}");
+        let records: Vec<Value> = aws_cli::records(&moto, &zone)
+            .into_iter()
+            .filter(|r| r["Type"] == "A" && r["Name"] == format!("{name}."))
+            .collect();
+        assert_eq!(records.len(), 2, "{context}");
+        for record in &records {
+            let ip = record["ResourceRecords"][0]["Value"].as_str().unwrap();
+            assert!(
+                checks.iter().any(|c| c["Id"] == record["HealthCheckId"]
+                    && c["HealthCheckConfig"]["IPAddress"] == ip),
+                "{context}: {ip}'s record carries its own check: {record}"
+            );
+        }
+        let context = format!("alarm gate {round}");
+        tally.until_done(&context, &state, || {
+            verify(
+                &env,
+                &[
+                    "--alarm-prefix",
+                    "green-",
+                    "--alarm-window",
+                    "200ms",
+                    "--alarm-interval",
+                    "50ms",
+                ],
+            )
+        });
+    }
+    tally.report("verify-health", &proxy);
+}

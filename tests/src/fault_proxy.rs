@@ -575,4 +575,21 @@ mod tests {
         );
         assert_eq!(draw(&prior, "route53", "GetChange"), Outcome::Forwarded);
     }
+
+    #[test]
+    fn every_call_sees_the_whole_fault_rate() {
+        let faults = Faults::spread(0.2);
+        for (service, action) in [
+            ("ec2", "RunInstances"),
+            ("route53", "ChangeResourceRecordSets"),
+            ("route53", "CreateHealthCheck"),
+        ] {
+            let n = 200_000;
+            let hit = (0..n)
+                .filter(|_| draw(&faults, service, action) != Outcome::Forwarded)
+                .count();
+            let rate = hit as f64 / f64::from(n);
+            assert!((0.19..0.21).contains(&rate), "{service}:{action}: {rate}");
+        }
+    }
 }
