@@ -1011,7 +1011,7 @@ fn assert_green_up(
     instances: usize,
 ) {
     let group_name = format!("{service}-green");
-    let g = group(&f, region, &group_name);
+    let g = group(f, region, &group_name);
     assert_eq!(g["DesiredCapacity"], 2, "{context}");
     assert_eq!(
         g["Instances"].as_array().unwrap().len(),
@@ -1076,7 +1076,7 @@ fn assert_green_up(
         .len();
     assert_eq!(alarms, 2, "{context}");
 
-    let doc: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let doc: Value = serde_json::from_slice(&std::fs::read(state).unwrap()).unwrap();
     let stack = &doc["stacks"]["green"];
     assert_eq!(stack["version"], "v2", "{context}");
     assert_eq!(stack["endpoints"].as_array().unwrap().len(), 2, "{context}");

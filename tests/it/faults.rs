@@ -4,7 +4,7 @@
 //! made). Every run must complete, or exit cleanly with code 3 and a state file
 //! that validates and says where it stopped; run again, it must converge.
 //! The figures (runs, faults injected, outcomes) are written to
-//! `target/tmp/fault-report.txt`.
+//! `target/tmp/faults-*.txt`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -229,7 +229,7 @@ fn a_gated_canary_completes_or_stops_cleanly_under_20_percent_injected_faults() 
         "shift-weight canary 10,50,100 under {:.0}% injected faults: {ROUNDS} rounds, first runs by exit code {first_runs:?}, {reruns} rerun(s), {calls} calls, {faults} faults injected: {outcomes:?}",
         FAULT_RATE * 100.0
     );
-    write_report("fault-report.txt", &report);
+    write_report("faults-shift-weight.txt", &report);
     eprintln!("{report}");
     // The proxy really injected faults of every kind it draws.
     assert!(faults * 10 >= calls, "{outcomes:?}");
