@@ -810,17 +810,9 @@ fn bake_ami_killed_at_every_call_and_at_random_resumes_leaving_nothing_behind() 
     let mut round = 0;
     campaign("bake-ami", 10, |at| {
         round += 1;
-        // A new release each round: its image is pulled in, so the inputs differ.
         let version = format!("1.5.{round}");
         let pull = format!("ghcr.io/acme/go-auth:{version}");
-        let args = bake_args(&[
-            "--app-version",
-            &version,
-            "--pull",
-            &pull,
-            "--copy-to",
-            "us-west-2",
-        ]);
+        let args = release_args(&version, &pull);
         let ran = run_and_kill(fx.command(&args), &state, at);
         fx.moto.wait_idle();
         let out = fx.run(&args);
@@ -853,6 +845,19 @@ fn bake_ami_killed_at_every_call_and_at_random_resumes_leaving_nothing_behind() 
         let complete = fx.images(region, &["Name=tag:switchyard:bake-status,Values=complete"]);
         assert_eq!(complete.len(), round, "one image per release in {region}");
     }
+}
+
+/// A bake of release `version` with a copy to us-west-2; its image `pull` is
+/// pulled in, so each release's inputs differ.
+fn release_args<'a>(version: &'a str, pull: &'a str) -> Vec<&'a str> {
+    bake_args(&[
+        "--app-version",
+        version,
+        "--pull",
+        pull,
+        "--copy-to",
+        "us-west-2",
+    ])
 }
 
 /// Checks that release `version` is baked as one clean run bakes it: no
@@ -910,14 +915,7 @@ fn bake_ami_completes_or_stops_cleanly_under_20_percent_injected_faults() {
     for round in 1..=5 {
         let version = format!("2.0.{round}");
         let pull = format!("ghcr.io/acme/go-auth:{version}");
-        let args = bake_args(&[
-            "--app-version",
-            &version,
-            "--pull",
-            &pull,
-            "--copy-to",
-            "us-west-2",
-        ]);
+        let args = release_args(&version, &pull);
         let context = format!("round {round}");
         tally.until_done(&context, &state, || run(&mut fx.command_env(&env, &args)));
         fx.moto.wait_idle();

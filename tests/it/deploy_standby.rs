@@ -964,24 +964,7 @@ fn deploy_standby_killed_at_every_call_and_at_random_resumes_to_a_consistent_end
         round += 1;
         let service = format!("svc{round}");
         let state = f.dir.path().join(format!("state-{round}.json"));
-        let args = [
-            "--service",
-            &service,
-            "--release",
-            "v2",
-            "--color",
-            "green",
-            "--image",
-            &ami,
-            "--desired",
-            "2",
-            "--subnet",
-            &subnet,
-            "--port",
-            "8080",
-            "--timeout",
-            "60s",
-        ];
+        let args = green_from_nothing(&service, &ami, &subnet);
         let ran = run_and_kill(f.command("deploy-standby", &state, &args, None), &state, at);
         f.moto.wait_idle();
         let out = run(&mut f.command("deploy-standby", &state, &args, None));
@@ -996,6 +979,28 @@ fn deploy_standby_killed_at_every_call_and_at_random_resumes_to_a_consistent_end
         assert_green_up(&f, region, &service, &state, &context, 2);
         ran
     });
+}
+
+/// The arguments of a green stack of `service` made from nothing: desired 2.
+fn green_from_nothing<'a>(service: &'a str, ami: &'a str, subnet: &'a str) -> [&'a str; 16] {
+    [
+        "--service",
+        service,
+        "--release",
+        "v2",
+        "--color",
+        "green",
+        "--image",
+        ami,
+        "--desired",
+        "2",
+        "--subnet",
+        subnet,
+        "--port",
+        "8080",
+        "--timeout",
+        "60s",
+    ]
 }
 
 /// Checks that `service`'s green stack is up as one clean run makes it:
@@ -1099,24 +1104,7 @@ fn deploy_standby_completes_or_stops_cleanly_under_20_percent_injected_faults() 
     for round in 0..6 {
         let service = format!("faulty{round}");
         let state = f.dir.path().join(format!("faults-{round}.json"));
-        let args = [
-            "--service",
-            &service,
-            "--release",
-            "v2",
-            "--color",
-            "green",
-            "--image",
-            &ami,
-            "--desired",
-            "2",
-            "--subnet",
-            &subnet,
-            "--port",
-            "8080",
-            "--timeout",
-            "60s",
-        ];
+        let args = green_from_nothing(&service, &ami, &subnet);
         let context = format!("round {round}");
         let before = proxy.calls().len();
         tally.until_done(&context, &state, || {

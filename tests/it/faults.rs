@@ -7,7 +7,6 @@
 //! `target/tmp/faults-*.txt`.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::Path;
 
 use serde_json::Value;
@@ -54,7 +53,18 @@ impl Tally {
         &mut self,
         context: &str,
         state: &Path,
+        attempt: impl FnMut() -> StepOutput,
+    ) -> StepOutput {
+        self.until_done_checking(context, state, attempt, |_| {})
+    }
+
+    /// [`Tally::until_done`], with `stopped` checking each exit 3 further.
+    pub fn until_done_checking(
+        &mut self,
+        context: &str,
+        state: &Path,
         mut attempt: impl FnMut() -> StepOutput,
+        stopped: impl Fn(&StepOutput),
     ) -> StepOutput {
         self.rounds += 1;
         let mut out = attempt();
@@ -66,6 +76,7 @@ impl Tally {
                 "{context}: exit 3 left a state file that does not validate\n{}",
                 out.stderr
             );
+            stopped(&out);
             out = attempt();
             runs += 1;
             self.reruns += 1;
@@ -134,9 +145,7 @@ fn a_gated_canary_completes_or_stops_cleanly_under_20_percent_injected_faults() 
     let gate_url = gate.url();
     let dir = tempfile::tempdir().unwrap();
 
-    let mut report = String::new();
-    let mut first_runs: BTreeMap<i32, usize> = BTreeMap::new();
-    let mut reruns = 0;
+    let mut tally = Tally::default();
     for round in 0..ROUNDS {
         let zone = aws_cli::create_zone(&moto, &format!("r{round}.example.com"));
         let name = format!("app.r{round}.example.com");
@@ -175,12 +184,12 @@ fn a_gated_canary_completes_or_stops_cleanly_under_20_percent_injected_faults() 
             run(&mut cmd)
         };
 
-        let mut out = shift();
-        *first_runs.entry(out.code).or_default() += 1;
-        let mut attempts = 1;
-        while out.code == 3 && attempts < 4 {
-            // A clean stop: the state validates and says where the shift stopped.
-            assert!(state_validates(&state), "round {round}: {}", out.stderr);
+        let context = format!("round {round}");
+        // A clean stop says where the shift stopped.
+        let stopped = |out: &StepOutput| {
+            if !state.exists() {
+                return;
+            }
             let doc = read_json(&state);
             let status = doc["traffic"]
                 .as_object()
@@ -188,18 +197,11 @@ fn a_gated_canary_completes_or_stops_cleanly_under_20_percent_injected_faults() 
                 .map(|r| r["shift"]["status"].clone());
             assert!(
                 status.is_none() || status == Some(Value::from("failed")),
-                "round {round}: exit 3 left status {status:?}\n{}",
+                "{context}: exit 3 left status {status:?}\n{}",
                 out.stderr
             );
-            out = shift();
-            attempts += 1;
-            reruns += 1;
-        }
-        assert_eq!(
-            out.code, 0,
-            "round {round} after {attempts} run(s):\n{}{}",
-            out.stdout, out.stderr
-        );
+        };
+        tally.until_done_checking(&context, &state, shift, stopped);
         // Converged: traffic on green, as the state says, and the lease released.
         assert_eq!(
             aws_cli::weights(&moto, &zone, &name),
@@ -214,23 +216,6 @@ fn a_gated_canary_completes_or_stops_cleanly_under_20_percent_injected_faults() 
             !aws_cli::lock_exists(&moto, &zone, &name),
             "round {round}: lease left behind"
         );
-        let _ = writeln!(report, "round {round}: exit 0 after {attempts} run(s)");
     }
-
-    let outcomes = proxy.outcomes();
-    let calls: usize = outcomes.values().sum();
-    let faults: usize = outcomes
-        .iter()
-        .filter(|(k, _)| **k != Outcome::Forwarded)
-        .map(|(_, v)| v)
-        .sum();
-    let _ = writeln!(
-        report,
-        "shift-weight canary 10,50,100 under {:.0}% injected faults: {ROUNDS} rounds, first runs by exit code {first_runs:?}, {reruns} rerun(s), {calls} calls, {faults} faults injected: {outcomes:?}",
-        FAULT_RATE * 100.0
-    );
-    write_report("faults-shift-weight.txt", &report);
-    eprintln!("{report}");
-    // The proxy really injected faults of every kind it draws.
-    assert!(faults * 10 >= calls, "{outcomes:?}");
+    tally.report("shift-weight", &proxy);
 }

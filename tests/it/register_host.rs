@@ -1056,6 +1056,74 @@ fn user_data_is_a_cloud_config_document_whose_script_runs_join_and_leave() {
     assert_eq!(report["sha256"].as_str().unwrap().len(), 64);
 }
 
+/// A host's join and leave in `group`, as the kill and fault tests run them.
+struct Member<'a> {
+    world: &'a World,
+    group: String,
+}
+
+impl Member<'_> {
+    fn join(&self) -> [&str; 11] {
+        [
+            "join",
+            "--service",
+            "go-auth",
+            "--label",
+            "provider=aws",
+            "--target-group",
+            &self.group,
+            "--port",
+            "9000",
+            "--wait-healthy",
+            "30s",
+        ]
+    }
+
+    fn leave(&self) -> [&str; 5] {
+        ["leave", "--target-group", &self.group, "--port", "9000"]
+    }
+
+    /// register-host with `env` (moto's, or a proxy's), the metadata service
+    /// at `imds` and the world's state file.
+    fn command(&self, env: Vec<(String, String)>, imds: &Imds, args: &[&str]) -> Command {
+        let mut env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k != "AWS_EC2_METADATA_DISABLED")
+            .collect();
+        env.push(("AWS_EC2_METADATA_SERVICE_ENDPOINT".into(), imds.endpoint()));
+        env.push((
+            "SWITCHYARD_STATE".into(),
+            self.world.state().display().to_string(),
+        ));
+        let mut cmd = step("register-host", &env);
+        cmd.args(args);
+        cmd
+    }
+
+    /// After a join: labelled, one healthy target, one host in the state.
+    fn assert_joined(&self, id: &str, context: &str) {
+        let health = self.world.health(&self.group);
+        let mine: Vec<&Value> = health.iter().filter(|h| h["Target"]["Id"] == id).collect();
+        assert_eq!(mine.len(), 1, "{context}: {health:?}");
+        assert_eq!(mine[0]["TargetHealth"]["State"], "healthy", "{context}");
+        let tags = self.world.tags(id);
+        assert_eq!(tags["switchyard:service"], "go-auth", "{context}");
+        assert_eq!(tags["switchyard:label:provider"], "aws", "{context}");
+        let doc = self.world.doc();
+        assert_eq!(doc["hosts"][id]["labels"]["provider"], "aws", "{context}");
+    }
+
+    /// After a leave: no target, no host in the state.
+    fn assert_left(&self, id: &str, context: &str) {
+        let health = self.world.health(&self.group);
+        assert!(
+            !health.iter().any(|h| h["Target"]["Id"] == id),
+            "{context}: {health:?}"
+        );
+        assert!(self.world.doc()["hosts"].get(id).is_none(), "{context}");
+    }
+}
+
 /// Kill and resume: `register-host join`, then `leave`, killed just after
 /// each AWS call of a whole run and at random, each round a new instance; the
 /// retry must converge: after join the instance carries its labels, is one
@@ -1065,90 +1133,42 @@ fn user_data_is_a_cloud_config_document_whose_script_runs_join_and_leave() {
 fn join_and_leave_killed_at_every_call_and_at_random_resume_to_a_consistent_end() {
     use crate::kill_resume::{campaign, run_and_kill, validates};
     let world = World::new();
-    let group = world.target_group("go-auth-kill", "instance");
-    let join = [
-        "join",
-        "--service",
-        "go-auth",
-        "--label",
-        "provider=aws",
-        "--target-group",
-        &group,
-        "--port",
-        "9000",
-        "--wait-healthy",
-        "30s",
-    ];
-    let leave = ["leave", "--target-group", &group, "--port", "9000"];
-    let command = |imds: &Imds, args: &[&str]| {
-        let mut env: Vec<(String, String)> = world
-            .moto
-            .env()
-            .into_iter()
-            .filter(|(k, _)| k != "AWS_EC2_METADATA_DISABLED")
-            .collect();
-        env.push(("AWS_EC2_METADATA_SERVICE_ENDPOINT".into(), imds.endpoint()));
-        env.push((
-            "SWITCHYARD_STATE".into(),
-            world.state().display().to_string(),
-        ));
-        let mut cmd = step("register-host", &env);
-        cmd.args(args);
-        cmd
+    let member = Member {
+        world: &world,
+        group: world.target_group("go-auth-kill", "instance"),
     };
-    let targets = |id: &str| -> Vec<String> {
-        world
-            .health(&group)
-            .iter()
-            .filter(|h| h["Target"]["Id"] == id)
-            .map(|h| {
-                h["TargetHealth"]["State"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned()
-            })
-            .collect()
-    };
+    let (join, leave) = (member.join(), member.leave());
+    let state = world.state();
+    let env = || world.moto.env();
     let mut round = 0;
-
     campaign("register-host-join", 6, |at| {
         round += 1;
         let instance = world.instance("us-east-1", &[]);
         let id = instance["InstanceId"].as_str().unwrap().to_owned();
         let imds = World::imds_for(&instance);
-        let ran = run_and_kill(command(&imds, &join), &world.state(), at);
+        let ran = run_and_kill(member.command(env(), &imds, &join), &state, at);
         world.moto.wait_idle();
-        let out = run(&mut command(&imds, &join));
+        let out = run(&mut member.command(env(), &imds, &join));
         let context = format!("join round {round} ({at:?})");
         assert_eq!(out.code, 0, "{context}: {}{}", out.stdout, out.stderr);
-        assert!(validates(&world.state()), "{context}");
-        assert_eq!(targets(&id), ["healthy"], "{context}");
-        let tags = world.tags(&id);
-        assert_eq!(tags["switchyard:service"], "go-auth", "{context}");
-        assert_eq!(tags["switchyard:label:provider"], "aws", "{context}");
-        assert_eq!(
-            world.doc()["hosts"][&id]["labels"]["provider"],
-            "aws",
-            "{context}"
-        );
+        assert!(validates(&state), "{context}");
+        member.assert_joined(&id, &context);
         ran
     });
-
     campaign("register-host-leave", 6, |at| {
         round += 1;
         let instance = world.instance("us-east-1", &[]);
         let id = instance["InstanceId"].as_str().unwrap().to_owned();
         let imds = World::imds_for(&instance);
-        let out = run(&mut command(&imds, &join));
+        let out = run(&mut member.command(env(), &imds, &join));
         assert_eq!(out.code, 0, "{}", out.stderr);
-        let ran = run_and_kill(command(&imds, &leave), &world.state(), at);
+        let ran = run_and_kill(member.command(env(), &imds, &leave), &state, at);
         world.moto.wait_idle();
-        let out = run(&mut command(&imds, &leave));
+        let out = run(&mut member.command(env(), &imds, &leave));
         let context = format!("leave round {round} ({at:?})");
         assert_eq!(out.code, 0, "{context}: {}{}", out.stdout, out.stderr);
-        assert!(validates(&world.state()), "{context}");
-        assert_eq!(targets(&id), Vec::<String>::new(), "{context}");
-        assert!(world.doc()["hosts"].get(&id).is_none(), "{context}");
+        assert!(validates(&state), "{context}");
+        member.assert_left(&id, &context);
         ran
     });
 }
@@ -1163,68 +1183,30 @@ fn join_and_leave_complete_or_stop_cleanly_under_20_percent_injected_faults() {
     let world = World::new();
     let proxy =
         FaultProxy::start(&world.moto.direct_endpoint(), Faults::spread(FAULT_RATE)).unwrap();
-    let group = world.target_group("go-auth-faults", "instance");
-    let join = [
-        "join",
-        "--service",
-        "go-auth",
-        "--label",
-        "provider=aws",
-        "--target-group",
-        &group,
-        "--port",
-        "9000",
-        "--wait-healthy",
-        "30s",
-    ];
-    let leave = ["leave", "--target-group", &group, "--port", "9000"];
-    let state = world.state();
-    let attempt = |imds: &Imds, args: &[&str]| {
-        let mut env: Vec<(String, String)> = through(world.moto.env(), &proxy)
-            .into_iter()
-            .filter(|(k, _)| k != "AWS_EC2_METADATA_DISABLED")
-            .collect();
-        env.push(("AWS_EC2_METADATA_SERVICE_ENDPOINT".into(), imds.endpoint()));
-        env.push(("SWITCHYARD_STATE".into(), state.display().to_string()));
-        let mut cmd = step("register-host", &env);
-        cmd.args(args);
-        run(&mut cmd)
+    let member = Member {
+        world: &world,
+        group: world.target_group("go-auth-faults", "instance"),
     };
+    let (join, leave) = (member.join(), member.leave());
+    let state = world.state();
+    let env = || through(world.moto.env(), &proxy);
     let mut tally = Tally::default();
     for round in 0..6 {
         let instance = world.instance("us-east-1", &[]);
         let id = instance["InstanceId"].as_str().unwrap().to_owned();
         let imds = World::imds_for(&instance);
         let context = format!("join round {round}");
-        tally.until_done(&context, &state, || attempt(&imds, &join));
+        tally.until_done(&context, &state, || {
+            run(&mut member.command(env(), &imds, &join))
+        });
         world.moto.wait_idle();
-        let health = world.health(&group);
-        let mine: Vec<&Value> = health
-            .iter()
-            .filter(|h| h["Target"]["Id"] == id.as_str())
-            .collect();
-        assert_eq!(mine.len(), 1, "{context}: {health:?}");
-        assert_eq!(mine[0]["TargetHealth"]["State"], "healthy", "{context}");
-        assert_eq!(
-            world.tags(&id)["switchyard:service"],
-            "go-auth",
-            "{context}"
-        );
-        assert_eq!(
-            world.doc()["hosts"][&id]["labels"]["provider"],
-            "aws",
-            "{context}"
-        );
-
+        member.assert_joined(&id, &context);
         let context = format!("leave round {round}");
-        tally.until_done(&context, &state, || attempt(&imds, &leave));
+        tally.until_done(&context, &state, || {
+            run(&mut member.command(env(), &imds, &leave))
+        });
         world.moto.wait_idle();
-        let health = world.health(&group);
-        assert!(
-            !health.iter().any(|h| h["Target"]["Id"] == id.as_str()),
-            "{context}: {health:?}"
-        );
-        assert!(world.doc()["hosts"].get(&id).is_none(), "{context}");
+        member.assert_left(&id, &context);
     }
     tally.report("register-host", &proxy);
 }

@@ -29,6 +29,50 @@ fn state_in(dir: &Path) -> Vec<(String, String)> {
     )]
 }
 
+/// A CPU alarm named `name` in moto's CloudWatch.
+fn put_alarm(moto: &Moto, name: &str) {
+    aws(
+        moto,
+        &[
+            "cloudwatch",
+            "put-metric-alarm",
+            "--alarm-name",
+            name,
+            "--namespace",
+            "AWS/EC2",
+            "--metric-name",
+            "CPUUtilization",
+            "--statistic",
+            "Average",
+            "--period",
+            "300",
+            "--evaluation-periods",
+            "1",
+            "--threshold",
+            "70",
+            "--comparison-operator",
+            "GreaterThanOrEqualToThreshold",
+        ],
+    );
+}
+
+/// Sets alarm `name` to `state` (OK, ALARM, INSUFFICIENT_DATA).
+fn set_alarm(moto: &Moto, name: &str, state: &str) {
+    aws(
+        moto,
+        &[
+            "cloudwatch",
+            "set-alarm-state",
+            "--alarm-name",
+            name,
+            "--state-value",
+            state,
+            "--state-reason",
+            "test",
+        ],
+    );
+}
+
 fn read(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
@@ -465,46 +509,8 @@ fn bad_input_exits_2() {
 #[test]
 fn cloudwatch_alarms_gate_the_verdict() {
     let moto = Moto::start().unwrap();
-    let alarm = |name: &str| {
-        aws(
-            &moto,
-            &[
-                "cloudwatch",
-                "put-metric-alarm",
-                "--alarm-name",
-                name,
-                "--namespace",
-                "AWS/EC2",
-                "--metric-name",
-                "CPUUtilization",
-                "--statistic",
-                "Average",
-                "--period",
-                "300",
-                "--evaluation-periods",
-                "1",
-                "--threshold",
-                "70",
-                "--comparison-operator",
-                "GreaterThanOrEqualToThreshold",
-            ],
-        );
-    };
-    let set = |name: &str, state: &str| {
-        aws(
-            &moto,
-            &[
-                "cloudwatch",
-                "set-alarm-state",
-                "--alarm-name",
-                name,
-                "--state-value",
-                state,
-                "--state-reason",
-                "test",
-            ],
-        );
-    };
+    let alarm = |name: &str| put_alarm(&moto, name);
+    let set = |name: &str, state: &str| set_alarm(&moto, name, state);
     alarm("green-5xx");
     alarm("green-latency");
     let env = moto.env();
@@ -684,42 +690,8 @@ fn route53_checks_and_alarm_gates_complete_or_stop_cleanly_under_20_percent_inje
     let proxy = FaultProxy::start(&moto.direct_endpoint(), Faults::spread(FAULT_RATE)).unwrap();
     let zone = aws_cli::create_zone(&moto, "example.org");
     for name in ["green-5xx", "green-latency"] {
-        aws(
-            &moto,
-            &[
-                "cloudwatch",
-                "put-metric-alarm",
-                "--alarm-name",
-                name,
-                "--namespace",
-                "AWS/EC2",
-                "--metric-name",
-                "CPUUtilization",
-                "--statistic",
-                "Average",
-                "--period",
-                "300",
-                "--evaluation-periods",
-                "1",
-                "--threshold",
-                "70",
-                "--comparison-operator",
-                "GreaterThanOrEqualToThreshold",
-            ],
-        );
-        aws(
-            &moto,
-            &[
-                "cloudwatch",
-                "set-alarm-state",
-                "--alarm-name",
-                name,
-                "--state-value",
-                "OK",
-                "--state-reason",
-                "test",
-            ],
-        );
+        put_alarm(&moto, name);
+        set_alarm(&moto, name, "OK");
     }
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.json");
