@@ -789,3 +789,74 @@ fn route53_checks_and_alarm_gates_complete_or_stop_cleanly_under_20_percent_inje
     }
     tally.report("verify-health", &proxy);
 }
+
+/// Kill and resume: `verify-health route53 ensure` killed just after each
+/// AWS call of a whole run and at random, a new record group each round; the
+/// retry finds a check the killed run made by its CallerReference instead of
+/// making another: one check per member, each on its own record, and a state
+/// file that validates.
+#[test]
+fn route53_ensure_killed_at_every_call_and_at_random_resumes_without_duplicate_checks() {
+    use crate::kill_resume::{campaign, run_and_kill, validates};
+    let moto = Moto::start().unwrap();
+    let zone = aws_cli::create_zone(&moto, "example.com");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let mut env = moto.env();
+    env.extend(state_in(dir.path()));
+    let mut round = 0;
+    campaign("verify-health", 6, |at| {
+        round += 1;
+        let name = format!("svc{round}.example.com");
+        let (east, west) = (format!("10.1.{round}.1"), format!("10.2.{round}.1"));
+        aws_cli::create_weighted(
+            &moto,
+            &zone,
+            &name,
+            &[("us-east", 50, &east), ("eu-west", 50, &west)],
+            60,
+        );
+        let east_member = format!("us-east=http://{east}:8080/health");
+        let west_member = format!("eu-west=http://{west}:8080/health");
+        let args = [
+            "route53",
+            "ensure",
+            "--zone-id",
+            &zone,
+            "--record-name",
+            &name,
+            "--member",
+            &east_member,
+            "--member",
+            &west_member,
+            "--type",
+            "http",
+        ];
+        let command = || {
+            let mut cmd = step("verify-health", &env);
+            cmd.args(args);
+            cmd
+        };
+        let ran = run_and_kill(command(), &state, at);
+        moto.wait_idle();
+        let out = run(&mut command());
+        let context = format!("round {round} ({at:?})");
+        assert_eq!(out.code, 0, "{context}: {}{}", out.stdout, out.stderr);
+        assert!(validates(&state), "{context}");
+        let listed = aws(&moto, &["route53", "list-health-checks"]);
+        let checks = listed["HealthChecks"].as_array().unwrap();
+        for record in aws_cli::records(&moto, &zone)
+            .iter()
+            .filter(|r| r["Type"] == "A" && r["Name"] == format!("{name}."))
+        {
+            let ip = record["ResourceRecords"][0]["Value"].as_str().unwrap();
+            let mine: Vec<&Value> = checks
+                .iter()
+                .filter(|c| c["HealthCheckConfig"]["IPAddress"] == ip)
+                .collect();
+            assert_eq!(mine.len(), 1, "{context}: one check for {ip}: {mine:?}");
+            assert_eq!(record["HealthCheckId"], mine[0]["Id"], "{context}");
+        }
+        ran
+    });
+}
