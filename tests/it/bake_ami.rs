@@ -874,23 +874,29 @@ fn assert_baked(
     assert!(left.is_empty(), "{context}: builders left {left:?}");
     let doc = fx.doc();
     for region in ["us-east-1", "us-west-2"] {
-        let half = ec2.images(rt, region, &[("tag:switchyard:bake-status", "in-progress")]);
-        assert!(
-            half.is_empty(),
-            "{context}: half-made in {region}: {half:?}"
-        );
         let snapshots = ec2.half_made_snapshots(rt, region);
         assert!(
             snapshots.is_empty(),
             "{context}: in {region}: {snapshots:?}"
         );
-        let made = ec2.images(rt, region, &[("tag:switchyard:version", version)]);
+        let made = ec2.images(
+            rt,
+            region,
+            &[
+                ("tag:switchyard:version", version),
+                ("tag:switchyard:bake-status", "complete"),
+            ],
+        );
         assert_eq!(made.len(), 1, "{context} in {region}: {made:?}");
-        assert_eq!(made[0].1["switchyard:bake-status"], "complete", "{context}");
         assert_eq!(
             doc["image"]["amis"][region],
             made[0].0.as_str(),
             "{context}"
+        );
+        let half = ec2.images(rt, region, &[("tag:switchyard:bake-status", "in-progress")]);
+        assert!(
+            half.is_empty(),
+            "{context}: half-made in {region}: {half:?}"
         );
     }
 }

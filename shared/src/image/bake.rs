@@ -486,7 +486,7 @@ impl Run<'_> {
                 // The images are complete whatever happens to the builder now;
                 // a builder that cannot be terminated is reported (exit 3) after
                 // the result is recorded, and the sweep finds it by its tags.
-                let mut left = None;
+                let mut left: Option<BakeError> = None;
                 if let Some(builder) = self.made.builder.take() {
                     let home = &self.clients.home_region;
                     match ec2::terminate_instance(&self.clients.home, &builder).await {
@@ -500,23 +500,47 @@ impl Run<'_> {
                         }
                         Err(e) => {
                             self.left_behind = true;
-                            left = Some(e);
+                            left = Some(e.into());
                         }
                     }
+                }
+                if let Err(e) = self.remove_twins(&bake_id).await {
+                    self.left_behind = true;
+                    left.get_or_insert(e);
                 }
                 report.plan = std::mem::take(&mut self.plan);
                 self.record(doc, state, &report, &self.spec.image_name(&bake_id))?;
                 match left {
-                    Some(e) => Err(e.into()),
+                    Some(e) => Err(e),
                     None => Ok(report),
                 }
             }
             Err(e) => {
                 let cleanup = self.cleanup().await;
+                if let Err(twins) = self.remove_twins(&bake_id).await {
+                    tracing::warn!("{twins}");
+                    self.left_behind = true;
+                }
                 self.journal_failure(doc, state, &e, Some(&bake_id))?;
                 Err(e.with_cleanup(cleanup))
             }
         }
+    }
+
+    /// Removes what this bake made without knowing it: a second builder or
+    /// image made when a call's answer was lost and the call was sent again.
+    /// AWS makes neither (RunInstances is deduplicated by its client token, a
+    /// second image of the same name is refused and the first is taken), but
+    /// an endpoint that does neither would leave a paid twin behind. Found by
+    /// the bake id in the home region, where the builder and image are made:
+    /// builders not terminated, images and snapshots still in progress.
+    async fn remove_twins(&mut self, bake_id: &str) -> Result<(), BakeError> {
+        let home = [(self.clients.home_region.clone(), self.clients.home.clone())];
+        for c in super::sweep::remove_bakes(&home, &[bake_id.to_owned()]).await? {
+            tracing::info!("removed {} (made twice by bake {bake_id})", c.resource);
+            self.changes.push(c);
+        }
+        Ok(())
     }
 
     async fn build_steps(

@@ -10,6 +10,7 @@ use aws_sdk_ec2::operation::delete_snapshot::DeleteSnapshotOutput;
 use aws_sdk_ec2::operation::deregister_image::DeregisterImageOutput;
 use aws_sdk_ec2::operation::describe_images::{DescribeImagesInput, DescribeImagesOutput};
 use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
+use aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput;
 use aws_sdk_ec2::operation::get_console_output::GetConsoleOutputOutput;
 use aws_sdk_ec2::operation::run_instances::RunInstancesOutput;
 use aws_sdk_ec2::operation::terminate_instances::TerminateInstancesOutput;
@@ -49,12 +50,34 @@ fn spec() -> BakeSpec {
 }
 
 fn clients(rules: &[&Rule]) -> Clients {
+    // Every bake ends by looking for twins of its builder and image (made by
+    // a call sent again after its answer was lost): none here.
+    let (twin_builders, twin_snapshots) = no_twins();
+    let mut all = vec![&twin_builders, &twin_snapshots];
+    all.extend_from_slice(rules);
     Clients {
         home_region: "us-east-1".into(),
-        home: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, rules, |c| c
+        home: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, &all, |c| c
             .retry_config(retry_policy())),
         copies: std::collections::BTreeMap::new(),
     }
+}
+
+fn asks_for_bake(filters: &[aws_sdk_ec2::types::Filter]) -> bool {
+    filters
+        .iter()
+        .any(|f| f.name() == Some("tag:switchyard:bake-id"))
+}
+
+/// No builder and no snapshot of this bake beside the ones it knows.
+fn no_twins() -> (Rule, Rule) {
+    (
+        mock!(aws_sdk_ec2::Client::describe_instances)
+            .match_requests(|r| asks_for_bake(r.filters()))
+            .then_output(|| DescribeInstancesOutput::builder().build()),
+        mock!(aws_sdk_ec2::Client::describe_snapshots)
+            .then_output(|| DescribeSnapshotsOutput::builder().build()),
+    )
 }
 
 fn options() -> Options {
@@ -607,4 +630,106 @@ async fn an_image_made_by_a_create_image_whose_answer_was_lost_is_taken_not_left
     assert_eq!(report.amis["us-east-1"], BAKED, "the image is the one made");
     assert_eq!(deregister.num_calls(), 0);
     assert_eq!(terminate.num_calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn twins_made_by_calls_sent_again_are_removed_when_the_bake_ends() {
+    // An endpoint that ignored RunInstances' client token and a second image
+    // name: a second builder and a second image carry this bake's id.
+    const TWIN_BUILDER: &str = "i-0fedcba987654321f";
+    const TWIN_IMAGE: &str = "ami-0ccccccccccccccc0";
+    let twin_builder = mock!(aws_sdk_ec2::Client::describe_instances)
+        .match_requests(|r| asks_for_bake(r.filters()))
+        .then_output(|| {
+            DescribeInstancesOutput::builder()
+                .reservations(
+                    Reservation::builder()
+                        .instances(
+                            Instance::builder()
+                                .instance_id(TWIN_BUILDER)
+                                .state(
+                                    InstanceState::builder()
+                                        .name(InstanceStateName::Stopped)
+                                        .build(),
+                                )
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+        });
+    let twin_image = mock!(aws_sdk_ec2::Client::describe_images)
+        .match_requests(|r| {
+            asks_for_bake(r.filters()) || r.image_ids().iter().any(|i| i == TWIN_IMAGE)
+        })
+        .then_output(|| images(vec![image(TWIN_IMAGE, ImageState::Available)]));
+    let snapshots = mock!(aws_sdk_ec2::Client::describe_snapshots)
+        .then_output(|| DescribeSnapshotsOutput::builder().build());
+    let terminate_twin = mock!(aws_sdk_ec2::Client::terminate_instances)
+        .match_requests(|r| r.instance_ids() == [TWIN_BUILDER])
+        .then_output(|| TerminateInstancesOutput::builder().build());
+    let deregister_twin = mock!(aws_sdk_ec2::Client::deregister_image)
+        .match_requests(|r| r.image_id() == Some(TWIN_IMAGE))
+        .then_output(|| DeregisterImageOutput::builder().build());
+    let baked = mock!(aws_sdk_ec2::Client::describe_images)
+        .match_requests(|r| asks_for(r, BAKED))
+        .then_output(|| images(vec![image(BAKED, ImageState::Available)]));
+    let (source, reuse, run, stopped, console, create, tags, terminate, delete) = (
+        source_rule(),
+        nothing_to_reuse(),
+        run_rule(),
+        stopped_rule(),
+        console_rule(),
+        create_image_ok(),
+        tags_rule(),
+        terminate_rule(),
+        delete_snapshot_rule(),
+    );
+    let rules = [
+        &twin_builder,
+        &twin_image,
+        &snapshots,
+        &terminate_twin,
+        &deregister_twin,
+        &source,
+        &reuse,
+        &baked,
+        &run,
+        &stopped,
+        &console,
+        &create,
+        &tags,
+        &terminate,
+        &delete,
+    ];
+    let clients = Clients {
+        home_region: "us-east-1".into(),
+        home: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, &rules, |c| c
+            .retry_config(retry_policy())),
+        copies: std::collections::BTreeMap::new(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateFile::new(dir.path().join("state.json"));
+    let report = bake(
+        &clients,
+        &spec(),
+        &options(),
+        &state,
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.amis["us-east-1"], BAKED);
+    assert_eq!(terminate.num_calls(), 1, "the builder");
+    assert_eq!(terminate_twin.num_calls(), 1, "and its twin");
+    assert_eq!(deregister_twin.num_calls(), 1, "the twin image");
+    let doc = read(state.path());
+    let baked_entry = doc["journal"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(baked_entry["action"], "image-baked");
+    assert_eq!(baked_entry["clean"], true);
+    let changes = baked_entry["changes"].to_string();
+    assert!(
+        changes.contains(TWIN_BUILDER) && changes.contains(TWIN_IMAGE),
+        "{changes}"
+    );
 }

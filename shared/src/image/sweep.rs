@@ -269,12 +269,14 @@ async fn find(
         }
     }
     // Snapshots of images that stay are not orphans; those of swept images go with them.
-    let in_use: BTreeSet<String> = ec2::describe_images(client, &["self".to_owned()], Vec::new())
-        .await?
-        .iter()
-        .flat_map(ec2::snapshot_ids)
-        .filter(|s| !swept_snapshots.contains(s))
-        .collect();
+    // (A snapshot tagged with a bake's id serves only that bake's images.)
+    let in_use: BTreeSet<String> =
+        ec2::describe_images(client, &["self".to_owned()], scope.filters(Vec::new()))
+            .await?
+            .iter()
+            .flat_map(ec2::snapshot_ids)
+            .filter(|s| !swept_snapshots.contains(s))
+            .collect();
     let snapshots = ec2::describe_own_snapshots(
         client,
         scope.filters(vec![filter(
