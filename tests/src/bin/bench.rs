@@ -1011,6 +1011,62 @@ impl Bench<'_> {
                 "json",
             ],
         )?;
+        // bake-ami ends by looking for twins of its builder and image (a call
+        // sent again after its answer was lost): the same four reads.
+        let this_bake = format!("Name=tag:switchyard:bake-id,Values=cli-{round}");
+        let in_progress = "Name=tag:switchyard:bake-status,Values=in-progress";
+        for (what, args) in [
+            (
+                "twin builders",
+                vec![
+                    "ec2",
+                    "describe-instances",
+                    "--filters",
+                    "Name=tag:switchyard:purpose,Values=bake",
+                    "Name=instance-state-name,Values=pending,running,stopping,stopped",
+                    &this_bake,
+                ],
+            ),
+            (
+                "twin images",
+                vec![
+                    "ec2",
+                    "describe-images",
+                    "--owners",
+                    "self",
+                    "--filters",
+                    in_progress,
+                    &this_bake,
+                ],
+            ),
+            (
+                "the bake's images",
+                vec![
+                    "ec2",
+                    "describe-images",
+                    "--owners",
+                    "self",
+                    "--filters",
+                    &this_bake,
+                ],
+            ),
+            (
+                "twin snapshots",
+                vec![
+                    "ec2",
+                    "describe-snapshots",
+                    "--owner-ids",
+                    "self",
+                    "--filters",
+                    in_progress,
+                    &this_bake,
+                ],
+            ),
+        ] {
+            let mut args = args;
+            args.extend(["--output", "json"]);
+            step(what, &args)?;
+        }
         Ok(BakeSample {
             wall: timed,
             waited: Duration::ZERO,
