@@ -685,9 +685,10 @@ fn bake_report(rounds: usize, ours: &[BakeSample], theirs: &[BakeSample], reuse:
         ms(our_median),
         mib(our_rss)
     );
+    let processes = theirs.iter().map(|s| s.processes).max().unwrap_or(0);
     println!(
         "{:<50} {:>10} {:>12}",
-        "aws CLI (15 timed processes)",
+        format!("aws CLI ({processes} timed processes)"),
         ms(their_median),
         mib(their_rss)
     );
@@ -716,6 +717,8 @@ struct BakeSample {
     wall: Duration,
     waited: Duration,
     max_rss_kib: u64,
+    /// The processes it took.
+    processes: usize,
 }
 
 impl Bench<'_> {
@@ -761,6 +764,7 @@ impl Bench<'_> {
             wall: wall.saturating_sub(waited),
             waited,
             max_rss_kib: rss,
+            processes: 1,
         })
     }
 
@@ -771,7 +775,9 @@ impl Bench<'_> {
     fn cli_bake_job(&self, script: &Path, round: usize) -> Result<BakeSample> {
         let mut timed = Duration::ZERO;
         let mut rss = 0;
+        let mut processes = 0;
         let mut step = |what: &str, args: &[&str]| -> Result<Value> {
+            processes += 1;
             let started = Instant::now();
             let (status, peak) = self.spawn_and_wait(&mut self.cli(args), "aws")?;
             timed += started.elapsed();
@@ -1071,6 +1077,7 @@ impl Bench<'_> {
             wall: timed,
             waited: Duration::ZERO,
             max_rss_kib: rss,
+            processes,
         })
     }
 }
