@@ -29,6 +29,30 @@ fn state_in(dir: &Path) -> Vec<(String, String)> {
     )]
 }
 
+/// A weighted group `svcN.DOMAIN` of two regions, 50/50, for round `n`:
+/// its name, the two addresses, and the two `--member` values.
+fn two_regions(
+    moto: &Moto,
+    zone: &str,
+    domain: &str,
+    n: usize,
+) -> (String, [String; 2], [String; 2]) {
+    let name = format!("svc{n}.{domain}");
+    let (east, west) = (format!("10.1.{n}.1"), format!("10.2.{n}.1"));
+    aws_cli::create_weighted(
+        moto,
+        zone,
+        &name,
+        &[("us-east", 50, &east), ("eu-west", 50, &west)],
+        60,
+    );
+    let members = [
+        format!("us-east=http://{east}:8080/health"),
+        format!("eu-west=http://{west}:8080/health"),
+    ];
+    (name, [east, west], members)
+}
+
 /// A CPU alarm named `name` in moto's CloudWatch.
 fn put_alarm(moto: &Moto, name: &str) {
     aws(
@@ -699,19 +723,7 @@ fn route53_checks_and_alarm_gates_complete_or_stop_cleanly_under_20_percent_inje
     env.extend(state_in(dir.path()));
     let mut tally = Tally::default();
     for round in 0..5 {
-        let name = format!("svc{round}.example.org");
-        let (east, west) = (format!("10.1.{round}.1"), format!("10.2.{round}.1"));
-        aws_cli::create_weighted(
-            &moto,
-            &zone,
-            &name,
-            &[("us-east", 50, &east), ("eu-west", 50, &west)],
-            60,
-        );
-        let members = [
-            format!("us-east=http://{east}:8080/health"),
-            format!("eu-west=http://{west}:8080/health"),
-        ];
+        let (name, [east, west], members) = two_regions(&moto, &zone, "example.org", round);
         let context = format!("round {round}");
         let before = proxy.calls().len();
         tally.until_done(&context, &state, || {
@@ -807,17 +819,7 @@ fn route53_ensure_killed_at_every_call_and_at_random_resumes_without_duplicate_c
     let mut round = 0;
     campaign("verify-health", 6, |at| {
         round += 1;
-        let name = format!("svc{round}.example.com");
-        let (east, west) = (format!("10.1.{round}.1"), format!("10.2.{round}.1"));
-        aws_cli::create_weighted(
-            &moto,
-            &zone,
-            &name,
-            &[("us-east", 50, &east), ("eu-west", 50, &west)],
-            60,
-        );
-        let east_member = format!("us-east=http://{east}:8080/health");
-        let west_member = format!("eu-west=http://{west}:8080/health");
+        let (name, _, [east_member, west_member]) = two_regions(&moto, &zone, "example.com", round);
         let args = [
             "route53",
             "ensure",
