@@ -84,6 +84,13 @@ impl Clients {
     fn get(&self, region: &str) -> &Client {
         self.copies.get(region).unwrap_or(&self.home)
     }
+
+    /// Every region's client, the home region first.
+    fn all(&self) -> Vec<(String, Client)> {
+        std::iter::once((self.home_region.clone(), self.home.clone()))
+            .chain(self.copies.iter().map(|(r, c)| (r.clone(), c.clone())))
+            .collect()
+    }
 }
 
 /// How a bake runs.
@@ -535,8 +542,8 @@ impl Run<'_> {
     /// the bake id in the home region, where the builder and image are made:
     /// builders not terminated, images and snapshots still in progress.
     async fn remove_twins(&mut self, bake_id: &str) -> Result<(), BakeError> {
-        let home = [(self.clients.home_region.clone(), self.clients.home.clone())];
-        for c in super::sweep::remove_bakes(&home, &[bake_id.to_owned()]).await? {
+        for c in super::sweep::remove_bakes(&self.clients.all()[..1], &[bake_id.to_owned()]).await?
+        {
             tracing::info!("removed {} (made twice by bake {bake_id})", c.resource);
             self.changes.push(c);
         }
@@ -1035,14 +1042,7 @@ impl Run<'_> {
             ));
             return Ok(());
         }
-        let mut clients = vec![(self.clients.home_region.clone(), self.clients.home.clone())];
-        clients.extend(
-            self.clients
-                .copies
-                .iter()
-                .map(|(region, client)| (region.clone(), client.clone())),
-        );
-        let changes = super::sweep::remove_bakes(&clients, &open).await?;
+        let changes = super::sweep::remove_bakes(&self.clients.all(), &open).await?;
         tracing::info!(
             "removed {} leftover(s) of the unfinished bake(s) {list}",
             changes.len()
