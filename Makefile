@@ -45,7 +45,12 @@ lint:
 
 ## test: everything; the integration tests start moto_server (and HAProxy) on loopback themselves;
 ## then the demo runs on the debug build
-test: deps fmt-check lint lint-pipelines build
+## The executables are built together with the tests, in one feature set: a
+## separate `cargo build` would compile the AWS SDK a second time (the tests'
+## aws-smithy-mocks turns on the SDK's test-util features), doubling the time
+## and the disk the build takes.
+test: deps fmt-check lint lint-pipelines
+	$(CARGO) build --workspace --bins --tests
 	@set -o pipefail; $(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f; exit (f > 0) }' target/test-output.txt
 	@echo "demo (debug build): a release with 0 failed requests, a broken one rolled back"
