@@ -117,10 +117,11 @@ impl Tally {
     }
 }
 
-/// Writes a test's figures to `target/tmp/NAME`, for the closing notes.
+/// Writes a test's figures to `target/tmp/NAME`, one line, for the closing notes.
 pub fn write_report(name: &str, text: &str) {
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    std::fs::write(&path, format!("{}\n", text.trim_end()))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
 
 fn read_json(path: &Path) -> Value {
