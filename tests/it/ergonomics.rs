@@ -322,7 +322,7 @@ fn lock_status_and_release_free_a_lock_left_by_a_killed_run() {
     let out = world.admin("other.json", &["lock", "status"]);
     assert_eq!(out.code, 5, "{}{}", out.stdout, out.stderr);
     assert!(
-        out.stdout.contains("held, held by") && out.stdout.contains("(release 7)"),
+        out.stdout.contains(": held by ") && out.stdout.contains("(release 7)"),
         "{}",
         out.stdout
     );

@@ -4,7 +4,7 @@
 //! moto's server, cross-checked with the aws CLI.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
@@ -57,12 +57,22 @@ impl Proxy {
     }
 
     fn shift(&self, args: &[&str]) -> StepOutput {
+        self.run("shift-weight", &[], args)
+    }
+
+    /// `switchyard lock SUBCOMMAND` on this backend's lease.
+    fn lock(&self, subcommand: &str, args: &[&str]) -> StepOutput {
+        self.run("switchyard", &["lock", subcommand], args)
+    }
+
+    /// Runs `program` with `before`, the flags naming this backend's route, then `after`.
+    fn run(&self, program: &str, before: &[&str], after: &[&str]) -> StepOutput {
         let env = vec![(
             "SWITCHYARD_STATE".to_owned(),
             self.state().display().to_string(),
         )];
-        let mut cmd = step("shift-weight", &env);
-        cmd.args([
+        let mut cmd = step(program, &env);
+        cmd.args(before).args([
             "--router",
             "haproxy",
             "--haproxy-socket",
@@ -72,7 +82,7 @@ impl Proxy {
             "--server-state-file",
             &self.haproxy.state_file().display().to_string(),
         ]);
-        cmd.args(args);
+        cmd.args(after);
         run(&mut cmd)
     }
 
@@ -373,6 +383,31 @@ fn haproxy_reload_keeps_the_runtime_weights_and_the_lease_is_exclusive() {
     assert_eq!(out.code, 5, "{}", out.stderr);
     assert!(out.stderr.contains("jenkins@ci-9"), "{}", out.stderr);
     assert_eq!(proxy.haproxy.weight("green1").unwrap(), 100);
+    // `switchyard lock` shows it, keeps it when this state file's run does not
+    // hold it, and removes it with --force.
+    let out = proxy.lock("status", &[]);
+    assert_eq!(out.code, 5, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("held by jenkins@ci-9"),
+        "{}",
+        out.stdout
+    );
+    let out = proxy.lock("release", &[]);
+    assert_eq!(out.code, 5, "{}", out.stderr);
+    assert!(Path::new(&lock).exists(), "another run's lease is kept");
+    let out = proxy.lock("release", &["--force"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!Path::new(&lock).exists(), "{}", out.stdout);
+    let out = proxy.lock("status", &["--output", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let status: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(status["held"], false, "{status}");
+    let released = proxy.doc()["journal"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "lock-released");
+    assert!(released, "the release is journaled");
     // Expired: taken over, and the rollback restores the first shift's start.
     std::fs::write(
         &lock,
@@ -623,4 +658,26 @@ fn alb_listener_and_rule_weights_shift_and_read_back_in_the_aws_cli() {
     ]);
     assert_eq!(out.code, 5, "{}", out.stderr);
     assert!(out.stderr.contains("jenkins@ci-3"), "{}", out.stderr);
+
+    // `switchyard lock` finds the tag lease and removes it with --force.
+    let lock = |args: &[&str]| {
+        let mut cmd = step("switchyard", &moto.env());
+        cmd.env("SWITCHYARD_STATE", dir.path().join("state.json"))
+            .args(["lock"])
+            .args(args)
+            .args(["--router", "alb", "--rule-arn", &rule]);
+        run(&mut cmd)
+    };
+    let out = lock(&["status"]);
+    assert_eq!(out.code, 5, "{}", out.stderr);
+    assert!(out.stdout.contains("jenkins@ci-3"), "{}", out.stdout);
+    let out = lock(&["release", "--force"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let tags = aws(&moto, &["elbv2", "describe-tags", "--resource-arns", &rule]);
+    assert_eq!(
+        tags["TagDescriptions"][0]["Tags"],
+        Value::Array(vec![]),
+        "lease tag removed"
+    );
+    assert_eq!(lock(&["status"]).code, 0);
 }

@@ -9,6 +9,7 @@ pub mod hooks;
 pub mod logging;
 pub mod output;
 pub mod progress;
+pub mod route;
 pub mod signal;
 
 pub use args::{parse_duration, CommonArgs, OutputFormat};

@@ -68,7 +68,8 @@ pub enum Target {
 }
 
 impl Target {
-    fn arn(&self) -> &str {
+    /// The listener's or the rule's ARN.
+    pub fn arn(&self) -> &str {
         match self {
             Self::Listener(a) | Self::Rule(a) => a,
         }

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
-use clap::{ArgGroup, Parser, ValueEnum};
+use clap::{ArgGroup, Parser};
 use switchyard::aws::{self, iam, AwsSettings};
+use switchyard::cli::route::{Route, RouteArgs, RouterKind};
 use switchyard::cli::{exit, logging, output, parse_duration, CommonArgs, Failure};
 use switchyard::health::{Gate, GatePolicy};
 use switchyard::state::StateFile;
@@ -27,39 +28,8 @@ use switchyard::traffic::shift::{self, Options, Request};
 #[command(name = "shift-weight", version, max_term_width = 100)]
 #[command(group(ArgGroup::new("mode").required(true).args(["to", "weights", "rollback"])))]
 struct Args {
-    /// The router that splits the traffic
-    #[arg(long, env = "SWITCHYARD_ROUTER", value_enum, default_value_t = RouterKind::Route53)]
-    router: RouterKind,
-
-    /// Route53 hosted zone id of the record group (--router route53)
-    #[arg(long, env = "SWITCHYARD_ZONE_ID", value_name = "ID")]
-    zone_id: Option<String>,
-
-    /// Name of the weighted record group, e.g. app.example.com (--router route53)
-    #[arg(long, env = "SWITCHYARD_RECORD_NAME", value_name = "NAME")]
-    record_name: Option<String>,
-
-    /// Record type of the group (--router route53)
-    #[arg(
-        long,
-        env = "SWITCHYARD_RECORD_TYPE",
-        default_value = "A",
-        value_name = "TYPE"
-    )]
-    record_type: String,
-
-    /// ALB listener whose default forward action splits the traffic (--router alb)
-    #[arg(
-        long,
-        env = "SWITCHYARD_LISTENER_ARN",
-        value_name = "ARN",
-        conflicts_with = "rule_arn"
-    )]
-    listener_arn: Option<String>,
-
-    /// ALB listener rule whose forward action splits the traffic (--router alb)
-    #[arg(long, env = "SWITCHYARD_RULE_ARN", value_name = "ARN")]
-    rule_arn: Option<String>,
+    #[command(flatten)]
+    route: RouteArgs,
 
     /// Target group stickiness duration to set on the forward action, e.g. 1h (--router alb)
     #[arg(long, env = "SWITCHYARD_STICKINESS", value_parser = parse_duration, value_name = "DURATION")]
@@ -76,29 +46,6 @@ struct Args {
         value_name = "NAME=WHAT"
     )]
     members: Vec<String>,
-
-    /// HAProxy runtime API (`stats socket ... level admin`): a unix socket path or tcp:HOST:PORT
-    /// (--router haproxy)
-    #[arg(
-        long,
-        env = "SWITCHYARD_HAPROXY_SOCKET",
-        value_name = "PATH|tcp:HOST:PORT"
-    )]
-    haproxy_socket: Option<String>,
-
-    /// HAProxy backend holding the stacks' servers (--router haproxy)
-    #[arg(long, env = "SWITCHYARD_BACKEND", value_name = "NAME")]
-    backend: Option<String>,
-
-    /// File to save `show servers state` to after every change, the one HAProxy's
-    /// `server-state-file` names, so that a reload keeps the weights (--router haproxy)
-    #[arg(long, env = "SWITCHYARD_SERVER_STATE_FILE", value_name = "PATH")]
-    server_state_file: Option<PathBuf>,
-
-    /// Lock file of the HAProxy deployment lease [default: beside --server-state-file, else
-    /// beside the unix socket]
-    #[arg(long, env = "SWITCHYARD_LOCK_FILE", value_name = "PATH")]
-    lock_file: Option<PathBuf>,
 
     /// Longest wait for a stack going to 0 to finish its sessions before it is put in maint
     /// (--router haproxy)
@@ -202,16 +149,6 @@ struct Args {
 
     #[command(flatten)]
     common: CommonArgs,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum RouterKind {
-    /// Route53 weighted record sets
-    Route53,
-    /// An ALB listener's (or rule's) forward action with weighted target groups
-    Alb,
-    /// An HAProxy backend's servers, through the runtime API
-    Haproxy,
 }
 
 /// The checked router settings.
@@ -332,89 +269,53 @@ fn policy(router: &RouterSettings) -> iam::Policy {
 
 /// Checks the flags of the chosen router (and that no other router's flags are given).
 fn router_settings(args: &Args) -> Result<RouterSettings, Failure> {
-    let given = |flags: &[(&str, bool)], router: &str| -> Result<(), Failure> {
-        match flags.iter().find(|(_, set)| *set) {
-            Some((flag, _)) => Err(Failure::usage(format!(
-                "{flag} is for --router {router}, not --router {}",
-                args.router
-                    .to_possible_value()
-                    .map_or_else(String::new, |v| v.get_name().to_owned())
-            ))),
-            None => Ok(()),
-        }
-    };
-    let route53_flags = [
-        ("--zone-id", args.zone_id.is_some()),
-        ("--record-name", args.record_name.is_some()),
-    ];
-    let alb_flags = [
-        ("--listener-arn", args.listener_arn.is_some()),
-        ("--rule-arn", args.rule_arn.is_some()),
-        ("--stickiness", args.stickiness.is_some()),
-    ];
-    let haproxy_flags = [
-        ("--haproxy-socket", args.haproxy_socket.is_some()),
-        ("--backend", args.backend.is_some()),
-        ("--server-state-file", args.server_state_file.is_some()),
-        ("--lock-file", args.lock_file.is_some()),
-    ];
-    match args.router {
-        RouterKind::Route53 => {
-            given(&alb_flags, "alb")?;
-            given(&haproxy_flags, "haproxy")?;
-            if !args.members.is_empty() {
-                return Err(Failure::usage(
-                    "--member is for --router alb or haproxy; Route53 members are the SetIdentifiers",
-                ));
-            }
-            let (Some(zone_id), Some(name)) = (
-                nonempty(args.zone_id.as_deref()),
-                nonempty(args.record_name.as_deref()),
-            ) else {
-                return Err(Failure::usage(
-                    "--router route53 needs --zone-id and --record-name (not empty)",
-                ));
+    let route = &args.route;
+    route.only_for(
+        "--stickiness",
+        args.stickiness.is_some(),
+        &[RouterKind::Alb],
+    )?;
+    if route.router == RouterKind::Route53 && !args.members.is_empty() {
+        return Err(Failure::usage(
+            "--member is for --router alb or haproxy; Route53 members are the SetIdentifiers",
+        ));
+    }
+    match route.route()? {
+        Route::Route53 {
+            zone_id,
+            name,
+            rtype,
+        } => Ok(RouterSettings::Route53 {
+            zone_id,
+            name,
+            rtype,
+        }),
+        Route::Alb { target } => alb_settings(args, target),
+        Route::Haproxy {
+            endpoint,
+            backend,
+            server_state_file,
+            lock_file,
+        } => {
+            let members = if args.members.is_empty() {
+                Members::ByName
+            } else {
+                Members::Explicit(parse_members(&args.members)?.into_iter().collect())
             };
-            Ok(RouterSettings::Route53 {
-                zone_id,
-                name,
-                rtype: record_type(&args.record_type)?,
+            Ok(RouterSettings::Haproxy {
+                endpoint,
+                backend,
+                members,
+                server_state_file,
+                lock_file,
+                drain_timeout: args.drain_timeout,
             })
-        }
-        RouterKind::Alb => {
-            given(&route53_flags, "route53")?;
-            given(&haproxy_flags, "haproxy")?;
-            alb_settings(args)
-        }
-        RouterKind::Haproxy => {
-            given(&route53_flags, "route53")?;
-            given(&alb_flags, "alb")?;
-            haproxy_settings(args)
         }
     }
 }
 
-/// Checks the flags of --router alb.
-fn alb_settings(args: &Args) -> Result<RouterSettings, Failure> {
-    let target = match (nonempty(args.listener_arn.as_deref()), nonempty(args.rule_arn.as_deref())) {
-        (Some(arn), None) if arn.contains(":listener/") => Target::Listener(arn),
-        (None, Some(arn)) if arn.contains(":listener-rule/") => Target::Rule(arn),
-        (Some(arn), None) => {
-            return Err(Failure::usage(format!(
-                "--listener-arn {arn:?} is not a listener ARN (arn:aws:elasticloadbalancing:...:listener/...)"
-            )))
-        }
-        (None, Some(arn)) => {
-            return Err(Failure::usage(format!(
-                "--rule-arn {arn:?} is not a listener rule ARN (arn:aws:elasticloadbalancing:...:listener-rule/...)"
-            )))
-        }
-        _ => {
-            return Err(Failure::usage(
-                "--router alb needs --listener-arn or --rule-arn",
-            ))
-        }
-    };
+/// Checks the flags of --router alb beyond the route.
+fn alb_settings(args: &Args, target: Target) -> Result<RouterSettings, Failure> {
     if let Some(d) = args.stickiness {
         if d < Duration::from_secs(1) || d > Duration::from_secs(604_800) {
             return Err(Failure::usage(
@@ -440,49 +341,6 @@ fn alb_settings(args: &Args) -> Result<RouterSettings, Failure> {
         members,
         stickiness: args.stickiness,
     })
-}
-
-/// Checks the flags of --router haproxy.
-fn haproxy_settings(args: &Args) -> Result<RouterSettings, Failure> {
-    let (Some(socket), Some(backend)) = (
-        nonempty(args.haproxy_socket.as_deref()),
-        nonempty(args.backend.as_deref()),
-    ) else {
-        return Err(Failure::usage(
-            "--router haproxy needs --haproxy-socket and --backend",
-        ));
-    };
-    let endpoint = Endpoint::parse(&socket).map_err(Failure::usage)?;
-    let lock_file = match &args.lock_file {
-        Some(f) => f.clone(),
-        None => HaproxyRouter::default_lock_file(&endpoint, args.server_state_file.as_deref())
-            .ok_or_else(|| {
-                Failure::usage(
-                    "with a TCP --haproxy-socket, give --server-state-file or --lock-file: the lease's lock file lives beside it",
-                )
-            })?,
-    };
-    let members = if args.members.is_empty() {
-        Members::ByName
-    } else {
-        Members::Explicit(parse_members(&args.members)?.into_iter().collect())
-    };
-    Ok(RouterSettings::Haproxy {
-        endpoint,
-        backend,
-        members,
-        server_state_file: args.server_state_file.clone(),
-        lock_file,
-        drain_timeout: args.drain_timeout,
-    })
-}
-
-/// A flag's value when it is given and not blank.
-fn nonempty(value: Option<&str>) -> Option<String> {
-    value
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_owned)
 }
 
 /// Parses `--member NAME=A[,B..]`: every name once, never empty.
@@ -582,10 +440,6 @@ fn settings(args: &Args) -> Result<(Request, Options), Failure> {
     Ok((request, options))
 }
 
-fn record_type(text: &str) -> Result<aws_sdk_route53::types::RrType, Failure> {
-    switchyard::aws::route53::parse_record_type(text).map_err(Failure::usage)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -642,8 +496,6 @@ mod tests {
         );
         assert!(parse(&["--to", "g", "--rollback"]).is_err());
         assert!(parse(&[]).is_err());
-        assert!(record_type("AAAA").is_ok());
-        assert!(record_type("BOGUS").is_err());
     }
 
     fn routed(extra: &[&str]) -> Result<RouterSettings, String> {

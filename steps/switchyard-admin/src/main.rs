@@ -3,14 +3,19 @@
 //! the state's journal, a check of a state file against the published schema,
 //! and regional record groups declared in a routes spec (`route apply`).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use switchyard::aws::wait::Backoff;
 use switchyard::aws::{self, iam, AwsSettings};
+use switchyard::cli::route::{Route, RouteArgs};
 use switchyard::cli::{exit, logging, output, Code, CommonArgs, Failure, OutputFormat};
 use switchyard::state::{history, validate, JournalEntry, Outcome, StateFile};
+use switchyard::traffic::alb::AlbRouter;
+use switchyard::traffic::haproxy::{HaproxyRouter, Members, RuntimeApi};
 use switchyard::traffic::regional;
 use switchyard::traffic::route53::Route53Router;
 use switchyard::traffic::{Lease, Router};
@@ -96,24 +101,6 @@ enum StateCommand {
     },
 }
 
-#[derive(Debug, ClapArgs)]
-struct RouteArgs {
-    /// Route53 hosted zone id of the record group
-    #[arg(long, env = "SWITCHYARD_ZONE_ID", value_name = "ID")]
-    zone_id: String,
-    /// Name of the record group
-    #[arg(long, env = "SWITCHYARD_RECORD_NAME", value_name = "NAME")]
-    record_name: String,
-    /// Record type of the group
-    #[arg(
-        long,
-        env = "SWITCHYARD_RECORD_TYPE",
-        default_value = "A",
-        value_name = "TYPE"
-    )]
-    record_type: String,
-}
-
 fn main() -> ExitCode {
     if let Some(code) = switchyard::cli::generate::intercept::<Args>() {
         return code;
@@ -127,12 +114,8 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> Result<(), Failure> {
     if args.common.print_iam_policy {
         let policy = match &args.command {
-            Command::Lock(LockCommand::Status(r)) => {
-                switchyard::traffic::route53::policy(&r.zone_id, false)
-            }
-            Command::Lock(LockCommand::Release { route, .. }) => {
-                switchyard::traffic::route53::policy(&route.zone_id, true)
-            }
+            Command::Lock(LockCommand::Status(r)) => r.route()?.lease_policy(false),
+            Command::Lock(LockCommand::Release { route, .. }) => route.route()?.lease_policy(true),
             Command::Route(RouteCommand::Apply(a)) => {
                 regional::policy(&regional::load(&a.spec)?, true)
             }
@@ -186,35 +169,75 @@ fn run(args: &Args) -> Result<(), Failure> {
             }
         }
         Command::Route(cmd) => route(cmd, args, &state),
-        Command::Lock(cmd) => {
-            let route = match cmd {
-                LockCommand::Status(r) | LockCommand::Release { route: r, .. } => r,
-            };
-            let rtype = record_type(&route.record_type)?;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| Failure::new(Code::Provider, e))?;
-            runtime.block_on(async {
-                let config = aws::load(&AwsSettings {
-                    region: args.common.region.clone(),
-                    profile: args.common.profile.clone(),
-                })
-                .await;
-                let router = Route53Router::new(
-                    aws_sdk_route53::Client::new(&config),
-                    &route.zone_id,
-                    &route.record_name,
-                    rtype,
+        Command::Lock(cmd) => lock(cmd, args, &state),
+    }
+}
+
+/// `switchyard lock ...`: the lease of any router, read or released.
+fn lock(cmd: &LockCommand, args: &Args, state: &StateFile) -> Result<(), Failure> {
+    let (route, force) = match cmd {
+        LockCommand::Status(r) => (r.route()?, None),
+        LockCommand::Release { route, force } => (route.route()?, Some(*force)),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(Code::Provider, e))?;
+    runtime.block_on(async {
+        let aws = AwsSettings {
+            region: args.common.region.clone(),
+            profile: args.common.profile.clone(),
+        };
+        let (format, dry_run) = (args.common.output, args.common.dry_run);
+        match route {
+            Route::Route53 {
+                zone_id,
+                name,
+                rtype,
+            } => {
+                let config = aws::load(&aws).await;
+                let client = aws_sdk_route53::Client::new(&config);
+                let router = Route53Router::new(client, &zone_id, &name, rtype);
+                lock_on(&router, state, force, format, dry_run).await
+            }
+            Route::Alb { target } => {
+                let config = aws::load(&aws).await;
+                let client = aws_sdk_elasticloadbalancingv2::Client::new(&config);
+                let router = AlbRouter::new(client, target, BTreeMap::new(), None);
+                lock_on(&router, state, force, format, dry_run).await
+            }
+            Route::Haproxy {
+                endpoint,
+                backend,
+                server_state_file,
+                lock_file,
+            } => {
+                // The lease is the lock file; the runtime API is not called.
+                let api = RuntimeApi::new(endpoint, Duration::from_secs(10));
+                let router = HaproxyRouter::new(
+                    api,
+                    &backend,
+                    Members::ByName,
+                    server_state_file,
+                    lock_file,
                 );
-                match cmd {
-                    LockCommand::Status(_) => status(&router, args.common.output).await,
-                    LockCommand::Release { force, .. } => {
-                        release(&router, &state, *force, args.common.dry_run).await
-                    }
-                }
-            })
+                lock_on(&router, state, force, format, dry_run).await
+            }
         }
+    })
+}
+
+/// Status (`force` none) or release of `router`'s lease.
+async fn lock_on<R: Router>(
+    router: &R,
+    state: &StateFile,
+    force: Option<bool>,
+    format: OutputFormat,
+    dry_run: bool,
+) -> Result<(), Failure> {
+    match force {
+        None => status(router, format).await,
+        Some(force) => release(router, state, force, dry_run).await,
     }
 }
 
@@ -276,15 +299,15 @@ fn route(cmd: &RouteCommand, args: &Args, state: &StateFile) -> Result<(), Failu
     })
 }
 
-async fn status(router: &Route53Router, format: OutputFormat) -> Result<(), Failure> {
+async fn status<R: Router>(router: &R, format: OutputFormat) -> Result<(), Failure> {
     let leases = router.leases().await?;
     let now = chrono::Utc::now();
     match format {
         OutputFormat::Text if leases.is_empty() => println!("{}: free", router.lease_resource()),
         OutputFormat::Text => {
             for l in &leases {
-                let state = if l.expired(now) { "expired" } else { "held" };
-                println!("{}: {state}, {}", router.lease_resource(), l.describe());
+                let expired = if l.expired(now) { "expired, " } else { "" };
+                println!("{}: {expired}{}", router.lease_resource(), l.describe());
             }
         }
         OutputFormat::Json => {
@@ -310,8 +333,8 @@ async fn status(router: &Route53Router, format: OutputFormat) -> Result<(), Fail
     Ok(())
 }
 
-async fn release(
-    router: &Route53Router,
+async fn release<R: Router>(
+    router: &R,
     state: &StateFile,
     force: bool,
     dry_run: bool,
@@ -374,10 +397,6 @@ async fn release(
     Ok(())
 }
 
-fn record_type(text: &str) -> Result<aws_sdk_route53::types::RrType, Failure> {
-    switchyard::aws::route53::parse_record_type(text).map_err(Failure::usage)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,6 +416,7 @@ mod tests {
     fn help_is_the_documented_contract() {
         insta::assert_snapshot!("switchyard-help", help(&[]));
         insta::assert_snapshot!("switchyard-route-apply-help", help(&["route", "apply"]));
+        insta::assert_snapshot!("switchyard-lock-status-help", help(&["lock", "status"]));
     }
 
     #[test]
