@@ -54,6 +54,16 @@ pub struct Faults {
 }
 
 impl Faults {
+    /// The rate of all kinds together.
+    pub fn total(&self) -> f64 {
+        self.throttle
+            + self.prior_request
+            + self.server_error
+            + self.slow
+            + self.drop_before
+            + self.drop_after
+    }
+
     /// `total` spread evenly over every kind.
     pub fn spread(total: f64) -> Self {
         let each = total / 6.0;
@@ -111,6 +121,7 @@ pub struct FaultProxy {
     addr: SocketAddr,
     calls: Arc<Mutex<Vec<Call>>>,
     faults: Arc<Mutex<Faults>>,
+    drawn: Arc<Mutex<Drawn>>,
     in_flight: Arc<AtomicUsize>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -125,6 +136,7 @@ impl FaultProxy {
         let addr = std_listener.local_addr()?;
         let calls: Arc<Mutex<Vec<Call>>> = Arc::default();
         let faults = Arc::new(Mutex::new(faults));
+        let drawn: Arc<Mutex<Drawn>> = Arc::default();
         let (stop, stopped) = oneshot::channel();
         let in_flight: Arc<AtomicUsize> = Arc::default();
         let shared = Arc::new(Shared {
@@ -136,6 +148,7 @@ impl FaultProxy {
                 .build()?,
             calls: calls.clone(),
             faults: faults.clone(),
+            drawn: drawn.clone(),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -152,6 +165,7 @@ impl FaultProxy {
             addr,
             calls,
             faults,
+            drawn,
             in_flight,
             stop: Some(stop),
             thread: Some(thread),
@@ -198,6 +212,7 @@ impl FaultProxy {
     /// Changes the fault rates from now on.
     pub fn set_faults(&self, faults: Faults) {
         *self.faults.lock().expect("faults lock") = faults;
+        *self.drawn.lock().expect("drawn lock") = Drawn::default();
     }
 }
 
@@ -235,6 +250,36 @@ struct Shared {
     client: reqwest::Client,
     calls: Arc<Mutex<Vec<Call>>>,
     faults: Arc<Mutex<Faults>>,
+    drawn: Arc<Mutex<Drawn>>,
+}
+
+/// Calls and faults since the rates were last set.
+#[derive(Debug, Default)]
+struct Drawn {
+    calls: u32,
+    faults: u32,
+}
+
+impl Drawn {
+    /// The outcome of the next call: a fair draw, except that a call that
+    /// would leave fewer faults than half the configured rate asks for is
+    /// faulted (of a kind drawn as usual). So a run never sees far fewer
+    /// faults than it was set up for by chance alone, and the figures a test
+    /// reports can be checked without a small chance of failing.
+    fn next(&mut self, faults: &Faults, service: &str, action: &str) -> Outcome {
+        self.calls += 1;
+        let mut outcome = draw(faults, service, action, fastrand::f64());
+        let floor = faults.total() * f64::from(self.calls) / 2.0;
+        if outcome == Outcome::Forwarded && f64::from(self.faults) + 1.0 <= floor {
+            // Below the total rate (a hair under, for rounding): always a fault.
+            let roll = fastrand::f64() * faults.total() * (1.0 - 1e-9);
+            outcome = draw(faults, service, action, roll);
+        }
+        if outcome != Outcome::Forwarded {
+            self.faults += 1;
+        }
+        outcome
+    }
 }
 
 async fn serve(
@@ -304,7 +349,11 @@ async fn handle_counted(
     let service = signing_service(&parts.headers).unwrap_or_else(|| "unknown".to_owned());
     let action = action(&service, parts.method.as_str(), parts.uri.path(), &body);
     let faults = *shared.faults.lock().expect("faults lock");
-    let outcome = draw(&faults, &service, &action);
+    let outcome = shared
+        .drawn
+        .lock()
+        .expect("drawn lock")
+        .next(&faults, &service, &action);
     let user_agent = parts
         .headers
         .get("user-agent")
@@ -351,8 +400,9 @@ async fn handle_counted(
     Ok(response)
 }
 
-fn draw(faults: &Faults, service: &str, action: &str) -> Outcome {
-    let roll = fastrand::f64();
+/// The outcome of a call for `roll`, uniform in [0, 1): a fault of one kind
+/// when it falls below the rates.
+fn draw(faults: &Faults, service: &str, action: &str, roll: f64) -> Outcome {
     let mut edge = 0.0;
     let mut kinds = vec![
         (faults.throttle, Outcome::Throttled),
@@ -367,14 +417,7 @@ fn draw(faults: &Faults, service: &str, action: &str) -> Outcome {
     // Where PriorRequestNotComplete cannot happen, its share goes to the
     // other kinds: every call sees the same total fault rate.
     let applicable: f64 = kinds.iter().map(|(rate, _)| rate).sum();
-    let total = applicable.max(
-        faults.throttle
-            + faults.prior_request
-            + faults.server_error
-            + faults.slow
-            + faults.drop_before
-            + faults.drop_after,
-    );
+    let total = applicable.max(faults.total());
     let scale = if applicable > 0.0 {
         total / applicable
     } else {
@@ -559,21 +602,26 @@ mod tests {
     #[test]
     fn no_faults_forwards_everything_and_full_rate_always_faults() {
         let none = Faults::default();
-        assert!((0..200).all(|_| draw(&none, "ec2", "RunInstances") == Outcome::Forwarded));
+        assert!((0..200)
+            .all(|_| draw(&none, "ec2", "RunInstances", fastrand::f64()) == Outcome::Forwarded));
         let all = Faults {
             throttle: 1.0,
             ..Faults::default()
         };
-        assert!((0..200).all(|_| draw(&all, "ec2", "RunInstances") == Outcome::Throttled));
+        assert!((0..200)
+            .all(|_| draw(&all, "ec2", "RunInstances", fastrand::f64()) == Outcome::Throttled));
         let prior = Faults {
             prior_request: 1.0,
             ..Faults::default()
         };
         assert_eq!(
-            draw(&prior, "route53", "ChangeResourceRecordSets"),
+            draw(&prior, "route53", "ChangeResourceRecordSets", 0.5),
             Outcome::PriorRequestNotComplete
         );
-        assert_eq!(draw(&prior, "route53", "GetChange"), Outcome::Forwarded);
+        assert_eq!(
+            draw(&prior, "route53", "GetChange", 0.5),
+            Outcome::Forwarded
+        );
     }
 
     #[test]
@@ -586,11 +634,32 @@ mod tests {
         ] {
             let n: u32 = 200_000;
             let hit = (0..n)
-                .filter(|_| draw(&faults, service, action) != Outcome::Forwarded)
+                .filter(|_| draw(&faults, service, action, fastrand::f64()) != Outcome::Forwarded)
                 .map(|_| 1.0)
                 .sum::<f64>();
             let rate = hit / f64::from(n);
             assert!((0.19..0.21).contains(&rate), "{service}:{action}: {rate}");
         }
+    }
+
+    #[test]
+    fn a_run_never_falls_below_half_the_rate_and_keeps_it_on_average() {
+        let faults = Faults::spread(0.2);
+        let mut hit = 0;
+        for _ in 0..2_000 {
+            let mut drawn = Drawn::default();
+            let run: u32 = (1..=50)
+                .map(|n| {
+                    let faulted = drawn.next(&faults, "ec2", "RunInstances") != Outcome::Forwarded;
+                    let half = faults.total() * f64::from(n) / 2.0;
+                    assert!(f64::from(drawn.faults) >= half.floor(), "{n}: {drawn:?}");
+                    u32::from(faulted)
+                })
+                .sum();
+            assert!(run * 20 >= 50, "{run} faults in 50 calls");
+            hit += run;
+        }
+        let rate = f64::from(hit) / 100_000.0;
+        assert!((0.19..0.22).contains(&rate), "{rate}");
     }
 }
