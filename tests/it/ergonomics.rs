@@ -141,6 +141,16 @@ fn post_and_on_rollback_hooks_receive_the_documented_variables() {
     .unwrap();
     let healthy = HealthServer::start(None, None).unwrap();
     let url = healthy.url();
+    // A pre-hook that writes to the state: its verdict must survive the shift.
+    world.hook(
+        "pre-shift-weight",
+        &format!(
+            "{} --no-hooks --stack green --url {url} --state \"$SWITCHYARD_STATE_FILE\" >/dev/null",
+            switchyard_tests::steps::bin_dir()
+                .join("verify-health")
+                .display()
+        ),
+    );
     let out = world.shift(
         "s.json",
         &[
@@ -176,6 +186,12 @@ fn post_and_on_rollback_hooks_receive_the_documented_variables() {
         assert_eq!(post.get(k).map(String::as_str), Some(v), "{k} in {post:?}");
     }
     assert!(post["SWITCHYARD_STATE_FILE"].ends_with("s.json"));
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(world.dir.path().join("s.json")).unwrap()).unwrap();
+    assert_eq!(
+        doc["health"]["green"]["status"], "healthy",
+        "the pre-hook's verdict is kept: {doc:#}"
+    );
     assert!(post["SWITCHYARD_ROUTE"].starts_with("route53:"));
     assert!(!post["SWITCHYARD_ACTOR"].is_empty());
     assert!(

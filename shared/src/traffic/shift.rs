@@ -284,7 +284,17 @@ pub async fn run<R: Router>(
         &before,
         target.as_deref(),
     );
-    options.hooks.run(&format!("pre-{STEP}"), &env).await?;
+    if options
+        .hooks
+        .run(&format!("pre-{STEP}"), &env)
+        .await?
+        .is_some()
+    {
+        // The hook may have written to the state (a verify-health run, say):
+        // carry on from what it wrote instead of saving over it. The decision
+        // above stands on what was read before: a hook adds, it cannot unblock.
+        doc = file.load().map_err(ShiftError::StateRead)?;
+    }
 
     let lease = hold_lease(
         router,
