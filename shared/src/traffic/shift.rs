@@ -284,17 +284,7 @@ pub async fn run<R: Router>(
         &before,
         target.as_deref(),
     );
-    if options
-        .hooks
-        .run(&format!("pre-{STEP}"), &env)
-        .await?
-        .is_some()
-    {
-        // The hook may have written to the state (a verify-health run, say):
-        // carry on from what it wrote instead of saving over it. The decision
-        // above stands on what was read before: a hook adds, it cannot unblock.
-        doc = file.load().map_err(ShiftError::StateRead)?;
-    }
+    pre_hook(options, &env, file, &mut doc).await?;
 
     let lease = hold_lease(
         router,
@@ -369,6 +359,27 @@ fn hook_env(
     env.set("SWITCHYARD_BEFORE_WEIGHTS", &format_weights(before));
     env.set_opt("SWITCHYARD_TARGET", target);
     env
+}
+
+/// Runs `pre-shift-weight`. A hook may write to the state (a verify-health
+/// run, say): when one ran, `doc` is read again so that the run carries on
+/// from what it wrote instead of saving over it. The decision made before
+/// stands on what was read before: a hook adds, it cannot unblock.
+async fn pre_hook(
+    options: &Options,
+    env: &HookEnv,
+    file: &StateFile,
+    doc: &mut StateDocument,
+) -> Result<(), ShiftError> {
+    if options
+        .hooks
+        .run(&format!("pre-{STEP}"), env)
+        .await?
+        .is_some()
+    {
+        *doc = file.load().map_err(ShiftError::StateRead)?;
+    }
+    Ok(())
 }
 
 /// `post-shift-weight` after success, `on-rollback` after an automatic rollback.
