@@ -255,30 +255,51 @@ fn a_hanging_hook_is_stopped_at_its_deadline() {
     assert_eq!(world.weights(), w(&[("blue", 100), ("green", 0)]));
 }
 
-#[test]
-fn two_shifts_started_together_with_lock_wait_both_finish_one_after_the_other() {
-    let world = World::new();
+/// Two shifts of the same record to green (50, then 100 after 2 s), started
+/// together from two state files (two pipelines), each with `extra`.
+fn two_shifts_together(world: &World, extra: &[&str]) -> [std::process::Output; 2] {
     let spawn = |state: &str| {
         let mut cmd = step("shift-weight", &world.env(state));
         cmd.args([
-            "--settle",
-            "0s",
-            "--force",
-            "--to",
-            "green",
-            "--steps",
-            "50,100",
-            "--pause",
-            "2s",
-            "--lock-wait",
-            "30s",
+            "--settle", "0s", "--force", "--to", "green", "--steps", "50,100", "--pause", "2s",
         ]);
         cmd.args(["--lock-message", &format!("job {state}")]);
+        cmd.args(extra);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.spawn().unwrap()
     };
     let (a, b) = (spawn("a.json"), spawn("b.json"));
-    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()]
+}
+
+#[test]
+fn two_shifts_started_together_one_proceeds_the_other_exits_5() {
+    let world = World::new();
+    let runs = two_shifts_together(&world, &[]);
+    let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    let mut codes: Vec<Option<i32>> = runs.iter().map(|o| o.status.code()).collect();
+    codes.sort_unstable();
+    assert_eq!(
+        codes,
+        [Some(0), Some(5)],
+        "{}\n---\n{}",
+        text(&runs[0]),
+        text(&runs[1])
+    );
+    let refused = runs.iter().find(|o| o.status.code() == Some(5)).unwrap();
+    assert!(
+        text(refused).contains("is locked by") && text(refused).contains("job "),
+        "{}",
+        text(refused)
+    );
+    assert_eq!(world.weights(), w(&[("blue", 0), ("green", 100)]));
+    assert!(!aws_cli::lock_exists(&world.moto, &world.zone, NAME));
+}
+
+#[test]
+fn two_shifts_started_together_with_lock_wait_both_finish_one_after_the_other() {
+    let world = World::new();
+    let [a, b] = two_shifts_together(&world, &["--lock-wait", "30s"]);
     let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
     assert_eq!(a.status.code(), Some(0), "{}", text(&a));
     assert_eq!(b.status.code(), Some(0), "{}", text(&b));
