@@ -10,9 +10,9 @@ use std::str::FromStr;
 use proptest::prelude::*;
 use serde_json::Value;
 
-use crate::cli::{Code, ExitStatus};
 use crate::health::probe::{self, StatusSet};
 use crate::health::route53::{parse_member, CheckKind, CheckSpec};
+use crate::outcome::{Code, ExitStatus};
 use crate::state::store;
 use crate::traffic::plan::{self, Intent};
 use crate::traffic::Lease;

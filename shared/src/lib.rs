@@ -1,28 +1,39 @@
 //! switchyard: safe, health-gated releases driven from CI.
 //!
-//! The step executables (`shift-weight`, and the others as they land) are thin
-//! command layers over this library: each parses its flags into checked
-//! settings and makes one call here, so every decision can be tested in-process.
+//! Every executable is a few lines calling [`step::main`] with one of the
+//! [`commands`]; everything else lives here, in layers that import only
+//! downwards (a test in `architecture_tests` keeps it so):
 //!
-//! - [`state`]: the versioned state document handed from step to step.
-//! - [`cli`]: the command-line contract shared by every step (flags, exit codes, output).
-//! - [`aws`]: SDK configuration, retry policy and service helpers.
-//! - [`health`]: HTTP probes and the gates that decide whether traffic may move on.
-//! - [`host`]: hosts joining and leaving the fleet with their labels (IMDSv2,
-//!   EC2 tags, ELBv2 targets), the fleet view, and the cloud-init user-data.
-//! - [`image`]: machine images baked from a base image and a provisioning
-//!   script, reused by input hash, copied across regions; the sweep of leftovers.
-//! - [`stack`]: the [`stack::StackDriver`] seam that brings a color's stack up and down.
-//! - [`traffic`]: the [`traffic::Router`] seam and the weight-shifting engine.
+//! - leaves, knowing nothing of the domain or the command line:
+//!   [`outcome`] (exit codes, failures, the one reporter), [`wait`] (backoff,
+//!   deadlines, signals, progress lines) and [`hooks`];
+//! - the domain: [`state`] (the versioned state document), [`aws`] (SDK
+//!   configuration, retries, one file per service), [`health`] (probes,
+//!   gates, alarms, Route53 health checks, verdicts), [`host`] (hosts joining
+//!   and leaving the fleet), [`image`] (baking machine images), [`stack`] (the
+//!   [`stack::StackDriver`] seam, standby and rolling deployments) and
+//!   [`traffic`] (the [`traffic::Router`] seam, the shift engine, regional
+//!   routes);
+//! - [`cli`]: clap's argument structs, and nothing else;
+//! - [`commands`]: one module per executable, checking its flags into
+//!   settings and running the domain;
+//! - [`step`]: the runner every executable uses.
 
 pub mod aws;
 pub mod cli;
+pub mod commands;
 pub mod health;
+pub mod hooks;
 pub mod host;
 pub mod image;
+pub mod outcome;
 pub mod stack;
 pub mod state;
+pub mod step;
 pub mod traffic;
+pub mod wait;
 
+#[cfg(test)]
+mod architecture_tests;
 #[cfg(test)]
 mod fuzz_tests;

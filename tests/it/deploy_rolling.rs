@@ -13,13 +13,13 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::Value;
-use switchyard::aws::wait::Backoff;
 use switchyard::cli::{Code, ExitStatus};
 use switchyard::stack::rolling::{
     self, BatchVerdict, FnCheck, RollingClients, RollingSettings, RollingStatus,
 };
 use switchyard::stack::Wait;
 use switchyard::state::StateFile;
+use switchyard::wait::Backoff;
 use switchyard_tests::Moto;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;

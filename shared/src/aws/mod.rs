@@ -9,7 +9,6 @@ pub mod iam;
 pub mod launch_template;
 pub mod metric_alarms;
 pub mod route53;
-pub mod wait;
 
 pub use config::{load, AwsSettings};
 

@@ -9,9 +9,15 @@ use aws_sdk_route53::Client;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::wait::{self, Backoff, WaitEnd};
 use super::ProviderError;
-use crate::cli::progress::Pace;
+use crate::wait::progress::Pace;
+use crate::wait::{self, Backoff, WaitEnd};
+
+/// Polling a Route53 change: changes usually reach INSYNC within 60 s.
+pub const CHANGE_BACKOFF: Backoff = Backoff {
+    initial: std::time::Duration::from_secs(2),
+    max: std::time::Duration::from_secs(15),
+};
 
 /// A submitted change batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,7 +203,7 @@ pub async fn wait_insync(
             tracing::debug!(
                 "change {} INSYNC after {}",
                 change.id,
-                crate::cli::progress::short(pace.elapsed())
+                crate::wait::progress::short(pace.elapsed())
             );
             return Ok(());
         }
@@ -207,7 +213,7 @@ pub async fn wait_insync(
             Err(WaitEnd::Deadline) => {
                 return Err(InsyncError::Deadline {
                     id: change.id.clone(),
-                    waited: crate::cli::progress::short(pace.elapsed()),
+                    waited: crate::wait::progress::short(pace.elapsed()),
                 })
             }
             Err(WaitEnd::Cancelled) => {

@@ -5,15 +5,21 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgAction, Args, ValueEnum};
+use clap::{ArgAction, Args, Parser};
 
-/// How a step prints its result on stdout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
-    /// Lines for people.
-    Text,
-    /// One JSON object, for programs.
-    Json,
+use crate::aws::AwsSettings;
+use crate::hooks::Hooks;
+use crate::outcome::OutputFormat;
+
+/// A step's parsed command line: clap's struct, with the common flags in it.
+pub trait StepArgs: Parser {
+    /// The flags every step shares.
+    fn common(&self) -> &CommonArgs;
+
+    /// Parses the process's arguments; clap prints its own errors and exits 2.
+    fn from_command_line() -> Self {
+        Self::parse()
+    }
 }
 
 /// The flags common to every step.
@@ -96,8 +102,16 @@ pub struct CommonArgs {
 
 impl CommonArgs {
     /// The hooks these flags ask for.
-    pub fn hooks(&self) -> super::hooks::Hooks {
-        super::hooks::Hooks::new(&self.hooks_dir, !self.no_hooks, self.hook_timeout)
+    pub fn hooks(&self) -> Hooks {
+        Hooks::new(&self.hooks_dir, !self.no_hooks, self.hook_timeout)
+    }
+
+    /// Where and as whom to call AWS.
+    pub fn aws(&self) -> AwsSettings {
+        AwsSettings {
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+        }
     }
 }
 

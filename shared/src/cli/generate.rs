@@ -25,7 +25,7 @@ use std::str::FromStr;
 use clap::{Command, CommandFactory};
 use clap_complete::{Generator, Shell};
 
-use super::exit::Code;
+use crate::outcome::Code;
 
 /// The first argument that asks a step for its completions or man pages.
 pub const FLAG: &str = "--generate";

@@ -1,17 +1,18 @@
-//! The command-line contract every step shares: the common flags, exit codes,
-//! result output (text, JSON, GitHub Actions outputs and summary), logging and
-//! progress lines.
+//! The command line, and nothing else: clap's argument structs for every
+//! executable (the flags every step shares in [`args`], a route's flags in
+//! [`route`], one module per executable), how clap spells the library's
+//! closed sets ([`values`]), and completions and man pages generated from
+//! these definitions ([`generate`]). Checking flags into settings is each
+//! command's job (`crate::commands`); nothing below the commands imports
+//! this module.
 
 pub mod args;
-pub mod exit;
 pub mod generate;
-pub mod hooks;
-pub mod logging;
-pub mod output;
-pub mod progress;
 pub mod route;
-pub mod signal;
+pub mod values;
 
-pub use args::{parse_duration, CommonArgs, OutputFormat};
-pub use exit::{Code, ExitStatus, Failure};
-pub use output::StepReport;
+pub use args::{parse_duration, CommonArgs, StepArgs};
+pub mod shift_weight;
+
+#[cfg(test)]
+mod tests;

@@ -12,13 +12,13 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::aws::wait::{self, WaitEnd};
 use crate::aws::ProviderError;
-use crate::cli::{Code, ExitStatus};
+use crate::outcome::{Code, ExitStatus};
 use crate::state::Health;
+use crate::wait::{self, WaitEnd};
 
 /// What INSUFFICIENT_DATA counts as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InsufficientData {
     /// Unhealthy.
@@ -27,6 +27,17 @@ pub enum InsufficientData {
     Pass,
     /// Neither: the verdict is inconclusive.
     Inconclusive,
+}
+
+impl InsufficientData {
+    /// The policy as flags spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fail => "fail",
+            Self::Pass => "pass",
+            Self::Inconclusive => "inconclusive",
+        }
+    }
 }
 
 /// Which alarms gate, and for how long.
@@ -230,7 +241,7 @@ fn report(
         let _ = write!(
             summary,
             " through {}",
-            crate::cli::progress::short(gate.window)
+            crate::wait::progress::short(gate.window)
         );
     }
     AlarmsReport {

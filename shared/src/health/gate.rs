@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::policy::{self, ProbePolicy};
 use super::probe::{HttpProbe, ProbeSpec, ProbeSpecError};
-use crate::aws::wait::WaitEnd;
 use crate::state::Health;
+use crate::wait::WaitEnd;
 
 /// How a gate decides: the parts of a probe policy a gate needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

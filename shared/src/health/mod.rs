@@ -19,8 +19,8 @@ pub use report::HealthReport;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::aws::wait::WaitEnd;
-use crate::cli::{Code, ExitStatus};
+use crate::outcome::{Code, ExitStatus};
+use crate::wait::WaitEnd;
 
 /// A verification: endpoints to probe and alarms to watch, together.
 #[derive(Debug)]

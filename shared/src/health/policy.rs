@@ -14,9 +14,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::probe::{HttpProbe, ProbeResult};
-use crate::aws::wait::{self, WaitEnd};
-use crate::cli::progress::{short, Pace};
 use crate::state::Health;
+use crate::wait::progress::{short, Pace};
+use crate::wait::{self, WaitEnd};
 
 /// How endpoints are probed and judged.
 #[derive(Debug, Clone, Copy, PartialEq)]

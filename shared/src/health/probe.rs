@@ -406,7 +406,7 @@ impl HttpProbe {
             Err(e) => Err((None, describe_error(&e))),
         };
         let latency = started.elapsed();
-        let took = crate::cli::progress::short(latency);
+        let took = crate::wait::progress::short(latency);
         match outcome {
             Ok(status) => ProbeResult {
                 url: url.to_owned(),

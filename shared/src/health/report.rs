@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::alarms::AlarmsReport;
 use super::policy::{EndpointState, ProbeReport};
-use crate::cli::StepReport;
+use crate::outcome::StepReport;
 use crate::state::{
     EndpointVerdict, Health, JournalEntry, Outcome, StateError, StateFile, Verdict,
 };

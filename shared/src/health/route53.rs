@@ -15,23 +15,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::route53::{self as api, InsyncError};
-use crate::aws::wait::Backoff;
 use crate::aws::ProviderError;
-use crate::cli::{Code, ExitStatus, StepReport};
+use crate::outcome::{Code, ExitStatus, StepReport};
 use crate::state::Health;
 
 /// The kind of check. Spelled the same on the command line and in a routes
 /// spec (`http`, `https-str-match`, ...).
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    clap::ValueEnum,
-    Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum CheckKind {
@@ -48,6 +39,26 @@ pub enum CheckKind {
 }
 
 impl CheckKind {
+    /// Every kind, in the order help lists them.
+    pub const ALL: [CheckKind; 5] = [
+        Self::Http,
+        Self::Https,
+        Self::HttpStrMatch,
+        Self::HttpsStrMatch,
+        Self::Tcp,
+    ];
+
+    /// The kind as flags and routes specs spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+            Self::HttpStrMatch => "http-str-match",
+            Self::HttpsStrMatch => "https-str-match",
+            Self::Tcp => "tcp",
+        }
+    }
+
     fn api(self) -> HealthCheckType {
         match self {
             Self::Http => HealthCheckType::Http,
@@ -346,7 +357,7 @@ pub async fn ensure(
             &submitted,
             deadline,
             cancel,
-            Backoff::ROUTE53_CHANGE,
+            crate::aws::route53::CHANGE_BACKOFF,
         )
         .await?;
         Some(submitted.id)

@@ -14,7 +14,7 @@ use super::identity::AWS;
 use super::labels::{Labels, LABEL_TAG_PREFIX, SERVICE_TAG};
 use super::HostError;
 use crate::aws::ec2;
-use crate::cli::StepReport;
+use crate::outcome::StepReport;
 
 /// Instance states listed: hosts that are (or are about to be) in the fleet.
 pub const LISTED_STATES: [&str; 2] = ["pending", "running"];

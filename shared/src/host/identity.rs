@@ -20,7 +20,7 @@ use reqwest::Url;
 use serde::Serialize;
 
 use super::InputError;
-use crate::cli::{Code, ExitStatus};
+use crate::outcome::{Code, ExitStatus};
 
 /// The provider name of EC2 hosts.
 pub const AWS: &str = "aws";
@@ -469,7 +469,7 @@ fn token_hint(status: u16) -> &'static str {
 /// A transport error in a few words: the innermost cause, or the time-out.
 fn describe(error: &reqwest::Error, timeout: Duration) -> String {
     if error.is_timeout() {
-        return format!("no answer within {}", crate::cli::progress::short(timeout));
+        return format!("no answer within {}", crate::wait::progress::short(timeout));
     }
     let mut cause: &dyn std::error::Error = error;
     while let Some(next) = cause.source() {

@@ -35,7 +35,7 @@ pub mod user_data;
 mod registration_tests;
 
 use crate::aws::ProviderError;
-use crate::cli::{Code, ExitStatus};
+use crate::outcome::{Code, ExitStatus};
 use crate::state::StateError;
 
 pub use identity::{Identity, IdentityError, ImdsSettings};

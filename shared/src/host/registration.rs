@@ -30,12 +30,12 @@ use super::labels::Labels;
 use super::{AwsClients, HostError, InputError, STEP};
 use crate::aws::autoscaling::{self, LifecycleResult};
 use crate::aws::elbv2::{self, Target, TargetGroup, TargetHealth};
-use crate::aws::wait::{self, Backoff, WaitEnd};
 use crate::aws::{ec2, ProviderError};
-use crate::cli::progress::{short, Pace};
-use crate::cli::StepReport;
+use crate::outcome::StepReport;
 use crate::state::document::{Extra, Host};
 use crate::state::{Change, JournalEntry, Outcome, StateDocument, StateFile};
+use crate::wait::progress::{short, Pace};
+use crate::wait::{self, Backoff, WaitEnd};
 
 /// Polls of a target's health: ELB checks every 5-300 s (30 s by default) and
 /// needs 2-10 passes in a row, so a few seconds apart is plenty.

@@ -30,9 +30,9 @@ use super::registration::{
 };
 use super::{AwsClients, HostError, Identity, Labels};
 use crate::aws::config::retry_policy;
-use crate::aws::wait::Backoff;
-use crate::cli::{Code, ExitStatus};
+use crate::outcome::{Code, ExitStatus};
 use crate::state::StateFile;
+use crate::wait::Backoff;
 
 const ARN: &str =
     "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/go-auth-blue/50dc6c495c0c9188";
@@ -813,7 +813,7 @@ async fn the_fleet_is_listed_by_tag_filters_across_pages_and_regions() {
     assert_eq!(report.hosts[1].labels.display(), "region=us-east-1");
     assert_eq!(report.hosts[1].service.as_deref(), Some("go-auth"));
     assert_eq!(report.by_region["us-east-1"], 2);
-    let text = crate::cli::StepReport::text(&report);
+    let text = crate::outcome::StepReport::text(&report);
     assert!(
         text.starts_with("HOST  REGION     ZONE        ADDRESS   STATE    SERVICE  LABELS\n"),
         "{text}"

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use super::labels::Labels;
 use super::registration::{LifecycleHook, TargetGroupArn};
 use super::InputError;
-use crate::cli::StepReport;
+use crate::outcome::StepReport;
 
 /// Where the script is written.
 pub const SCRIPT_PATH: &str = "/usr/local/lib/switchyard/register-host.sh";

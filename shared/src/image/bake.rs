@@ -39,11 +39,11 @@ use super::manifest::{self, ManifestBuild};
 use super::spec::{sha256_hex, BakeSpec, Source};
 use super::{BakeError, STATUS_COMPLETE, STEP, TAG_BAKE_ID, TAG_INPUT_HASH, TAG_STATUS};
 use crate::aws::ec2::{self, filter};
-use crate::aws::wait::{self, Backoff, WaitEnd};
 use crate::aws::ProviderError;
-use crate::cli::progress::{short, Pace};
-use crate::cli::StepReport;
+use crate::outcome::StepReport;
 use crate::state::{Change, JournalEntry, Outcome, StateDocument, StateFile};
+use crate::wait::progress::{short, Pace};
+use crate::wait::{self, Backoff, WaitEnd};
 
 /// Polling of the builder's state and console: it takes minutes to provision.
 pub const BUILDER_POLL: Backoff = Backoff {

@@ -26,7 +26,7 @@ use super::bake::{bake, Clients, Options};
 use super::spec::{BakeSpec, Script, Source, DEFAULT_MARKER};
 use super::{BakeError, STATUS_COMPLETE, TAG_BAKE_ID, TAG_STATUS};
 use crate::aws::config::retry_policy;
-use crate::cli::{Code, ExitStatus};
+use crate::outcome::{Code, ExitStatus};
 use crate::state::StateFile;
 
 const SOURCE: &str = "ami-0aaaaaaaaaaaaaaa0";

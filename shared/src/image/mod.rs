@@ -70,7 +70,7 @@ pub fn policy(sweep: bool) -> crate::aws::iam::Policy {
 mod bake_tests;
 
 use crate::aws::ProviderError;
-use crate::cli::{Code, ExitStatus};
+use crate::outcome::{Code, ExitStatus};
 use crate::state::StateError;
 
 /// The step's name, as the journal and the GitHub summary show it.

@@ -20,9 +20,9 @@ use super::{
     BakeError, PURPOSE_BAKE, STATUS_IN_PROGRESS, STEP, TAG_BAKE_ID, TAG_PURPOSE, TAG_STATUS,
 };
 use crate::aws::ec2::{self, filter};
-use crate::cli::progress::short;
-use crate::cli::StepReport;
+use crate::outcome::StepReport;
 use crate::state::{Change, JournalEntry, Outcome, StateFile};
+use crate::wait::progress::short;
 
 /// One leftover found (and removed, unless a dry run).
 #[derive(Debug, Clone, Serialize)]

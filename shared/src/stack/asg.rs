@@ -27,9 +27,9 @@ use crate::aws::autoscaling::{self as asg, Group, NewGroup, Policy};
 use crate::aws::elbv2::{self, Target};
 use crate::aws::launch_template::{self as lt, LaunchSpec};
 use crate::aws::metric_alarms::{self, CpuAlarm};
-use crate::aws::wait::{self, Backoff, WaitEnd};
 use crate::aws::ProviderError;
-use crate::cli::progress::Pace;
+use crate::wait::progress::Pace;
+use crate::wait::{self, Backoff, WaitEnd};
 
 /// The SDK clients of one region.
 #[derive(Debug, Clone)]
@@ -746,7 +746,7 @@ impl AsgDriver {
                 Err(WaitEnd::Deadline) => {
                     return Err(StackError::Timeout(format!(
                         "{name}: {status} when the deadline (--timeout) passed after {}; the group is left as it is for inspection{}",
-                        crate::cli::progress::short(pace.elapsed()),
+                        crate::wait::progress::short(pace.elapsed()),
                         if lost.is_empty() { String::new() } else { format!("; lost while launching: {}", lost.iter().cloned().collect::<Vec<_>>().join(", ")) }
                     )))
                 }

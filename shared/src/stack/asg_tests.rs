@@ -25,9 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{AsgClients, AsgDriver, AsgSettings, Scaling};
 use crate::aws::config::retry_policy;
-use crate::aws::wait::Backoff;
-use crate::cli::{Code, ExitStatus};
+use crate::outcome::{Code, ExitStatus};
 use crate::stack::{StackDriver, StackError, StackSpec, Wait};
+use crate::wait::Backoff;
 
 const GROUP: &str = "go-auth-green";
 const TEMPLATE: &str = "lt-0abc";

@@ -61,7 +61,7 @@ use tokio::process::Command;
 use tokio::time::Instant;
 
 use super::{StackDriver, StackError, StackSpec, StackStatus, Wait};
-use crate::cli::progress::short;
+use crate::wait::progress::short;
 
 /// Lines of a failed command's stderr shown in the error.
 pub const STDERR_TAIL_LINES: usize = 20;

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::ProviderError;
-use crate::cli::{Code, ExitStatus};
+use crate::outcome::{Code, ExitStatus};
 
 /// What a stack is: the identity every driver understands. Driver-specific
 /// settings (instance type, subnets, command templates) live in the driver.

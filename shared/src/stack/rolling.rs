@@ -74,14 +74,14 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::{StackError, Wait};
-use crate::aws::wait::{self, Backoff, WaitEnd};
 use crate::aws::{elbv2, ProviderError};
-use crate::cli::progress::{short, Pace};
-use crate::cli::{Code, ExitStatus};
 use crate::health::policy::{self, ProbePolicy};
 use crate::health::targets::{endpoint_url, UrlTemplate};
 use crate::health::HttpProbe;
+use crate::outcome::{Code, ExitStatus};
 use crate::state::{Health, JournalEntry, Outcome, StateDocument, StateError, StateFile};
+use crate::wait::progress::{short, Pace};
+use crate::wait::{self, Backoff, WaitEnd};
 
 /// The step name written in journal entries.
 const STEP: &str = "deploy-standby";

@@ -34,13 +34,13 @@ use tokio_util::sync::CancellationToken;
 use super::asg::AsgDriver;
 use super::command::CommandDriver;
 use super::{StackDriver, StackError, StackSpec, StackStatus, Wait};
-use crate::cli::hooks::{HookEnv, HookError, Hooks};
-use crate::cli::progress::short;
-use crate::cli::{Code, ExitStatus, StepReport};
+use crate::hooks::{HookError, StepHooks};
+use crate::outcome::{Code, ExitStatus, StepReport};
 use crate::state::{
     Change, Health, JournalEntry, Outcome, RegionalStack, Role, ShiftStatus, StateDocument,
     StateError, StateFile,
 };
+use crate::wait::progress::short;
 
 /// The step's name, in the journal and the hooks.
 pub const STEP: &str = "deploy-standby";
@@ -199,8 +199,6 @@ pub struct Options {
     pub dry_run: bool,
     /// Deadline for the whole step.
     pub timeout: Duration,
-    /// Hooks to run.
-    pub hooks: Hooks,
 }
 
 /// One region's outcome.
@@ -308,6 +306,14 @@ impl StepReport for StandbyReport {
             ("changed".to_owned(), self.changed.to_string()),
             ("endpoints".to_owned(), self.endpoints.join(",")),
         ]
+    }
+
+    fn hook_vars(&self) -> Vec<(&'static str, String)> {
+        if self.action == "up" {
+            vec![("SWITCHYARD_ENDPOINTS", self.endpoints.join(","))]
+        } else {
+            Vec::new()
+        }
     }
 
     fn summary(&self) -> String {
@@ -662,12 +668,14 @@ fn record_up(
     (outcomes, first_error)
 }
 
-/// Brings the standby color up in every region at once.
+/// Brings the standby color up in every region at once; `pre-deploy-standby`
+/// runs through `hooks` once the color and version are decided.
 pub async fn deploy(
     file: &StateFile,
     regions: &[Region],
     req: &DeployRequest,
     options: &Options,
+    hooks: &mut StepHooks,
     cancel: &CancellationToken,
 ) -> Result<StandbyReport, StandbyError> {
     let started = Instant::now();
@@ -727,7 +735,7 @@ pub async fn deploy(
         return Err(StackError::Refused(why).into());
     }
 
-    let mut env = HookEnv::new(STEP, file.path(), &doc, false);
+    let mut env = doc.hook_env();
     env.set("SWITCHYARD_STACK", &color);
     env.set("SWITCHYARD_SERVICE", &service);
     env.set("SWITCHYARD_VERSION", &version);
@@ -739,7 +747,7 @@ pub async fn deploy(
             .collect::<Vec<_>>()
             .join(","),
     );
-    options.hooks.run(&format!("pre-{STEP}"), &env).await?;
+    hooks.before_change(&env).await?;
 
     let wait = Wait {
         deadline,
@@ -767,8 +775,6 @@ pub async fn deploy(
         None,
         started,
     );
-    env.set("SWITCHYARD_ENDPOINTS", &report.endpoints.join(","));
-    options.hooks.run_after(&format!("post-{STEP}"), &env).await;
     Ok(report)
 }
 
@@ -834,6 +840,7 @@ pub async fn retire(
     regions: &[Region],
     req: &RetireRequest,
     options: &Options,
+    hooks: &mut StepHooks,
     cancel: &CancellationToken,
 ) -> Result<StandbyReport, StandbyError> {
     let started = Instant::now();
@@ -867,10 +874,10 @@ pub async fn retire(
     let completed =
         check.map_err(|why| StackError::Refused(format!("will not retire {color}: {why}")))?;
 
-    let mut env = HookEnv::new(STEP, file.path(), &doc, false);
+    let mut env = doc.hook_env();
     env.set("SWITCHYARD_STACK", &color);
     env.set("SWITCHYARD_MODE", "retire");
-    options.hooks.run(&format!("pre-{STEP}"), &env).await?;
+    hooks.before_change(&env).await?;
 
     let wait = Wait {
         deadline: started + options.timeout,
@@ -918,7 +925,6 @@ pub async fn retire(
     if let Some(e) = first_error {
         return Err(e.into());
     }
-    options.hooks.run_after(&format!("post-{STEP}"), &env).await;
     let mut report = report(
         "retire", &service, &color, None, reason, false, outcomes, None, started,
     );

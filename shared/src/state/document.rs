@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::journal::JournalEntry;
+use crate::hooks::HookEnv;
 
 /// The schema identifier this build reads and writes.
 pub const SCHEMA: &str = "switchyard/state/v1";
@@ -78,6 +79,31 @@ impl StateDocument {
     /// The stack entry of that name, created empty when missing.
     pub fn stack_mut(&mut self, name: &str) -> &mut Stack {
         self.stacks.entry(name.to_owned()).or_default()
+    }
+
+    /// What a hook learns of the release from the state:
+    /// `SWITCHYARD_SERVICE`, `SWITCHYARD_VERSION`, `SWITCHYARD_DEPLOYMENT_ID`
+    /// (when the deployment names them), `SWITCHYARD_ACTIVE_STACK` and
+    /// `SWITCHYARD_STANDBY_STACK` (comma-separated, possibly empty).
+    pub fn hook_env(&self) -> HookEnv {
+        let mut env = HookEnv::default();
+        if let Some(d) = &self.deployment {
+            env.set_opt("SWITCHYARD_SERVICE", d.service.as_deref());
+            env.set_opt("SWITCHYARD_VERSION", d.version.as_deref());
+            env.set_opt("SWITCHYARD_DEPLOYMENT_ID", d.id.as_deref());
+        }
+        let with_role = |role: Role| {
+            let names: Vec<&str> = self
+                .stacks
+                .iter()
+                .filter(|(_, s)| s.role == Some(role))
+                .map(|(n, _)| n.as_str())
+                .collect();
+            names.join(",")
+        };
+        env.set("SWITCHYARD_ACTIVE_STACK", &with_role(Role::Active));
+        env.set("SWITCHYARD_STANDBY_STACK", &with_role(Role::Standby));
+        env
     }
 }
 

@@ -42,11 +42,11 @@ pub enum StateError {
     Write(PathBuf, #[source] std::io::Error),
 }
 
-impl crate::cli::ExitStatus for StateError {
-    fn exit_code(&self) -> crate::cli::Code {
+impl crate::outcome::ExitStatus for StateError {
+    fn exit_code(&self) -> crate::outcome::Code {
         match self {
-            Self::Write(..) => crate::cli::Code::Provider,
-            _ => crate::cli::Code::Usage,
+            Self::Write(..) => crate::outcome::Code::Provider,
+            _ => crate::outcome::Code::Usage,
         }
     }
 }

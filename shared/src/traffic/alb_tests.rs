@@ -21,7 +21,7 @@ use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 
 use super::{AlbRouter, Target};
 use crate::aws::config::retry_policy;
-use crate::cli::{Code, ExitStatus};
+use crate::outcome::{Code, ExitStatus};
 use crate::state::{StateFile, Weights};
 use crate::traffic::plan::Intent;
 use crate::traffic::shift::{self, Options, Request, ShiftError};
@@ -229,7 +229,6 @@ fn options() -> Options {
         timeout: Duration::from_secs(60),
         lock_wait: Duration::ZERO,
         lock_message: None,
-        hooks: crate::cli::hooks::Hooks::none(),
     }
 }
 
@@ -266,6 +265,7 @@ async fn a_shift_changes_only_the_weights_and_keeps_the_other_actions() {
             steps: vec![10, 100],
         }),
         &options(),
+        &mut crate::hooks::StepHooks::none("shift-weight"),
         &tokio_util::sync::CancellationToken::new(),
     )
     .await
@@ -373,6 +373,7 @@ async fn a_read_back_that_differs_stops_the_shift_with_exit_3() {
             steps: vec![10],
         }),
         &options(),
+        &mut crate::hooks::StepHooks::none("shift-weight"),
         &tokio_util::sync::CancellationToken::new(),
     )
     .await

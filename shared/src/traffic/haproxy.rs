@@ -47,10 +47,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Applied, Group, Lease, LeaseRequest, Router, TrafficError};
-use crate::aws::wait::{self, Backoff, WaitEnd};
 use crate::aws::ProviderError;
-use crate::cli::progress::short;
 use crate::state::Weights;
+use crate::wait::progress::short;
+use crate::wait::{self, Backoff, WaitEnd};
 
 /// Admin-state bits of `show servers state` that take a server out of the
 /// load balancing: forced, inherited, configured, resolver and hostname

@@ -15,8 +15,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Router, TrafficError};
-use crate::aws::wait::{self, Backoff, WaitEnd};
-use crate::cli::progress::short;
+use crate::wait::progress::short;
+use crate::wait::{self, Backoff, WaitEnd};
 
 /// What a step asks for when it takes a lease.
 #[derive(Debug, Clone, PartialEq, Eq)]

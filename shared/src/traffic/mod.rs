@@ -1,13 +1,16 @@
 //! Moving traffic: the [`Router`] seam (one file per router: [`route53`],
 //! [`alb`], [`haproxy`]), the weight
-//! arithmetic of a shift ([`plan`]), the deployment lease ([`lease`]) and the
-//! engine that walks a shift step by step with gates and rollback ([`shift`]).
+//! arithmetic of a shift ([`plan`]), the deployment lease ([`lease`]), the
+//! route a router serves ([`route`]), the engine that walks a shift step by
+//! step with gates and rollback ([`shift`]), and regional record groups
+//! declared in a routes spec ([`regional`]).
 
 pub mod alb;
 pub mod haproxy;
 pub mod lease;
 pub mod plan;
 pub mod regional;
+pub mod route;
 pub mod route53;
 pub mod shift;
 
@@ -18,9 +21,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::ProviderError;
-use crate::cli::{Code, ExitStatus};
+use crate::outcome::{Code, ExitStatus};
 use crate::state::Weights;
 pub use lease::{Lease, LeaseRequest};
+pub use route::{AnyRouter, Route, RouteMembers};
 
 /// A weighted group as the router reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]

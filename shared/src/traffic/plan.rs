@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::cli::{Code, ExitStatus};
+use crate::outcome::{Code, ExitStatus};
 use crate::state::Weights;
 
 /// What the user asked for.

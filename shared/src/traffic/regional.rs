@@ -34,13 +34,13 @@ use tokio_util::sync::CancellationToken;
 use super::route53::Route53Router;
 use super::{Lease, Router, TrafficError};
 use crate::aws::route53::{self as api, InsyncError};
-use crate::aws::wait::Backoff;
 use crate::aws::ProviderError;
-use crate::cli::{Code, ExitStatus, StepReport};
 use crate::health::route53::{self as checks, CheckKind, CheckSpec};
+use crate::outcome::{Code, ExitStatus, StepReport};
 use crate::state::{
     Change, JournalEntry, Outcome, RouteState, StateDocument, StateError, StateFile, Weights,
 };
+use crate::wait::Backoff;
 
 /// Continent codes Route53 geolocation records accept.
 pub const CONTINENTS: [&str; 7] = ["AF", "AN", "AS", "EU", "OC", "NA", "SA"];
@@ -1235,8 +1235,7 @@ impl StepReport for ApplyReport {
 }
 
 fn describe_check(m: &checks::Member, spec: &CheckSpec) -> String {
-    let kind = clap::ValueEnum::to_possible_value(&spec.kind)
-        .map_or_else(|| format!("{:?}", spec.kind), |v| v.get_name().to_owned());
+    let kind = spec.kind.name();
     let path = if spec.kind == CheckKind::Tcp {
         ""
     } else {

@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use super::lease::first_live;
 use super::{format_weights, Applied, Group, Lease, LeaseRequest, Router, TrafficError};
 use crate::aws::route53::{self as api, InsyncError, Submitted};
-use crate::aws::wait::Backoff;
 use crate::state::Weights;
+use crate::wait::Backoff;
 
 /// Alias records have no TTL of their own; the usual load balancer TTL is 60 s.
 const ALIAS_SETTLE: Duration = Duration::from_secs(60);
@@ -42,7 +42,7 @@ impl Route53Router {
             zone_id: api::normalize_zone_id(zone_id),
             name: api::normalize_name(name),
             rtype,
-            backoff: Backoff::ROUTE53_CHANGE,
+            backoff: crate::aws::route53::CHANGE_BACKOFF,
             sets: Mutex::new(Vec::new()),
         }
     }

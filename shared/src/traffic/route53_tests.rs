@@ -20,12 +20,12 @@ use tokio_util::sync::CancellationToken;
 use super::Route53Router;
 use crate::aws::config::retry_policy;
 use crate::aws::route53::{self as api, Submitted};
-use crate::aws::wait::Backoff;
-use crate::cli::{Code, ExitStatus};
+use crate::outcome::{Code, ExitStatus};
 use crate::state::{ShiftStatus, StateFile};
 use crate::traffic::plan::Intent;
 use crate::traffic::shift::{self, Options, Request, ShiftError};
 use crate::traffic::{LeaseRequest, Router, TrafficError};
+use crate::wait::Backoff;
 
 fn error_body(code: &str, message: &str) -> String {
     format!(
@@ -163,7 +163,6 @@ fn options(timeout: Duration) -> Options {
         timeout,
         lock_wait: Duration::ZERO,
         lock_message: None,
-        hooks: crate::cli::hooks::Hooks::none(),
     }
 }
 
@@ -208,7 +207,7 @@ async fn insync_wait_polls_pending_with_backoff_until_insync() {
         &change,
         began + Duration::from_secs(300),
         &CancellationToken::new(),
-        Backoff::ROUTE53_CHANGE,
+        crate::aws::route53::CHANGE_BACKOFF,
     )
     .await
     .unwrap();
@@ -236,7 +235,7 @@ async fn a_change_already_insync_needs_no_get_change() {
         &change,
         deadline,
         &CancellationToken::new(),
-        Backoff::ROUTE53_CHANGE,
+        crate::aws::route53::CHANGE_BACKOFF,
     )
     .await
     .unwrap();
@@ -397,6 +396,7 @@ async fn a_lease_held_by_another_deployment_exits_5_before_any_change() {
         &file,
         request,
         &options(Duration::from_secs(60)),
+        &mut crate::hooks::StepHooks::none("shift-weight"),
         &CancellationToken::new(),
     )
     .await
@@ -588,6 +588,7 @@ async fn an_insync_wait_that_times_out_exits_3_and_the_state_says_where_it_stopp
         &file,
         request,
         &options(Duration::from_secs(120)),
+        &mut crate::hooks::StepHooks::none("shift-weight"),
         &CancellationToken::new(),
     )
     .await

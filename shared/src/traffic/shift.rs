@@ -17,15 +17,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::plan::{self, Intent, PlanError};
 use super::{format_weights, lease, Lease, LeaseRequest, Router, TrafficError};
-use crate::aws::wait::{self, WaitEnd};
-use crate::cli::hooks::{HookEnv, HookError, Hooks};
-use crate::cli::progress::short;
-use crate::cli::{Code, ExitStatus, StepReport};
 use crate::health::Gate;
+use crate::hooks::{HookEnv, HookError, StepHooks};
+use crate::outcome::{Code, ExitStatus, StepReport};
 use crate::state::{
     Change, Health, JournalEntry, Outcome, Role, RouteState, ShiftProgress, ShiftStatus,
     StateDocument, StateError, StateFile, Weights,
 };
+use crate::wait::progress::short;
+use crate::wait::{self, WaitEnd};
 
 const STEP: &str = "shift-weight";
 
@@ -59,8 +59,6 @@ pub struct Options {
     pub lock_wait: Duration,
     /// Why this run holds the lock, shown to whoever finds it held.
     pub lock_message: Option<String>,
-    /// Hooks to run (pre-shift-weight, post-shift-weight, on-rollback).
-    pub hooks: Hooks,
 }
 
 /// Errors of a shift, each with its exit code.
@@ -212,6 +210,10 @@ impl StepReport for ShiftReport {
         ]
     }
 
+    fn hook_vars(&self) -> Vec<(&'static str, String)> {
+        vec![("SWITCHYARD_WEIGHTS", format_weights(&self.weights))]
+    }
+
     fn summary(&self) -> String {
         let mut s = format!(
             "### shift-weight: {}\n\n| | weights |\n|---|---|\n",
@@ -227,11 +229,15 @@ impl StepReport for ShiftReport {
 }
 
 /// Runs a shift or a rollback of `router`'s route, recording it in `file`.
+/// `pre-shift-weight` runs through `hooks` once the shift is decided and
+/// before the lease is taken; after an automatic rollback, the hooks that
+/// follow see the restored weights.
 pub async fn run<R: Router>(
     router: &R,
     file: &StateFile,
     request: Request,
     options: &Options,
+    hooks: &mut StepHooks,
     cancel: &CancellationToken,
 ) -> Result<ShiftReport, ShiftError> {
     let started = Instant::now();
@@ -261,7 +267,7 @@ pub async fn run<R: Router>(
             &plan,
             &before,
             settle,
-            options,
+            (options, hooks),
             mode,
         );
         if let Err(e) = verified {
@@ -274,8 +280,7 @@ pub async fn run<R: Router>(
     }
     verified?;
 
-    let mut env = hook_env(
-        file,
+    let env = hook_env(
         &doc,
         &route_id,
         mode,
@@ -284,7 +289,7 @@ pub async fn run<R: Router>(
         &before,
         target.as_deref(),
     );
-    pre_hook(options, &env, file, &mut doc).await?;
+    pre_hook(hooks, &env, file, &mut doc).await?;
 
     let lease = hold_lease(
         router,
@@ -321,7 +326,9 @@ pub async fn run<R: Router>(
         .await;
     run.release(&lease).await;
 
-    after_hooks(&options.hooks, &mut env, &result, &before).await;
+    if matches!(result, Err(ShiftError::RolledBack { .. })) {
+        hooks.set("SWITCHYARD_WEIGHTS", &format_weights(&before));
+    }
     let weights = result?;
     Ok(ShiftReport {
         mode,
@@ -337,9 +344,7 @@ pub async fn run<R: Router>(
 }
 
 /// The variables the hooks of a shift get (see [`HookEnv`]).
-#[allow(clippy::too_many_arguments)]
 fn hook_env(
-    file: &StateFile,
     doc: &StateDocument,
     route_id: &str,
     mode: &str,
@@ -348,7 +353,7 @@ fn hook_env(
     before: &Weights,
     target: Option<&str>,
 ) -> HookEnv {
-    let mut env = HookEnv::new(STEP, file.path(), doc, false);
+    let mut env = doc.hook_env();
     env.set("SWITCHYARD_ROUTE", route_id);
     env.set("SWITCHYARD_MODE", mode);
     env.set("SWITCHYARD_WEIGHTS", &format_weights(current));
@@ -366,43 +371,15 @@ fn hook_env(
 /// from what it wrote instead of saving over it. The decision made before
 /// stands on what was read before: a hook adds, it cannot unblock.
 async fn pre_hook(
-    options: &Options,
+    hooks: &mut StepHooks,
     env: &HookEnv,
     file: &StateFile,
     doc: &mut StateDocument,
 ) -> Result<(), ShiftError> {
-    if options
-        .hooks
-        .run(&format!("pre-{STEP}"), env)
-        .await?
-        .is_some()
-    {
+    if hooks.before_change(env).await? {
         *doc = file.load().map_err(ShiftError::StateRead)?;
     }
     Ok(())
-}
-
-/// `post-shift-weight` after success, `on-rollback` after an automatic rollback.
-async fn after_hooks(
-    hooks: &Hooks,
-    env: &mut HookEnv,
-    result: &Result<Weights, ShiftError>,
-    before: &Weights,
-) {
-    match result {
-        Ok(now) => {
-            env.set("SWITCHYARD_OUTCOME", "ok");
-            env.set("SWITCHYARD_WEIGHTS", &format_weights(now));
-            hooks.run_after(&format!("post-{STEP}"), env).await;
-        }
-        Err(e @ ShiftError::RolledBack { .. }) => {
-            env.set("SWITCHYARD_OUTCOME", "rolled_back");
-            env.set("SWITCHYARD_REASON", &e.to_string());
-            env.set("SWITCHYARD_WEIGHTS", &format_weights(before));
-            hooks.run_after("on-rollback", env).await;
-        }
-        Err(_) => {}
-    }
 }
 
 /// What a request comes to.
@@ -625,7 +602,7 @@ fn dry_run<R: Router>(
     plan: &[Weights],
     before: &Weights,
     settle: Duration,
-    options: &Options,
+    (options, hooks): (&Options, &StepHooks),
     mode: &str,
 ) -> ShiftReport {
     ShiftReport {
@@ -636,7 +613,15 @@ fn dry_run<R: Router>(
         before: before.clone(),
         weights: current.clone(),
         steps: Vec::new(),
-        plan: describe_plan(router, current, plan, before, settle, options, mode),
+        plan: describe_plan(
+            router,
+            current,
+            plan,
+            before,
+            settle,
+            (options, hooks),
+            mode,
+        ),
         elapsed_ms: 0,
     }
 }
@@ -647,12 +632,11 @@ fn describe_plan<R: Router>(
     plan: &[Weights],
     before: &Weights,
     settle: Duration,
-    options: &Options,
+    (options, hooks): (&Options, &StepHooks),
     mode: &str,
 ) -> Vec<String> {
     let hook = |name: &str| {
-        options
-            .hooks
+        hooks
             .path(name)
             .map(|p| format!("run hook {name} ({})", p.display()))
     };

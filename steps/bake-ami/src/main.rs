@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use switchyard::aws::{self, AwsSettings};
-use switchyard::cli::hooks::{HookEnv, Hooks};
 use switchyard::cli::{exit, logging, output, parse_duration, Code, CommonArgs, Failure};
+use switchyard::hooks::{HookEnv, Hooks};
 use switchyard::host::ec2_in;
 use switchyard::image::bake::{self, Clients, Options};
 use switchyard::image::spec::{check_region, BakeSpec, Script, Source, DEFAULT_MARKER};
@@ -315,7 +315,7 @@ async fn bake_run(
     state: &StateFile,
     doc: &StateDocument,
 ) -> Result<(), Failure> {
-    let cancel = switchyard::cli::signal::cancel_on_signals();
+    let cancel = switchyard::wait::signal::cancel_on_signals();
     let config = aws::load(&AwsSettings {
         region: common.region.clone(),
         profile: common.profile.clone(),

@@ -846,7 +846,7 @@ fn run(args: &Args, regions: &[String]) -> Result<(), Failure> {
         .build()
         .map_err(|e| Failure::new(exit::Code::Provider, e))?;
     runtime.block_on(async {
-        let cancel = switchyard::cli::signal::cancel_on_signals();
+        let cancel = switchyard::wait::signal::cancel_on_signals();
         if args.rolling.strategy == Strategy::Rolling
             || args.rolling.confirm
             || args.rolling.rollback

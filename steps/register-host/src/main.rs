@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use switchyard::aws::{self, iam, AwsSettings};
-use switchyard::cli::hooks::{HookEnv, Hooks};
 use switchyard::cli::{exit, logging, output, parse_duration, Code, CommonArgs, Failure};
+use switchyard::hooks::{HookEnv, Hooks};
 use switchyard::host::fleet::{self, FleetQuery};
 use switchyard::host::identity::{self, check_provider, Identity, ImdsSettings, AWS};
 use switchyard::host::labels::{check_service, Labels};
@@ -366,7 +366,7 @@ async fn join(a: &JoinArgs, common: &CommonArgs) -> Result<(), Failure> {
         iam::print(&registration::join_policy(&request, a.host.provider == AWS));
         return Ok(());
     }
-    let cancel = switchyard::cli::signal::cancel_on_signals();
+    let cancel = switchyard::wait::signal::cancel_on_signals();
     let identity = source.identity().await?;
     let clients = clients(common, &identity, elb_region.as_deref()).await;
     let options = Options::new(common.timeout, common.dry_run);
@@ -388,7 +388,7 @@ async fn leave(a: &LeaveArgs, common: &CommonArgs) -> Result<(), Failure> {
         iam::print(&registration::leave_policy(&request));
         return Ok(());
     }
-    let cancel = switchyard::cli::signal::cancel_on_signals();
+    let cancel = switchyard::wait::signal::cancel_on_signals();
     let identity = source.identity().await?;
     let clients = clients(common, &identity, elb_region.as_deref()).await;
     let options = Options::new(common.timeout, common.dry_run);

@@ -9,7 +9,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use switchyard::aws::wait::Backoff;
 use switchyard::aws::{self, iam, AwsSettings};
 use switchyard::cli::route::{Route, RouteArgs};
 use switchyard::cli::{exit, logging, output, Code, CommonArgs, Failure, OutputFormat};
@@ -19,6 +18,7 @@ use switchyard::traffic::haproxy::{HaproxyRouter, Members, RuntimeApi};
 use switchyard::traffic::regional;
 use switchyard::traffic::route53::Route53Router;
 use switchyard::traffic::{Lease, Router};
+use switchyard::wait::Backoff;
 
 /// Lock management, release history and state file checks for switchyard pipelines.
 #[derive(Debug, Parser)]
@@ -279,14 +279,14 @@ fn route(cmd: &RouteCommand, args: &Args, state: &StateFile) -> Result<(), Failu
         prune: route.prune,
         reset_weights: route.reset_weights,
         timeout: args.common.timeout,
-        backoff: Backoff::ROUTE53_CHANGE,
+        backoff: crate::aws::route53::CHANGE_BACKOFF,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::new(Code::Provider, e))?;
     runtime.block_on(async {
-        let cancel = switchyard::cli::signal::cancel_on_signals();
+        let cancel = switchyard::wait::signal::cancel_on_signals();
         let config = aws::load(&AwsSettings {
             region: args.common.region.clone(),
             profile: args.common.profile.clone(),

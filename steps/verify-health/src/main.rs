@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use switchyard::aws::{self, iam, AwsSettings};
-use switchyard::cli::hooks::HookEnv;
 use switchyard::cli::{exit, logging, output, parse_duration, Code, CommonArgs, Failure};
 use switchyard::health::alarms::{AlarmGate, InsufficientData};
 use switchyard::health::probe::{self, BodyRule, JsonCheck, ProbeSpec, StatusSet};
 use switchyard::health::route53::{self as checks, CheckKind, CheckSpec};
 use switchyard::health::targets::{self, UrlTemplate};
 use switchyard::health::{HttpProbe, ProbePolicy, Verification};
+use switchyard::hooks::HookEnv;
 use switchyard::state::{Health, JournalEntry, Outcome, StateFile};
 
 /// Decide whether a stack is healthy.
@@ -312,7 +312,7 @@ fn verify(args: &Args, runtime: &tokio::runtime::Runtime) -> Result<(), Failure>
     }
 
     runtime.block_on(async {
-        let cancel = switchyard::cli::signal::cancel_on_signals();
+        let cancel = switchyard::wait::signal::cancel_on_signals();
         let alarms = if v.alarms.is_empty() && v.alarm_prefixes.is_empty() {
             None
         } else {
@@ -457,7 +457,7 @@ fn print_plan(v: &VerifyArgs, stack: Option<&str>, urls: &[String]) {
     for a in &v.alarms {
         println!(
             "would watch alarm {a} for {}",
-            switchyard::cli::progress::short(v.alarm_window)
+            switchyard::wait::progress::short(v.alarm_window)
         );
     }
 }
@@ -545,7 +545,7 @@ async fn route53(cmd: &Route53Command, common: &CommonArgs) -> Result<(), Failur
                 }
                 return Ok(());
             }
-            let cancel = switchyard::cli::signal::cancel_on_signals();
+            let cancel = switchyard::wait::signal::cancel_on_signals();
             let config = aws::load(&aws_settings(common)).await;
             let client = aws_sdk_route53::Client::new(&config);
             let deadline = tokio::time::Instant::now() + common.timeout;

@@ -10,19 +10,23 @@
 //! A hook gets `SWITCHYARD_*` variables describing the release (see
 //! [`HookEnv`]), its output is shown on stderr, and one that hangs is stopped
 //! (its whole process group) at `--hook-timeout`.
+//!
+//! A leaf module: the runner (`crate::step`) gives every step one
+//! [`StepHooks`]; a command calls [`StepHooks::before_change`] at the point
+//! where it has decided and not yet changed anything, and the runner runs
+//! the hook after the step ([`StepHooks::after`]).
 
 use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use super::progress::short;
-use super::{Code, ExitStatus};
-use crate::state::{Role, StateDocument};
+use crate::outcome::{Code, ExitStatus};
+use crate::wait::progress::short;
 
 /// Where hooks live and how long they may run.
 #[derive(Debug, Clone)]
@@ -61,39 +65,16 @@ impl ExitStatus for HookError {
 }
 
 /// The variables a hook gets, as `(name, value)` pairs.
+///
+/// Every hook gets `SWITCHYARD_STEP`, `SWITCHYARD_STATE_FILE`,
+/// `SWITCHYARD_ACTOR`, `SWITCHYARD_DRY_RUN` (`0`/`1`) from the runner, the
+/// release's `SWITCHYARD_SERVICE`, `SWITCHYARD_VERSION`,
+/// `SWITCHYARD_DEPLOYMENT_ID`, `SWITCHYARD_ACTIVE_STACK` and
+/// `SWITCHYARD_STANDBY_STACK` from the state when known, and what the step adds.
 #[derive(Debug, Clone, Default)]
 pub struct HookEnv(Vec<(String, String)>);
 
 impl HookEnv {
-    /// The variables every step sets: `SWITCHYARD_STEP`, `SWITCHYARD_STATE_FILE`,
-    /// `SWITCHYARD_ACTOR`, `SWITCHYARD_DRY_RUN` (`0`/`1`), and from the state
-    /// `SWITCHYARD_SERVICE`, `SWITCHYARD_VERSION`, `SWITCHYARD_DEPLOYMENT_ID`,
-    /// `SWITCHYARD_ACTIVE_STACK`, `SWITCHYARD_STANDBY_STACK` when known.
-    pub fn new(step: &str, state_file: &Path, doc: &StateDocument, dry_run: bool) -> Self {
-        let mut env = Self::default();
-        env.set("SWITCHYARD_STEP", step);
-        env.set("SWITCHYARD_STATE_FILE", &state_file.display().to_string());
-        env.set("SWITCHYARD_ACTOR", &crate::state::journal::actor());
-        env.set("SWITCHYARD_DRY_RUN", if dry_run { "1" } else { "0" });
-        if let Some(d) = &doc.deployment {
-            env.set_opt("SWITCHYARD_SERVICE", d.service.as_deref());
-            env.set_opt("SWITCHYARD_VERSION", d.version.as_deref());
-            env.set_opt("SWITCHYARD_DEPLOYMENT_ID", d.id.as_deref());
-        }
-        let with_role = |role: Role| {
-            let names: Vec<&str> = doc
-                .stacks
-                .iter()
-                .filter(|(_, s)| s.role == Some(role))
-                .map(|(n, _)| n.as_str())
-                .collect();
-            names.join(",")
-        };
-        env.set("SWITCHYARD_ACTIVE_STACK", &with_role(Role::Active));
-        env.set("SWITCHYARD_STANDBY_STACK", &with_role(Role::Standby));
-        env
-    }
-
     /// Sets (or replaces) a variable.
     pub fn set(&mut self, name: &str, value: &str) {
         self.0.retain(|(k, _)| k != name);
@@ -107,9 +88,118 @@ impl HookEnv {
         }
     }
 
+    /// Sets (or replaces) every variable of `other`.
+    pub fn extend(&mut self, other: &HookEnv) {
+        for (name, value) in &other.0 {
+            self.set(name, value);
+        }
+    }
+
+    /// The value of a variable, if set.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// The variables.
     pub fn vars(&self) -> &[(String, String)] {
         &self.0
+    }
+}
+
+/// How a step ended, for the hooks that run after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepEnd {
+    /// It did what it was asked: `post-<step>`, `SWITCHYARD_OUTCOME=ok`.
+    Done,
+    /// It ran to its end and its check failed (an unhealthy verdict):
+    /// `post-<step>`, `SWITCHYARD_OUTCOME=failed`.
+    CheckFailed,
+    /// It undid its change by itself: `on-rollback`, `SWITCHYARD_OUTCOME=rolled_back`.
+    RolledBack,
+    /// It stopped otherwise: no hook runs.
+    Stopped,
+}
+
+/// One step's hooks: the runner makes it, the command reaches its
+/// pre-change point through it, and the runner ends it.
+#[derive(Debug)]
+pub struct StepHooks {
+    hooks: Hooks,
+    step: &'static str,
+    dry_run: bool,
+    env: HookEnv,
+    reached: bool,
+}
+
+impl StepHooks {
+    /// The hooks of `step`, with the variables every hook of it gets. A dry
+    /// run changes nothing, so it runs no hooks.
+    pub fn new(hooks: Hooks, step: &'static str, base: HookEnv, dry_run: bool) -> Self {
+        Self {
+            hooks,
+            step,
+            dry_run,
+            env: base,
+            reached: false,
+        }
+    }
+
+    /// No hooks at all (tests, and steps run from code).
+    pub fn none(step: &'static str) -> Self {
+        Self::new(Hooks::none(), step, HookEnv::default(), false)
+    }
+
+    /// The step's pre-change point: runs `pre-<step>` with the step's
+    /// variables and `vars`. `Ok(true)` when a hook ran, so that the step
+    /// reads the state again (the hook may have written to it).
+    pub async fn before_change(&mut self, vars: &HookEnv) -> Result<bool, HookError> {
+        self.env.extend(vars);
+        if self.dry_run {
+            return Ok(false);
+        }
+        self.reached = true;
+        let ran = self
+            .hooks
+            .run(&format!("pre-{}", self.step), &self.env)
+            .await?;
+        Ok(ran.is_some())
+    }
+
+    /// The executable of hook `name`, for plans: a dry run lists the hooks
+    /// a real run would run.
+    pub fn path(&self, name: &str) -> Option<PathBuf> {
+        self.hooks.path(name)
+    }
+
+    /// Sets a variable for the hooks that run after the step.
+    pub fn set(&mut self, name: &str, value: &str) {
+        self.env.set(name, value);
+    }
+
+    /// The variables the hooks get so far.
+    pub fn env(&self) -> &HookEnv {
+        &self.env
+    }
+
+    /// After the step: `post-<step>` or `on-rollback` with `vars` added,
+    /// when the step reached its pre-change point; nothing otherwise. A
+    /// failing hook here is a warning: the step's change is made.
+    pub async fn after(&mut self, end: StepEnd, vars: &HookEnv) {
+        if !self.reached {
+            return;
+        }
+        let (name, outcome) = match end {
+            StepEnd::Done => (format!("post-{}", self.step), "ok"),
+            StepEnd::CheckFailed => (format!("post-{}", self.step), "failed"),
+            StepEnd::RolledBack => ("on-rollback".to_owned(), "rolled_back"),
+            StepEnd::Stopped => return,
+        };
+        self.env.set("SWITCHYARD_OUTCOME", outcome);
+        self.env.extend(vars);
+        self.hooks.run_after(&name, &self.env).await;
     }
 }
 
@@ -263,6 +353,8 @@ fn first_line(text: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn hook(dir: &Path, name: &str, body: &str) {

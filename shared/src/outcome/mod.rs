@@ -1,12 +1,15 @@
-//! Exit codes, the same for every step, and the one place that turns a step's
-//! result into a process exit: the error chain goes to stderr (and, with
-//! `--output json`, one JSON object to stdout).
+//! How a step ends: its exit code (the same table for every step), the
+//! failure that explains a non-zero one, and the report it prints.
+//!
+//! A leaf module: it knows nothing of the state, the providers or the command
+//! line. Domain errors implement [`ExitStatus`] to say which code they stand
+//! for; [`report::emit`] is the one place that prints a step's end.
+
+pub mod report;
 
 use std::fmt::Write as _;
-use std::process::ExitCode;
 
-use super::args::OutputFormat;
-use super::output;
+pub use report::{OutputFormat, StepReport};
 
 /// A step's exit code (see DESIGN.md, "Command-line conventions").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,9 +97,19 @@ impl Failure {
         }
     }
 
+    /// A failure with `code` and a message of its own.
+    pub fn message(code: Code, message: impl std::fmt::Display) -> Self {
+        Self::new(code, anyhow::anyhow!("{message}"))
+    }
+
     /// Bad input (exit 2).
     pub fn usage(message: impl std::fmt::Display) -> Self {
-        Self::new(Code::Usage, anyhow::anyhow!("{message}"))
+        Self::message(Code::Usage, message)
+    }
+
+    /// The error and its causes as one line: `a: b: c`.
+    pub fn text(&self) -> String {
+        chain(&self.error)
     }
 }
 
@@ -122,26 +135,4 @@ pub fn chain(error: &anyhow::Error) -> String {
         let _ = write!(text, "{cause}");
     }
     text
-}
-
-/// Ends a step: prints the error (if any) and maps it to the exit code.
-pub fn report(result: Result<(), Failure>, format: OutputFormat, step: &str) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(failure) => {
-            let message = chain(&failure.error);
-            eprintln!("error: {message}");
-            if format == OutputFormat::Json {
-                let json = serde_json::json!({
-                    "ok": false,
-                    "step": step,
-                    "exit_code": failure.code.number(),
-                    "error": message,
-                });
-                println!("{json}");
-            }
-            output::github_failure(step, failure.code, &message);
-            ExitCode::from(failure.code.number())
-        }
-    }
 }

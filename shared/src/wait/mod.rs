@@ -1,5 +1,11 @@
-//! Waiting by polling with backoff, never by fixed sleeps: each wait has a
-//! deadline, observes cancellation, and paces its progress lines.
+//! Waiting: polling with backoff rather than fixed sleeps, deadlines,
+//! cancellation on SIGINT/SIGTERM, and progress lines at a steady pace.
+//!
+//! A leaf module: it knows nothing of the state, the providers or the
+//! command line, so every layer above can wait the same way.
+
+pub mod progress;
+pub mod signal;
 
 use std::time::Duration;
 
@@ -17,12 +23,6 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    /// Route53 changes usually reach INSYNC within 60 s.
-    pub const ROUTE53_CHANGE: Self = Self {
-        initial: Duration::from_secs(2),
-        max: Duration::from_secs(15),
-    };
-
     /// The delay before poll number `attempt` (0-based).
     pub fn delay(&self, attempt: u32) -> Duration {
         let factor = 1.5_f64.powi(i32::try_from(attempt.min(30)).unwrap_or(30));
