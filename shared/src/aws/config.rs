@@ -16,10 +16,68 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 /// Attempts per call (the first try included) unless `AWS_MAX_ATTEMPTS` says otherwise.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 
+/// The region when neither a flag, `AWS_REGION` nor the profile names one.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// A name that is not a region's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{flag} {value:?} is not a region name (e.g. us-east-1)")]
+pub struct RegionError {
+    /// The flag (or field) that named it.
+    pub flag: String,
+    /// What it said.
+    pub value: String,
+}
+
+impl crate::outcome::ExitStatus for RegionError {
+    fn exit_code(&self) -> crate::outcome::Code {
+        crate::outcome::Code::Usage
+    }
+}
+
+/// Checks that `value`, given by `flag`, is shaped as a region name: lower
+/// case words and a number joined by dashes, e.g. `us-east-1`,
+/// `ap-southeast-2`, `us-gov-west-1`. Whether the region exists is AWS's to say.
+pub fn check_region(flag: &str, value: &str) -> Result<(), RegionError> {
+    let parts: Vec<&str> = value.split('-').collect();
+    let words = &parts[..parts.len().saturating_sub(1)];
+    let ok = parts.len() >= 3
+        && words
+            .iter()
+            .all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase()))
+        && parts
+            .last()
+            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+    if ok {
+        Ok(())
+    } else {
+        Err(RegionError {
+            flag: flag.to_owned(),
+            value: value.to_owned(),
+        })
+    }
+}
+
+/// The region a loaded configuration calls.
+pub fn region_of(config: &SdkConfig) -> String {
+    config
+        .region()
+        .map_or_else(|| DEFAULT_REGION.to_owned(), ToString::to_string)
+}
+
+/// An EC2 client of `config` that calls `region`.
+pub fn ec2_in(config: &SdkConfig, region: &str) -> aws_sdk_ec2::Client {
+    aws_sdk_ec2::Client::from_conf(
+        aws_sdk_ec2::config::Builder::from(config)
+            .region(Region::new(region.to_owned()))
+            .build(),
+    )
+}
+
 /// Where and as whom to call AWS.
 #[derive(Debug, Clone, Default)]
 pub struct AwsSettings {
-    /// Region; falls back to the standard chain, then `us-east-1`.
+    /// Region; falls back to the standard chain, then [`DEFAULT_REGION`].
     pub region: Option<String>,
     /// Profile from the shared config files.
     pub profile: Option<String>,
@@ -51,7 +109,7 @@ pub fn timeouts() -> TimeoutConfig {
 pub async fn load(settings: &AwsSettings) -> SdkConfig {
     let region = RegionProviderChain::first_try(settings.region.clone().map(Region::new))
         .or_default_provider()
-        .or_else(Region::from_static("us-east-1"));
+        .or_else(Region::from_static(DEFAULT_REGION));
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(region)
         .retry_config(retry_policy())
@@ -60,4 +118,37 @@ pub async fn load(settings: &AwsSettings) -> SdkConfig {
         loader = loader.profile_name(profile);
     }
     loader.load().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_names_are_checked_in_one_place() {
+        for good in [
+            "us-east-1",
+            "eu-west-1",
+            "ap-southeast-2",
+            "us-gov-west-1",
+            "cn-north-1",
+        ] {
+            assert_eq!(check_region("--region", good), Ok(()), "{good}");
+        }
+        for bad in [
+            "nowhere",
+            "EU",
+            "us-east",
+            "us-east-1a",
+            "us--1",
+            "",
+            "us-east-1 ",
+        ] {
+            assert!(check_region("--region", bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            check_region("--regions", "EU").unwrap_err().to_string(),
+            "--regions \"EU\" is not a region name (e.g. us-east-1)"
+        );
+    }
 }

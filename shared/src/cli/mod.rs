@@ -6,13 +6,17 @@
 //! command's job (`crate::commands`); nothing below the commands imports
 //! this module.
 
+pub mod admin;
 pub mod args;
+pub mod bake_ami;
 pub mod generate;
+pub mod register_host;
 pub mod route;
 pub mod values;
 
 pub use args::{parse_duration, CommonArgs, StepArgs};
 pub mod shift_weight;
+pub mod verify_health;
 
 #[cfg(test)]
 mod tests;

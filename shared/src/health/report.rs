@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::alarms::AlarmsReport;
 use super::policy::{EndpointState, ProbeReport};
-use crate::outcome::StepReport;
+use crate::outcome::{Code, Failure, StepReport};
 use crate::state::{
     EndpointVerdict, Health, JournalEntry, Outcome, StateError, StateFile, Verdict,
 };
@@ -219,6 +219,24 @@ impl StepReport for HealthReport {
             out.push(("p95-ms".into(), p.latency.p95_ms.to_string()));
         }
         out
+    }
+
+    fn failure(&self) -> Option<Failure> {
+        (self.verdict != Health::Healthy).then(|| {
+            Failure::message(
+                Code::CheckFailed,
+                format!(
+                    "{} is {}: {}",
+                    self.stack.as_deref().unwrap_or("the target"),
+                    word(self.verdict),
+                    self.summary
+                ),
+            )
+        })
+    }
+
+    fn hook_vars(&self) -> Vec<(&'static str, String)> {
+        vec![("SWITCHYARD_VERDICT", word(self.verdict).to_owned())]
     }
 
     fn summary(&self) -> String {

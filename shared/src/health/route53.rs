@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::aws::route53::{self as api, InsyncError};
 use crate::aws::ProviderError;
-use crate::outcome::{Code, ExitStatus, StepReport};
-use crate::state::Health;
+use crate::outcome::{Code, ExitStatus, Failure, StepReport};
+use crate::state::{Change, Health, JournalEntry, Outcome, StateError, StateFile};
 
 /// The kind of check. Spelled the same on the command line and in a routes
 /// spec (`http`, `https-str-match`, ...).
@@ -291,6 +291,34 @@ pub struct EnsureReport {
     /// The Route53 change that associated them, if one was needed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub change: Option<String>,
+}
+
+impl EnsureReport {
+    /// Journals the checks in the state: which check each member has, and
+    /// the ones created or newly associated as changes.
+    pub fn record(&self, file: &StateFile) -> Result<(), StateError> {
+        let mut doc = file.load()?;
+        let mut entry = JournalEntry::new("verify-health", "route53-health-checks", Outcome::Ok)
+            .detail(format!(
+                "{}: {}",
+                self.route,
+                self.checks
+                    .iter()
+                    .map(|c| format!("{}={}", c.set_id, c.health_check_id))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        for c in self.checks.iter().filter(|c| c.created || c.associated) {
+            entry = entry.change(Change {
+                resource: format!("{}#{}", self.route, c.set_id),
+                before: c.replaced.clone().map(Into::into),
+                after: Some(c.health_check_id.clone().into()),
+                reference: self.change.clone(),
+            });
+        }
+        doc.record(entry);
+        file.save(&doc)
+    }
 }
 
 /// Creates (once) a health check per member and associates each with its
@@ -573,6 +601,21 @@ impl StepReport for StatusReport {
     fn outputs(&self) -> Vec<(String, String)> {
         let all = self.members.iter().all(|m| m.verdict == Health::Healthy);
         vec![("healthy".into(), all.to_string())]
+    }
+
+    fn failure(&self) -> Option<Failure> {
+        let unhealthy: Vec<&str> = self
+            .members
+            .iter()
+            .filter(|m| m.verdict != Health::Healthy)
+            .map(|m| m.set_id.as_str())
+            .collect();
+        (!unhealthy.is_empty()).then(|| {
+            Failure::message(
+                Code::CheckFailed,
+                format!("not healthy in Route53's view: {}", unhealthy.join(", ")),
+            )
+        })
     }
 
     fn summary(&self) -> String {

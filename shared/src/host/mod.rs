@@ -196,12 +196,3 @@ impl AwsClients {
         }
     }
 }
-
-/// An EC2 client for `region`, otherwise configured as `config`.
-pub fn ec2_in(config: &aws_config::SdkConfig, region: &str) -> aws_sdk_ec2::Client {
-    aws_sdk_ec2::Client::from_conf(
-        aws_sdk_ec2::config::Builder::from(config)
-            .region(aws_config::Region::new(region.to_owned()))
-            .build(),
-    )
-}

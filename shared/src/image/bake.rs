@@ -73,10 +73,10 @@ impl Clients {
     pub fn new(config: &aws_config::SdkConfig, home_region: &str, copy_to: &[String]) -> Self {
         Self {
             home_region: home_region.to_owned(),
-            home: crate::host::ec2_in(config, home_region),
+            home: crate::aws::ec2_in(config, home_region),
             copies: copy_to
                 .iter()
-                .map(|r| (r.clone(), crate::host::ec2_in(config, r)))
+                .map(|r| (r.clone(), crate::aws::ec2_in(config, r)))
                 .collect(),
         }
     }

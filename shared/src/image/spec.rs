@@ -147,7 +147,7 @@ impl BakeSpec {
         }
         let mut seen = Vec::new();
         for region in &self.copy_to {
-            check_region("--copy-to", region)?;
+            crate::aws::check_region("--copy-to", region).map_err(|e| input(&e.to_string()))?;
             if seen.contains(region) {
                 return Err(input(&format!("--copy-to names {region} twice")));
             }
@@ -263,21 +263,6 @@ fn check_id(flag: &str, value: &str, prefix: &str) -> Result<(), BakeError> {
     } else {
         Err(input(&format!(
             "{flag} {value:?} is not an id of the form {prefix}0123456789abcdef0"
-        )))
-    }
-}
-
-/// Checks a region name such as `eu-west-1`.
-pub fn check_region(flag: &str, value: &str) -> Result<(), BakeError> {
-    let ok = value.contains('-')
-        && value
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(input(&format!(
-            "{flag} {value:?} is not a region name, e.g. eu-west-1"
         )))
     }
 }

@@ -47,6 +47,81 @@ pub trait StepReport: Serialize {
     }
 }
 
+/// The report of a dry run, or of any mode whose result is a list of
+/// actions: one line each.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// Whether nothing was changed (a dry run).
+    pub dry_run: bool,
+    /// The lines, in order.
+    pub plan: Vec<String>,
+}
+
+impl Plan {
+    /// A dry run's plan: nothing was changed.
+    pub fn dry_run(lines: Vec<String>) -> Self {
+        Self {
+            dry_run: true,
+            plan: lines,
+        }
+    }
+}
+
+impl StepReport for Plan {
+    fn text(&self) -> String {
+        self.plan.join("\n")
+    }
+
+    fn outputs(&self) -> Vec<(String, String)> {
+        vec![("plan".to_owned(), self.plan.join("\n"))]
+    }
+
+    fn summary(&self) -> String {
+        format!("```\n{}\n```\n", self.plan.join("\n"))
+    }
+}
+
+/// Declares the report of a command with several modes: an enum with one
+/// variant per mode's report, serialized as the variant's report itself,
+/// and a [`StepReport`] that answers as the variant does.
+#[macro_export]
+macro_rules! step_reports {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident {
+        $($(#[$vmeta:meta])* $variant:ident($report:ty)),+ $(,)?
+    }) => {
+        $(#[$meta])*
+        #[derive(Debug, serde::Serialize)]
+        #[serde(untagged)]
+        $vis enum $name {
+            $($(#[$vmeta])* $variant($report)),+
+        }
+
+        impl $crate::outcome::StepReport for $name {
+            fn text(&self) -> String {
+                match self { $(Self::$variant(r) => r.text()),+ }
+            }
+            fn outputs(&self) -> Vec<(String, String)> {
+                match self { $(Self::$variant(r) => r.outputs()),+ }
+            }
+            fn summary(&self) -> String {
+                match self { $(Self::$variant(r) => r.summary()),+ }
+            }
+            fn failure(&self) -> Option<$crate::outcome::Failure> {
+                match self { $(Self::$variant(r) => r.failure()),+ }
+            }
+            fn hook_vars(&self) -> Vec<(&'static str, String)> {
+                match self { $(Self::$variant(r) => r.hook_vars()),+ }
+            }
+        }
+
+        $(impl From<$report> for $name {
+            fn from(report: $report) -> Self {
+                Self::$variant(report)
+            }
+        })+
+    };
+}
+
 /// Prints a step's end in `format` and returns its exit code: the report (if
 /// the step got as far as one) and the failure (if it failed).
 pub fn emit<R: StepReport>(

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{Health, JournalEntry, Outcome, StateDocument, Weights};
+use crate::outcome::StepReport;
 
 /// One traffic move.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -244,6 +245,20 @@ fn weights_text(v: Option<&Value>) -> String {
                 .join(",")
         },
     )
+}
+
+impl StepReport for History {
+    fn text(&self) -> String {
+        self.table()
+    }
+
+    fn outputs(&self) -> Vec<(String, String)> {
+        vec![("releases".to_owned(), self.releases.len().to_string())]
+    }
+
+    fn summary(&self) -> String {
+        format!("### switchyard history\n\n```\n{}```\n", self.table())
+    }
 }
 
 impl History {

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::StateError;
+use crate::outcome::{Code, Failure, StepReport};
 
 /// The published schema, as checked in.
 pub const PUBLISHED_SCHEMA: &str = include_str!("../../../schema/state-v1.schema.json");
@@ -54,6 +55,38 @@ pub fn validate(path: &Path) -> Result<Validation, StateError> {
         valid: problems.is_empty(),
         problems,
     })
+}
+
+impl StepReport for Validation {
+    fn text(&self) -> String {
+        if self.valid {
+            return format!("{}: valid {}\n", self.path, super::document::SCHEMA);
+        }
+        let mut text = format!("{}: not valid\n", self.path);
+        for p in &self.problems {
+            text.push_str("  ");
+            text.push_str(p);
+            text.push('\n');
+        }
+        text
+    }
+
+    fn outputs(&self) -> Vec<(String, String)> {
+        vec![("valid".to_owned(), self.valid.to_string())]
+    }
+
+    fn summary(&self) -> String {
+        format!("### switchyard state validate\n\n```\n{}```\n", self.text())
+    }
+
+    fn failure(&self) -> Option<Failure> {
+        (!self.valid).then(|| {
+            Failure::message(
+                Code::CheckFailed,
+                format!("{} is not a valid state file", self.path),
+            )
+        })
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 pub mod alb;
 pub mod haproxy;
 pub mod lease;
+pub mod lock;
 pub mod plan;
 pub mod regional;
 pub mod route;

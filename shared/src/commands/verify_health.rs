@@ -1,0 +1,387 @@
+//! `verify-health`: decide whether a stack is healthy, from HTTP(S) probes
+//! and CloudWatch alarms ([`crate::health::Verification`]); and manage the
+//! Route53 health checks of a record group ([`crate::health::route53`]).
+
+use aws_sdk_route53::types::RrType;
+
+use crate::aws::{self, iam};
+use crate::cli::verify_health::{
+    Command as Sub, EnsureArgs, GroupArgs, Route53Command, VerifyArgs, VerifyHealthArgs,
+};
+use crate::health::alarms::AlarmGate;
+use crate::health::probe::{self, BodyRule, JsonCheck, ProbeSpec, StatusSet};
+use crate::health::report::HealthReport;
+use crate::health::route53::{self as checks, CheckSpec, EnsureReport, StatusReport};
+use crate::health::targets::{self, UrlTemplate};
+use crate::health::{HttpProbe, ProbePolicy, Verification};
+use crate::outcome::report::Plan;
+use crate::outcome::{Code, Failure};
+use crate::state::{StateDocument, StateFile};
+use crate::step::{Command, Step};
+use crate::wait::progress::short;
+
+/// The `verify-health` command.
+#[derive(Debug)]
+pub struct VerifyHealth;
+
+/// The checked flags of each mode.
+#[derive(Debug)]
+pub enum Settings {
+    /// Probe and watch a stack.
+    Verify(Box<Verify>),
+    /// Create (once) and associate the Route53 health checks of a group.
+    Ensure {
+        group: checks::RecordGroup,
+        members: Vec<checks::Member>,
+        spec: CheckSpec,
+    },
+    /// Read the Route53 health of a group's members.
+    Status(checks::RecordGroup),
+}
+
+/// The checked flags of a verification; the endpoints come from the state at run time.
+#[derive(Debug)]
+pub struct Verify {
+    args: VerifyArgs,
+    probe: HttpProbe,
+    policy: ProbePolicy,
+}
+
+crate::step_reports! {
+    /// What each mode reports.
+    pub enum Report {
+        /// A verification's verdict and evidence.
+        Verdict(HealthReport),
+        /// A dry run's plan.
+        Plan(Plan),
+        /// The Route53 health checks ensured.
+        Ensured(EnsureReport),
+        /// The Route53 health of a group.
+        Status(StatusReport),
+    }
+}
+
+impl Command for VerifyHealth {
+    const STEP: &'static str = "verify-health";
+    // Thousands of probes at once: every core.
+    const MULTI_THREAD: bool = true;
+    type Args = VerifyHealthArgs;
+    type Settings = Settings;
+    type Report = Report;
+
+    fn settings(args: VerifyHealthArgs) -> Result<Settings, Failure> {
+        match args.command {
+            None => {
+                let v = args.verify;
+                let probe = HttpProbe::with_spec(probe_spec(&v)?)
+                    .map_err(|e| Failure::new(Code::Usage, e))?;
+                let policy = probe_policy(&v, args.common.timeout);
+                policy.check().map_err(|e| Failure::new(Code::Usage, e))?;
+                Ok(Settings::Verify(Box::new(Verify {
+                    args: v,
+                    probe,
+                    policy,
+                })))
+            }
+            Some(Sub::Route53(Route53Command::Ensure(a))) => ensure_settings(&a),
+            Some(Sub::Route53(Route53Command::Status(g))) => Ok(Settings::Status(group(&g)?)),
+        }
+    }
+
+    fn policy(settings: &Settings) -> iam::Policy {
+        match settings {
+            Settings::Verify(v) if v.args.alarms.is_empty() && v.args.alarm_prefixes.is_empty() => {
+                iam::Policy::new()
+            }
+            Settings::Verify(_) => crate::health::alarms::policy(),
+            Settings::Ensure { group, .. } => checks::policy(&group.zone_id, true),
+            Settings::Status(group) => checks::policy(&group.zone_id, false),
+        }
+    }
+
+    async fn run(settings: Settings, step: &mut Step) -> Result<Report, Failure> {
+        match settings {
+            Settings::Verify(v) => verify(*v, step).await,
+            Settings::Ensure {
+                group,
+                members,
+                spec,
+            } => {
+                if step.dry_run {
+                    return Ok(Plan::dry_run(
+                        members
+                            .iter()
+                            .map(|m| {
+                                format!(
+                                    "would ensure a {:?} health check of {}:{}{} for {} and associate it with its record set",
+                                    spec.kind, m.host, m.port, m.path, m.set_id
+                                )
+                            })
+                            .collect(),
+                    )
+                    .into());
+                }
+                let client = aws_sdk_route53::Client::new(&aws::load(&step.aws).await);
+                let report = checks::ensure(
+                    &client,
+                    &group,
+                    &members,
+                    &spec,
+                    step.deadline,
+                    &step.cancel,
+                )
+                .await?;
+                Ok(report.into())
+            }
+            Settings::Status(group) => {
+                let client = aws_sdk_route53::Client::new(&aws::load(&step.aws).await);
+                Ok(checks::status(&client, &group).await?.into())
+            }
+        }
+    }
+
+    fn record(report: &Report, state: &StateFile) -> Result<(), Failure> {
+        match report {
+            Report::Verdict(verdict) => verdict.record(state)?,
+            Report::Ensured(ensured) => ensured.record(state)?,
+            Report::Plan(_) | Report::Status(_) => {}
+        }
+        Ok(())
+    }
+}
+
+/// Reads the endpoints (from the state, unless given), probes them and
+/// watches the alarms. The verdict is the report: an unhealthy one exits 1.
+async fn verify(v: Verify, step: &mut Step) -> Result<Report, Failure> {
+    let Verify {
+        args,
+        probe,
+        policy,
+    } = v;
+    let doc = step.state.load()?;
+    let (stack, urls) = endpoints(&args, &doc)?;
+    if step.dry_run {
+        return Ok(Plan::dry_run(plan(&args, stack.as_deref(), &urls)).into());
+    }
+    let alarms = if args.alarms.is_empty() && args.alarm_prefixes.is_empty() {
+        None
+    } else {
+        let config = aws::load(&step.aws).await;
+        let gate = AlarmGate {
+            names: args.alarms.clone(),
+            prefixes: args.alarm_prefixes.clone(),
+            window: args.alarm_window,
+            interval: args.alarm_interval,
+            insufficient: args.insufficient_data,
+        };
+        Some((aws_sdk_cloudwatch::Client::new(&config), gate))
+    };
+    let verification = Verification {
+        stack: stack.clone(),
+        urls,
+        probe,
+        policy,
+        alarms,
+    };
+    let mut env = doc.hook_env();
+    env.set_opt("SWITCHYARD_STACK", stack.as_deref());
+    step.hooks.before_change(&env).await?;
+    let report = verification.run(&step.cancel).await?;
+    if let Some(path) = &args.junit {
+        std::fs::write(path, report.junit()).map_err(|e| {
+            Failure::new(
+                Code::Provider,
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot write --junit {}: {e}", path.display()),
+                ),
+            )
+        })?;
+    }
+    Ok(report.into())
+}
+
+/// The stack (if one) and the URLs to probe: given URLs, a file of them, or
+/// the stack's endpoints from the state.
+fn endpoints(
+    v: &VerifyArgs,
+    doc: &StateDocument,
+) -> Result<(Option<String>, Vec<String>), Failure> {
+    let template = UrlTemplate {
+        scheme: v.scheme.clone(),
+        port: v.port,
+        path: v.path.clone(),
+    };
+    let mut endpoints = v.urls.clone();
+    if let Some(file) = &v.urls_file {
+        endpoints.extend(targets::read_urls_file(file).map_err(Failure::usage)?);
+    }
+    let stack = match &v.stack {
+        Some(name) if endpoints.is_empty() => {
+            let (found, from_state) =
+                targets::stack_endpoints(doc, name).map_err(Failure::usage)?;
+            endpoints = from_state;
+            Some(found)
+        }
+        Some(name) => Some(name.clone()),
+        None => None,
+    };
+    if endpoints.is_empty() && v.alarms.is_empty() && v.alarm_prefixes.is_empty() {
+        return Err(Failure::usage(
+            "nothing to verify: give --stack, --url, --urls-file, --alarm or --alarm-prefix",
+        ));
+    }
+    let urls = endpoints
+        .iter()
+        .map(|e| targets::endpoint_url(e, &template))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Failure::usage)?;
+    Ok((stack, urls))
+}
+
+/// The probe policy the flags ask for.
+fn probe_policy(v: &VerifyArgs, deadline: std::time::Duration) -> ProbePolicy {
+    ProbePolicy {
+        initial_delay: v.initial_delay,
+        interval: v.interval,
+        attempts: v.attempts,
+        successes: v.successes,
+        failures: v.failures,
+        deadline,
+        quorum: v.quorum,
+        p95_limit: v.p95_limit,
+        max_limit: v.max_latency,
+        concurrency: v.concurrency,
+    }
+}
+
+/// What a dry run would probe and watch.
+fn plan(v: &VerifyArgs, stack: Option<&str>, urls: &[String]) -> Vec<String> {
+    let mut lines = vec![format!(
+        "would probe {} endpoint(s){}",
+        urls.len(),
+        stack.map(|s| format!(" of stack {s}")).unwrap_or_default()
+    )];
+    lines.extend(urls.iter().map(|u| format!("  {u}")));
+    lines.extend(
+        v.alarms
+            .iter()
+            .map(|a| format!("would watch alarm {a} for {}", short(v.alarm_window))),
+    );
+    lines
+}
+
+fn probe_spec(v: &VerifyArgs) -> Result<ProbeSpec, Failure> {
+    let usage = |e: probe::ProbeSpecError| Failure::new(Code::Usage, e);
+    let mut body_rules = Vec::new();
+    if let Some(re) = &v.body_regex {
+        body_rules.push(BodyRule::new(re, true).map_err(usage)?);
+    }
+    if let Some(re) = &v.body_not_regex {
+        body_rules.push(BodyRule::new(re, false).map_err(usage)?);
+    }
+    if let Some(path) = &v.ca_bundle {
+        if !path.is_file() {
+            return Err(Failure::usage(format!(
+                "--ca-bundle {} is not a file",
+                path.display()
+            )));
+        }
+    }
+    Ok(ProbeSpec {
+        method: probe::parse_method(&v.method).map_err(usage)?,
+        headers: v
+            .headers
+            .iter()
+            .map(|h| probe::parse_header(h))
+            .collect::<Result<_, _>>()
+            .map_err(usage)?,
+        body: v.body.clone(),
+        expect: v.expect_status.parse::<StatusSet>().map_err(usage)?,
+        body_rules,
+        json_checks: v
+            .json_checks
+            .iter()
+            .map(|j| j.parse::<JsonCheck>())
+            .collect::<Result<_, _>>()
+            .map_err(usage)?,
+        connect_timeout: v.connect_timeout,
+        timeout: v.probe_timeout,
+        max_body: v.max_body,
+        max_redirects: v.max_redirects,
+        ca_bundle: v.ca_bundle.clone(),
+        insecure: v.insecure,
+        host_header: v.host_header.clone(),
+        resolve: v
+            .resolve
+            .iter()
+            .map(|r| probe::parse_resolve(r))
+            .collect::<Result<_, _>>()
+            .map_err(usage)?,
+    })
+}
+
+/// The record group the flags name.
+fn group(g: &GroupArgs) -> Result<checks::RecordGroup, Failure> {
+    let rtype: RrType =
+        crate::aws::route53::parse_record_type(&g.record_type).map_err(Failure::usage)?;
+    Ok(checks::RecordGroup {
+        zone_id: g.zone_id.clone(),
+        name: g.record_name.clone(),
+        rtype,
+    })
+}
+
+fn ensure_settings(a: &EnsureArgs) -> Result<Settings, Failure> {
+    let spec = CheckSpec {
+        kind: a.kind,
+        request_interval: a.request_interval,
+        failure_threshold: a.failure_threshold,
+        search_string: a.search_string.clone(),
+    };
+    spec.check()?;
+    let members = a
+        .members
+        .iter()
+        .map(|m| checks::parse_member(m, &spec))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Settings::Ensure {
+        group: group(&a.group)?,
+        members,
+        spec,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn spec(extra: &[&str]) -> Result<ProbeSpec, String> {
+        let mut line = vec!["verify-health", "--url", "http://127.0.0.1:1/"];
+        line.extend_from_slice(extra);
+        let args = VerifyHealthArgs::try_parse_from(line).map_err(|e| e.to_string())?;
+        probe_spec(&args.verify).map_err(|f| format!("{}: {}", f.code.number(), f.error))
+    }
+
+    #[test]
+    fn probe_flags_are_checked() {
+        assert!(spec(&["--expect-status", "200,204", "--json", "/status == ok"]).is_ok());
+        assert!(spec(&["--expect-status", "2xx"])
+            .unwrap_err()
+            .starts_with("2: invalid status set"));
+        assert!(spec(&["--body-regex", "("])
+            .unwrap_err()
+            .starts_with("2: invalid regular expression"));
+        assert!(spec(&["--json", "status"])
+            .unwrap_err()
+            .starts_with("2: invalid JSON check"));
+        assert!(spec(&["--header", "nocolon"])
+            .unwrap_err()
+            .starts_with("2: invalid header"));
+        assert!(spec(&["--ca-bundle", "/nonexistent.pem"])
+            .unwrap_err()
+            .contains("is not a file"));
+    }
+}

@@ -1,0 +1,217 @@
+//! The deployment lock as people manage it (`switchyard lock`): who holds a
+//! route's lease, and releasing it — a lease this state file's run took, or
+//! with `force` one a killed run left. The lease itself is [`super::lease`].
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{Lease, Router, TrafficError};
+use crate::outcome::{Code, Failure, StepReport};
+use crate::state::{JournalEntry, Outcome, StateError, StateFile};
+
+/// Errors of a release.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(transparent)]
+    Traffic(#[from] TrafficError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("{resource} is {holder}, not by a run of this state file; pass --force to release it anyway (only if that run is gone)")]
+    NotOurs { resource: String, holder: String },
+}
+
+impl crate::outcome::ExitStatus for LockError {
+    fn exit_code(&self) -> Code {
+        match self {
+            Self::Traffic(e) => e.exit_code(),
+            Self::State(e) => e.exit_code(),
+            Self::NotOurs { .. } => Code::Conflict,
+        }
+    }
+}
+
+/// One lease as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeaseView {
+    /// Who holds it.
+    pub holder: String,
+    /// Why, if the holder said.
+    pub message: String,
+    /// When it was taken.
+    pub since: DateTime<Utc>,
+    /// When it lapses.
+    pub expires: DateTime<Utc>,
+    /// Whether it has lapsed (then any run may take it over).
+    pub expired: bool,
+    /// The lease in one line.
+    #[serde(skip)]
+    describe: String,
+}
+
+/// Who holds a route's lock.
+#[derive(Debug, Clone, Serialize)]
+pub struct LockStatus {
+    /// Where the lease lives.
+    pub lock: String,
+    /// Whether a live (unexpired) lease holds it.
+    pub held: bool,
+    /// Every lease found, live or expired.
+    pub leases: Vec<LeaseView>,
+}
+
+/// Reads who holds `router`'s lock.
+pub async fn status<R: Router>(router: &R) -> Result<LockStatus, TrafficError> {
+    let now = Utc::now();
+    let leases: Vec<LeaseView> = router
+        .leases()
+        .await?
+        .into_iter()
+        .map(|l| LeaseView {
+            holder: l.holder.clone(),
+            message: l.message.replace('_', " "),
+            since: l.since,
+            expires: l.expires,
+            expired: l.expired(now),
+            describe: l.describe(),
+        })
+        .collect();
+    Ok(LockStatus {
+        lock: router.lease_resource(),
+        held: leases.iter().any(|l| !l.expired),
+        leases,
+    })
+}
+
+impl StepReport for LockStatus {
+    fn text(&self) -> String {
+        if self.leases.is_empty() {
+            return format!("{}: free\n", self.lock);
+        }
+        let mut text = String::new();
+        for l in &self.leases {
+            let expired = if l.expired { "expired, " } else { "" };
+            let _ = writeln!(text, "{}: {expired}{}", self.lock, l.describe);
+        }
+        text
+    }
+
+    fn outputs(&self) -> Vec<(String, String)> {
+        vec![
+            ("lock".to_owned(), self.lock.clone()),
+            ("held".to_owned(), self.held.to_string()),
+        ]
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "### switchyard lock: {}\n\n{}",
+            if self.held { "held" } else { "free" },
+            self.text()
+        )
+    }
+
+    fn failure(&self) -> Option<Failure> {
+        self.held
+            .then(|| Failure::message(Code::Conflict, "the lock is held"))
+    }
+}
+
+/// What a release did (or, in a dry run, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct LockRelease {
+    /// Where the lease lives.
+    pub lock: String,
+    /// A dry run: nothing was released.
+    pub dry_run: bool,
+    /// The leases released (or that would be), described.
+    pub released: Vec<String>,
+}
+
+/// Releases `router`'s lock: the lease this state file's run holds, an
+/// expired one, or with `force` any. Each release is journaled.
+pub async fn release<R: Router>(
+    router: &R,
+    state: &StateFile,
+    force: bool,
+    dry_run: bool,
+) -> Result<LockRelease, LockError> {
+    let mut report = LockRelease {
+        lock: router.lease_resource(),
+        dry_run,
+        released: Vec::new(),
+    };
+    let leases = router.leases().await?;
+    if leases.is_empty() {
+        return Ok(report);
+    }
+    let mut doc = state.load()?;
+    let ours: Option<Lease> = doc
+        .traffic
+        .get(&router.id())
+        .and_then(|r| r.extra.get("lease"))
+        .and_then(|v| v.as_str())
+        .and_then(Lease::decode);
+    for lease in &leases {
+        let mine = ours.as_ref().is_some_and(|o| o.token == lease.token);
+        if !mine && !force && !lease.expired(Utc::now()) {
+            return Err(LockError::NotOurs {
+                resource: router.lease_resource(),
+                holder: lease.describe(),
+            });
+        }
+        report.released.push(lease.describe());
+        if dry_run {
+            continue;
+        }
+        router.release_lease(lease).await?;
+        doc.record(
+            JournalEntry::new("switchyard", "lock-released", Outcome::Ok)
+                .detail(format!(
+                    "{}: {}{}",
+                    router.lease_resource(),
+                    lease.describe(),
+                    if mine { "" } else { " (forced)" }
+                ))
+                .with("route", router.id()),
+        );
+    }
+    if !dry_run {
+        if let Some(route) = doc.traffic.get_mut(&router.id()) {
+            route.extra.remove("lease");
+        }
+        state.save(&doc)?;
+    }
+    Ok(report)
+}
+
+impl StepReport for LockRelease {
+    fn text(&self) -> String {
+        if self.released.is_empty() {
+            return format!("{}: free; nothing to release\n", self.lock);
+        }
+        let verb = if self.dry_run {
+            "would release"
+        } else {
+            "released"
+        };
+        let was = if self.dry_run { "" } else { "was " };
+        let mut text = String::new();
+        for lease in &self.released {
+            let _ = writeln!(text, "{verb} {}: {was}{lease}", self.lock);
+        }
+        text
+    }
+
+    fn outputs(&self) -> Vec<(String, String)> {
+        vec![
+            ("lock".to_owned(), self.lock.clone()),
+            ("released".to_owned(), self.released.len().to_string()),
+        ]
+    }
+
+    fn summary(&self) -> String {
+        format!("### switchyard lock release\n\n{}", self.text())
+    }
+}
