@@ -196,7 +196,7 @@ async fn a_failing_up_shows_the_tail_of_its_stderr_and_a_taken_port_fails_up() {
          exited with exit status 17: \npulling\nError: image go-auth:9.9 not found"
     );
     assert_eq!(
-        switchyard::cli::ExitStatus::exit_code(&err),
-        switchyard::cli::Code::Provider
+        switchyard::outcome::ExitStatus::exit_code(&err),
+        switchyard::outcome::Code::Provider
     );
 }

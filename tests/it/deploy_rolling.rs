@@ -13,10 +13,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::Value;
-use switchyard::cli::{Code, ExitStatus};
-use switchyard::stack::rolling::{
-    self, BatchVerdict, FnCheck, RollingClients, RollingSettings, RollingStatus,
-};
+use switchyard::outcome::{Code, ExitStatus};
+use switchyard::stack::asg::AsgClients;
+use switchyard::stack::rolling::{self, BatchVerdict, FnCheck, RollingSettings, RollingStatus};
 use switchyard::stack::Wait;
 use switchyard::state::StateFile;
 use switchyard::wait::Backoff;
@@ -33,11 +32,19 @@ const POLL: Backoff = Backoff {
     max: Duration::from_millis(200),
 };
 
-fn clients(moto: &Moto) -> RollingClients {
+fn clients(moto: &Moto) -> AsgClients {
     use aws_sdk_autoscaling::config::{BehaviorVersion, Credentials, Region};
     let creds = Credentials::new("testing", "testing", None, None, "test");
     let region = Region::new("us-east-1");
-    RollingClients {
+    AsgClients {
+        cloudwatch: aws_sdk_cloudwatch::Client::from_conf(
+            aws_sdk_cloudwatch::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .endpoint_url(moto.endpoint())
+                .region(region.clone())
+                .credentials_provider(creds.clone())
+                .build(),
+        ),
         autoscaling: aws_sdk_autoscaling::Client::from_conf(
             aws_sdk_autoscaling::Config::builder()
                 .behavior_version(BehaviorVersion::latest())

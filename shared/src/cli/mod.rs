@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod args;
 pub mod bake_ami;
+pub mod deploy_standby;
 pub mod generate;
 pub mod register_host;
 pub mod route;

@@ -5,6 +5,7 @@ use clap::CommandFactory;
 
 use super::admin::SwitchyardArgs;
 use super::bake_ami::BakeAmiArgs;
+use super::deploy_standby::DeployStandbyArgs;
 use super::register_host::RegisterHostArgs;
 use super::shift_weight::ShiftWeightArgs;
 use super::verify_health::VerifyHealthArgs;
@@ -72,5 +73,15 @@ fn switchyard() {
     insta::assert_snapshot!(
         "switchyard-lock-status-help",
         help::<SwitchyardArgs>(&["lock", "status"])
+    );
+}
+
+#[test]
+fn deploy_standby() {
+    DeployStandbyArgs::command().debug_assert();
+    insta::assert_snapshot!("deploy-standby-help", help::<DeployStandbyArgs>(&[]));
+    insta::assert_snapshot!(
+        "deploy-standby-retire-help",
+        help::<DeployStandbyArgs>(&["retire"])
     );
 }

@@ -8,6 +8,8 @@ use clap::ValueEnum;
 use crate::health::alarms::InsufficientData;
 use crate::health::route53::CheckKind;
 use crate::outcome::OutputFormat;
+use crate::stack::asg::HealthCheckType;
+use crate::stack::standby::Color;
 
 impl ValueEnum for OutputFormat {
     fn value_variants<'a>() -> &'a [Self] {
@@ -53,6 +55,29 @@ impl ValueEnum for CheckKind {
             }
             Self::Tcp => "A TCP connection",
         }))
+    }
+}
+
+impl ValueEnum for Color {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Color::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()))
+    }
+}
+
+impl ValueEnum for HealthCheckType {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Self::Ec2, Self::Elb]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            Self::Ec2 => PossibleValue::new("ec2").help("The instance's EC2 status checks"),
+            Self::Elb => PossibleValue::new("elb").help("The load balancer's target health checks"),
+        })
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod bake_ami;
+pub mod deploy_standby;
 pub mod register_host;
 pub mod route;
 pub mod shift_weight;

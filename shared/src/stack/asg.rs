@@ -87,6 +87,25 @@ pub enum Scaling {
     CpuTarget(f64),
 }
 
+/// What decides that a group's instance is unhealthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthCheckType {
+    /// The instance's EC2 status checks.
+    Ec2,
+    /// The load balancer's target health checks.
+    Elb,
+}
+
+impl HealthCheckType {
+    /// The name Auto Scaling's API gives it: `EC2` or `ELB`.
+    pub fn api(self) -> &'static str {
+        match self {
+            Self::Ec2 => "EC2",
+            Self::Elb => "ELB",
+        }
+    }
+}
+
 /// What every group of the release looks like, apart from its color.
 #[derive(Debug, Clone)]
 pub struct AsgSettings {
@@ -100,8 +119,8 @@ pub struct AsgSettings {
     pub subnets: Vec<String>,
     /// Target group ARNs for a new group.
     pub target_groups: Vec<String>,
-    /// `EC2` or `ELB`.
-    pub health_check_type: String,
+    /// What decides an instance is unhealthy.
+    pub health_check_type: HealthCheckType,
     /// Health check grace period of a new group.
     pub grace_period: Duration,
     /// Desired capacity; by default the `capacity_from` color's.
@@ -130,7 +149,7 @@ impl Default for AsgSettings {
             user_data: None,
             subnets: Vec::new(),
             target_groups: Vec::new(),
-            health_check_type: "EC2".to_owned(),
+            health_check_type: HealthCheckType::Ec2,
             grace_period: Duration::from_secs(300),
             desired: None,
             min: None,
@@ -443,7 +462,7 @@ impl AsgDriver {
             } else {
                 format!("target groups {}, ", s.target_groups.join(","))
             },
-            s.health_check_type,
+            s.health_check_type.api(),
             s.grace_period.as_secs(),
         ));
         if changes.apply {
@@ -456,7 +475,7 @@ impl AsgDriver {
                 desired: t.desired,
                 subnets: s.subnets.clone(),
                 target_groups: s.target_groups.clone(),
-                health_check_type: s.health_check_type.clone(),
+                health_check_type: s.health_check_type.api().to_owned(),
                 grace_period_secs: u32::try_from(s.grace_period.as_secs()).unwrap_or(u32::MAX),
                 tags: t.tags.clone(),
             };

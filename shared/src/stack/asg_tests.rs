@@ -67,13 +67,7 @@ fn driver_with_elb(
 ) -> AsgDriver {
     // Never called by these tests (their scaling is unmanaged); pointed at a
     // closed loopback port so that a stray call fails instead of leaving the machine.
-    let cloudwatch = aws_sdk_cloudwatch::Client::from_conf(
-        aws_sdk_cloudwatch::Config::builder()
-            .behavior_version(aws_sdk_cloudwatch::config::BehaviorVersion::latest())
-            .region(aws_sdk_cloudwatch::config::Region::from_static("us-east-1"))
-            .endpoint_url("http://127.0.0.1:9")
-            .build(),
-    );
+    let cloudwatch = super::super::unused_cloudwatch();
     AsgDriver::new(
         AsgClients {
             autoscaling: mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, autoscaling, |c| c

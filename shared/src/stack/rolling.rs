@@ -53,7 +53,7 @@
 //! # Wiring (for the deploy-standby step)
 //!
 //! ```text
-//! let clients = RollingClients { autoscaling, ec2, elbv2 };
+//! let clients = AsgClients::new(&config);
 //! let settings = RollingSettings { stack, group, version, image, user_data,
 //!     batch_size, batch_interval, start_first, poll: RollingSettings::POLL };
 //! let check = HealthBatchCheck { probe, policy, url: UrlTemplate { port: Some(8080), .. } };
@@ -73,6 +73,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use super::asg::AsgClients;
 use super::{StackError, Wait};
 use crate::aws::{elbv2, ProviderError};
 use crate::health::policy::{self, ProbePolicy};
@@ -88,17 +89,6 @@ const STEP: &str = "deploy-standby";
 
 /// The key of a stack entry that holds the rolling progress.
 pub const PROGRESS_KEY: &str = "rolling";
-
-/// The SDK clients the rolling strategy calls.
-#[derive(Debug, Clone)]
-pub struct RollingClients {
-    /// DescribeAutoScalingGroups, UpdateAutoScalingGroup, TerminateInstanceInAutoScalingGroup.
-    pub autoscaling: aws_sdk_autoscaling::Client,
-    /// DescribeLaunchTemplates, CreateLaunchTemplateVersion, DescribeInstances.
-    pub ec2: aws_sdk_ec2::Client,
-    /// DescribeTargetGroups, DescribeTargetHealth (groups with target groups only).
-    pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
-}
 
 /// What to roll, and how.
 #[derive(Debug, Clone)]
@@ -362,7 +352,7 @@ pub fn progress(doc: &StateDocument, stack: &str) -> Option<RollingProgress> {
 /// Runs a rolling update of `settings.group` (see the module docs).
 #[allow(clippy::too_many_lines)]
 pub async fn update<C: BatchCheck>(
-    clients: &RollingClients,
+    clients: &AsgClients,
     settings: &RollingSettings,
     check: &C,
     file: &StateFile,
@@ -523,7 +513,7 @@ pub async fn update<C: BatchCheck>(
 /// Every change [`update`] would make, in order, without making any
 /// (`--dry-run`); reads the group and its launch template only.
 pub async fn plan(
-    clients: &RollingClients,
+    clients: &AsgClients,
     settings: &RollingSettings,
 ) -> Result<Vec<String>, RollingError> {
     settings.check()?;
@@ -630,7 +620,7 @@ pub fn confirm(file: &StateFile, stack: &str) -> Result<RollingReport, RollingEr
 /// failed, interrupted or still marked in progress by a killed run. Refused
 /// (exit 5) when there is none.
 pub async fn rollback(
-    clients: &RollingClients,
+    clients: &AsgClients,
     file: &StateFile,
     stack: &str,
     poll: Backoff,
@@ -696,7 +686,7 @@ impl From<ProviderError> for RollingError {
 }
 
 struct Run<'a> {
-    clients: &'a RollingClients,
+    clients: &'a AsgClients,
     file: &'a StateFile,
     doc: StateDocument,
     stack: String,

@@ -235,12 +235,13 @@ fn mocks(fake: &Arc<Mutex<Fake>>) -> Mocks {
     }
 }
 
-fn clients(autoscaling: &[&Rule], ec2: &[&Rule]) -> RollingClients {
+fn clients(autoscaling: &[&Rule], ec2: &[&Rule]) -> AsgClients {
     clients_with_elb(autoscaling, ec2, &[])
 }
 
-fn clients_with_elb(autoscaling: &[&Rule], ec2: &[&Rule], elbv2: &[&Rule]) -> RollingClients {
-    RollingClients {
+fn clients_with_elb(autoscaling: &[&Rule], ec2: &[&Rule], elbv2: &[&Rule]) -> AsgClients {
+    AsgClients {
+        cloudwatch: super::super::unused_cloudwatch(),
         autoscaling: mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, autoscaling, |c| c
             .retry_config(retry_policy())),
         ec2: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, ec2, |c| c

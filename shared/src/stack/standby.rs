@@ -45,10 +45,46 @@ use crate::wait::progress::short;
 /// The step's name, in the journal and the hooks.
 pub const STEP: &str = "deploy-standby";
 
-/// The two colors of a blue-green pair.
-pub const COLORS: [&str; 2] = ["blue", "green"];
+/// A color of a blue-green pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Color {
+    /// The first color: a first release comes up blue.
+    Blue,
+    /// The second color.
+    Green,
+}
 
-/// The other color of the pair.
+impl Color {
+    /// Both colors, blue first.
+    pub const ALL: [Color; 2] = [Color::Blue, Color::Green];
+
+    /// The color as the state, group names and flags spell it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Blue => "blue",
+            Self::Green => "green",
+        }
+    }
+
+    /// The other color of the pair.
+    pub fn other(self) -> Self {
+        match self {
+            Self::Blue => Self::Green,
+            Self::Green => Self::Blue,
+        }
+    }
+}
+
+impl std::fmt::Display for Color {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The two colors of a blue-green pair, as the state spells them.
+pub const COLORS: [&str; 2] = [Color::Blue.name(), Color::Green.name()];
+
+/// The other color of the pair, by name.
 pub fn other(color: &str) -> &'static str {
     if color == "blue" {
         "green"
@@ -176,7 +212,7 @@ pub struct DeployRequest {
     /// Version; by default the state's deployment version.
     pub version: Option<String>,
     /// The color; by default the one that is not active (see the module docs).
-    pub color: Option<String>,
+    pub color: Option<Color>,
     /// The image for every region; by default the state's image per region.
     pub image: Option<String>,
 }
@@ -187,7 +223,7 @@ pub struct RetireRequest {
     /// Service; by default the state's deployment service.
     pub service: Option<String>,
     /// The color to scale down; by default the one whose peer takes 100%.
-    pub color: Option<String>,
+    pub color: Option<Color>,
     /// How long after the shift completed the old stack stays up.
     pub retire_after: Duration,
 }
@@ -692,13 +728,8 @@ pub async fn deploy(
                 "no --version, and the state names no deployment version".to_owned(),
             )
         })?;
-    if let Some(c) = &req.color {
-        if !COLORS.contains(&c.as_str()) {
-            return Err(StackError::Invalid(format!("--color {c:?} is not blue or green")).into());
-        }
-    }
 
-    let (color, reason) = pick_color(&doc, regions, req.color.as_deref(), &service).await?;
+    let (color, reason) = pick_color(&doc, regions, req.color.map(Color::name), &service).await?;
     let peer = other(&color);
     tracing::info!("standby color: {color} ({reason})");
 
@@ -846,7 +877,7 @@ pub async fn retire(
     let started = Instant::now();
     let doc = file.load()?;
     let service = service_of(&doc, req.service.as_ref())?;
-    let (color, reason) = retiring_color(&doc, req.color.as_deref())?;
+    let (color, reason) = retiring_color(&doc, req.color.map(Color::name))?;
     let check = retire_check(&doc, &color, req.retire_after, Utc::now());
     let specs: Vec<Planned> = regions
         .iter()
