@@ -153,7 +153,7 @@ run() {
 }
 
 section "version 1 goes live as blue (deploy-standby --driver command), HAProxy in front on 127.0.0.1:$FRONT_PORT"
-run "deploy v1 (blue, command)" 0 "$BIN/deploy-standby" "${COMMAND_DRIVER[@]}" --color blue --release 1
+run "deploy v1 (blue, command)" 0 "$BIN/deploy-standby" "${COMMAND_DRIVER[@]}" --color blue --app-version 1
 python3 - "$STATE" <<'PY'
 import json, sys
 # Blue is the live stack of an earlier release: mark it so, as that release's
@@ -227,9 +227,9 @@ AMI=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["image"]["
 # file: moto's instances run nothing, and the demo never aims at anything but
 # loopback. The local process that really serves green comes next.
 run "deploy-standby green (asg, moto)" 0 "$BIN/deploy-standby" --state "$TMP/aws-state.json" \
-  --service "$SERVICE" --color green --release 2 --image "$AMI" --desired 2 --subnet "$SUBNET" --port 80 \
+  --service "$SERVICE" --color green --app-version 2 --image "$AMI" --desired 2 --subnet "$SUBNET" --port 80 \
   --region us-east-1
-run "deploy-standby green (command)" 0 "$BIN/deploy-standby" "${COMMAND_DRIVER[@]}" --color green --release 2
+run "deploy-standby green (command)" 0 "$BIN/deploy-standby" "${COMMAND_DRIVER[@]}" --color green --app-version 2
 run "register-host green-1" 0 "$BIN/register-host" join --service "$SERVICE" --provider local --host-id green-1 \
   --address 127.0.0.1 --label provider=local --label region=loopback --target-group "$TG" --port "$GREEN_PORT"
 run "verify-health green" 0 "$BIN/verify-health" --stack green --path /health --interval 100ms --attempts 5 \
@@ -245,7 +245,7 @@ COUNTS_MID=$(counts)
 
 section "release 3 (to blue): healthy at first, its health fails once it has served 150 requests"
 echo "--breaks-after 150" >"$TMP/3.flags"
-run "deploy-standby blue (command)" 0 "$BIN/deploy-standby" "${COMMAND_DRIVER[@]}" --color blue --release 3
+run "deploy-standby blue (command)" 0 "$BIN/deploy-standby" "${COMMAND_DRIVER[@]}" --color blue --app-version 3
 run "verify-health blue" 0 "$BIN/verify-health" --stack blue --path /health --interval 100ms --attempts 5 --successes 3
 run "shift-weight haproxy 10,50,100 (gate fails)" 4 "$BIN/shift-weight" "${HAPROXY[@]}" --to blue \
   --steps 10,50,100 --pause 1s "${GATE_BLUE[@]}"

@@ -14,6 +14,7 @@ use crate::cli::admin::{Command as Sub, LockCommand, RouteCommand, StateCommand,
 use crate::commands::route;
 use crate::outcome::{Failure, StepReport};
 use crate::state::history::{self, History};
+use crate::state::steps;
 use crate::state::validate::{self, Validation};
 use crate::step::{Command, Step};
 use crate::traffic::lock::{self, LockRelease, LockStatus};
@@ -106,7 +107,7 @@ impl StepReport for SpecCheck {
 }
 
 impl Command for Admin {
-    const STEP: &'static str = "switchyard";
+    const STEP: &'static str = steps::SWITCHYARD;
     type Args = SwitchyardArgs;
     type Settings = Settings;
     type Report = Report;

@@ -12,7 +12,7 @@ use crate::image::bake::{self, BakeReport, Clients, Options};
 use crate::image::spec::{BakeSpec, Script, Source};
 use crate::image::sweep::{self, SweepReport};
 use crate::outcome::Failure;
-use crate::state::StateDocument;
+use crate::state::{steps, StateDocument};
 use crate::step::{Command, Step};
 
 /// The `bake-ami` command.
@@ -48,7 +48,7 @@ crate::step_reports! {
 }
 
 impl Command for BakeAmi {
-    const STEP: &'static str = crate::image::STEP;
+    const STEP: &'static str = steps::BAKE_AMI;
     type Args = BakeAmiArgs;
     type Settings = Settings;
     type Report = Report;

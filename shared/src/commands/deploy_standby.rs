@@ -18,7 +18,7 @@ use crate::stack::asg::{AlarmScaling, AsgClients, AsgDriver, AsgSettings, Scalin
 use crate::stack::command::{CommandDriver, CommandTemplates};
 use crate::stack::rolling::{self, RollingReport, RollingSettings};
 use crate::stack::standby::{self, DeployRequest, Options, Region, RetireRequest, StandbyReport};
-use crate::state::StateDocument;
+use crate::state::{steps, StateDocument};
 use crate::step::{Command, Step};
 
 /// The `deploy-standby` command.
@@ -62,7 +62,7 @@ crate::step_reports! {
 }
 
 impl Command for DeployStandby {
-    const STEP: &'static str = standby::STEP;
+    const STEP: &'static str = steps::DEPLOY_STANDBY;
     type Args = DeployStandbyArgs;
     type Settings = Settings;
     type Report = Report;

@@ -17,8 +17,9 @@ use crate::host::registration::{
     LifecycleHook, Options, TargetGroupArn,
 };
 use crate::host::user_data::{self, UserData, UserDataSpec};
-use crate::host::{AwsClients, InputError, STEP};
+use crate::host::{AwsClients, InputError};
 use crate::outcome::Failure;
+use crate::state::steps;
 use crate::step::{Command, Step};
 
 /// The `register-host` command.
@@ -64,7 +65,7 @@ crate::step_reports! {
 }
 
 impl Command for RegisterHost {
-    const STEP: &'static str = STEP;
+    const STEP: &'static str = steps::REGISTER_HOST;
     type Args = RegisterHostArgs;
     type Settings = Settings;
     type Report = Report;

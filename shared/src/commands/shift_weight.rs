@@ -10,6 +10,7 @@ use crate::cli::shift_weight::ShiftWeightArgs;
 use crate::commands::route;
 use crate::health::{Gate, GatePolicy};
 use crate::outcome::{Code, Failure};
+use crate::state::steps;
 use crate::step::{Command, Step};
 use crate::traffic::haproxy::Members;
 use crate::traffic::plan::{self, Intent};
@@ -34,7 +35,7 @@ pub struct Settings {
 }
 
 impl Command for ShiftWeight {
-    const STEP: &'static str = "shift-weight";
+    const STEP: &'static str = steps::SHIFT_WEIGHT;
     type Args = ShiftWeightArgs;
     type Settings = Settings;
     type Report = ShiftReport;

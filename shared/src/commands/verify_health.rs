@@ -16,7 +16,7 @@ use crate::health::targets::{self, UrlTemplate};
 use crate::health::{HttpProbe, ProbePolicy, Verification};
 use crate::outcome::report::Plan;
 use crate::outcome::{Code, Failure};
-use crate::state::{StateDocument, StateFile};
+use crate::state::{steps, StateDocument, StateFile};
 use crate::step::{Command, Step};
 use crate::wait::progress::short;
 
@@ -62,7 +62,7 @@ crate::step_reports! {
 }
 
 impl Command for VerifyHealth {
-    const STEP: &'static str = "verify-health";
+    const STEP: &'static str = steps::VERIFY_HEALTH;
     // Thousands of probes at once: every core.
     const MULTI_THREAD: bool = true;
     type Args = VerifyHealthArgs;

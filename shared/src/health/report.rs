@@ -13,7 +13,7 @@ use super::alarms::AlarmsReport;
 use super::policy::{EndpointState, ProbeReport};
 use crate::outcome::{Code, Failure, StepReport};
 use crate::state::{
-    EndpointVerdict, Health, JournalEntry, Outcome, StateError, StateFile, Verdict,
+    steps, EndpointVerdict, Health, JournalEntry, Outcome, StateError, StateFile, Verdict,
 };
 
 /// Everything one run of verify-health found.
@@ -121,7 +121,7 @@ impl HealthReport {
             Outcome::Failed
         };
         doc.record(
-            JournalEntry::new("verify-health", "verdict", outcome)
+            JournalEntry::new(steps::VERIFY_HEALTH, "verdict", outcome)
                 .detail(format!("{name}: {}", self.summary)),
         );
         file.save(&doc)
@@ -130,7 +130,7 @@ impl HealthReport {
     /// JUnit XML: one suite, one test case per endpoint and per alarm.
     pub fn junit(&self) -> String {
         let name = self.stack.clone().unwrap_or_else(|| "endpoints".to_owned());
-        let mut report = Report::new("verify-health");
+        let mut report = Report::new(steps::VERIFY_HEALTH);
         let mut suite = TestSuite::new(format!("verify-health {name}"));
         if let Some(p) = &self.probes {
             for e in &p.endpoints {

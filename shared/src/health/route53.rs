@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::aws::route53::{self as api, InsyncError};
 use crate::aws::ProviderError;
 use crate::outcome::{Code, ExitStatus, Failure, StepReport};
-use crate::state::{Change, Health, JournalEntry, Outcome, StateError, StateFile};
+use crate::state::{steps, Change, Health, JournalEntry, Outcome, StateError, StateFile};
 
 /// The kind of check. Spelled the same on the command line and in a routes
 /// spec (`http`, `https-str-match`, ...).
@@ -298,16 +298,18 @@ impl EnsureReport {
     /// the ones created or newly associated as changes.
     pub fn record(&self, file: &StateFile) -> Result<(), StateError> {
         let mut doc = file.load()?;
-        let mut entry = JournalEntry::new("verify-health", "route53-health-checks", Outcome::Ok)
-            .detail(format!(
-                "{}: {}",
-                self.route,
-                self.checks
-                    .iter()
-                    .map(|c| format!("{}={}", c.set_id, c.health_check_id))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+        let mut entry =
+            JournalEntry::new(steps::VERIFY_HEALTH, "route53-health-checks", Outcome::Ok).detail(
+                format!(
+                    "{}: {}",
+                    self.route,
+                    self.checks
+                        .iter()
+                        .map(|c| format!("{}={}", c.set_id, c.health_check_id))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
         for c in self.checks.iter().filter(|c| c.created || c.associated) {
             entry = entry.change(Change {
                 resource: format!("{}#{}", self.route, c.set_id),

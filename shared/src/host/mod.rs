@@ -31,9 +31,6 @@ pub mod labels;
 pub mod registration;
 pub mod user_data;
 
-#[cfg(test)]
-mod registration_tests;
-
 use crate::aws::ProviderError;
 use crate::outcome::{Code, ExitStatus};
 use crate::state::StateError;
@@ -42,7 +39,7 @@ pub use identity::{Identity, IdentityError, ImdsSettings};
 pub use labels::Labels;
 
 /// The step's name, as the journal and the GitHub summary show it.
-pub const STEP: &str = "register-host";
+pub const STEP: &str = crate::state::steps::REGISTER_HOST;
 
 /// Bad input, found before any change: exit 2.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -24,12 +24,12 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::fleet::{self, FleetQuery};
-use super::registration::{
+use crate::aws::config::retry_policy;
+use crate::host::fleet::{self, FleetQuery};
+use crate::host::registration::{
     self, parse_target_groups, JoinRequest, LeaveRequest, LifecycleHook, Options,
 };
-use super::{AwsClients, HostError, Identity, Labels};
-use crate::aws::config::retry_policy;
+use crate::host::{AwsClients, HostError, Identity, Labels};
 use crate::outcome::{Code, ExitStatus};
 use crate::state::StateFile;
 use crate::wait::Backoff;
@@ -836,4 +836,104 @@ async fn the_fleet_is_listed_by_tag_filters_across_pages_and_regions() {
             "tag-key=switchyard:service"
         ]
     );
+}
+
+/// Parsing and checking target groups and settings.
+mod checks {
+    use super::super::*;
+    use super::ARN;
+
+    #[test]
+    fn target_group_arns_are_checked() {
+        let arn = TargetGroupArn::parse(ARN).unwrap();
+        assert_eq!(arn.region(), "us-east-1");
+        assert_eq!(arn.name(), "go-auth-blue");
+        for bad in [
+            "go-auth-blue",
+            "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/x/1",
+            "arn:aws:ec2:us-east-1:123456789012:targetgroup/x/1",
+            "arn:aws:elasticloadbalancing:us-east-1:1234:targetgroup/x/1",
+        ] {
+            let err = TargetGroupArn::parse(bad).unwrap_err().to_string();
+            assert!(err.contains("is not a target group ARN"), "{bad}: {err}");
+        }
+        let west = ARN.replace("us-east-1", "us-west-2");
+        let err = parse_target_groups(&[ARN.to_owned(), west]).unwrap_err();
+        assert!(err.to_string().contains("more than one region"), "{err}");
+        let err = parse_target_groups(&[ARN.to_owned(), ARN.to_owned()]).unwrap_err();
+        assert!(err.to_string().ends_with("is given twice"), "{err}");
+    }
+
+    #[test]
+    fn the_target_groups_say_the_region() {
+        let groups = parse_target_groups(&[ARN.to_owned()]).unwrap();
+        assert_eq!(
+            targets_region(None, &groups).unwrap().as_deref(),
+            Some("us-east-1")
+        );
+        assert!(targets_region(Some("us-east-1"), &groups).is_ok());
+        let err = targets_region(Some("eu-west-1"), &groups).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("is in us-east-1, but this host's calls go to eu-west-1"),
+            "{err}"
+        );
+        assert_eq!(
+            targets_region(Some("eu-west-1"), &[]).unwrap().as_deref(),
+            Some("eu-west-1")
+        );
+    }
+
+    #[test]
+    fn lifecycle_flags_go_together() {
+        assert_eq!(LifecycleHook::from_flags(None, None).unwrap(), None);
+        assert!(LifecycleHook::from_flags(Some("drain"), Some("web"))
+            .unwrap()
+            .is_some());
+        assert!(LifecycleHook::from_flags(Some("drain"), None).is_err());
+        assert!(LifecycleHook::from_flags(None, Some("web")).is_err());
+    }
+
+    #[test]
+    fn targets_follow_the_group_type_and_the_provider() {
+        let group = |t: &str| TargetGroup {
+            arn: ARN.into(),
+            name: "go-auth-blue".into(),
+            target_type: t.into(),
+            port: Some(80),
+        };
+        let ec2 = Identity {
+            host_id: "i-0abc".into(),
+            provider: "aws".into(),
+            region: Some("us-east-1".into()),
+            availability_zone: Some("us-east-1a".into()),
+            address: "10.0.1.12".parse().unwrap(),
+        };
+        let dc = Identity::given("dc-fra1", "web-7", "10.20.0.7").unwrap();
+        assert_eq!(
+            target_for(&group("instance"), &ec2, Some(9000)).unwrap(),
+            Target {
+                id: "i-0abc".into(),
+                port: 9000,
+                availability_zone: None
+            }
+        );
+        assert_eq!(
+            target_for(&group("ip"), &ec2, None).unwrap().id,
+            "10.0.1.12"
+        );
+        let off = target_for(&group("ip"), &dc, None).unwrap();
+        assert_eq!(
+            (off.id.as_str(), off.port, off.availability_zone.as_deref()),
+            ("10.20.0.7", 80, Some("all"))
+        );
+        let err = target_for(&group("instance"), &dc, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("register it in a target group of type ip"),
+            "{err}"
+        );
+        assert!(target_for(&group("lambda"), &ec2, None).is_err());
+    }
 }

@@ -1416,3 +1416,7 @@ fn change(resource: String, after: &str) -> Change {
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+#[path = "bake_tests.rs"]
+mod tests;

@@ -22,10 +22,10 @@ use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::bake::{bake, Clients, Options};
-use super::spec::{BakeSpec, Script, Source, DEFAULT_MARKER};
-use super::{BakeError, STATUS_COMPLETE, TAG_BAKE_ID, TAG_STATUS};
+use super::{bake, Clients, Options};
 use crate::aws::config::retry_policy;
+use crate::image::spec::{BakeSpec, Script, Source, DEFAULT_MARKER};
+use crate::image::{BakeError, STATUS_COMPLETE, TAG_BAKE_ID, TAG_STATUS};
 use crate::outcome::{Code, ExitStatus};
 use crate::state::StateFile;
 
@@ -471,7 +471,7 @@ async fn a_dry_run_plans_and_changes_nothing() {
 
 #[tokio::test]
 async fn the_newest_source_image_is_picked_and_a_tie_is_an_error() {
-    use super::bake::resolve_source;
+    use super::resolve_source;
     let dated = |id: &str, date: &str| {
         let mut i = image(id, ImageState::Available);
         i.creation_date = Some(date.into());
@@ -512,10 +512,10 @@ async fn the_newest_source_image_is_picked_and_a_tie_is_an_error() {
 
 #[test]
 fn the_bakes_a_killed_run_left_open_are_the_ones_to_clean_up() {
-    use super::bake::unfinished_bakes;
+    use super::unfinished_bakes;
     use crate::state::{Change, JournalEntry, Outcome, StateDocument};
     let entry = |action: &str, id: &str| {
-        JournalEntry::new(super::STEP, action, Outcome::Ok).with("bake_id", id)
+        JournalEntry::new(crate::image::STEP, action, Outcome::Ok).with("bake_id", id)
     };
     let mut doc = StateDocument::default();
     doc.record(entry("bake-started", "done"));
@@ -525,12 +525,12 @@ fn the_bakes_a_killed_run_left_open_are_the_ones_to_clean_up() {
     doc.record(entry("bake-started", "killed-late"));
     doc.record(entry("builder-launched", "killed-late"));
     doc.record(
-        JournalEntry::new(super::STEP, "bake-failed", Outcome::Failed)
+        JournalEntry::new(crate::image::STEP, "bake-failed", Outcome::Failed)
             .with("bake_id", "cleanup-failed")
             .with("clean", false),
     );
     doc.record(
-        JournalEntry::new(super::STEP, "bake-failed", Outcome::Interrupted)
+        JournalEntry::new(crate::image::STEP, "bake-failed", Outcome::Interrupted)
             .with("bake_id", "interrupted")
             .with("clean", true),
     );
@@ -547,13 +547,13 @@ fn the_bakes_a_killed_run_left_open_are_the_ones_to_clean_up() {
     // A reuse that finished its copies closes the copy; a removal and a sweep close theirs.
     doc.record(entry("image-reused", "done"));
     doc.record(
-        JournalEntry::new(super::STEP, "leftovers-removed", Outcome::Ok).with(
+        JournalEntry::new(crate::image::STEP, "leftovers-removed", Outcome::Ok).with(
             "bake_ids",
             serde_json::json!(["killed-early", "cleanup-failed"]),
         ),
     );
     doc.record(
-        JournalEntry::new(super::STEP, "sweep", Outcome::Ok).change(Change {
+        JournalEntry::new(crate::image::STEP, "sweep", Outcome::Ok).change(Change {
             resource: "ec2:us-east-1/instance/i-1".into(),
             before: None,
             after: Some("terminated".into()),

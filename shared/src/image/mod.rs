@@ -66,15 +66,12 @@ pub fn policy(sweep: bool) -> crate::aws::iam::Policy {
     policy
 }
 
-#[cfg(test)]
-mod bake_tests;
-
 use crate::aws::ProviderError;
 use crate::outcome::{Code, ExitStatus};
 use crate::state::StateError;
 
 /// The step's name, as the journal and the GitHub summary show it.
-pub const STEP: &str = "bake-ami";
+pub const STEP: &str = crate::state::steps::BAKE_AMI;
 
 /// The tag every resource of one bake carries: the bake id.
 pub const TAG_BAKE_ID: &str = "switchyard:bake-id";

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Health, JournalEntry, Outcome, StateDocument, Weights};
+use super::{steps, Health, JournalEntry, Outcome, StateDocument, Weights};
 use crate::outcome::StepReport;
 
 /// One traffic move.
@@ -153,7 +153,9 @@ pub fn history(doc: &StateDocument) -> History {
     let mut open: Option<usize> = None;
     for e in &doc.journal {
         match (e.step.as_str(), e.action.as_str()) {
-            ("verify-health", "verdict") => verdicts.push(e.detail.clone().unwrap_or_default()),
+            (steps::VERIFY_HEALTH, "verdict") => {
+                verdicts.push(e.detail.clone().unwrap_or_default())
+            }
             (_, "shift-started" | "rollback-started") => {
                 let target = extra_str(e, "target");
                 releases.push(Release {

@@ -8,6 +8,23 @@ use serde_json::Value;
 
 use super::document::Extra;
 
+/// The executables' names, as journal entries, hooks (`pre-<step>`) and the
+/// JSON envelope spell them: one place, so that a name cannot drift.
+pub mod steps {
+    /// Bakes machine images.
+    pub const BAKE_AMI: &str = "bake-ami";
+    /// Brings a color's stack up and retires the old one.
+    pub const DEPLOY_STANDBY: &str = "deploy-standby";
+    /// Hosts join and leave the fleet.
+    pub const REGISTER_HOST: &str = "register-host";
+    /// Moves traffic.
+    pub const SHIFT_WEIGHT: &str = "shift-weight";
+    /// Judges a stack's health.
+    pub const VERIFY_HEALTH: &str = "verify-health";
+    /// The lock, the history, state checks, regional routes.
+    pub const SWITCHYARD: &str = "switchyard";
+}
+
 /// One journal entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct JournalEntry {

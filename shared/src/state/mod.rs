@@ -12,7 +12,7 @@ pub use document::{
     Deployment, EndpointVerdict, Health, Host, Image, RegionalStack, Role, RouteState,
     ShiftProgress, ShiftStatus, Stack, StateDocument, Verdict, Weights, SCHEMA,
 };
-pub use journal::{Change, JournalEntry, Outcome};
+pub use journal::{steps, Change, JournalEntry, Outcome};
 pub use store::{StateError, StateFile};
 
 /// The JSON Schema of the state document, as published in `schema/state-v1.schema.json`.

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{Lease, Router, TrafficError};
 use crate::outcome::{Code, Failure, StepReport};
-use crate::state::{JournalEntry, Outcome, StateError, StateFile};
+use crate::state::{steps, JournalEntry, Outcome, StateError, StateFile};
 
 /// Errors of a release.
 #[derive(Debug, thiserror::Error)]
@@ -167,7 +167,7 @@ pub async fn release<R: Router>(
         }
         router.release_lease(lease).await?;
         doc.record(
-            JournalEntry::new("switchyard", "lock-released", Outcome::Ok)
+            JournalEntry::new(steps::SWITCHYARD, "lock-released", Outcome::Ok)
                 .detail(format!(
                     "{}: {}{}",
                     router.lease_resource(),

@@ -20,7 +20,9 @@ use super::plan::{
 use super::spec::{RouteError, Routes};
 use crate::aws::route53 as api;
 use crate::health::route53 as checks;
-use crate::state::{Change, JournalEntry, Outcome, RouteState, StateDocument, StateFile, Weights};
+use crate::state::{
+    steps, Change, JournalEntry, Outcome, RouteState, StateDocument, StateFile, Weights,
+};
 use crate::traffic::route53::Route53Router;
 use crate::traffic::{Lease, Router, TrafficError};
 use crate::wait::Backoff;
@@ -185,7 +187,7 @@ async fn create_checks(
                 checks::find_or_create(client, existing, &g.zone_id, &g.name, cm, spec).await?;
             if created {
                 doc.record(
-                    JournalEntry::new("switchyard", "health-check-created", Outcome::Ok)
+                    JournalEntry::new(steps::SWITCHYARD, "health-check-created", Outcome::Ok)
                         .detail(format!(
                             "{} of {}: {}",
                             m.set_id,
@@ -264,7 +266,7 @@ async fn submit(
         Ok(s) => Ok(s),
         Err(e) => {
             doc.record(
-                JournalEntry::new("switchyard", "routes-failed", Outcome::Failed)
+                JournalEntry::new(steps::SWITCHYARD, "routes-failed", Outcome::Failed)
                     .detail(format!("zone {zone}: {e}")),
             );
             file.save(doc)?;
@@ -283,9 +285,9 @@ fn journal_entry(
     change_id: &str,
 ) -> JournalEntry {
     let count: usize = in_zone.iter().map(|&i| plans[i].len()).sum();
-    let mut entry = JournalEntry::new("switchyard", "routes-applied", Outcome::Ok).detail(format!(
-        "zone {zone}: one batch of {count} change(s), change {change_id}"
-    ));
+    let mut entry = JournalEntry::new(steps::SWITCHYARD, "routes-applied", Outcome::Ok).detail(
+        format!("zone {zone}: one batch of {count} change(s), change {change_id}"),
+    );
     for &i in in_zone {
         let g = &routes.groups[i];
         for c in &plans[i] {
