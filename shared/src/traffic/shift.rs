@@ -1166,3 +1166,7 @@ fn update_roles(doc: &mut StateDocument, weights: &Weights) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "shift_tests.rs"]
+mod tests;
