@@ -105,6 +105,16 @@ fn gate(url: String) -> Gate {
     Gate::new(vec![url], policy).unwrap()
 }
 
+/// A URL on a closed loopback port: every probe of it is refused.
+fn closed_port_url() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("http://127.0.0.1:{port}/health")
+}
+
 /// A loopback health endpoint of the stack receiving traffic: it answers
 /// 200 while `healthy` holds for the router's weights, 503 otherwise.
 async fn health_endpoint(router: &FakeRouter, healthy: fn(&Weights) -> bool) -> String {
@@ -294,17 +304,53 @@ async fn a_failing_gate_after_a_change_rolls_back_to_exactly_the_weights_before(
 }
 
 #[tokio::test]
+async fn a_continued_shift_that_fails_its_gate_rolls_back_to_the_first_runs_before() {
+    let router = FakeRouter::new(&[("blue", 100), ("green", 0)]);
+    router.fail_apply_at(2);
+    let (_dir, file) = state_file();
+    let (result, _) = shift_with(&router, &file, to_green(&[10, 50, 100]), &options()).await;
+    result.unwrap_err();
+    assert_eq!(router.weights(), w(90, 10));
+
+    // Run again, now gated: green copes with 10% and fails at 50%.
+    let url = health_endpoint(&router, |w| w["green"] <= 10).await;
+    let options = Options {
+        gate: Some(gate(url)),
+        ..options()
+    };
+    let (result, hooks) = shift_with(&router, &file, to_green(&[10, 50, 100]), &options).await;
+    let err = result.unwrap_err();
+    assert!(
+        matches!(err, ShiftError::RolledBack { step: 2, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().ends_with("rolled back to blue=100,green=0"),
+        "{err}"
+    );
+    assert_eq!(
+        router.weights(),
+        w(100, 0),
+        "not 90/10, where this run began"
+    );
+    assert_eq!(
+        hooks.env().get("SWITCHYARD_WEIGHTS"),
+        Some("blue=100,green=0"),
+        "on-rollback sees the restored weights"
+    );
+    assert_eq!(
+        hooks.env().get("SWITCHYARD_BEFORE_WEIGHTS"),
+        Some("blue=100,green=0")
+    );
+    assert_eq!(progress(&file).status, ShiftStatus::RolledBack);
+}
+
+#[tokio::test]
 async fn a_gate_failing_before_any_change_changes_nothing() {
-    // A closed loopback port: every probe is refused.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let router = FakeRouter::new(&[("blue", 100), ("green", 0)]);
     let (_dir, file) = state_file();
     let options = Options {
-        gate: Some(gate(format!("http://127.0.0.1:{port}/health"))),
+        gate: Some(gate(closed_port_url())),
         ..options()
     };
     let (result, _) = shift_with(&router, &file, to_green(&[10, 100]), &options).await;
@@ -332,7 +378,12 @@ async fn rollback_after_a_completed_shift_restores_the_weights_before() {
     shifted.unwrap();
     assert_eq!(router.weights(), w(0, 100));
 
-    let (result, hooks) = shift_with(&router, &file, Request::Rollback, &options()).await;
+    // A rollback moves straight back: the gate given is not consulted.
+    let failing_gate = Options {
+        gate: Some(gate(closed_port_url())),
+        ..options()
+    };
+    let (result, hooks) = shift_with(&router, &file, Request::Rollback, &failing_gate).await;
     let report = result.unwrap();
     assert_eq!(router.weights(), w(100, 0));
     assert_eq!(router.applied().last(), Some(&w(100, 0)));
