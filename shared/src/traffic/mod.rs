@@ -152,3 +152,6 @@ pub fn format_weights(weights: &Weights) -> String {
         .collect::<Vec<_>>()
         .join(",")
 }
+
+#[cfg(test)]
+pub(crate) mod fake;

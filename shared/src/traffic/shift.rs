@@ -38,6 +38,32 @@ pub enum Request {
     Rollback,
 }
 
+/// What a run does, as the report, the hooks (`SWITCHYARD_MODE`) and the
+/// GitHub output `mode` spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Mode {
+    /// Moves traffic step by step, each step gated.
+    #[serde(rename = "shift")]
+    Shift,
+    /// Restores the weights from before the last shift in one ungated step.
+    #[serde(rename = "rollback")]
+    Rollback,
+    /// Prints the plan of a shift or a rollback and changes nothing.
+    #[serde(rename = "dry-run")]
+    DryRun,
+}
+
+impl Mode {
+    /// The mode as written in reports, hook variables and outputs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Shift => "shift",
+            Self::Rollback => "rollback",
+            Self::DryRun => "dry-run",
+        }
+    }
+}
+
 /// How to do it.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -136,8 +162,8 @@ pub struct StepOutcome {
 /// What a shift did (or, in a dry run, would do).
 #[derive(Debug, Clone, Serialize)]
 pub struct ShiftReport {
-    /// `shift`, `rollback` or `dry-run`.
-    pub mode: &'static str,
+    /// What the run did.
+    pub mode: Mode,
     /// The route's id.
     pub route: String,
     /// The router kind.
@@ -160,14 +186,14 @@ impl StepReport for ShiftReport {
     fn text(&self) -> String {
         let mut t = String::new();
         match self.mode {
-            "dry-run" => {
+            Mode::DryRun => {
                 let _ = writeln!(t, "plan for {} (dry run: nothing changed)", self.route);
                 for line in &self.plan {
                     let _ = writeln!(t, "  {line}");
                 }
             }
-            mode => {
-                let verb = if mode == "rollback" {
+            Mode::Shift | Mode::Rollback => {
+                let verb = if self.mode == Mode::Rollback {
                     "rolled back"
                 } else {
                     "shifted"
@@ -206,7 +232,7 @@ impl StepReport for ShiftReport {
             ("weights".into(), format_weights(&self.weights)),
             ("before".into(), format_weights(&self.before)),
             ("from".into(), format_weights(&self.from)),
-            ("mode".into(), self.mode.to_owned()),
+            ("mode".into(), self.mode.as_str().to_owned()),
         ]
     }
 
@@ -217,7 +243,7 @@ impl StepReport for ShiftReport {
     fn summary(&self) -> String {
         let mut s = format!(
             "### shift-weight: {}\n\n| | weights |\n|---|---|\n",
-            self.mode
+            self.mode.as_str()
         );
         let _ = writeln!(s, "| was | {} |", format_weights(&self.from));
         for (i, step) in self.steps.iter().enumerate() {
@@ -245,31 +271,16 @@ pub async fn run<R: Router>(
     let mut doc = file.load().map_err(ShiftError::StateRead)?;
     let group = router.read().await?;
     let route_id = router.id();
-    let Decision {
-        mode,
-        plan,
-        before,
-        target,
-        unfinished,
-        ours,
-    } = decide(&route_id, &request, &group, &doc, file)?;
-    let verified = if mode == "shift" {
-        check_verified(&doc, &group.weights, &plan, options, file)
+    let decision = decide(&route_id, &request, &group, &doc, file)?;
+    let verified = if decision.mode == Mode::Shift {
+        check_verified(&doc, &group.weights, &decision.plan, options, file)
     } else {
         Ok(())
     };
 
     let settle = options.settle.unwrap_or(group.settle);
     if options.dry_run {
-        let mut report = dry_run(
-            router,
-            &group.weights,
-            &plan,
-            &before,
-            settle,
-            (options, hooks),
-            mode,
-        );
+        let mut report = dry_run(router, &group.weights, &decision, settle, options, hooks);
         if let Err(e) = verified {
             report
                 .plan
@@ -280,21 +291,13 @@ pub async fn run<R: Router>(
     }
     verified?;
 
-    let env = hook_env(
-        &doc,
-        &route_id,
-        mode,
-        &group.weights,
-        &plan,
-        &before,
-        target.as_deref(),
-    );
+    let env = hook_env(&doc, &route_id, &group.weights, &decision);
     pre_hook(hooks, &env, file, &mut doc).await?;
 
     let lease = hold_lease(
         router,
         options,
-        ours.as_ref(),
+        decision.ours.as_ref(),
         (file, &mut doc),
         &route_id,
         &group.weights,
@@ -313,29 +316,19 @@ pub async fn run<R: Router>(
         settle,
         steps: Vec::new(),
     };
-    let result = run
-        .execute(
-            mode,
-            &group.weights,
-            plan,
-            before.clone(),
-            target,
-            &lease,
-            unfinished,
-        )
-        .await;
+    let result = run.execute(&decision, &group.weights, &lease).await;
     run.release(&lease).await;
 
     if matches!(result, Err(ShiftError::RolledBack { .. })) {
-        hooks.set("SWITCHYARD_WEIGHTS", &format_weights(&before));
+        hooks.set("SWITCHYARD_WEIGHTS", &format_weights(&decision.before));
     }
     let weights = result?;
     Ok(ShiftReport {
-        mode,
+        mode: decision.mode,
         route: run.route_id,
         router: router.kind(),
         from: group.weights,
-        before,
+        before: decision.before,
         weights,
         steps: run.steps,
         plan: Vec::new(),
@@ -347,22 +340,22 @@ pub async fn run<R: Router>(
 fn hook_env(
     doc: &StateDocument,
     route_id: &str,
-    mode: &str,
     current: &Weights,
-    plan: &[Weights],
-    before: &Weights,
-    target: Option<&str>,
+    decision: &Decision,
 ) -> HookEnv {
     let mut env = doc.hook_env();
     env.set("SWITCHYARD_ROUTE", route_id);
-    env.set("SWITCHYARD_MODE", mode);
+    env.set("SWITCHYARD_MODE", decision.mode.as_str());
     env.set("SWITCHYARD_WEIGHTS", &format_weights(current));
     env.set(
         "SWITCHYARD_TARGET_WEIGHTS",
-        &plan.last().map(format_weights).unwrap_or_default(),
+        &decision.plan.last().map(format_weights).unwrap_or_default(),
     );
-    env.set("SWITCHYARD_BEFORE_WEIGHTS", &format_weights(before));
-    env.set_opt("SWITCHYARD_TARGET", target);
+    env.set(
+        "SWITCHYARD_BEFORE_WEIGHTS",
+        &format_weights(&decision.before),
+    );
+    env.set_opt("SWITCHYARD_TARGET", decision.target.as_deref());
     env
 }
 
@@ -384,8 +377,8 @@ async fn pre_hook(
 
 /// What a request comes to.
 struct Decision {
-    /// `shift` or `rollback`.
-    mode: &'static str,
+    /// [`Mode::Shift`] or [`Mode::Rollback`].
+    mode: Mode,
     /// The weights of every step.
     plan: Vec<Weights>,
     /// The rollback target.
@@ -435,7 +428,7 @@ fn decide(
                 }
             }
             Decision {
-                mode: "rollback",
+                mode: Mode::Rollback,
                 plan: vec![before.clone()],
                 before,
                 target: None,
@@ -460,7 +453,7 @@ fn decide(
                 Intent::Exact(_) => None,
             };
             Decision {
-                mode: "shift",
+                mode: Mode::Shift,
                 plan,
                 before,
                 target,
@@ -599,42 +592,39 @@ async fn take_lease<R: Router>(
 fn dry_run<R: Router>(
     router: &R,
     current: &Weights,
-    plan: &[Weights],
-    before: &Weights,
+    decision: &Decision,
     settle: Duration,
-    (options, hooks): (&Options, &StepHooks),
-    mode: &str,
+    options: &Options,
+    hooks: &StepHooks,
 ) -> ShiftReport {
     ShiftReport {
-        mode: "dry-run",
+        mode: Mode::DryRun,
         route: router.id(),
         router: router.kind(),
         from: current.clone(),
-        before: before.clone(),
+        before: decision.before.clone(),
         weights: current.clone(),
         steps: Vec::new(),
-        plan: describe_plan(
-            router,
-            current,
-            plan,
-            before,
-            settle,
-            (options, hooks),
-            mode,
-        ),
+        plan: describe_plan(router, current, decision, settle, options, hooks),
         elapsed_ms: 0,
     }
 }
 
+/// Every action a run of `decision` would take, in order, one line each.
 fn describe_plan<R: Router>(
     router: &R,
     current: &Weights,
-    plan: &[Weights],
-    before: &Weights,
+    decision: &Decision,
     settle: Duration,
-    (options, hooks): (&Options, &StepHooks),
-    mode: &str,
+    options: &Options,
+    hooks: &StepHooks,
 ) -> Vec<String> {
+    let Decision { plan, before, .. } = decision;
+    // A rollback moves straight back: no gate.
+    let gate = match decision.mode {
+        Mode::Shift => options.gate.as_ref(),
+        Mode::Rollback | Mode::DryRun => None,
+    };
     let hook = |name: &str| {
         hooks
             .path(name)
@@ -651,10 +641,8 @@ fn describe_plan<R: Router>(
             short(options.lock_wait)
         )
     });
-    if mode == "shift" {
-        if let Some(gate) = &options.gate {
-            lines.push(format!("gate before any change: {}", describe_gate(gate)));
-        }
+    if let Some(gate) = gate {
+        lines.push(format!("gate before any change: {}", describe_gate(gate)));
     }
     let mut from = current.clone();
     for (i, weights) in plan.iter().enumerate() {
@@ -672,7 +660,7 @@ fn describe_plan<R: Router>(
         if (options.gate.is_some() || !last) && !settle.is_zero() {
             lines.push(format!("  wait {} for clients to catch up", short(settle)));
         }
-        if let (Some(gate), "shift") = (&options.gate, mode) {
+        if let Some(gate) = gate {
             lines.push(format!(
                 "  gate: {}; on failure roll back to {}",
                 describe_gate(gate),
@@ -685,7 +673,7 @@ fn describe_plan<R: Router>(
         from.clone_from(weights);
     }
     lines.push(format!("rollback target: {}", format_weights(before)));
-    if options.gate.is_some() && mode == "shift" {
+    if gate.is_some() {
         lines.extend(hook("on-rollback").map(|l| format!("after an automatic rollback: {l}")));
     }
     lines.push(format!(
@@ -767,19 +755,49 @@ impl<R: Router> Run<'_, R> {
         self.save()
     }
 
-    #[allow(clippy::too_many_arguments, clippy::too_many_lines)]
+    /// Walks the plan: records the run before any change, passes the gate
+    /// before any change (a shift's), applies each step (a shift's gated,
+    /// with a rollback when a gate fails) and records the end.
     async fn execute(
         &mut self,
-        mode: &'static str,
+        decision: &Decision,
         current: &Weights,
-        plan: Vec<Weights>,
-        before: Weights,
-        target: Option<String>,
         lease: &Lease,
-        resumed: bool,
     ) -> Result<Weights, ShiftError> {
+        let previous = self.begin(decision, current, lease);
+        self.journal_start(decision, current)?;
+        if decision.mode == Mode::Shift {
+            self.first_gate(previous).await?;
+        }
+        let total = decision.plan.len();
+        let mut now = current.clone();
+        for (i, weights) in decision.plan.iter().enumerate() {
+            let step = i + 1;
+            now = match self.apply_step(Some(step), &now, weights).await {
+                Ok(w) => w,
+                Err(e) => return Err(self.fail(e)),
+            };
+            // A rollback moves straight back: no settle time, gate or pause.
+            if decision.mode == Mode::Shift {
+                self.after_step(step, step == total, &now, &decision.before)
+                    .await?;
+            }
+        }
+        self.finish(decision.mode, &now)?;
+        Ok(now)
+    }
+
+    /// Writes the run into the route's state entry (not yet saved): the plan,
+    /// the rollback target and the lease. Returns the entry as it was, so
+    /// that a gate failing before any change can put it back.
+    fn begin(
+        &mut self,
+        decision: &Decision,
+        current: &Weights,
+        lease: &Lease,
+    ) -> Option<RouteState> {
         let previous = self.doc.traffic.get(&self.route_id).cloned();
-        let started_at = match (&previous, resumed) {
+        let started_at = match (&previous, decision.unfinished) {
             (Some(r), true) => r.shift.as_ref().map_or_else(Utc::now, |s| s.started_at),
             _ => Utc::now(),
         };
@@ -787,10 +805,10 @@ impl<R: Router> Run<'_, R> {
             router: self.router.kind().to_owned(),
             resource: self.router.resource(),
             weights: current.clone(),
-            before: Some(before.clone()),
+            before: Some(decision.before.clone()),
             shift: Some(ShiftProgress {
-                target: target.clone(),
-                plan: plan.clone(),
+                target: decision.target.clone(),
+                plan: decision.plan.clone(),
                 steps_done: 0,
                 status: ShiftStatus::InProgress,
                 pending_change: None,
@@ -806,7 +824,12 @@ impl<R: Router> Run<'_, R> {
         };
         route.extra.insert("lease".into(), lease.encode().into());
         self.doc.traffic.insert(self.route_id.clone(), route);
-        let action = if mode == "rollback" {
+        previous
+    }
+
+    /// Journals the start of the run, which saves the state with it.
+    fn journal_start(&mut self, decision: &Decision, current: &Weights) -> Result<(), ShiftError> {
+        let action = if decision.mode == Mode::Rollback {
             "rollback-started"
         } else {
             "shift-started"
@@ -815,10 +838,10 @@ impl<R: Router> Run<'_, R> {
             "{}: {} → {} in {} step(s); rollback target {}{}",
             self.route_id,
             format_weights(current),
-            plan.last().map(format_weights).unwrap_or_default(),
-            plan.len(),
-            format_weights(&before),
-            if resumed {
+            decision.plan.last().map(format_weights).unwrap_or_default(),
+            decision.plan.len(),
+            format_weights(&decision.before),
+            if decision.unfinished {
                 " (continuing a shift that stopped)"
             } else {
                 ""
@@ -828,127 +851,134 @@ impl<R: Router> Run<'_, R> {
         let mut entry = JournalEntry::new(STEP, action, Outcome::Ok)
             .detail(detail)
             .with("route", self.route_id.clone());
-        if let Some(t) = &target {
+        if let Some(t) = &decision.target {
             entry = entry.with("target", t.clone());
         }
-        self.journal(entry)?;
+        self.journal(entry)
+    }
 
-        if mode == "shift" {
-            if let Some(gate) = &self.options.gate {
-                tracing::info!(
-                    "gate before any change: probing {} URL(s)",
-                    gate.urls().len()
-                );
-                let verdict = gate.evaluate(self.cancel).await.map_err(|_| {
-                    self.stopped(
-                        TrafficError::Interrupted("interrupted during the first gate".into()),
-                        ShiftStatus::Interrupted,
-                    )
-                })?;
-                if !verdict.passed {
-                    // Nothing changed: the route is as it was before this run.
-                    match &previous {
-                        Some(p) => {
-                            self.doc.traffic.insert(self.route_id.clone(), p.clone());
-                        }
-                        None => {
-                            self.doc.traffic.remove(&self.route_id);
-                        }
-                    }
-                    self.doc
-                        .record(
-                            JournalEntry::new(STEP, "gate", Outcome::Failed).detail(format!(
-                                "before any change: {}; nothing was changed",
-                                verdict.summary
-                            )),
-                        );
-                    self.save()?;
-                    return Err(ShiftError::PreflightFailed(verdict.summary));
+    /// The gate before any change, when there is one. When it fails, the
+    /// route's entry goes back to `previous`, as it was before this run:
+    /// nothing was changed.
+    async fn first_gate(&mut self, previous: Option<RouteState>) -> Result<(), ShiftError> {
+        let options = self.options;
+        let Some(gate) = &options.gate else {
+            return Ok(());
+        };
+        tracing::info!(
+            "gate before any change: probing {} URL(s)",
+            gate.urls().len()
+        );
+        let verdict = gate.evaluate(self.cancel).await.map_err(|_| {
+            self.stopped(
+                TrafficError::Interrupted("interrupted during the first gate".into()),
+                ShiftStatus::Interrupted,
+            )
+        })?;
+        if !verdict.passed {
+            match previous {
+                Some(p) => {
+                    self.doc.traffic.insert(self.route_id.clone(), p);
                 }
-                self.journal(
-                    JournalEntry::new(STEP, "gate", Outcome::Ok)
-                        .detail(format!("before any change: {}", verdict.summary)),
-                )?;
+                None => {
+                    self.doc.traffic.remove(&self.route_id);
+                }
+            }
+            self.doc.record(
+                JournalEntry::new(STEP, "gate", Outcome::Failed).detail(format!(
+                    "before any change: {}; nothing was changed",
+                    verdict.summary
+                )),
+            );
+            self.save()?;
+            return Err(ShiftError::PreflightFailed(verdict.summary));
+        }
+        self.journal(
+            JournalEntry::new(STEP, "gate", Outcome::Ok)
+                .detail(format!("before any change: {}", verdict.summary)),
+        )
+    }
+
+    /// What follows step `step` of a shift, now at `now`: the settle time,
+    /// the gate (rolling back to `before` when it fails) and the pause
+    /// before the next step.
+    async fn after_step(
+        &mut self,
+        step: usize,
+        last: bool,
+        now: &Weights,
+        before: &Weights,
+    ) -> Result<(), ShiftError> {
+        let options = self.options;
+        if options.gate.is_some() || !last {
+            if let Err(e) = self
+                .wait(self.settle, "clients to catch up (record TTL)")
+                .await
+            {
+                return Err(self.fail(e));
             }
         }
-
-        let total = plan.len();
-        let mut now = current.clone();
-        for (i, weights) in plan.iter().enumerate() {
-            let step = i + 1;
-            let last = step == total;
-            now = match self.apply_step(Some(step), &now, weights).await {
-                Ok(w) => w,
-                Err(e) => return Err(self.fail(e)),
-            };
-            if mode == "rollback" {
-                continue;
-            }
-            let gated = self.options.gate.is_some();
-            if gated || !last {
-                if let Err(e) = self
-                    .wait(self.settle, "clients to catch up (record TTL)")
-                    .await
-                {
-                    return Err(self.fail(e));
-                }
-            }
-            if let Some(gate) = &self.options.gate {
-                let Ok(verdict) = gate.evaluate(self.cancel).await else {
-                    let interrupted = TrafficError::Interrupted("interrupted during a gate".into());
-                    return Err(self.fail(interrupted));
-                };
-                if !verdict.passed {
-                    tracing::error!(
-                        "gate failed at step {step}: {}; rolling back to {}",
-                        verdict.summary,
-                        format_weights(&before)
-                    );
-                    self.journal(
-                        JournalEntry::new(STEP, "gate", Outcome::Failed)
-                            .detail(format!("step {step}: {}", verdict.summary)),
-                    )?;
-                    return Err(self.roll_back(step, &now, &before, verdict.summary).await);
-                }
-                tracing::info!("gate passed at step {step}: {}", verdict.summary);
-                if let Some(s) = self.steps.last_mut() {
-                    s.gate = Some(verdict.summary.clone());
-                }
-                self.journal(
-                    JournalEntry::new(STEP, "gate", Outcome::Ok)
-                        .detail(format!("step {step}: {}", verdict.summary)),
-                )?;
-            }
-            if !last && !self.options.pause.is_zero() {
-                if let Err(e) = self
-                    .wait(self.options.pause, "the pause between steps")
-                    .await
-                {
-                    return Err(self.fail(e));
-                }
+        if let Some(gate) = &options.gate {
+            self.step_gate(gate, step, now, before).await?;
+        }
+        if !last && !options.pause.is_zero() {
+            if let Err(e) = self.wait(options.pause, "the pause between steps").await {
+                return Err(self.fail(e));
             }
         }
+        Ok(())
+    }
 
-        let status = if mode == "rollback" {
-            ShiftStatus::RolledBack
+    /// The gate after step `step`: its evidence goes with the step when it
+    /// passes; when it fails, the weights from before the shift are restored.
+    async fn step_gate(
+        &mut self,
+        gate: &Gate,
+        step: usize,
+        now: &Weights,
+        before: &Weights,
+    ) -> Result<(), ShiftError> {
+        let Ok(verdict) = gate.evaluate(self.cancel).await else {
+            let interrupted = TrafficError::Interrupted("interrupted during a gate".into());
+            return Err(self.fail(interrupted));
+        };
+        if !verdict.passed {
+            tracing::error!(
+                "gate failed at step {step}: {}; rolling back to {}",
+                verdict.summary,
+                format_weights(before)
+            );
+            self.journal(
+                JournalEntry::new(STEP, "gate", Outcome::Failed)
+                    .detail(format!("step {step}: {}", verdict.summary)),
+            )?;
+            return Err(self.roll_back(step, now, before, verdict.summary).await);
+        }
+        tracing::info!("gate passed at step {step}: {}", verdict.summary);
+        if let Some(s) = self.steps.last_mut() {
+            s.gate = Some(verdict.summary.clone());
+        }
+        self.journal(
+            JournalEntry::new(STEP, "gate", Outcome::Ok)
+                .detail(format!("step {step}: {}", verdict.summary)),
+        )
+    }
+
+    /// Records a shift or rollback that went through to its last step, at `now`.
+    fn finish(&mut self, mode: Mode, now: &Weights) -> Result<(), ShiftError> {
+        let (status, action) = if mode == Mode::Rollback {
+            (ShiftStatus::RolledBack, "rollback-completed")
         } else {
-            ShiftStatus::Completed
+            (ShiftStatus::Completed, "shift-completed")
         };
         self.shift().status = status;
-        update_roles(&mut self.doc, &now);
-        let action = if mode == "rollback" {
-            "rollback-completed"
-        } else {
-            "shift-completed"
-        };
+        update_roles(&mut self.doc, now);
         self.journal(JournalEntry::new(STEP, action, Outcome::Ok).detail(format!(
             "{}: {}",
             self.route_id,
-            format_weights(&now)
-        )))?;
-        Ok(now)
+            format_weights(now)
+        )))
     }
-
     /// One step: one atomic change, wait until in effect, read back.
     /// `step` is the plan step this is (`None` for the rollback after a failed gate).
     async fn apply_step(
@@ -1136,3 +1166,7 @@ fn update_roles(doc: &mut StateDocument, weights: &Weights) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "shift_tests.rs"]
+mod tests;

@@ -1,0 +1,745 @@
+//! Fast tests of the shift engine's logic over an in-memory router
+//! ([`FakeRouter`]): the order of a shift, what it journals and when it
+//! saves, rollback after a failed gate or on request, continuing a shift that
+//! stopped, the lease, dry runs. The routers themselves are tested with the
+//! SDK mocked (`route53_tests.rs`, `alb_tests.rs`).
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::health::GatePolicy;
+use crate::outcome::{Code, ExitStatus, StepReport};
+use crate::state::{Health, Verdict};
+use crate::traffic::fake::{Call, FakeRouter};
+
+const ROUTE: &str = "fake:app";
+
+fn w(blue: u32, green: u32) -> Weights {
+    Weights::from([("blue".to_owned(), blue), ("green".to_owned(), green)])
+}
+
+fn to_green(steps: &[u8]) -> Request {
+    Request::Shift(Intent::To {
+        member: "green".into(),
+        steps: steps.to_vec(),
+    })
+}
+
+/// No waits, no gate, no verification (`--force`).
+fn options() -> Options {
+    Options {
+        pause: Duration::ZERO,
+        settle: Some(Duration::ZERO),
+        gate: None,
+        force: true,
+        max_verdict_age: Duration::from_secs(1800),
+        dry_run: false,
+        timeout: Duration::from_secs(600),
+        lock_wait: Duration::ZERO,
+        lock_message: None,
+    }
+}
+
+/// A state file in a new temporary folder (kept while the guard lives).
+fn state_file() -> (tempfile::TempDir, StateFile) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = StateFile::new(dir.path().join("state.json"));
+    (dir, file)
+}
+
+/// Runs the engine with no hooks; returns the hooks too, to see what the
+/// hooks after the step would get.
+async fn shift_with(
+    router: &FakeRouter,
+    file: &StateFile,
+    request: Request,
+    options: &Options,
+) -> (Result<ShiftReport, ShiftError>, StepHooks) {
+    let mut hooks = StepHooks::none(STEP);
+    let result = run(
+        router,
+        file,
+        request,
+        options,
+        &mut hooks,
+        &CancellationToken::new(),
+    )
+    .await;
+    (result, hooks)
+}
+
+fn route(file: &StateFile) -> RouteState {
+    file.load().unwrap().traffic[ROUTE].clone()
+}
+
+fn progress(file: &StateFile) -> ShiftProgress {
+    route(file).shift.unwrap()
+}
+
+/// The journal's actions, each with its outcome when that is not `ok`.
+fn journal(file: &StateFile) -> Vec<String> {
+    file.load()
+        .unwrap()
+        .journal
+        .iter()
+        .map(|e| match e.outcome {
+            Outcome::Ok => e.action.clone(),
+            other => format!("{} ({other:?})", e.action),
+        })
+        .collect()
+}
+
+/// A gate of one loopback URL, deciding on one answer.
+fn gate(url: String) -> Gate {
+    let policy = GatePolicy {
+        successes: 1,
+        failures: 1,
+        interval: Duration::from_millis(10),
+        probe_timeout: Duration::from_secs(2),
+        deadline: Duration::from_secs(10),
+    };
+    Gate::new(vec![url], policy).unwrap()
+}
+
+/// A URL on a closed loopback port: every probe of it is refused.
+fn closed_port_url() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("http://127.0.0.1:{port}/health")
+}
+
+/// A loopback health endpoint of the stack receiving traffic: it answers
+/// 200 while `healthy` holds for the router's weights, 503 otherwise.
+async fn health_endpoint(router: &FakeRouter, healthy: fn(&Weights) -> bool) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/health", listener.local_addr().unwrap());
+    let router = router.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let status = if healthy(&router.weights()) { 200 } else { 503 };
+            tokio::spawn(async move {
+                let mut buf = [0_u8; 2048];
+                let _ = socket.read(&mut buf).await;
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                );
+                let _ = socket.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn modes_are_spelled_as_before_everywhere() {
+    for (mode, text) in [
+        (Mode::Shift, "shift"),
+        (Mode::Rollback, "rollback"),
+        (Mode::DryRun, "dry-run"),
+    ] {
+        assert_eq!(mode.as_str(), text);
+        assert_eq!(serde_json::to_value(mode).unwrap(), text);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shift_in_three_steps_reaches_the_target_and_journals_every_step() {
+    let router = FakeRouter::new(&[("blue", 100), ("green", 0)]);
+    let (_dir, file) = state_file();
+    let (report, hooks) = shift_with(&router, &file, to_green(&[10, 50, 100]), &options()).await;
+    let report = report.unwrap();
+
+    assert_eq!(router.weights(), w(0, 100));
+    assert_eq!(router.applied(), vec![w(90, 10), w(50, 50), w(0, 100)]);
+    assert_eq!(
+        journal(&file),
+        [
+            "shift-started",
+            "weights-submitted",
+            "weights-verified",
+            "weights-submitted",
+            "weights-verified",
+            "weights-submitted",
+            "weights-verified",
+            "shift-completed",
+        ]
+    );
+    let route = route(&file);
+    assert_eq!(route.weights, w(0, 100));
+    assert_eq!(route.before, Some(w(100, 0)));
+    assert!(!route.extra.contains_key("lease"), "the lease is released");
+    let shift = route.shift.unwrap();
+    assert_eq!(
+        (shift.status, shift.steps_done),
+        (ShiftStatus::Completed, 3)
+    );
+    assert_eq!(shift.target.as_deref(), Some("green"));
+    let doc = file.load().unwrap();
+    assert_eq!(doc.stacks["green"].role, Some(Role::Active));
+    assert_eq!(doc.stacks["blue"].role, Some(Role::Standby));
+
+    assert_eq!(report.mode, Mode::Shift);
+    assert_eq!(
+        (report.from.clone(), report.before.clone()),
+        (w(100, 0), w(100, 0))
+    );
+    let changes: Vec<_> = report.steps.iter().map(|s| s.change.clone()).collect();
+    assert_eq!(
+        changes,
+        [Some("change-1"), Some("change-2"), Some("change-3")].map(|c| c.map(str::to_owned))
+    );
+    assert_eq!(serde_json::to_value(&report).unwrap()["mode"], "shift");
+    assert!(report.outputs().contains(&("mode".into(), "shift".into())));
+    assert_eq!(hooks.env().get("SWITCHYARD_MODE"), Some("shift"));
+    assert_eq!(hooks.env().get("SWITCHYARD_TARGET"), Some("green"));
+    assert_eq!(
+        hooks.env().get("SWITCHYARD_TARGET_WEIGHTS"),
+        Some("blue=0,green=100")
+    );
+
+    let calls = router.calls();
+    assert_eq!(calls[..2], [Call::Read, Call::TakeLease]);
+    assert_eq!(calls.last(), Some(&Call::ReleaseLease));
+    assert_eq!(router.lease(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_weights_before_are_saved_before_the_first_change() {
+    let router = FakeRouter::new(&[("blue", 100), ("green", 0)]);
+    let (_dir, file) = state_file();
+    router.watch_state(&file);
+    let (report, _) = shift_with(&router, &file, to_green(&[50, 100]), &options()).await;
+    report.unwrap();
+
+    let seen: Vec<StateDocument> = router
+        .states_at_apply()
+        .iter()
+        .map(|text| serde_json::from_str(text).unwrap())
+        .collect();
+    assert_eq!(seen.len(), 2);
+    let first = &seen[0].traffic[ROUTE];
+    assert_eq!(first.before, Some(w(100, 0)));
+    assert_eq!(first.weights, w(100, 0));
+    assert!(first.extra.contains_key("lease"), "the lease is recorded");
+    let shift = first.shift.as_ref().unwrap();
+    assert_eq!(
+        (shift.status, shift.steps_done),
+        (ShiftStatus::InProgress, 0)
+    );
+    assert_eq!(shift.plan, vec![w(50, 50), w(0, 100)]);
+    assert_eq!(
+        seen[0].journal.last().map(|e| e.action.as_str()),
+        Some("shift-started")
+    );
+    // Each step is saved before the next change.
+    let second = &seen[1].traffic[ROUTE];
+    assert_eq!(second.weights, w(50, 50));
+    assert_eq!(second.before, Some(w(100, 0)));
+    assert_eq!(second.shift.as_ref().unwrap().steps_done, 1);
+}
+
+#[tokio::test]
+async fn a_failing_gate_after_a_change_rolls_back_to_exactly_the_weights_before() {
+    let router = FakeRouter::new(&[("blue", 70), ("green", 30)]);
+    // Green is broken: the service fails once green takes more than it had.
+    let url = health_endpoint(&router, |w| w["green"] <= 30).await;
+    let (_dir, file) = state_file();
+    let options = Options {
+        gate: Some(gate(url)),
+        force: false,
+        ..options()
+    };
+    let (result, hooks) = shift_with(&router, &file, to_green(&[50, 100]), &options).await;
+    let err = result.unwrap_err();
+
+    assert!(
+        matches!(err, ShiftError::RolledBack { step: 1, .. }),
+        "{err}"
+    );
+    assert_eq!(err.exit_code(), Code::RolledBack);
+    assert!(
+        err.to_string().ends_with("rolled back to blue=70,green=30"),
+        "{err}"
+    );
+    assert_eq!(router.weights(), w(70, 30));
+    assert_eq!(router.applied(), vec![w(50, 50), w(70, 30)]);
+    assert_eq!(
+        hooks.env().get("SWITCHYARD_WEIGHTS"),
+        Some("blue=70,green=30"),
+        "on-rollback sees the restored weights"
+    );
+    assert_eq!(
+        journal(&file),
+        [
+            "shift-started",
+            "gate",
+            "weights-submitted",
+            "weights-verified",
+            "gate (Failed)",
+            "weights-submitted",
+            "weights-verified",
+            "rollback-completed (RolledBack)",
+        ]
+    );
+    let route = route(&file);
+    assert_eq!(route.weights, w(70, 30));
+    assert_eq!(route.before, Some(w(70, 30)));
+    let shift = route.shift.unwrap();
+    assert_eq!(shift.status, ShiftStatus::RolledBack);
+    assert!(
+        shift
+            .message
+            .as_deref()
+            .is_some_and(|m| m.starts_with("gate failed at step 1: ")),
+        "{shift:?}"
+    );
+    assert_eq!(router.lease(), None);
+}
+
+#[tokio::test]
+async fn a_continued_shift_that_fails_its_gate_rolls_back_to_the_first_runs_before() {
+    let router = FakeRouter::new(&[("blue", 100), ("green", 0)]);
+    router.fail_apply_at(2);
+    let (_dir, file) = state_file();
+    let (result, _) = shift_with(&router, &file, to_green(&[10, 50, 100]), &options()).await;
+    result.unwrap_err();
+    assert_eq!(router.weights(), w(90, 10));
+
+    // Run again, now gated: green copes with 10% and fails at 50%.
+    let url = health_endpoint(&router, |w| w["green"] <= 10).await;
+    let options = Options {
+        gate: Some(gate(url)),
+        ..options()
+    };
+    let (result, hooks) = shift_with(&router, &file, to_green(&[10, 50, 100]), &options).await;
+    let err = result.unwrap_err();
+    assert!(
+        matches!(err, ShiftError::RolledBack { step: 2, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().ends_with("rolled back to blue=100,green=0"),
+        "{err}"
+    );
+    assert_eq!(
+        router.weights(),
+        w(100, 0),
+        "not 90/10, where this run began"
+    );
+    assert_eq!(
+        hooks.env().get("SWITCHYARD_WEIGHTS"),
+        Some("blue=100,green=0"),
+        "on-rollback sees the restored weights"
+    );
+    assert_eq!(
+        hooks.env().get("SWITCHYARD_BEFORE_WEIGHTS"),
+        Some("blue=100,green=0")
+    );
+    assert_eq!(progress(&file).status, ShiftStatus::RolledBack);
+}
+
+#[tokio::test]
+async fn a_gate_failing_before_any_change_changes_nothing() {
+    let router = FakeRouter::new(&[("blue", 100), ("green", 0)]);
+    let (_dir, file) = state_file();
+    let options = Options {
+        gate: Some(gate(closed_port_url())),
+        ..options()
+    };
+    let (result, _) = shift_with(&router, &file, to_green(&[10, 100]), &options).await;
+    let err = result.unwrap_err();
+
+    assert!(matches!(err, ShiftError::PreflightFailed(_)), "{err}");
+    assert_eq!(err.exit_code(), Code::CheckFailed);
+    assert!(router.applied().is_empty());
+    assert_eq!(router.weights(), w(100, 0));
+    assert_eq!(journal(&file), ["shift-started", "gate (Failed)"]);
+    let route = route(&file);
+    assert_eq!(
+        (route.before, route.shift),
+        (None, None),
+        "as before the run"
+    );
+    assert_eq!(router.lease(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rollback_after_a_completed_shift_restores_the_weights_before() {
+    let router = FakeRouter::new(&[("blue", 100), ("green", 0)]);
+    let (_dir, file) = state_file();
+    let (shifted, _) = shift_with(&router, &file, to_green(&[50, 100]), &options()).await;
+    shifted.unwrap();
+    assert_eq!(router.weights(), w(0, 100));
+
+    // A rollback moves straight back: the gate given is not consulted.
+    let failing_gate = Options {
+        gate: Some(gate(closed_port_url())),
+        ..options()
+    };
+    let (result, hooks) = shift_with(&router, &file, Request::Rollback, &failing_gate).await;
+    let report = result.unwrap();
+    assert_eq!(router.weights(), w(100, 0));
+    assert_eq!(router.applied().last(), Some(&w(100, 0)));
+    assert_eq!(report.mode, Mode::Rollback);
+    assert_eq!(
+        (report.from.clone(), report.weights.clone()),
+        (w(0, 100), w(100, 0))
+    );
+    assert_eq!(report.steps.len(), 1);
+    assert_eq!(serde_json::to_value(&report).unwrap()["mode"], "rollback");
+    assert!(report
+        .outputs()
+        .contains(&("mode".into(), "rollback".into())));
+    assert!(
+        report.text().starts_with(
+            "rolled back fake:app: blue=100,green=0 (was blue=100,green=0) in 1 step(s)"
+        ),
+        "{}",
+        report.text()
+    );
+    assert!(report.summary().starts_with("### shift-weight: rollback\n"));
+    assert_eq!(hooks.env().get("SWITCHYARD_MODE"), Some("rollback"));
+
+    assert_eq!(
+        journal(&file)[6..],
+        [
+            "rollback-started",
+            "weights-submitted",
+            "weights-verified",
+            "rollback-completed",
+        ]
+    );
+    let shift = progress(&file);
+    assert_eq!(shift.status, ShiftStatus::RolledBack);
+    assert_eq!(shift.target, None);
+    let doc = file.load().unwrap();
+    assert_eq!(doc.stacks["blue"].role, Some(Role::Active));
+    assert_eq!(doc.stacks["green"].role, Some(Role::Standby));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shift_that_stopped_half_way_continues_and_keeps_its_before() {
+    let router = FakeRouter::new(&[("blue", 100), ("green", 0)]);
+    router.fail_apply_at(2);
+    let (_dir, file) = state_file();
+    let (result, _) = shift_with(&router, &file, to_green(&[10, 50, 100]), &options()).await;
+    let err = result.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ShiftError::Stopped {
+                done: 1,
+                total: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.exit_code(), Code::Provider);
+    assert!(
+        err.to_string().contains("traffic at blue=90,green=10"),
+        "{err}"
+    );
+    assert_eq!(router.weights(), w(90, 10));
+    let stopped = progress(&file);
+    assert_eq!(
+        (stopped.status, stopped.steps_done),
+        (ShiftStatus::Failed, 1)
+    );
+    assert_eq!(route(&file).before, Some(w(100, 0)));
+    assert_eq!(journal(&file).last().unwrap(), "shift-stopped (Failed)");
+    assert_eq!(router.lease(), None, "the lease is released after a stop");
+
+    // The same command again carries on from 90/10; the rollback target
+    // stays the weights before the first run.
+    let (result, _) = shift_with(&router, &file, to_green(&[10, 50, 100]), &options()).await;
+    let report = result.unwrap();
+    assert_eq!(router.weights(), w(0, 100));
+    assert_eq!(report.from, w(90, 10));
+    assert_eq!(report.before, w(100, 0));
+    assert_eq!(route(&file).before, Some(w(100, 0)));
+    let continued = progress(&file);
+    assert_eq!(continued.status, ShiftStatus::Completed);
+    assert_eq!(continued.started_at, stopped.started_at);
+    let doc = file.load().unwrap();
+    let started: Vec<_> = doc
+        .journal
+        .iter()
+        .filter(|e| e.action == "shift-started")
+        .collect();
+    assert_eq!(started.len(), 2);
+    let detail = started[1].detail.as_deref().unwrap();
+    assert!(
+        detail.ends_with("rollback target blue=100,green=0 (continuing a shift that stopped)"),
+        "{detail}"
+    );
+
+    let (result, _) = shift_with(&router, &file, Request::Rollback, &options()).await;
+    result.unwrap();
+    assert_eq!(router.weights(), w(100, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_lease_exits_5_with_nothing_changed() {
+    let router = FakeRouter::new(&[("blue", 100), ("green", 0)]);
+    router.hold_lease("jenkins@ci-7");
+    let (_dir, file) = state_file();
+    let (result, _) = shift_with(&router, &file, to_green(&[50, 100]), &options()).await;
+    let err = result.unwrap_err();
+
+    assert_eq!(err.exit_code(), Code::Conflict);
+    assert!(
+        err.to_string()
+            .starts_with("fake:app/lease is locked by jenkins@ci-7 until "),
+        "{err}"
+    );
+    assert_eq!(router.calls(), [Call::Read, Call::TakeLease]);
+    assert_eq!(router.weights(), w(100, 0));
+    assert!(journal(&file).is_empty());
+    let route = route(&file);
+    assert_eq!((route.before, route.shift), (None, None));
+    assert_eq!(router.lease().unwrap().holder, "jenkins@ci-7");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_left_behind_is_taken_back_by_the_next_run_of_the_same_state() {
+    let router = FakeRouter::new(&[("blue", 100), ("green", 0)]);
+    router.fail_release();
+    let (_dir, file) = state_file();
+    let (result, _) = shift_with(&router, &file, to_green(&[50]), &options()).await;
+    result.unwrap();
+    let left = router.lease().unwrap();
+    assert_eq!(
+        route(&file).extra["lease"],
+        left.encode(),
+        "the state still names the lease it could not give back"
+    );
+
+    // The next run from this state takes it back; another deployment
+    // (another state file) finds it held.
+    let (_other_dir, other) = state_file();
+    let (result, _) = shift_with(&router, &other, to_green(&[100]), &options()).await;
+    assert_eq!(result.unwrap_err().exit_code(), Code::Conflict);
+    let (result, _) = shift_with(&router, &file, to_green(&[100]), &options()).await;
+    result.unwrap();
+    assert_eq!(router.weights(), w(0, 100));
+    assert!(router.lease().unwrap().same_run(&left));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dry_run_changes_nothing_and_lists_the_plan() {
+    let router = FakeRouter::new(&[("blue", 100), ("green", 0)]);
+    let (_dir, file) = state_file();
+    let options = Options {
+        dry_run: true,
+        pause: Duration::from_secs(30),
+        settle: Some(Duration::from_secs(60)),
+        ..options()
+    };
+    let (result, _) = shift_with(&router, &file, to_green(&[10, 50, 100]), &options).await;
+    let report = result.unwrap();
+
+    assert_eq!(
+        report.plan,
+        [
+            "now: blue=100,green=0",
+            "take the lease: CREATE fake:app/lease",
+            "step 1/3: set blue=90,green=10 (was blue=100,green=0)",
+            "  wait until in effect, read back blue=90,green=10",
+            "  wait 1m00s for clients to catch up",
+            "  pause 30s",
+            "step 2/3: set blue=50,green=50 (was blue=90,green=10)",
+            "  wait until in effect, read back blue=50,green=50",
+            "  wait 1m00s for clients to catch up",
+            "  pause 30s",
+            "step 3/3: set blue=0,green=100 (was blue=50,green=50)",
+            "  wait until in effect, read back blue=0,green=100",
+            "rollback target: blue=100,green=0",
+            "release the lease: DELETE fake:app/lease",
+        ]
+    );
+    assert_eq!(report.mode, Mode::DryRun);
+    assert_eq!(serde_json::to_value(&report).unwrap()["mode"], "dry-run");
+    assert!(report
+        .outputs()
+        .contains(&("mode".into(), "dry-run".into())));
+    assert!(report
+        .text()
+        .starts_with("plan for fake:app (dry run: nothing changed)\n  now: blue=100,green=0\n"));
+    assert_eq!(report.weights, w(100, 0));
+    assert_eq!(router.calls(), [Call::Read], "no change, no lease");
+    assert!(!file.path().exists(), "the state is not written");
+}
+
+#[tokio::test(start_paused = true)]
+async fn traffic_goes_only_to_a_member_the_state_vouches_for() {
+    let router = FakeRouter::new(&[("blue", 100), ("green", 0)]);
+    let (_dir, file) = state_file();
+    let strict = Options {
+        force: false,
+        ..options()
+    };
+    let (result, _) = shift_with(&router, &file, to_green(&[50]), &strict).await;
+    let err = result.unwrap_err();
+    assert!(matches!(err, ShiftError::Unverified { .. }), "{err}");
+    assert_eq!(err.exit_code(), Code::Conflict);
+    assert!(err.to_string().contains("has no health verdict"), "{err}");
+    assert_eq!(router.calls(), [Call::Read], "no change, no lease");
+
+    let dry = Options {
+        dry_run: true,
+        ..strict.clone()
+    };
+    let (result, _) = shift_with(&router, &file, to_green(&[50]), &dry).await;
+    let plan = result.unwrap().plan;
+    assert!(
+        plan[0].starts_with("blocked: refusing to move traffic to green: ")
+            && plan[0].ends_with("; a real run exits 5"),
+        "{plan:?}"
+    );
+
+    let mut doc = file.load().unwrap();
+    doc.health.insert(
+        "green".into(),
+        Verdict {
+            status: Health::Healthy,
+            at: Utc::now(),
+            summary: "3/3 endpoints healthy".into(),
+            endpoints: Vec::new(),
+            latency_ms: None,
+            extra: serde_json::Map::new(),
+        },
+    );
+    file.save(&doc).unwrap();
+    let (result, _) = shift_with(&router, &file, to_green(&[50]), &strict).await;
+    result.unwrap();
+    assert_eq!(router.weights(), w(50, 50));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_read_back_that_differs_stops_with_a_provider_error() {
+    let router = FakeRouter::new(&[("blue", 100), ("green", 0)]);
+    router.drop_apply_at(1);
+    let (_dir, file) = state_file();
+    let (result, _) = shift_with(&router, &file, to_green(&[50, 100]), &options()).await;
+    let err = result.unwrap_err();
+
+    assert!(
+        matches!(
+            err,
+            ShiftError::Stopped {
+                done: 0,
+                total: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.exit_code(), Code::Provider);
+    assert!(
+        err.to_string().starts_with(
+            "read back of fake:app shows blue=100,green=0, expected blue=50,green=50; stopped after step 0 of 2"
+        ),
+        "{err}"
+    );
+    assert_eq!(router.applied(), vec![w(50, 50)], "no further change");
+    assert_eq!(
+        journal(&file),
+        [
+            "shift-started",
+            "weights-submitted",
+            "shift-stopped (Failed)"
+        ]
+    );
+    let shift = progress(&file);
+    assert_eq!(shift.status, ShiftStatus::Failed);
+    assert_eq!(shift.pending_change.as_deref(), Some("change-1"));
+    assert!(shift.message.unwrap().starts_with("read back of fake:app"));
+    assert_eq!(
+        route(&file).weights,
+        w(100, 0),
+        "the state keeps what was read"
+    );
+    assert_eq!(router.lease(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_passing_in_a_pause_stops_where_the_shift_is() {
+    let router = FakeRouter::new(&[("blue", 100), ("green", 0)]);
+    let (_dir, file) = state_file();
+    let options = Options {
+        pause: Duration::from_secs(3600),
+        timeout: Duration::from_secs(600),
+        ..options()
+    };
+    let (result, _) = shift_with(&router, &file, to_green(&[10, 100]), &options).await;
+    let err = result.unwrap_err();
+    assert_eq!(err.exit_code(), Code::Provider);
+    assert!(
+        err.to_string().starts_with(
+            "the step's deadline (--timeout 10m00s) passed while waiting for the pause between steps; stopped after step 1 of 2"
+        ),
+        "{err}"
+    );
+    assert_eq!(router.weights(), w(90, 10));
+    let shift = progress(&file);
+    assert_eq!((shift.status, shift.steps_done), (ShiftStatus::Failed, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_pause_records_the_interruption() {
+    let router = FakeRouter::new(&[("blue", 100), ("green", 0)]);
+    let (_dir, file) = state_file();
+    let options = Options {
+        pause: Duration::from_secs(600),
+        timeout: Duration::from_secs(3600),
+        ..options()
+    };
+    let cancel = CancellationToken::new();
+    let signal = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        signal.cancel();
+    });
+    let mut hooks = StepHooks::none(STEP);
+    let err = run(
+        &router,
+        &file,
+        to_green(&[10, 100]),
+        &options,
+        &mut hooks,
+        &cancel,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.exit_code(), Code::Interrupted);
+    assert_eq!(router.weights(), w(90, 10));
+    let shift = progress(&file);
+    assert_eq!(
+        (shift.status, shift.steps_done),
+        (ShiftStatus::Interrupted, 1)
+    );
+    assert_eq!(
+        journal(&file).last().unwrap(),
+        "shift-stopped (Interrupted)"
+    );
+    assert_eq!(router.lease(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollback_with_no_shift_recorded_is_a_usage_error() {
+    let router = FakeRouter::new(&[("blue", 100), ("green", 0)]);
+    let (_dir, file) = state_file();
+    let (result, _) = shift_with(&router, &file, Request::Rollback, &options()).await;
+    let err = result.unwrap_err();
+    assert!(matches!(err, ShiftError::NothingToRollBack { .. }), "{err}");
+    assert_eq!(err.exit_code(), Code::Usage);
+    assert_eq!(router.calls(), [Call::Read]);
+}
