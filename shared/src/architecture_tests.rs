@@ -40,16 +40,46 @@ fn sources() -> BTreeMap<String, String> {
             continue;
         }
         let text = std::fs::read_to_string(&file).unwrap();
-        let code: Vec<&str> = text
-            .lines()
-            .take_while(|l| l.trim() != "#[cfg(test)]")
-            .filter(|l| !l.trim_start().starts_with("//"))
-            .collect();
+        let code = production_code(&text);
         let entry = modules.entry(top).or_default();
-        entry.push_str(&code.join("\n"));
+        entry.push_str(&code);
         entry.push('\n');
     }
     modules
+}
+
+/// A file's lines without comments and without what `#[cfg(test)]` marks:
+/// the item after it (a `mod fake;` declaration, a helper function) or, for
+/// an inline `mod tests {`, the rest of the file.
+fn production_code(text: &str) -> String {
+    let mut code = Vec::new();
+    let mut lines = text.lines().map(str::trim);
+    while let Some(line) = lines.next() {
+        if line.starts_with("//") {
+            continue;
+        }
+        if line != "#[cfg(test)]" {
+            code.push(line);
+            continue;
+        }
+        // Skip further attributes, then the item they mark.
+        let item = lines.by_ref().find(|l| !l.starts_with("#["));
+        match item {
+            Some(l) if l.starts_with("mod tests {") => break,
+            Some(l) if l.ends_with('{') => {
+                let (mut opened, mut closed) = (1, 0);
+                for l in lines.by_ref() {
+                    opened += l.matches('{').count();
+                    closed += l.matches('}').count();
+                    if closed >= opened {
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    code.join("\n")
 }
 
 /// The top-level modules each module's code names as `crate::m`.
@@ -125,29 +155,30 @@ fn the_domain_and_the_leaves_know_nothing_of_clap() {
     }
 }
 
+/// Depth-first search for a back edge; the path names the loop.
+fn visit<'a>(
+    module: &'a str,
+    graph: &'a BTreeMap<String, BTreeSet<String>>,
+    path: &mut Vec<&'a str>,
+    done: &mut BTreeSet<&'a str>,
+) {
+    if let Some(at) = path.iter().position(|m| *m == module) {
+        panic!("module cycle: {} -> {module}", path[at..].join(" -> "));
+    }
+    if done.contains(module) {
+        return;
+    }
+    path.push(module);
+    for next in &graph[module] {
+        visit(next, graph, path, done);
+    }
+    path.pop();
+    done.insert(module);
+}
+
 #[test]
 fn no_two_modules_import_each_other() {
     let graph = imports();
-    // Depth-first search for a back edge; the path names the loop.
-    fn visit<'a>(
-        module: &'a str,
-        graph: &'a BTreeMap<String, BTreeSet<String>>,
-        path: &mut Vec<&'a str>,
-        done: &mut BTreeSet<&'a str>,
-    ) {
-        if let Some(at) = path.iter().position(|m| *m == module) {
-            panic!("module cycle: {} -> {module}", path[at..].join(" -> "));
-        }
-        if done.contains(module) {
-            return;
-        }
-        path.push(module);
-        for next in &graph[module] {
-            visit(next, graph, path, done);
-        }
-        path.pop();
-        done.insert(module);
-    }
     let mut done = BTreeSet::new();
     for module in graph.keys() {
         visit(module, &graph, &mut Vec::new(), &mut done);

@@ -17,7 +17,9 @@ use crate::outcome::{Failure, StepReport};
 use crate::stack::asg::{AlarmScaling, AsgClients, AsgDriver, AsgSettings, Scaling};
 use crate::stack::command::{CommandDriver, CommandTemplates};
 use crate::stack::rolling::{self, RollingReport, RollingSettings};
-use crate::stack::standby::{self, DeployRequest, Options, Region, RetireRequest, StandbyReport};
+use crate::stack::standby::{
+    self, Color, DeployRequest, Options, Region, RetireRequest, StandbyReport,
+};
 use crate::state::{steps, StateDocument};
 use crate::step::{Command, Step};
 
@@ -457,7 +459,7 @@ async fn rolling_run(s: &Settings, step: &Step) -> Result<Report, Failure> {
         .service
         .clone()
         .or_else(|| doc.deployment.as_ref().and_then(|d| d.service.clone()));
-    let color = stack_args.color.map(|c| c.name());
+    let color = stack_args.color.map(Color::name);
     let group = match (&s.args.rolling.group, &service, color) {
         (Some(g), _, _) => g.clone(),
         (None, Some(service), Some(color)) => crate::stack::asg::group_name(

@@ -234,8 +234,20 @@ pub fn asg_policy(retire: bool) -> crate::aws::iam::Policy {
     policy
 }
 
+/// A CloudWatch client for tests whose code never calls it (its endpoint is a closed port).
 #[cfg(test)]
-mod record_tests {
+fn unused_cloudwatch() -> aws_sdk_cloudwatch::Client {
+    aws_sdk_cloudwatch::Client::from_conf(
+        aws_sdk_cloudwatch::Config::builder()
+            .behavior_version(aws_sdk_cloudwatch::config::BehaviorVersion::latest())
+            .region(aws_sdk_cloudwatch::config::Region::from_static("us-east-1"))
+            .endpoint_url("http://127.0.0.1:9")
+            .build(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
     use super::*;
 
     #[test]
@@ -265,16 +277,4 @@ mod record_tests {
         assert_eq!(stack.extra["detail"]["up"], "compose up");
         assert_eq!(stack.extra["region"], "local");
     }
-}
-
-/// A CloudWatch client for tests whose code never calls it (its endpoint is a closed port).
-#[cfg(test)]
-fn unused_cloudwatch() -> aws_sdk_cloudwatch::Client {
-    aws_sdk_cloudwatch::Client::from_conf(
-        aws_sdk_cloudwatch::Config::builder()
-            .behavior_version(aws_sdk_cloudwatch::config::BehaviorVersion::latest())
-            .region(aws_sdk_cloudwatch::config::Region::from_static("us-east-1"))
-            .endpoint_url("http://127.0.0.1:9")
-            .build(),
-    )
 }

@@ -67,6 +67,7 @@ impl Color {
     }
 
     /// The other color of the pair.
+    #[must_use]
     pub fn other(self) -> Self {
         match self {
             Self::Blue => Self::Green,

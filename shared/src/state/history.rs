@@ -154,7 +154,7 @@ pub fn history(doc: &StateDocument) -> History {
     for e in &doc.journal {
         match (e.step.as_str(), e.action.as_str()) {
             (steps::VERIFY_HEALTH, "verdict") => {
-                verdicts.push(e.detail.clone().unwrap_or_default())
+                verdicts.push(e.detail.clone().unwrap_or_default());
             }
             (_, "shift-started" | "rollback-started") => {
                 let target = extra_str(e, "target");
