@@ -13,6 +13,7 @@ mod deploy_command;
 mod deploy_rolling;
 mod deploy_standby;
 mod docs;
+mod envelope;
 mod ergonomics;
 mod faults;
 mod generate;

@@ -187,7 +187,7 @@ impl Command for Admin {
                 prune,
                 reset_weights,
             } => {
-                let options = regional::Options {
+                let options = regional::ApplyOptions {
                     dry_run: plan_only || step.dry_run,
                     prune,
                     reset_weights,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::aws::{self, iam};
 use crate::cli::bake_ami::{BakeAmiArgs, BakeArgs, Command as Sub};
 use crate::cli::CommonArgs;
-use crate::image::bake::{self, BakeReport, Clients, Options};
+use crate::image::bake::{self, BakeOptions, BakeReport, Clients};
 use crate::image::spec::{BakeSpec, Script, Source};
 use crate::image::sweep::{self, SweepReport};
 use crate::outcome::Failure;
@@ -130,7 +130,7 @@ fn bake_settings(
     a: &BakeArgs,
     common: &CommonArgs,
     doc: &StateDocument,
-) -> Result<(BakeSpec, Options), Failure> {
+) -> Result<(BakeSpec, BakeOptions), Failure> {
     let deployment = doc.deployment.as_ref();
     let service = a
         .service
@@ -211,7 +211,7 @@ fn bake_settings(
         force: a.force,
     };
     spec.check()?;
-    let mut opts = Options::new(common.timeout, common.dry_run);
+    let mut opts = BakeOptions::new(common.timeout, common.dry_run);
     opts.wait_stopped = a.wait_stopped;
     opts.wait_console = a.wait_console;
     opts.wait_image = a.wait_image;

@@ -14,7 +14,7 @@ use crate::host::identity::{self, check_provider, Identity, ImdsSettings, AWS};
 use crate::host::labels::{check_service, Labels};
 use crate::host::registration::{
     self, parse_target_groups, targets_region, JoinReport, JoinRequest, LeaveReport, LeaveRequest,
-    LifecycleHook, Options, TargetGroupArn,
+    LifecycleHook, RegistrationOptions, TargetGroupArn,
 };
 use crate::host::user_data::{self, UserData, UserDataSpec};
 use crate::host::{AwsClients, InputError};
@@ -119,7 +119,7 @@ impl Command for RegisterHost {
                 let mut env = host_env(step, "join", &identity)?;
                 env.set("SWITCHYARD_SERVICE", &request.service);
                 step.hooks.before_change(&env).await?;
-                let options = Options::new(step.timeout, step.dry_run);
+                let options = RegistrationOptions::new(step.timeout, step.dry_run);
                 let report = registration::join(
                     &clients,
                     &identity,
@@ -140,7 +140,7 @@ impl Command for RegisterHost {
                 let clients = clients(step, &identity, elb_region.as_deref()).await;
                 let env = host_env(step, "leave", &identity)?;
                 step.hooks.before_change(&env).await?;
-                let options = Options::new(step.timeout, step.dry_run);
+                let options = RegistrationOptions::new(step.timeout, step.dry_run);
                 let report = registration::leave(
                     &clients,
                     &identity,

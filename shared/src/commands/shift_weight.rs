@@ -14,7 +14,7 @@ use crate::state::steps;
 use crate::step::{Command, Step};
 use crate::traffic::haproxy::Members;
 use crate::traffic::plan::{self, Intent};
-use crate::traffic::shift::{self, Options, Request, ShiftReport};
+use crate::traffic::shift::{self, Request, ShiftOptions, ShiftReport};
 use crate::traffic::{Route, RouteMembers};
 
 /// The `shift-weight` command.
@@ -27,7 +27,7 @@ pub struct Settings {
     /// Shift or roll back.
     pub request: Request,
     /// How.
-    pub options: Options,
+    pub options: ShiftOptions,
     /// The route whose weights move.
     pub route: Route,
     /// What the route's members are.
@@ -156,7 +156,7 @@ fn parse_members(pairs: &[String]) -> Result<Vec<(String, Vec<String>)>, Failure
 }
 
 /// Checks the shift's own flags: what to move, the gate, the timing.
-fn shift_settings(args: &ShiftWeightArgs) -> Result<(Request, Options), Failure> {
+fn shift_settings(args: &ShiftWeightArgs) -> Result<(Request, ShiftOptions), Failure> {
     let request = if args.rollback {
         Request::Rollback
     } else if let Some(to) = &args.to {
@@ -203,7 +203,7 @@ fn shift_settings(args: &ShiftWeightArgs) -> Result<(Request, Options), Failure>
         };
         Some(Gate::new(args.gate_urls.clone(), policy).map_err(|e| Failure::new(Code::Usage, e))?)
     };
-    let options = Options {
+    let options = ShiftOptions {
         pause: args.pause,
         settle: args.settle,
         gate,

@@ -5,7 +5,7 @@ use clap::Parser;
 use super::*;
 use crate::traffic::alb::Target;
 
-fn parse(extra: &[&str]) -> Result<(Request, Options), String> {
+fn parse(extra: &[&str]) -> Result<(Request, ShiftOptions), String> {
     let mut command_line = vec![
         "shift-weight",
         "--zone-id",

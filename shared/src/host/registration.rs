@@ -214,7 +214,7 @@ pub struct LeaveRequest {
 
 /// How to do it.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub struct RegistrationOptions {
     /// Print the plan, change nothing.
     pub dry_run: bool,
     /// Deadline of the whole step.
@@ -223,7 +223,7 @@ pub struct Options {
     pub backoff: Backoff,
 }
 
-impl Options {
+impl RegistrationOptions {
     /// Options with the default polling.
     pub fn new(timeout: Duration, dry_run: bool) -> Self {
         Self {
@@ -702,7 +702,7 @@ pub async fn join(
     clients: &AwsClients,
     identity: &Identity,
     request: &JoinRequest,
-    options: &Options,
+    options: &RegistrationOptions,
     state: &StateFile,
     cancel: &CancellationToken,
 ) -> Result<JoinReport, HostError> {
@@ -961,7 +961,7 @@ pub async fn leave(
     clients: &AwsClients,
     identity: &Identity,
     request: &LeaveRequest,
-    options: &Options,
+    options: &RegistrationOptions,
     state: &StateFile,
     cancel: &CancellationToken,
 ) -> Result<LeaveReport, HostError> {

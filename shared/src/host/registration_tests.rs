@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::aws::config::retry_policy;
 use crate::host::fleet::{self, FleetQuery};
 use crate::host::registration::{
-    self, parse_target_groups, JoinRequest, LeaveRequest, LifecycleHook, Options,
+    self, parse_target_groups, JoinRequest, LeaveRequest, LifecycleHook, RegistrationOptions,
 };
 use crate::host::{AwsClients, HostError, Identity, Labels};
 use crate::outcome::{Code, ExitStatus};
@@ -192,8 +192,8 @@ fn leave_request(lifecycle: Option<LifecycleHook>) -> LeaveRequest {
     }
 }
 
-fn options(timeout: Duration) -> Options {
-    Options {
+fn options(timeout: Duration) -> RegistrationOptions {
+    RegistrationOptions {
         dry_run: false,
         timeout,
         backoff: Backoff {

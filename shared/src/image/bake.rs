@@ -95,7 +95,7 @@ impl Clients {
 
 /// How a bake runs.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub struct BakeOptions {
     /// Print the plan, change nothing.
     pub dry_run: bool,
     /// Deadline of the whole step (`--timeout`); caps every wait.
@@ -114,7 +114,7 @@ pub struct Options {
     pub manifest: Option<PathBuf>,
 }
 
-impl Options {
+impl BakeOptions {
     /// Options with the default waits and polling.
     pub fn new(timeout: Duration, dry_run: bool) -> Self {
         Self {
@@ -252,7 +252,7 @@ pub struct SourceImage {
 pub async fn bake(
     clients: &Clients,
     spec: &BakeSpec,
-    opts: &Options,
+    opts: &BakeOptions,
     state: &StateFile,
     cancel: &CancellationToken,
 ) -> Result<BakeReport, BakeError> {
@@ -297,7 +297,7 @@ struct Made {
 struct Run<'a> {
     clients: &'a Clients,
     spec: &'a BakeSpec,
-    opts: &'a Options,
+    opts: &'a BakeOptions,
     cancel: &'a CancellationToken,
     step_deadline: Instant,
     made: Made,
@@ -1267,7 +1267,7 @@ async fn wait_image(
     client: &Client,
     region: &str,
     id: &str,
-    opts: &Options,
+    opts: &BakeOptions,
     step_deadline: Instant,
     cancel: &CancellationToken,
 ) -> Result<(), BakeError> {

@@ -22,7 +22,7 @@ use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::{bake, Clients, Options};
+use super::{bake, BakeOptions, Clients};
 use crate::aws::config::retry_policy;
 use crate::image::spec::{BakeSpec, Script, Source, DEFAULT_MARKER};
 use crate::image::{BakeError, STATUS_COMPLETE, TAG_BAKE_ID, TAG_STATUS};
@@ -80,8 +80,8 @@ fn no_twins() -> (Rule, Rule) {
     )
 }
 
-fn options() -> Options {
-    let mut o = Options::new(Duration::from_secs(3600), false);
+fn options() -> BakeOptions {
+    let mut o = BakeOptions::new(Duration::from_secs(3600), false);
     o.wait_stopped = Duration::from_secs(600);
     o.wait_console = Duration::from_secs(60);
     o.wait_image = Duration::from_secs(600);

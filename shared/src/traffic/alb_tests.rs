@@ -24,7 +24,7 @@ use crate::aws::config::retry_policy;
 use crate::outcome::{Code, ExitStatus};
 use crate::state::{StateFile, Weights};
 use crate::traffic::plan::Intent;
-use crate::traffic::shift::{self, Options, Request, ShiftError};
+use crate::traffic::shift::{self, Request, ShiftError, ShiftOptions};
 use crate::traffic::{LeaseRequest, Router, TrafficError};
 
 const LISTENER: &str = "arn:aws:elasticloadbalancing:us-east-1:1:listener/app/lb/1/2";
@@ -218,8 +218,8 @@ fn w(blue: u32, green: u32) -> Weights {
     Weights::from([("blue".into(), blue), ("green".into(), green)])
 }
 
-fn options() -> Options {
-    Options {
+fn options() -> ShiftOptions {
+    ShiftOptions {
         pause: Duration::ZERO,
         settle: None,
         gate: None,

@@ -23,7 +23,7 @@ use crate::aws::route53::{self as api, Submitted};
 use crate::outcome::{Code, ExitStatus};
 use crate::state::{ShiftStatus, StateFile};
 use crate::traffic::plan::Intent;
-use crate::traffic::shift::{self, Options, Request, ShiftError};
+use crate::traffic::shift::{self, Request, ShiftError, ShiftOptions};
 use crate::traffic::{LeaseRequest, Router, TrafficError};
 use crate::wait::Backoff;
 
@@ -152,8 +152,8 @@ fn router(client: Client) -> Route53Router {
     )
 }
 
-fn options(timeout: Duration) -> Options {
-    Options {
+fn options(timeout: Duration) -> ShiftOptions {
+    ShiftOptions {
         pause: Duration::ZERO,
         settle: Some(Duration::ZERO),
         gate: None,

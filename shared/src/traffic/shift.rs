@@ -27,7 +27,7 @@ use crate::state::{
 use crate::wait::progress::short;
 use crate::wait::{self, WaitEnd};
 
-const STEP: &str = "shift-weight";
+const STEP: &str = crate::state::steps::SHIFT_WEIGHT;
 
 /// What to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +66,7 @@ impl Mode {
 
 /// How to do it.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub struct ShiftOptions {
     /// Wait after each step's gate before the next step.
     pub pause: Duration,
     /// Wait after a change is in effect before the gate; default: the router's (a DNS TTL).
@@ -262,7 +262,7 @@ pub async fn run<R: Router>(
     router: &R,
     file: &StateFile,
     request: Request,
-    options: &Options,
+    options: &ShiftOptions,
     hooks: &mut StepHooks,
     cancel: &CancellationToken,
 ) -> Result<ShiftReport, ShiftError> {
@@ -469,7 +469,7 @@ fn check_verified(
     doc: &StateDocument,
     current: &Weights,
     plan: &[Weights],
-    options: &Options,
+    options: &ShiftOptions,
     file: &StateFile,
 ) -> Result<(), ShiftError> {
     let Some(last) = plan.last() else {
@@ -526,7 +526,7 @@ fn check_verified(
 /// held one before keeps its token.
 async fn hold_lease<R: Router>(
     router: &R,
-    options: &Options,
+    options: &ShiftOptions,
     ours: Option<&Lease>,
     (file, doc): (&StateFile, &mut StateDocument),
     route_id: &str,
@@ -575,7 +575,7 @@ fn remember_lease<R: Router>(
 async fn take_lease<R: Router>(
     router: &R,
     request: &LeaseRequest,
-    options: &Options,
+    options: &ShiftOptions,
     ours: &Lease,
     cancel: &CancellationToken,
 ) -> Result<Lease, TrafficError> {
@@ -594,7 +594,7 @@ fn dry_run<R: Router>(
     current: &Weights,
     decision: &Decision,
     settle: Duration,
-    options: &Options,
+    options: &ShiftOptions,
     hooks: &StepHooks,
 ) -> ShiftReport {
     ShiftReport {
@@ -616,7 +616,7 @@ fn describe_plan<R: Router>(
     current: &Weights,
     decision: &Decision,
     settle: Duration,
-    options: &Options,
+    options: &ShiftOptions,
     hooks: &StepHooks,
 ) -> Vec<String> {
     let Decision { plan, before, .. } = decision;
@@ -704,7 +704,7 @@ struct Run<'a, R: Router> {
     file: &'a StateFile,
     doc: StateDocument,
     route_id: String,
-    options: &'a Options,
+    options: &'a ShiftOptions,
     cancel: &'a CancellationToken,
     deadline: Instant,
     settle: Duration,

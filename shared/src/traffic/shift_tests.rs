@@ -30,8 +30,8 @@ fn to_green(steps: &[u8]) -> Request {
 }
 
 /// No waits, no gate, no verification (`--force`).
-fn options() -> Options {
-    Options {
+fn options() -> ShiftOptions {
+    ShiftOptions {
         pause: Duration::ZERO,
         settle: Some(Duration::ZERO),
         gate: None,
@@ -57,7 +57,7 @@ async fn shift_with(
     router: &FakeRouter,
     file: &StateFile,
     request: Request,
-    options: &Options,
+    options: &ShiftOptions,
 ) -> (Result<ShiftReport, ShiftError>, StepHooks) {
     let mut hooks = StepHooks::none(STEP);
     let result = run(
@@ -251,7 +251,7 @@ async fn a_failing_gate_after_a_change_rolls_back_to_exactly_the_weights_before(
     // Green is broken: the service fails once green takes more than it had.
     let url = health_endpoint(&router, |w| w["green"] <= 30).await;
     let (_dir, file) = state_file();
-    let options = Options {
+    let options = ShiftOptions {
         gate: Some(gate(url)),
         force: false,
         ..options()
@@ -314,7 +314,7 @@ async fn a_continued_shift_that_fails_its_gate_rolls_back_to_the_first_runs_befo
 
     // Run again, now gated: green copes with 10% and fails at 50%.
     let url = health_endpoint(&router, |w| w["green"] <= 10).await;
-    let options = Options {
+    let options = ShiftOptions {
         gate: Some(gate(url)),
         ..options()
     };
@@ -349,7 +349,7 @@ async fn a_continued_shift_that_fails_its_gate_rolls_back_to_the_first_runs_befo
 async fn a_gate_failing_before_any_change_changes_nothing() {
     let router = FakeRouter::new(&[("blue", 100), ("green", 0)]);
     let (_dir, file) = state_file();
-    let options = Options {
+    let options = ShiftOptions {
         gate: Some(gate(closed_port_url())),
         ..options()
     };
@@ -379,7 +379,7 @@ async fn rollback_after_a_completed_shift_restores_the_weights_before() {
     assert_eq!(router.weights(), w(0, 100));
 
     // A rollback moves straight back: the gate given is not consulted.
-    let failing_gate = Options {
+    let failing_gate = ShiftOptions {
         gate: Some(gate(closed_port_url())),
         ..options()
     };
@@ -537,7 +537,7 @@ async fn a_lease_left_behind_is_taken_back_by_the_next_run_of_the_same_state() {
 async fn a_dry_run_changes_nothing_and_lists_the_plan() {
     let router = FakeRouter::new(&[("blue", 100), ("green", 0)]);
     let (_dir, file) = state_file();
-    let options = Options {
+    let options = ShiftOptions {
         dry_run: true,
         pause: Duration::from_secs(30),
         settle: Some(Duration::from_secs(60)),
@@ -582,7 +582,7 @@ async fn a_dry_run_changes_nothing_and_lists_the_plan() {
 async fn traffic_goes_only_to_a_member_the_state_vouches_for() {
     let router = FakeRouter::new(&[("blue", 100), ("green", 0)]);
     let (_dir, file) = state_file();
-    let strict = Options {
+    let strict = ShiftOptions {
         force: false,
         ..options()
     };
@@ -593,7 +593,7 @@ async fn traffic_goes_only_to_a_member_the_state_vouches_for() {
     assert!(err.to_string().contains("has no health verdict"), "{err}");
     assert_eq!(router.calls(), [Call::Read], "no change, no lease");
 
-    let dry = Options {
+    let dry = ShiftOptions {
         dry_run: true,
         ..strict.clone()
     };
@@ -674,7 +674,7 @@ async fn a_read_back_that_differs_stops_with_a_provider_error() {
 async fn the_deadline_passing_in_a_pause_stops_where_the_shift_is() {
     let router = FakeRouter::new(&[("blue", 100), ("green", 0)]);
     let (_dir, file) = state_file();
-    let options = Options {
+    let options = ShiftOptions {
         pause: Duration::from_secs(3600),
         timeout: Duration::from_secs(600),
         ..options()
@@ -697,7 +697,7 @@ async fn the_deadline_passing_in_a_pause_stops_where_the_shift_is() {
 async fn an_interrupted_pause_records_the_interruption() {
     let router = FakeRouter::new(&[("blue", 100), ("green", 0)]);
     let (_dir, file) = state_file();
-    let options = Options {
+    let options = ShiftOptions {
         pause: Duration::from_secs(600),
         timeout: Duration::from_secs(3600),
         ..options()

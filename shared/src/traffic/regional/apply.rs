@@ -29,7 +29,7 @@ use crate::wait::Backoff;
 
 /// How `apply` runs.
 #[derive(Debug, Clone, Copy)]
-pub struct Options {
+pub struct ApplyOptions {
     /// Print the plan and change nothing.
     pub dry_run: bool,
     /// Delete records of a group that the spec does not name.
@@ -51,7 +51,7 @@ pub async fn apply(
     client: &Client,
     routes: &Routes,
     file: &StateFile,
-    options: &Options,
+    options: &ApplyOptions,
     cancel: &CancellationToken,
 ) -> Result<ApplyReport, RouteError> {
     let deadline = Instant::now() + options.timeout;

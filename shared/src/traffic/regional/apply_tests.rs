@@ -197,8 +197,8 @@ fn client(rules: &[&Rule]) -> Client {
         .retry_config(retry_policy()))
 }
 
-fn options(dry_run: bool, prune: bool) -> Options {
-    Options {
+fn options(dry_run: bool, prune: bool) -> ApplyOptions {
+    ApplyOptions {
         dry_run,
         prune,
         reset_weights: false,

@@ -23,13 +23,13 @@
 //!   read back, the state file and its journal; and the IAM [`policy`].
 //!
 //! Everything public is re-exported here, so callers write
-//! `regional::{load, apply, Options}`.
+//! `regional::{load, apply, ApplyOptions}`.
 
 pub mod apply;
 pub mod plan;
 pub mod spec;
 
-pub use apply::{apply, policy, Options};
+pub use apply::{apply, policy, ApplyOptions};
 pub use plan::{
     describe_set, diff, kept_weights, ApplyReport, BatchLine, ChangeLine, CheckLine, GroupReport,
     PlannedChange, Reason,
