@@ -4,14 +4,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::{Map, Value};
-use switchyard_tests::steps::{bin_dir, run, step};
+use switchyard_tests::steps::{bin_dir, run, step, EXECUTABLES};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use crate::fixture::repo;
 
 #[test]
 fn state_reference_is_generated_from_the_schema() {
@@ -158,20 +156,10 @@ fn cell(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', " ")
 }
 
-/// Every step whose executable is built; bake-ami and deploy-standby join when they exist.
-const STEPS: [&str; 6] = [
-    "bake-ami",
-    "deploy-standby",
-    "register-host",
-    "shift-weight",
-    "switchyard",
-    "verify-health",
-];
-
 #[test]
 fn every_flag_the_docs_show_is_a_real_flag() {
     let mut known: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
-    for name in STEPS {
+    for name in EXECUTABLES {
         if bin_dir().join(name).exists() {
             let mut flags = flags_of(name, &[]);
             // Answered before clap parses (switchyard::cli::generate), so not in --help.

@@ -2,8 +2,10 @@
 //! `make bench`: real local services (moto's server as the AWS emulator, an
 //! HTTP endpoint whose health the test controls, HAProxy, servers answering
 //! with their version and a load generator) started on loopback and
-//! stopped when dropped, and the step executables run as processes.
+//! stopped when dropped, the step executables run as processes, and the aws CLI
+//! pointed at moto.
 
+pub mod aws_cli;
 pub mod fault_proxy;
 pub mod haproxy;
 pub mod health_server;
