@@ -316,7 +316,10 @@ pub fn base64_decode(text: &str) -> Vec<u8> {
 
 /// The repository's root folder.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests package is in the repository")
+        .to_path_buf()
 }
 
 /// The demo's sample service (`pipelines/demo/sample_service.py`).
