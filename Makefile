@@ -67,9 +67,10 @@ demo: deps
 	$(CARGO) build --workspace --bins --release
 	bash pipelines/demo/run.sh
 
-## schema: regenerate schema/state-v1.schema.json from the Rust types
+## schema: regenerate schema/state-v1.schema.json and schema/routes-v1.schema.json from
+## the Rust types, with their insta snapshots (their tests, run with INSTA_UPDATE=always)
 schema:
-	SWITCHYARD_BLESS=1 $(CARGO) test -p switchyard --lib state::store::tests::json_schema_is_the_published_one
+	INSTA_UPDATE=always $(CARGO) test --workspace --lib json_schema_is_the_published_one
 
 ## dist: static musl executables (x86_64; aarch64 where the toolchain allows), shell
 ## completions and man pages from the clap definitions, tarballs and SHA256SUMS, in dist/
@@ -104,6 +105,7 @@ lint-pipelines: pipeline-tools
 	  grep -q "$$step" target/pipeline-plan.txt || { echo "pipelines/Makefile release does not run $$step"; exit 1; }; done
 	@echo "pipelines: lint passed"
 
-## docs: regenerate docs/state.md from schema/state-v1.schema.json
+## docs: regenerate docs/state.md from schema/state-v1.schema.json, with its insta
+## snapshot (its test, run with INSTA_UPDATE=always)
 docs:
-	SWITCHYARD_BLESS=1 $(CARGO) test -p switchyard-tests --test it docs::state_reference_is_generated_from_the_schema
+	INSTA_UPDATE=always $(CARGO) test --workspace --test it docs::state_reference_is_generated_from_the_schema

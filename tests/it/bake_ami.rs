@@ -8,7 +8,7 @@
 //! a failed provisioning looks.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::ops::Deref;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,10 +16,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use switchyard_tests::aws_cli::{self, aws, tags};
 use switchyard_tests::steps::{run, step, StepOutput};
 use switchyard_tests::Moto;
 
-use crate::aws_cli::aws;
+use crate::fixture::{self, journal_actions, ok_json, read_json, runtime, sdk_config};
 
 /// A line of moto's fixed console output.
 const MOTO_CONSOLE_LINE: &str = "Enabling fast FPU save and restore... done.";
@@ -27,25 +28,19 @@ const MOTO_CONSOLE_LINE: &str = "Enabling fast FPU save and restore... done.";
 /// Images a bake made (the base images are this account's too).
 const BAKED_ONLY: &str = "Name=tag-key,Values=switchyard:bake-id";
 
-struct Fixture {
-    moto: Moto,
-    dir: tempfile::TempDir,
+struct Fixture(fixture::Fixture);
+
+impl Deref for Fixture {
+    type Target = fixture::Fixture;
+
+    fn deref(&self) -> &fixture::Fixture {
+        &self.0
+    }
 }
 
 impl Fixture {
     fn new() -> Self {
-        Self {
-            moto: Moto::start().unwrap(),
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn doc(&self) -> Value {
-        serde_json::from_slice(&std::fs::read(self.path("state.json")).unwrap()).unwrap()
+        Self(fixture::Fixture::new())
     }
 
     /// Registers a base image named `name` and returns its id.
@@ -73,7 +68,7 @@ impl Fixture {
     fn command_env(&self, env: &[(String, String)], args: &[&str]) -> Command {
         let mut cmd = step("bake-ami", env);
         cmd.arg("--state")
-            .arg(self.path("state.json"))
+            .arg(self.state())
             .args(["--hooks-dir"])
             .arg(self.path("no-hooks"))
             .args(args);
@@ -101,17 +96,12 @@ impl Fixture {
     }
 
     fn instances(&self, filters: &[&str]) -> Vec<Value> {
-        let mut args = vec!["ec2", "describe-instances"];
+        let mut args = Vec::new();
         if !filters.is_empty() {
             args.push("--filters");
             args.extend_from_slice(filters);
         }
-        aws(&self.moto, &args)["Reservations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|r| r["Instances"].as_array().unwrap().clone())
-            .collect()
+        aws_cli::instances(&self.moto, &args)
     }
 
     fn instance_state(&self, id: &str) -> String {
@@ -204,21 +194,7 @@ impl Stopper {
 }
 
 fn cli(env: &[(String, String)], args: &[&str]) -> Value {
-    let out = Command::new("aws")
-        .args(args)
-        .args(["--output", "json"])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", std::env::var_os("HOME").unwrap_or_default())
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "aws {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    aws_cli::call(env, args).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// The id of a running instance tagged as a bake builder.
@@ -247,31 +223,6 @@ fn wait_for_builder(fx: &Fixture) -> String {
         assert!(Instant::now() < deadline, "no builder was launched");
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn tags(resource: &Value) -> BTreeMap<String, String> {
-    resource["Tags"]
-        .as_array()
-        .map(|t| {
-            t.iter()
-                .map(|t| {
-                    (
-                        t["Key"].as_str().unwrap().to_owned(),
-                        t["Value"].as_str().unwrap().to_owned(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn json(out: &StepOutput) -> Value {
-    assert_eq!(
-        out.code, 0,
-        "stdout: {}\nstderr: {}",
-        out.stdout, out.stderr
-    );
-    serde_json::from_str(out.stdout.trim()).unwrap()
 }
 
 fn bake_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
@@ -311,7 +262,7 @@ fn a_bake_from_a_filtered_base_image_lands_in_two_regions_then_is_reused_and_for
         "eu-west-1",
         "--dry-run",
     ]));
-    let plan = json(&out);
+    let plan = ok_json(&out);
     assert_eq!(plan["dry_run"], true);
     assert!(
         plan["plan"][0]
@@ -331,7 +282,7 @@ fn a_bake_from_a_filtered_base_image_lands_in_two_regions_then_is_reused_and_for
         "--manifest",
         manifest_arg,
     ]));
-    let report = json(&out);
+    let report = ok_json(&out);
     assert_eq!(report["reused"], false);
     assert_eq!(report["source_image"], base.as_str());
     assert_eq!(report["builder"], builder.as_str());
@@ -381,14 +332,11 @@ fn a_bake_from_a_filtered_base_image_lands_in_two_regions_then_is_reused_and_for
     assert_eq!(doc["image"]["input_hash"], hash.as_str());
     assert_eq!(doc["image"]["bake_id"], bake_id.as_str());
     assert_eq!(doc["image"]["source_image"], base.as_str());
-    let journal: Vec<&str> = doc["journal"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap())
-        .collect();
-    assert_eq!(journal, ["bake-started", "builder-launched", "image-baked"]);
-    let m: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    assert_eq!(
+        journal_actions(&doc),
+        ["bake-started", "builder-launched", "image-baked"]
+    );
+    let m = read_json(&manifest);
     assert_eq!(
         m["builds"][0]["artifact_id"],
         format!("us-east-1:{home},eu-west-1:{copy}")
@@ -404,7 +352,7 @@ fn a_bake_from_a_filtered_base_image_lands_in_two_regions_then_is_reused_and_for
         "--copy-to",
         "eu-west-1",
     ]));
-    let report = json(&out);
+    let report = ok_json(&out);
     assert_eq!(report["reused"], true);
     assert_eq!(report["amis"]["us-east-1"], home.as_str());
     assert_eq!(report["amis"]["eu-west-1"], copy.as_str());
@@ -419,7 +367,7 @@ fn a_bake_from_a_filtered_base_image_lands_in_two_regions_then_is_reused_and_for
         "eu-west-1",
         "--force",
     ]));
-    let report = json(&out);
+    let report = ok_json(&out);
     assert_eq!(report["reused"], false);
     assert_ne!(second_builder, builder);
     assert_ne!(report["amis"]["us-east-1"], home.as_str());
@@ -441,7 +389,7 @@ fn a_bake_from_a_filtered_base_image_lands_in_two_regions_then_is_reused_and_for
         "--output",
         "json",
     ]);
-    let swept = json(&out);
+    let swept = ok_json(&out);
     assert_eq!(swept["leftovers"], serde_json::json!([]));
     assert_eq!(
         fx.images(
@@ -587,7 +535,7 @@ fn sigterm_mid_bake_cleans_up_and_after_a_sigkill_sweep_removes_the_leftovers() 
 
     // Younger than the threshold: left alone.
     let out = fx.run(&["sweep", "--older-than", "2h", "--output", "json"]);
-    assert_eq!(json(&out)["leftovers"], serde_json::json!([]));
+    assert_eq!(ok_json(&out)["leftovers"], serde_json::json!([]));
     // A dry run lists, and removes nothing.
     let out = fx.run(&["sweep", "--older-than", "0s", "--dry-run"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -613,7 +561,7 @@ fn sigterm_mid_bake_cleans_up_and_after_a_sigkill_sweep_removes_the_leftovers() 
     assert_eq!(fx.instance_state(&killed_builder), "running");
 
     let out = fx.run(&["sweep", "--older-than", "0s", "--output", "json"]);
-    let report = json(&out);
+    let report = ok_json(&out);
     assert_eq!(report["leftovers"].as_array().unwrap().len(), 2, "{report}");
     assert_eq!(fx.instance_state(&killed_builder), "terminated");
     assert!(
@@ -652,26 +600,13 @@ struct Ec2 {
 
 impl Ec2 {
     fn new(moto: &Moto) -> Self {
-        use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
         let client = |region: &'static str| {
-            let config = aws_sdk_ec2::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .endpoint_url(moto.direct_endpoint())
-                .region(Region::new(region))
-                .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-                .build();
-            (region, aws_sdk_ec2::Client::from_conf(config))
+            let config = sdk_config(&moto.direct_endpoint(), region);
+            (region, aws_sdk_ec2::Client::new(&config))
         };
         Self {
             clients: BTreeMap::from([client("us-east-1"), client("us-west-2")]),
         }
-    }
-
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
     }
 
     fn filter(name: &str, values: &[&str]) -> aws_sdk_ec2::types::Filter {
@@ -759,7 +694,7 @@ impl PowerOff {
         let done = Arc::new(AtomicBool::new(false));
         let flag = done.clone();
         let thread = std::thread::spawn(move || {
-            let rt = Ec2::rt();
+            let rt = runtime();
             while !flag.load(Ordering::SeqCst) {
                 let ids = ec2.builders(&rt, &["running"]);
                 if !ids.is_empty() {
@@ -800,12 +735,13 @@ const NOT_TERMINATED: &[&str] = &["pending", "running", "stopping", "stopped", "
 /// in process, and at the end with the aws CLI over all rounds.
 #[test]
 fn bake_ami_killed_at_every_call_and_at_random_resumes_leaving_nothing_behind() {
-    use crate::kill_resume::{campaign, run_and_kill, validates};
+    use crate::fixture::state_validates;
+    use crate::kill_resume::{campaign, run_and_kill};
     let fx = Fixture::new();
     fx.base_image("switchyard-base-2026.01");
-    let state = fx.path("state.json");
+    let state = fx.state();
     let ec2 = Ec2::new(&fx.moto);
-    let rt = Ec2::rt();
+    let rt = runtime();
     let power = PowerOff::start(&ec2);
     let mut round = 0;
     campaign("bake-ami", 10, |at| {
@@ -818,7 +754,7 @@ fn bake_ami_killed_at_every_call_and_at_random_resumes_leaving_nothing_behind() 
         let out = fx.run(&args);
         let context = format!("round {round} ({at:?})");
         assert_eq!(out.code, 0, "{context}: {}{}", out.stdout, out.stderr);
-        assert!(validates(&state), "{context}");
+        assert!(state_validates(&state), "{context}");
         assert_baked(&fx, &ec2, &rt, &version, &context);
         ran
     });
@@ -912,9 +848,9 @@ fn bake_ami_completes_or_stops_cleanly_under_20_percent_injected_faults() {
     let fx = Fixture::new();
     fx.base_image("switchyard-base-2026.01");
     let proxy = FaultProxy::start(&fx.moto.direct_endpoint(), Faults::spread(FAULT_RATE)).unwrap();
-    let state = fx.path("state.json");
+    let state = fx.state();
     let ec2 = Ec2::new(&fx.moto);
-    let rt = Ec2::rt();
+    let rt = runtime();
     let _power = PowerOff::start(&ec2);
     let env = through(fx.moto.env(), &proxy);
     let mut tally = Tally::default();

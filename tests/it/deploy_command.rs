@@ -4,24 +4,16 @@
 //! template; the stack is written into a state file with `stack::record` and
 //! the built `verify-health` executable verifies it from there.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use serde_json::Value;
 use switchyard::stack::command::{CommandDriver, CommandTemplates};
-use switchyard::stack::{self, StackDriver, StackError, StackSpec, Wait};
+use switchyard::stack::{self, StackDriver, StackError, StackSpec};
 use switchyard::state::{StateDocument, StateFile};
 use switchyard_tests::moto::free_port;
 use switchyard_tests::steps::{run, step, StepOutput};
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
-fn sample_service() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../pipelines/demo/sample_service.py")
-        .canonicalize()
-        .unwrap()
-}
+use crate::fixture::{read_json, sample_service, wait, with_state};
 
 /// Templates as a team would write them for its own orchestrator; the ports
 /// of each color come from `ports-<color>.env` in the working folder.
@@ -63,18 +55,8 @@ fn spec(color: &str, version: &str) -> StackSpec {
     }
 }
 
-fn wait() -> Wait {
-    Wait {
-        deadline: Instant::now() + Duration::from_secs(60),
-        cancel: CancellationToken::new(),
-    }
-}
-
 fn verify(state: &Path, stack: &str) -> StepOutput {
-    let mut cmd = step(
-        "verify-health",
-        &[("SWITCHYARD_STATE".into(), state.display().to_string())],
-    );
+    let mut cmd = step("verify-health", &with_state(Vec::new(), state));
     cmd.args([
         "--stack",
         stack,
@@ -144,7 +126,7 @@ async fn a_local_stack_comes_up_is_verified_from_the_state_and_goes_down() {
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.starts_with("blue: unhealthy"), "{}", out.stdout);
 
-    let saved: Value = serde_json::from_slice(&std::fs::read(state.path()).unwrap()).unwrap();
+    let saved = read_json(state.path());
     assert_eq!(saved["stacks"]["green"]["driver"], "command");
     assert_eq!(saved["stacks"]["green"]["version"], version);
     assert_eq!(

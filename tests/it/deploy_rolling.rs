@@ -16,14 +16,12 @@ use serde_json::Value;
 use switchyard::outcome::{Code, ExitStatus};
 use switchyard::stack::asg::AsgClients;
 use switchyard::stack::rolling::{self, BatchVerdict, FnCheck, RollingSettings, RollingStatus};
-use switchyard::stack::Wait;
 use switchyard::state::StateFile;
 use switchyard::wait::Backoff;
+use switchyard_tests::aws_cli::{self, aws};
 use switchyard_tests::Moto;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
-use crate::aws_cli::aws;
+use crate::fixture::{read_json, sdk_config, wait};
 
 const OLD_IMAGE: &str = "ami-12c6146b";
 const NEW_IMAGE: &str = "ami-1234abcd";
@@ -33,43 +31,7 @@ const POLL: Backoff = Backoff {
 };
 
 fn clients(moto: &Moto) -> AsgClients {
-    use aws_sdk_autoscaling::config::{BehaviorVersion, Credentials, Region};
-    let creds = Credentials::new("testing", "testing", None, None, "test");
-    let region = Region::new("us-east-1");
-    AsgClients {
-        cloudwatch: aws_sdk_cloudwatch::Client::from_conf(
-            aws_sdk_cloudwatch::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .endpoint_url(moto.endpoint())
-                .region(region.clone())
-                .credentials_provider(creds.clone())
-                .build(),
-        ),
-        autoscaling: aws_sdk_autoscaling::Client::from_conf(
-            aws_sdk_autoscaling::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .endpoint_url(moto.endpoint())
-                .region(region.clone())
-                .credentials_provider(creds.clone())
-                .build(),
-        ),
-        ec2: aws_sdk_ec2::Client::from_conf(
-            aws_sdk_ec2::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .endpoint_url(moto.endpoint())
-                .region(region.clone())
-                .credentials_provider(creds.clone())
-                .build(),
-        ),
-        elbv2: aws_sdk_elasticloadbalancingv2::Client::from_conf(
-            aws_sdk_elasticloadbalancingv2::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .endpoint_url(moto.endpoint())
-                .region(region)
-                .credentials_provider(creds)
-                .build(),
-        ),
-    }
+    AsgClients::new(&sdk_config(&moto.endpoint(), "us-east-1"))
 }
 
 /// A launch template on OLD_IMAGE and a 4-instance group on it (`$Latest`,
@@ -110,16 +72,7 @@ fn group(moto: &Moto, name: &str) {
 
 /// The group as the aws CLI sees it.
 fn described(moto: &Moto, name: &str) -> Value {
-    aws(
-        moto,
-        &[
-            "autoscaling",
-            "describe-auto-scaling-groups",
-            "--auto-scaling-group-names",
-            name,
-        ],
-    )["AutoScalingGroups"][0]
-        .clone()
+    aws_cli::auto_scaling_group(moto, "us-east-1", name)
 }
 
 fn instance_ids(group: &Value) -> BTreeSet<String> {
@@ -133,13 +86,10 @@ fn instance_ids(group: &Value) -> BTreeSet<String> {
 
 /// The image of every instance, by DescribeInstances.
 fn images(moto: &Moto, ids: &BTreeSet<String>) -> BTreeSet<String> {
-    let mut args = vec!["ec2", "describe-instances", "--instance-ids"];
+    let mut args = vec!["--instance-ids"];
     args.extend(ids.iter().map(String::as_str));
-    aws(moto, &args)["Reservations"]
-        .as_array()
-        .unwrap()
+    aws_cli::instances(moto, &args)
         .iter()
-        .flat_map(|r| r["Instances"].as_array().unwrap().clone())
         .map(|i| i["ImageId"].as_str().unwrap().to_owned())
         .collect()
 }
@@ -159,17 +109,6 @@ fn settings(name: &str, batch_size: usize, start_first: bool) -> RollingSettings
         start_first,
         poll: POLL,
     }
-}
-
-fn wait() -> Wait {
-    Wait {
-        deadline: Instant::now() + Duration::from_secs(60),
-        cancel: CancellationToken::new(),
-    }
-}
-
-fn state_json(file: &StateFile) -> Value {
-    serde_json::from_slice(&std::fs::read(file.path()).unwrap()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,7 +154,7 @@ async fn a_four_instance_group_rolls_in_batches_of_two_then_rolls_back_then_is_c
     assert_eq!(g["LaunchTemplate"]["Version"], "2");
     assert_eq!(g["DesiredCapacity"], 4);
     assert_eq!(g["MaxSize"], 5, "max raised for start-first is restored");
-    let doc = state_json(&file);
+    let doc = read_json(file.path());
     let p = &doc["stacks"]["web"]["rolling"];
     assert_eq!(p["status"], "finished");
     assert_eq!(p["previous_version"], "1");
@@ -268,7 +207,7 @@ async fn a_four_instance_group_rolls_in_batches_of_two_then_rolls_back_then_is_c
     );
     let report = rolling::confirm(&file, "web").unwrap();
     assert_eq!(report.status, RollingStatus::Confirmed);
-    let doc = state_json(&file);
+    let doc = read_json(file.path());
     assert_eq!(doc["stacks"]["web"]["version"], "2.0.0");
     assert_eq!(doc["stacks"]["web"]["rolling"]["status"], "confirmed");
     let err = rolling::confirm(&file, "web").unwrap_err();
@@ -333,7 +272,7 @@ async fn a_batch_that_fails_its_check_rolls_the_group_back() {
                     .contains("failed its check: 1/2 endpoints healthy"),
             "{err}"
         );
-        let doc = state_json(&file);
+        let doc = read_json(file.path());
         let p = &doc["stacks"]["web"]["rolling"];
         assert_eq!(p["status"], "rolled_back");
         assert_eq!(p["batches_done"], 1);

@@ -5,74 +5,21 @@
 //! the traffic in moto's Route53). Also: user-data from `register-host
 //! user-data` reaches the launch template intact, and several regions at once.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use serde_json::{json, Value};
-use switchyard_tests::steps::{run, step, StepOutput};
+use switchyard_tests::aws_cli::{self, aws_in};
+use switchyard_tests::steps::{run, step};
 use switchyard_tests::Moto;
 
-use crate::aws_cli::{self, aws};
-
-struct Fixture {
-    moto: Moto,
-    dir: tempfile::TempDir,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        Self {
-            moto: Moto::start().unwrap(),
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("state.json")
-    }
-
-    fn run(&self, name: &str, args: &[&str]) -> StepOutput {
-        self.run_hooks(name, args, None)
-    }
-
-    /// Runs a step with the hooks in `hooks` (none when `None`).
-    fn run_hooks(&self, name: &str, args: &[&str], hooks: Option<&Path>) -> StepOutput {
-        run(&mut self.command(name, &self.state(), args, hooks))
-    }
-
-    /// A step with moto's environment, the state file `state` and the hooks in `hooks`.
-    fn command(&self, name: &str, state: &Path, args: &[&str], hooks: Option<&Path>) -> Command {
-        let mut env = self.moto.env();
-        env.push(("SWITCHYARD_STATE".into(), state.display().to_string()));
-        match hooks {
-            Some(dir) => env.push(("SWITCHYARD_HOOKS_DIR".into(), dir.display().to_string())),
-            None => env.push(("SWITCHYARD_NO_HOOKS".into(), "1".into())),
-        }
-        let mut cmd = step(name, &env);
-        cmd.args(args);
-        cmd
-    }
-
-    fn doc(&self) -> Value {
-        serde_json::from_str(&std::fs::read_to_string(self.state()).unwrap()).unwrap()
-    }
-
-    fn write_doc(&self, doc: &Value) {
-        std::fs::write(self.state(), serde_json::to_string_pretty(doc).unwrap()).unwrap();
-    }
-
-    fn aws_in(&self, region: &str, args: &[&str]) -> Value {
-        let mut all = vec!["--region", region];
-        all.extend_from_slice(args);
-        aws(&self.moto, &all)
-    }
-}
+use crate::fixture::{
+    base64_decode, ok_json, read_json, sample_service, state_validates, with_state, Fixture,
+};
 
 fn first(moto: &Moto, region: &str, args: &[&str], query: &str) -> String {
-    let mut all = vec!["--region", region];
-    all.extend_from_slice(args);
+    let mut all = args.to_vec();
     all.extend_from_slice(&["--query", query]);
-    aws(moto, &all).as_str().unwrap().to_owned()
+    aws_in(moto, region, &all).as_str().unwrap().to_owned()
 }
 
 fn subnet(moto: &Moto, region: &str) -> String {
@@ -102,21 +49,7 @@ fn images(moto: &Moto, region: &str) -> (String, String) {
 }
 
 fn group(f: &Fixture, region: &str, name: &str) -> Value {
-    f.aws_in(
-        region,
-        &[
-            "autoscaling",
-            "describe-auto-scaling-groups",
-            "--auto-scaling-group-names",
-            name,
-        ],
-    )["AutoScalingGroups"][0]
-        .clone()
-}
-
-fn json_out(out: &StepOutput) -> Value {
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
+    aws_cli::auto_scaling_group(&f.moto, region, name)
 }
 
 fn sha256(path: &Path) -> String {
@@ -156,7 +89,7 @@ fn blue_active_green_up_then_retire_after_promotion() {
             "json",
         ],
     );
-    let blue = json_out(&out);
+    let blue = ok_json(&out);
     assert_eq!(blue["endpoints"].as_array().unwrap().len(), 2, "{blue}");
     let mut doc = f.doc();
     doc["stacks"]["blue"]["role"] = json!("active");
@@ -180,7 +113,7 @@ fn blue_active_green_up_then_retire_after_promotion() {
         ],
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let user_data = f.dir.path().join("user-data.yaml");
+    let user_data = f.path("user-data.yaml");
     std::fs::write(&user_data, &out.stdout).unwrap();
     let user_data_arg = user_data.display().to_string();
     let green_args = [
@@ -201,7 +134,7 @@ fn blue_active_green_up_then_retire_after_promotion() {
     // The dry run shows the plan and changes nothing.
     let mut dry = green_args.to_vec();
     dry.push("--dry-run");
-    let plan = json_out(&f.run("deploy-standby", &dry));
+    let plan = ok_json(&f.run("deploy-standby", &dry));
     assert_eq!(plan["color"], "green");
     assert_eq!(plan["dry_run"], true);
     let steps: Vec<&str> = plan["regions"][0]["changes"]
@@ -222,7 +155,7 @@ fn blue_active_green_up_then_retire_after_promotion() {
     );
 
     // Green comes up with blue's capacity.
-    let green = json_out(&f.run("deploy-standby", &green_args));
+    let green = ok_json(&f.run("deploy-standby", &green_args));
     assert_eq!(green["color"], "green");
     assert_eq!(green["reason"], "the state marks blue active");
     assert_eq!(green["changed"], true);
@@ -261,7 +194,8 @@ fn blue_active_green_up_then_retire_after_promotion() {
     );
 
     // The launch template version: image, IMDSv2, tags, and the user-data byte for byte.
-    let versions = f.aws_in(
+    let versions = aws_in(
+        &f.moto,
         region,
         &[
             "ec2",
@@ -276,23 +210,9 @@ fn blue_active_green_up_then_retire_after_promotion() {
     assert_eq!(data["ImageId"], ami_v2.as_str());
     assert_eq!(data["InstanceType"], "t3.micro");
     assert_eq!(data["MetadataOptions"]["HttpTokens"], "required");
-    let decoded = std::process::Command::new("base64")
-        .arg("-d")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(data["UserData"].as_str().unwrap().as_bytes())?;
-            child.wait_with_output()
-        })
-        .unwrap();
+    let decoded = base64_decode(data["UserData"].as_str().unwrap());
     assert_eq!(
-        decoded.stdout,
+        decoded,
         std::fs::read(&user_data).unwrap(),
         "user-data round trip"
     );
@@ -309,7 +229,8 @@ fn blue_active_green_up_then_retire_after_promotion() {
     );
 
     // The scaling policies and both alarms.
-    let policies = f.aws_in(
+    let policies = aws_in(
+        &f.moto,
         region,
         &[
             "autoscaling",
@@ -334,7 +255,8 @@ fn blue_active_green_up_then_retire_after_promotion() {
     assert_eq!(up["AdjustmentType"], "ChangeInCapacity");
     assert_eq!(up["ScalingAdjustment"], 1);
     assert_eq!(down["ScalingAdjustment"], -1);
-    let alarms = f.aws_in(
+    let alarms = aws_in(
+        &f.moto,
         region,
         &[
             "cloudwatch",
@@ -378,7 +300,7 @@ fn blue_active_green_up_then_retire_after_promotion() {
         .collect();
     let mut describe = vec!["ec2", "describe-instances", "--instance-ids"];
     describe.extend(ids.iter().copied());
-    let reservations = f.aws_in(region, &describe)["Reservations"].clone();
+    let reservations = aws_in(&f.moto, region, &describe)["Reservations"].clone();
     let mut expected: Vec<String> = reservations
         .as_array()
         .unwrap()
@@ -409,11 +331,12 @@ fn blue_active_green_up_then_retire_after_promotion() {
     );
 
     // A second identical run changes nothing.
-    let again = json_out(&f.run("deploy-standby", &green_args));
+    let again = ok_json(&f.run("deploy-standby", &green_args));
     assert_eq!(again["changed"], false, "{again}");
     assert_eq!(again["regions"][0]["changes"], json!([]));
     assert_eq!(again["endpoints"], json!(expected));
-    let versions = f.aws_in(
+    let versions = aws_in(
+        &f.moto,
         region,
         &[
             "ec2",
@@ -512,7 +435,7 @@ fn blue_active_green_up_then_retire_after_promotion() {
     );
     assert_eq!(group(&f, region, "go-auth-blue")["DesiredCapacity"], 2);
 
-    let retired = json_out(&f.run(
+    let retired = ok_json(&f.run(
         "deploy-standby",
         &["retire", "--retire-after", "0s", "--output", "json"],
     ));
@@ -627,7 +550,7 @@ fn several_regions_come_up_at_once_with_per_region_state() {
             "json",
         ],
     );
-    let report = json_out(&out);
+    let report = ok_json(&out);
     assert_eq!(report["color"], "blue");
     assert_eq!(report["reason"], "no group has instances: first release");
     assert_eq!(report["endpoints"].as_array().unwrap().len(), 2, "{report}");
@@ -640,7 +563,8 @@ fn several_regions_come_up_at_once_with_per_region_state() {
         assert_eq!(g["DesiredCapacity"], 1, "{region}");
         assert_eq!(g["Instances"].as_array().unwrap().len(), 1, "{region}");
         assert_eq!(stack["regions"][region]["group"], "go-auth-blue");
-        let policies = f.aws_in(
+        let policies = aws_in(
+            &f.moto,
             region,
             &[
                 "autoscaling",
@@ -668,7 +592,8 @@ fn several_regions_come_up_at_once_with_per_region_state() {
         group(&f, "eu-west-1", "go-auth-blue")["TargetGroupARNs"],
         json!([])
     );
-    let health = f.aws_in(
+    let health = aws_in(
+        &f.moto,
         "us-east-1",
         &[
             "elbv2",
@@ -733,17 +658,10 @@ fn several_regions_come_up_at_once_with_per_region_state() {
 
     // A failing pre-deploy-standby hook stops the step before any change;
     // post-deploy-standby sees the stack and its endpoints.
-    let hooks = f.dir.path().join("hooks");
-    std::fs::create_dir(&hooks).unwrap();
-    let hook = |name: &str, body: &str| {
-        let path = hooks.join(name);
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
-    };
-    hook("pre-deploy-standby", "echo change freeze >&2; exit 3");
-    let seen = f.dir.path().join("post.env");
-    hook(
+    let hooks = f.hooks();
+    f.hook("pre-deploy-standby", "echo change freeze >&2; exit 3");
+    let seen = f.path("post.env");
+    f.hook(
         "post-deploy-standby",
         &format!(
             "echo \"$SWITCHYARD_STACK $SWITCHYARD_REGIONS $SWITCHYARD_ENDPOINTS\" > '{}'",
@@ -755,7 +673,7 @@ fn several_regions_come_up_at_once_with_per_region_state() {
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("change freeze"), "{}", out.stderr);
     assert!(group(&f, "us-east-1", "go-auth-green").is_null());
-    hook("pre-deploy-standby", "exit 0");
+    f.hook("pre-deploy-standby", "exit 0");
     let out = f.run_hooks("deploy-standby", &green, Some(&hooks));
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     let line = std::fs::read_to_string(&seen).unwrap();
@@ -807,12 +725,7 @@ fn several_regions_come_up_at_once_with_per_region_state() {
 #[test]
 fn the_command_driver_brings_a_local_stack_up_and_retire_takes_the_old_one_down() {
     let dir = tempfile::tempdir().unwrap();
-    let svc = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../pipelines/demo/sample_service.py")
-        .canonicalize()
-        .unwrap()
-        .display()
-        .to_string();
+    let svc = sample_service().display().to_string();
     let state = dir.path().join("state.json");
     let up = format!(
         "set -e; . ./ports-{{color}}.env; for p in $PORT_A $PORT_B; do \
@@ -838,10 +751,8 @@ fn the_command_driver_brings_a_local_stack_up_and_retire_takes_the_old_one_down(
         ports.push(pair);
     }
     let run_step = |name: &str, args: &[String]| {
-        let env = vec![
-            ("SWITCHYARD_STATE".to_owned(), state.display().to_string()),
-            ("SWITCHYARD_NO_HOOKS".to_owned(), "1".to_owned()),
-        ];
+        let mut env = with_state(Vec::new(), &state);
+        env.push(("SWITCHYARD_NO_HOOKS".to_owned(), "1".to_owned()));
         let mut cmd = step(name, &env);
         cmd.current_dir(dir.path()).args(args);
         run(&mut cmd)
@@ -871,7 +782,7 @@ fn the_command_driver_brings_a_local_stack_up_and_retire_takes_the_old_one_down(
         &with(&["--color", "blue", "--release", "v1"]),
     );
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let mut doc = read_json(&state);
     doc["stacks"]["blue"]["role"] = json!("active");
     std::fs::write(&state, doc.to_string()).unwrap();
 
@@ -879,14 +790,14 @@ fn the_command_driver_brings_a_local_stack_up_and_retire_takes_the_old_one_down(
         "deploy-standby",
         &with(&["--release", "v2", "--output", "json"]),
     );
-    let report = json_out(&out);
+    let report = ok_json(&out);
     assert_eq!(report["color"], "green");
     let expected: Vec<String> = ports[1]
         .iter()
         .map(|p| format!("http://127.0.0.1:{p}"))
         .collect();
     assert_eq!(report["endpoints"], json!(expected));
-    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let doc = read_json(&state);
     assert_eq!(doc["stacks"]["green"]["driver"], "command");
     assert_eq!(doc["stacks"]["green"]["role"], "standby");
     assert_eq!(doc["stacks"]["green"]["endpoints"], json!(expected));
@@ -898,7 +809,7 @@ fn the_command_driver_brings_a_local_stack_up_and_retire_takes_the_old_one_down(
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
 
     // Promotion recorded as shift-weight records it; then retire runs --down on blue.
-    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let mut doc = read_json(&state);
     doc["stacks"]["blue"]["role"] = json!("standby");
     doc["stacks"]["green"]["role"] = json!("active");
     let shifted = chrono::Utc::now() - chrono::TimeDelta::seconds(5);
@@ -922,7 +833,7 @@ fn the_command_driver_brings_a_local_stack_up_and_retire_takes_the_old_one_down(
         out.stdout
     );
     assert!(!answers(&blue), "blue is down after retire");
-    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let doc = read_json(&state);
     assert_eq!(doc["stacks"]["blue"]["role"], "retired");
 
     // Clean up green's processes.
@@ -954,7 +865,7 @@ fn the_command_driver_brings_a_local_stack_up_and_retire_takes_the_old_one_down(
 /// alarms, and a state file that validates and lists the endpoints.
 #[test]
 fn deploy_standby_killed_at_every_call_and_at_random_resumes_to_a_consistent_end() {
-    use crate::kill_resume::{campaign, run_and_kill, validates};
+    use crate::kill_resume::{campaign, run_and_kill};
     let f = Fixture::new();
     let region = "us-east-1";
     let subnet = subnet(&f.moto, region);
@@ -963,7 +874,7 @@ fn deploy_standby_killed_at_every_call_and_at_random_resumes_to_a_consistent_end
     campaign("deploy-standby", 10, |at| {
         round += 1;
         let service = format!("svc{round}");
-        let state = f.dir.path().join(format!("state-{round}.json"));
+        let state = f.path(&format!("state-{round}.json"));
         let args = green_from_nothing(&service, &ami, &subnet);
         let ran = run_and_kill(f.command("deploy-standby", &state, &args, None), &state, at);
         f.moto.wait_idle();
@@ -973,7 +884,7 @@ fn deploy_standby_killed_at_every_call_and_at_random_resumes_to_a_consistent_end
             "round {round} ({at:?}): {}{}",
             out.stdout, out.stderr
         );
-        assert!(validates(&state), "round {round} ({at:?})");
+        assert!(state_validates(&state), "round {round} ({at:?})");
 
         let context = format!("round {round} ({at:?})");
         assert_green_up(&f, region, &service, &state, &context, 2);
@@ -1024,7 +935,8 @@ fn assert_green_up(
         "{context}: {g}"
     );
     let template = g["LaunchTemplate"]["LaunchTemplateId"].as_str().unwrap();
-    let versions = f.aws_in(
+    let versions = aws_in(
+        &f.moto,
         region,
         &[
             "ec2",
@@ -1037,7 +949,8 @@ fn assert_green_up(
         .unwrap()
         .len();
     assert_eq!(versions, 1, "{context}: one template version");
-    let tagged = f.aws_in(
+    let tagged = aws_in(
+        &f.moto,
         region,
         &[
             "ec2",
@@ -1054,7 +967,8 @@ fn assert_green_up(
         instances,
         "{context}: no extra instance"
     );
-    let policies = f.aws_in(
+    let policies = aws_in(
+        &f.moto,
         region,
         &[
             "autoscaling",
@@ -1067,7 +981,8 @@ fn assert_green_up(
         .unwrap()
         .len();
     assert_eq!(policies, 2, "{context}");
-    let alarms = f.aws_in(
+    let alarms = aws_in(
+        &f.moto,
         region,
         &[
             "cloudwatch",
@@ -1081,7 +996,7 @@ fn assert_green_up(
         .len();
     assert_eq!(alarms, 2, "{context}");
 
-    let doc: Value = serde_json::from_slice(&std::fs::read(state).unwrap()).unwrap();
+    let doc = read_json(state);
     let stack = &doc["stacks"]["green"];
     assert_eq!(stack["version"], "v2", "{context}");
     assert_eq!(stack["endpoints"].as_array().unwrap().len(), 2, "{context}");
@@ -1103,13 +1018,12 @@ fn deploy_standby_completes_or_stops_cleanly_under_20_percent_injected_faults() 
     let mut tally = Tally::default();
     for round in 0..6 {
         let service = format!("faulty{round}");
-        let state = f.dir.path().join(format!("faults-{round}.json"));
+        let state = f.path(&format!("faults-{round}.json"));
         let args = green_from_nothing(&service, &ami, &subnet);
         let context = format!("round {round}");
         let before = proxy.calls().len();
         tally.until_done(&context, &state, || {
-            let mut env = through(f.moto.env(), &proxy);
-            env.push(("SWITCHYARD_STATE".into(), state.display().to_string()));
+            let mut env = with_state(through(f.moto.env(), &proxy), &state);
             env.push(("SWITCHYARD_NO_HOOKS".into(), "1".into()));
             let mut cmd = step("deploy-standby", &env);
             cmd.args(args);

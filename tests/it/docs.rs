@@ -1,17 +1,17 @@
 //! The documentation stays true: docs/state.md is generated from the
-//! published JSON Schema (`SWITCHYARD_BLESS=1` or `make docs` rewrites it),
-//! and every flag a page shows for a step is one that step's `--help` knows.
+//! published JSON Schema (pinned by an insta snapshot; `make docs` rewrites
+//! both), and every flag a page shows for a step is one that step's `--help`
+//! knows.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::{Map, Value};
-use switchyard_tests::steps::{bin_dir, run, step};
+use switchyard_tests::published::assert_published;
+use switchyard_tests::steps::{bin_dir, run, step, EXECUTABLES};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use crate::fixture::repo;
 
 #[test]
 fn state_reference_is_generated_from_the_schema() {
@@ -20,15 +20,13 @@ fn state_reference_is_generated_from_the_schema() {
     )
     .unwrap();
     let generated = state_reference(&schema);
-    let page = repo().join("docs/state.md");
-    if std::env::var_os("SWITCHYARD_BLESS").is_some() {
-        std::fs::write(&page, &generated).unwrap();
-    }
-    let on_disk = std::fs::read_to_string(&page).unwrap_or_default();
-    assert!(
-        on_disk == generated,
-        "docs/state.md is out of date with schema/state-v1.schema.json; run `make docs`"
-    );
+    insta::with_settings!({
+        description => "docs/state.md: the published page holds this text",
+        omit_expression => true,
+    }, {
+        insta::assert_snapshot!("state.md", generated);
+    });
+    assert_published(&repo().join("docs/state.md"), &generated, "make docs");
 }
 
 /// The markdown reference of the state document.
@@ -158,20 +156,10 @@ fn cell(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', " ")
 }
 
-/// Every step whose executable is built; bake-ami and deploy-standby join when they exist.
-const STEPS: [&str; 6] = [
-    "bake-ami",
-    "deploy-standby",
-    "register-host",
-    "shift-weight",
-    "switchyard",
-    "verify-health",
-];
-
 #[test]
 fn every_flag_the_docs_show_is_a_real_flag() {
     let mut known: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
-    for name in STEPS {
+    for name in EXECUTABLES {
         if bin_dir().join(name).exists() {
             let mut flags = flags_of(name, &[]);
             // Answered before clap parses (switchyard::cli::generate), so not in --help.

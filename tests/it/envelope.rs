@@ -10,7 +10,7 @@ use serde_json::Value;
 use switchyard_tests::steps::{run, step};
 use switchyard_tests::{HealthServer, Moto};
 
-use crate::aws_cli;
+use switchyard_tests::aws_cli;
 
 const NAME: &str = "app.example.com";
 

@@ -1,82 +1,39 @@
 //! Pipeline ergonomics: hooks, the lock (wait, status, release) and the
 //! release history, with the steps run as processes against moto.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use switchyard_tests::aws_cli::{self, w};
 use switchyard_tests::steps::{run, step, StepOutput};
-use switchyard_tests::{HealthServer, Moto};
+use switchyard_tests::HealthServer;
 
-use crate::aws_cli::{self, w};
+use crate::fixture::{read_json, with_state, World, NAME};
 
-const NAME: &str = "app.example.com";
-
-struct World {
-    moto: Moto,
-    zone: String,
-    dir: tempfile::TempDir,
+/// The world's environment with the state file `state` in its temp dir; the
+/// route and the hooks folder reach the steps through the environment too,
+/// as CI sets them.
+fn env(world: &World, state: &str) -> Vec<(String, String)> {
+    let mut env = with_state(world.moto.env(), &world.path(state));
+    env.push(("SWITCHYARD_ZONE_ID".into(), world.zone.clone()));
+    env.push(("SWITCHYARD_RECORD_NAME".into(), NAME.into()));
+    env.push((
+        "SWITCHYARD_HOOKS_DIR".into(),
+        world.hooks().display().to_string(),
+    ));
+    env
 }
 
-impl World {
-    fn new() -> Self {
-        let moto = Moto::start().unwrap();
-        let zone = aws_cli::create_zone(&moto, "example.com");
-        aws_cli::create_weighted(
-            &moto,
-            &zone,
-            NAME,
-            &[("blue", 100, "10.0.0.1"), ("green", 0, "10.0.0.2")],
-            1,
-        );
-        Self {
-            moto,
-            zone,
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
+fn shift(world: &World, state: &str, args: &[&str]) -> StepOutput {
+    run(step("shift-weight", &env(world, state))
+        .args(["--settle", "0s"])
+        .args(args))
+}
 
-    fn env(&self, state: &str) -> Vec<(String, String)> {
-        let mut env = self.moto.env();
-        env.push((
-            "SWITCHYARD_STATE".into(),
-            self.dir.path().join(state).display().to_string(),
-        ));
-        env.push(("SWITCHYARD_ZONE_ID".into(), self.zone.clone()));
-        env.push(("SWITCHYARD_RECORD_NAME".into(), NAME.into()));
-        env.push((
-            "SWITCHYARD_HOOKS_DIR".into(),
-            self.hooks().display().to_string(),
-        ));
-        env
-    }
-
-    fn hooks(&self) -> PathBuf {
-        self.dir.path().join("hooks")
-    }
-
-    fn hook(&self, name: &str, body: &str) {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::create_dir_all(self.hooks()).unwrap();
-        let path = self.hooks().join(name);
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-
-    fn shift(&self, state: &str, args: &[&str]) -> StepOutput {
-        run(step("shift-weight", &self.env(state))
-            .args(["--settle", "0s"])
-            .args(args))
-    }
-
-    fn admin(&self, state: &str, args: &[&str]) -> StepOutput {
-        run(step("switchyard", &self.env(state)).args(args))
-    }
-
-    fn weights(&self) -> std::collections::BTreeMap<String, u64> {
-        aws_cli::weights(&self.moto, &self.zone, NAME)
-    }
+fn admin(world: &World, state: &str, args: &[&str]) -> StepOutput {
+    run(step("switchyard", &env(world, state)).args(args))
 }
 
 fn vars(path: &Path) -> std::collections::BTreeMap<String, String> {
@@ -90,12 +47,16 @@ fn vars(path: &Path) -> std::collections::BTreeMap<String, String> {
 
 #[test]
 fn a_failing_pre_hook_stops_shift_weight_before_any_change() {
-    let world = World::new();
+    let world = World::blue_green();
     world.hook(
         "pre-shift-weight",
         "echo \"change freeze until friday\"; exit 1",
     );
-    let out = world.shift("s.json", &["--to", "green", "--weight", "50", "--force"]);
+    let out = shift(
+        &world,
+        "s.json",
+        &["--to", "green", "--weight", "50", "--force"],
+    );
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
         out.stderr.contains(
@@ -113,7 +74,8 @@ fn a_failing_pre_hook_stops_shift_weight_before_any_change() {
     assert!(!aws_cli::lock_exists(&world.moto, &world.zone, NAME));
 
     // --no-hooks skips it.
-    let out = world.shift(
+    let out = shift(
+        &world,
         "s.json",
         &["--to", "green", "--weight", "50", "--force", "--no-hooks"],
     );
@@ -123,7 +85,7 @@ fn a_failing_pre_hook_stops_shift_weight_before_any_change() {
 
 #[test]
 fn post_and_on_rollback_hooks_receive_the_documented_variables() {
-    let world = World::new();
+    let world = World::blue_green();
     let out_dir = world.dir.path().display().to_string();
     world.hook(
         "post-shift-weight",
@@ -151,7 +113,8 @@ fn post_and_on_rollback_hooks_receive_the_documented_variables() {
                 .display()
         ),
     );
-    let out = world.shift(
+    let out = shift(
+        &world,
         "s.json",
         &[
             "--to",
@@ -186,8 +149,7 @@ fn post_and_on_rollback_hooks_receive_the_documented_variables() {
         assert_eq!(post.get(k).map(String::as_str), Some(v), "{k} in {post:?}");
     }
     assert!(post["SWITCHYARD_STATE_FILE"].ends_with("s.json"));
-    let doc: Value =
-        serde_json::from_slice(&std::fs::read(world.dir.path().join("s.json")).unwrap()).unwrap();
+    let doc = read_json(&world.path("s.json"));
     assert_eq!(
         doc["health"]["green"]["status"], "healthy",
         "the pre-hook's verdict is kept: {doc:#}"
@@ -201,7 +163,8 @@ fn post_and_on_rollback_hooks_receive_the_documented_variables() {
 
     let failing = HealthServer::start(Some(2), None).unwrap();
     let url = failing.url();
-    let out = world.shift(
+    let out = shift(
+        &world,
         "s.json",
         &[
             "--to",
@@ -229,10 +192,11 @@ fn post_and_on_rollback_hooks_receive_the_documented_variables() {
 
 #[test]
 fn a_hanging_hook_is_stopped_at_its_deadline() {
-    let world = World::new();
+    let world = World::blue_green();
     world.hook("pre-shift-weight", "sleep 120");
     let started = Instant::now();
-    let out = world.shift(
+    let out = shift(
+        &world,
         "s.json",
         &[
             "--to",
@@ -259,7 +223,7 @@ fn a_hanging_hook_is_stopped_at_its_deadline() {
 /// together from two state files (two pipelines), each with `extra`.
 fn two_shifts_together(world: &World, extra: &[&str]) -> [std::process::Output; 2] {
     let spawn = |state: &str| {
-        let mut cmd = step("shift-weight", &world.env(state));
+        let mut cmd = step("shift-weight", &env(world, state));
         cmd.args([
             "--settle", "0s", "--force", "--to", "green", "--steps", "50,100", "--pause", "2s",
         ]);
@@ -274,7 +238,7 @@ fn two_shifts_together(world: &World, extra: &[&str]) -> [std::process::Output; 
 
 #[test]
 fn two_shifts_started_together_one_proceeds_the_other_exits_5() {
-    let world = World::new();
+    let world = World::blue_green();
     let runs = two_shifts_together(&world, &[]);
     let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
     let mut codes: Vec<Option<i32>> = runs.iter().map(|o| o.status.code()).collect();
@@ -298,7 +262,7 @@ fn two_shifts_started_together_one_proceeds_the_other_exits_5() {
 
 #[test]
 fn two_shifts_started_together_with_lock_wait_both_finish_one_after_the_other() {
-    let world = World::new();
+    let world = World::blue_green();
     let [a, b] = two_shifts_together(&world, &["--lock-wait", "30s"]);
     let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
     assert_eq!(a.status.code(), Some(0), "{}", text(&a));
@@ -330,8 +294,8 @@ fn two_shifts_started_together_with_lock_wait_both_finish_one_after_the_other() 
 
 #[test]
 fn lock_status_and_release_free_a_lock_left_by_a_killed_run() {
-    let world = World::new();
-    let mut cmd = step("shift-weight", &world.env("killed.json"));
+    let world = World::blue_green();
+    let mut cmd = step("shift-weight", &env(&world, "killed.json"));
     cmd.args([
         "--settle",
         "0s",
@@ -356,29 +320,35 @@ fn lock_status_and_release_free_a_lock_left_by_a_killed_run() {
     child.wait().unwrap();
     assert!(aws_cli::lock_exists(&world.moto, &world.zone, NAME));
 
-    let out = world.admin("other.json", &["lock", "status"]);
+    let out = admin(&world, "other.json", &["lock", "status"]);
     assert_eq!(out.code, 5, "{}{}", out.stdout, out.stderr);
     assert!(
         out.stdout.contains(": held by ") && out.stdout.contains("(release 7)"),
         "{}",
         out.stdout
     );
-    let out = world.shift(
+    let out = shift(
+        &world,
         "other.json",
         &["--to", "blue", "--weight", "100", "--force"],
     );
     assert_eq!(out.code, 5, "{}", out.stderr);
-    let out = world.admin("other.json", &["lock", "release"]);
+    let out = admin(&world, "other.json", &["lock", "release"]);
     assert_eq!(out.code, 5, "{}", out.stderr);
     assert!(out.stderr.contains("pass --force"), "{}", out.stderr);
-    let out = world.admin("other.json", &["lock", "release", "--force"]);
+    let out = admin(&world, "other.json", &["lock", "release", "--force"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.starts_with("released "), "{}", out.stdout);
-    let out = world.admin("other.json", &["lock", "status", "--output", "json"]);
+    let out = admin(
+        &world,
+        "other.json",
+        &["lock", "status", "--output", "json"],
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
     let status: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(status["held"], false);
-    let out = world.shift(
+    let out = shift(
+        &world,
         "other.json",
         &["--to", "blue", "--weight", "100", "--force"],
     );
@@ -387,23 +357,29 @@ fn lock_status_and_release_free_a_lock_left_by_a_killed_run() {
 
 #[test]
 fn the_history_of_two_releases_and_a_rollback_matches_the_journal() {
-    let world = World::new();
+    let world = World::blue_green();
     assert_eq!(
-        world
-            .shift("h.json", &["--to", "green", "--steps", "10,100", "--force"])
-            .code,
+        shift(
+            &world,
+            "h.json",
+            &["--to", "green", "--steps", "10,100", "--force"]
+        )
+        .code,
         0
     );
     assert_eq!(
-        world
-            .shift("h.json", &["--to", "blue", "--steps", "50,100", "--force"])
-            .code,
+        shift(
+            &world,
+            "h.json",
+            &["--to", "blue", "--steps", "50,100", "--force"]
+        )
+        .code,
         0
     );
-    assert_eq!(world.shift("h.json", &["--rollback"]).code, 0);
+    assert_eq!(shift(&world, "h.json", &["--rollback"]).code, 0);
     assert_eq!(world.weights(), w(&[("blue", 0), ("green", 100)]));
 
-    let out = world.admin("h.json", &["history"]);
+    let out = admin(&world, "h.json", &["history"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let rows: Vec<&str> = out
         .stdout
@@ -424,11 +400,10 @@ fn the_history_of_two_releases_and_a_rollback_matches_the_journal() {
     assert!(rows[2].contains("rollback"), "{}", rows[2]);
     assert!(out.stdout.contains("route route53:"), "{}", out.stdout);
 
-    let out = world.admin("h.json", &["history", "--output", "json"]);
+    let out = admin(&world, "h.json", &["history", "--output", "json"]);
     let history: Value = serde_json::from_str(&out.stdout).unwrap();
     let releases = history["releases"].as_array().unwrap();
-    let doc: Value =
-        serde_json::from_slice(&std::fs::read(world.dir.path().join("h.json")).unwrap()).unwrap();
+    let doc = read_json(&world.path("h.json"));
     let journal = doc["journal"].as_array().unwrap();
     let started: Vec<&Value> = journal
         .iter()
@@ -447,14 +422,15 @@ fn the_history_of_two_releases_and_a_rollback_matches_the_journal() {
         serde_json::json!({"blue": 0, "green": 100})
     );
 
-    let out = world.admin("h.json", &["state", "validate"]);
+    let out = admin(&world, "h.json", &["state", "validate"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     std::fs::write(
         world.dir.path().join("bad.json"),
         r#"{"schema": "switchyard/state/v1", "stacks": {"green": {"role": "boss"}}}"#,
     )
     .unwrap();
-    let out = world.admin(
+    let out = admin(
+        &world,
         "h.json",
         &[
             "state",

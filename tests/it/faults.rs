@@ -10,21 +10,16 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::Value;
+use switchyard_tests::aws_cli::{self, w};
 use switchyard_tests::fault_proxy::{FaultProxy, Faults, Outcome};
 use switchyard_tests::steps::{run, step, StepOutput};
 use switchyard_tests::{HealthServer, Moto};
 
-use crate::aws_cli::{self, w};
+use crate::fixture::{gated_canary, read_json, state_validates, with_state};
 
 const ROUNDS: usize = 8;
 /// The share of calls that get a fault.
 pub const FAULT_RATE: f64 = 0.2;
-
-fn env_through(moto: &Moto, proxy: &FaultProxy, state: &Path) -> Vec<(String, String)> {
-    let mut env = through(moto.env(), proxy);
-    env.push(("SWITCHYARD_STATE".into(), state.display().to_string()));
-    env
-}
 
 /// `env` pointed at `proxy` instead of moto, with the steps' own retry policy
 /// (no `AWS_MAX_ATTEMPTS` from the test environment).
@@ -125,20 +120,6 @@ pub fn write_report(name: &str, text: &str) {
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
 
-fn read_json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).expect("the state file exists"))
-        .expect("the state file is JSON")
-}
-
-fn state_validates(state: &Path) -> bool {
-    let mut cmd = step("switchyard", &[]);
-    cmd.args(["state", "validate"])
-        .arg(state)
-        .args(["--output", "json"]);
-    let out = run(&mut cmd);
-    out.code == 0
-}
-
 #[test]
 fn a_gated_canary_completes_or_stops_cleanly_under_20_percent_injected_faults() {
     let moto = Moto::start().expect("moto_server starts");
@@ -160,29 +141,12 @@ fn a_gated_canary_completes_or_stops_cleanly_under_20_percent_injected_faults() 
         );
         let state = dir.path().join(format!("state-{round}.json"));
         let shift = || -> StepOutput {
-            let mut cmd = step("shift-weight", &env_through(&moto, &proxy, &state));
-            cmd.args([
-                "--zone-id",
-                &zone,
-                "--record-name",
-                &name,
-                "--settle",
-                "0s",
-                "--to",
-                "green",
-                "--steps",
-                "10,50,100",
-                "--gate-url",
-                &gate_url,
-                "--gate-successes",
-                "1",
-                "--gate-interval",
-                "50ms",
-                "--timeout",
-                "90s",
-                "--lock-wait",
-                "30s",
-            ]);
+            let mut cmd = step(
+                "shift-weight",
+                &with_state(through(moto.env(), &proxy), &state),
+            );
+            cmd.args(gated_canary(&zone, &name, &gate_url, "50ms"));
+            cmd.args(["--timeout", "90s", "--lock-wait", "30s"]);
             run(&mut cmd)
         };
 

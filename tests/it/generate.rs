@@ -1,17 +1,7 @@
 //! Completions and man pages as `make dist` makes them: each built step
 //! answers `--generate KIND [DIR]` from its own clap definition.
 
-use switchyard_tests::steps::{run, step};
-
-/// Every executable `make dist` ships (the steps that exist in this tree).
-const STEPS: [&str; 6] = [
-    "shift-weight",
-    "verify-health",
-    "register-host",
-    "switchyard",
-    "bake-ami",
-    "deploy-standby",
-];
+use switchyard_tests::steps::{run, step, EXECUTABLES};
 
 #[test]
 fn bash_completion_of_shift_weight_offers_its_flags() {
@@ -33,7 +23,7 @@ fn bash_completion_of_shift_weight_offers_its_flags() {
 #[test]
 fn every_step_writes_completions_for_three_shells_and_man_pages() {
     let dir = tempfile::tempdir().unwrap();
-    for name in STEPS {
+    for name in EXECUTABLES {
         for kind in ["bash", "zsh", "fish", "man"] {
             let target = dir.path().join(kind);
             let out = run(step(name, &[]).arg("--generate").arg(kind).arg(&target));

@@ -9,11 +9,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use switchyard_tests::aws_cli::w;
 use switchyard_tests::fault_proxy::calls_at;
 use switchyard_tests::steps::{run, step, StepOutput};
 use switchyard_tests::{HealthServer, Moto};
 
-use crate::aws_cli::w;
+use crate::fixture::{gated_canary, read_json, runtime, sdk_config, state_validates, with_state};
 
 /// How the kill point was chosen.
 #[derive(Debug, Clone, Copy)]
@@ -146,12 +147,6 @@ fn journal_len(state: &Path) -> usize {
         .unwrap_or(0)
 }
 
-pub fn validates(state: &Path) -> bool {
-    let mut cmd = step("switchyard", &[]);
-    cmd.args(["state", "validate"]).arg(state);
-    run(&mut cmd).code == 0
-}
-
 /// Runs of shift-weight that must really be killed mid-run.
 const SHIFT_KILLS: usize = 30;
 
@@ -173,34 +168,15 @@ fn shift_weight_killed_at_every_change_point_and_at_random_resumes_to_a_consiste
         r53.create_weighted(&name);
         let state = dir.path().join(format!("state-{round}.json"));
         let shift = || {
-            let mut env = moto.env();
-            env.push(("SWITCHYARD_STATE".into(), state.display().to_string()));
-            let mut cmd = step("shift-weight", &env);
-            cmd.args([
-                "--zone-id",
-                &zone,
-                "--record-name",
-                &name,
-                "--settle",
-                "0s",
-                "--to",
-                "green",
-                "--steps",
-                "10,50,100",
-                "--gate-url",
-                &gate_url,
-                "--gate-successes",
-                "1",
-                "--gate-interval",
-                "20ms",
-            ]);
+            let mut cmd = step("shift-weight", &with_state(moto.env(), &state));
+            cmd.args(gated_canary(&zone, &name, &gate_url, "20ms"));
             cmd
         };
         let killed = run_and_kill(shift(), &state, at).killed;
         let after_kill = std::fs::read_to_string(&state).unwrap_or_default();
         if state.exists() {
             assert!(
-                validates(&state),
+                state_validates(&state),
                 "round {round} ({at:?}): state invalid after the kill"
             );
         }
@@ -226,14 +202,14 @@ fn shift_weight_killed_at_every_change_point_and_at_random_resumes_to_a_consiste
             "round {round} ({at:?}, killed {killed}): the rerun must finish:\n{}\nstate after the kill: {after_kill}",
             out.stderr
         );
-        assert!(validates(&state), "round {round}");
+        assert!(state_validates(&state), "round {round}");
         let (weights, locked) = r53.weights_and_lock(&name);
         assert_eq!(
             weights,
             w(&[("blue", 0), ("green", 100)]),
             "round {round} ({at:?})"
         );
-        let doc: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+        let doc = read_json(&state);
         let route = doc["traffic"].as_object().unwrap().values().next().unwrap();
         assert_eq!(
             route["weights"],
@@ -294,18 +270,9 @@ struct Route53 {
 
 impl Route53 {
     fn new(moto: &Moto) -> Self {
-        use aws_sdk_route53::config::{BehaviorVersion, Credentials, Region};
-        let config = aws_sdk_route53::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(moto.direct_endpoint())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-            .build();
-        let client = aws_sdk_route53::Client::from_conf(config);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let client =
+            aws_sdk_route53::Client::new(&sdk_config(&moto.direct_endpoint(), "us-east-1"));
+        let rt = runtime();
         let zone = rt
             .block_on(
                 client
@@ -360,19 +327,23 @@ impl Route53 {
             .unwrap();
     }
 
-    /// The values of `name`'s lease records.
-    fn lock_values(&self, name: &str) -> Vec<String> {
-        let out = self
-            .rt
+    /// Every record set of the zone.
+    fn record_sets(&self) -> Vec<aws_sdk_route53::types::ResourceRecordSet> {
+        self.rt
             .block_on(
                 self.client
                     .list_resource_record_sets()
                     .hosted_zone_id(&self.zone)
                     .send(),
             )
-            .unwrap();
+            .unwrap()
+            .resource_record_sets
+    }
+
+    /// The values of `name`'s lease records.
+    fn lock_values(&self, name: &str) -> Vec<String> {
         let lock = format!("_switchyard-lock.{name}.");
-        out.resource_record_sets()
+        self.record_sets()
             .iter()
             .filter(|s| s.name() == lock)
             .flat_map(|s| s.resource_records().iter().map(|r| r.value().to_owned()))
@@ -381,20 +352,11 @@ impl Route53 {
 
     /// The weights of `name`'s group, and whether its lease record exists.
     fn weights_and_lock(&self, name: &str) -> (std::collections::BTreeMap<String, u64>, bool) {
-        let out = self
-            .rt
-            .block_on(
-                self.client
-                    .list_resource_record_sets()
-                    .hosted_zone_id(&self.zone)
-                    .send(),
-            )
-            .unwrap();
         let fqdn = format!("{name}.");
         let lock = format!("_switchyard-lock.{name}.");
         let mut weights = std::collections::BTreeMap::new();
         let mut locked = false;
-        for set in out.resource_record_sets() {
+        for set in self.record_sets() {
             if set.name() == fqdn {
                 weights.insert(
                     set.set_identifier().unwrap_or_default().to_owned(),

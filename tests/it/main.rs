@@ -7,7 +7,6 @@
 // Fixture helpers panic on setup failures, like the tests they serve.
 #![allow(clippy::unwrap_used)]
 
-mod aws_cli;
 mod bake_ami;
 mod deploy_command;
 mod deploy_rolling;
@@ -16,6 +15,7 @@ mod docs;
 mod envelope;
 mod ergonomics;
 mod faults;
+mod fixture;
 mod generate;
 mod kill_resume;
 mod pipeline;

@@ -1,38 +1,27 @@
 //! The steps chained through one state file, as a pipeline runs them.
 
-use serde_json::{json, Value};
+use serde_json::json;
+use switchyard_tests::aws_cli::w;
 use switchyard_tests::steps::{run, step};
-use switchyard_tests::{HealthServer, Moto};
+use switchyard_tests::HealthServer;
 
-use crate::aws_cli::{self, w};
+use crate::fixture::{World, NAME};
 
 #[test]
 fn verify_health_then_shift_weight_through_one_state_file() {
-    let moto = Moto::start().unwrap();
-    let zone = aws_cli::create_zone(&moto, "example.com");
-    let name = "app.example.com";
-    aws_cli::create_weighted(
-        &moto,
-        &zone,
-        name,
-        &[("blue", 100, "10.0.0.1"), ("green", 0, "10.0.0.2")],
-        1,
-    );
+    let world = World::blue_green();
     let green = HealthServer::start(None, None).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("switchyard-state.json");
     std::fs::write(
-        &state,
+        world.state(),
         json!({"schema": "switchyard/state/v1", "stacks": {
             "blue": {"role": "active", "version": "1"},
             "green": {"role": "standby", "version": "2", "endpoints": [green.addr().to_string()]}}})
         .to_string(),
     )
     .unwrap();
-    let mut env = moto.env();
-    env.push(("SWITCHYARD_STATE".into(), state.display().to_string()));
-    env.push(("SWITCHYARD_ZONE_ID".into(), zone.clone()));
-    env.push(("SWITCHYARD_RECORD_NAME".into(), name.into()));
+    let mut env = world.env();
+    env.push(("SWITCHYARD_ZONE_ID".into(), world.zone.clone()));
+    env.push(("SWITCHYARD_RECORD_NAME".into(), NAME.into()));
 
     // Before any verdict, shift-weight refuses (safety rule 1).
     let out = run(step("shift-weight", &env).args(["--to", "green", "--weight", "10"]));
@@ -45,12 +34,9 @@ fn verify_health_then_shift_weight_through_one_state_file() {
         run(step("shift-weight", &env)
             .args(["--to", "green", "--steps", "10,100", "--settle", "0s"]));
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert_eq!(
-        aws_cli::weights(&moto, &zone, name),
-        w(&[("blue", 0), ("green", 100)])
-    );
+    assert_eq!(world.weights(), w(&[("blue", 0), ("green", 100)]));
 
-    let doc: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let doc = world.doc();
     assert_eq!(doc["stacks"]["green"]["role"], "active");
     assert_eq!(
         doc["stacks"]["green"]["version"], "2",

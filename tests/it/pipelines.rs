@@ -7,12 +7,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use switchyard_tests::steps::{bin_dir, run};
+use switchyard_tests::steps::{bin_dir, run, EXECUTABLES};
 use switchyard_tests::HealthServer;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use crate::fixture::repo;
 
 /// Every `[env: SWITCHYARD_X=]` of a step and its subcommands.
 fn env_vars_of(name: &str, path: &[&str]) -> BTreeSet<String> {
@@ -52,14 +50,7 @@ fn env_vars_of(name: &str, path: &[&str]) -> BTreeSet<String> {
 #[test]
 fn every_action_input_is_a_variable_its_step_reads() {
     let mut checked = 0;
-    for step in [
-        "shift-weight",
-        "verify-health",
-        "register-host",
-        "switchyard",
-        "bake-ami",
-        "deploy-standby",
-    ] {
+    for step in EXECUTABLES {
         if !bin_dir().join(step).exists() {
             continue; // a step that is not built here yet
         }

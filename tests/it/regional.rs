@@ -2,83 +2,20 @@
 //! as a process, cross-checked with the aws CLI; then shift-weight draining a
 //! region of the applied weighted group.
 
-use std::path::PathBuf;
-
 use serde_json::{json, Value};
-use switchyard_tests::steps::{run, step, StepOutput};
-use switchyard_tests::{HealthServer, Moto};
+use switchyard_tests::aws_cli::{self, w};
+use switchyard_tests::steps::{run, step};
+use switchyard_tests::HealthServer;
 
-use crate::aws_cli::{self, w};
+use crate::fixture::{journal_actions, World, FAST_GATE};
 
-/// One test's world: a moto server with one zone, a temp dir for the spec and state.
-struct World {
-    moto: Moto,
-    zone: String,
-    dir: tempfile::TempDir,
-}
-
-impl World {
-    fn new() -> Self {
-        let moto = Moto::start().expect("moto_server starts");
-        let zone = aws_cli::create_zone(&moto, "example.com");
-        Self {
-            moto,
-            zone,
-            dir: tempfile::tempdir().expect("a temp dir"),
-        }
-    }
-
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("switchyard-state.json")
-    }
-
-    /// Writes `spec` (with `ZONE` replaced by the zone id) and returns its path.
-    fn spec(&self, spec: &Value) -> String {
-        let path = self.dir.path().join("routes.json");
-        let text = spec.to_string().replace("ZONE", &self.zone);
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
-    }
-
-    fn env(&self) -> Vec<(String, String)> {
-        let mut env = self.moto.env();
-        env.push((
-            "SWITCHYARD_STATE".into(),
-            self.state().display().to_string(),
-        ));
-        env
-    }
-
-    fn switchyard(&self, args: &[&str]) -> StepOutput {
-        let mut cmd = step("switchyard", &self.env());
-        cmd.args(args);
-        run(&mut cmd)
-    }
-
-    fn records(&self, name: &str) -> Vec<Value> {
-        let fqdn = format!("{name}.");
-        aws_cli::records(&self.moto, &self.zone)
-            .into_iter()
-            .filter(|r| r["Name"] == fqdn.as_str())
-            .collect()
-    }
-
-    fn health_check_ids(&self) -> Vec<String> {
-        let out = aws_cli::aws(&self.moto, &["route53", "list-health-checks"]);
-        let mut ids: Vec<String> = out["HealthChecks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| h["Id"].as_str().unwrap().to_owned())
-            .collect();
-        ids.sort();
-        ids
-    }
-
-    fn doc(&self) -> Value {
-        serde_json::from_slice(&std::fs::read(self.state()).expect("the state file exists"))
-            .expect("the state file is JSON")
-    }
+/// Writes `spec` (with `ZONE` replaced by the zone id) in the world's temp
+/// dir and returns its path.
+fn write_spec(world: &World, spec: &Value) -> String {
+    let path = world.path("routes.json");
+    let text = spec.to_string().replace("ZONE", &world.zone);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
 }
 
 fn check(host: &str) -> Value {
@@ -115,15 +52,6 @@ fn mixed_spec() -> Value {
     ]})
 }
 
-fn journal_actions(doc: &Value) -> Vec<String> {
-    doc["journal"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[test]
 fn a_spec_mixing_weighted_latency_and_geolocation_groups_converts_a_simple_record_in_one_batch_and_applies_once(
 ) {
@@ -135,7 +63,7 @@ fn a_spec_mixing_weighted_latency_and_geolocation_groups_converts_a_simple_recor
         &json!([{"Action": "CREATE", "ResourceRecordSet": {"Name": "api.example.com", "Type": "A", "TTL": 300,
             "ResourceRecords": [{"Value": "198.51.100.9"}]}}]),
     );
-    let spec = world.spec(&mixed_spec());
+    let spec = write_spec(&world, &mixed_spec());
 
     // The plan lists every change in order and changes nothing.
     let plan = world.switchyard(&["route", "plan", "--spec", &spec]);
@@ -340,7 +268,7 @@ fn a_spec_mixing_weighted_latency_and_geolocation_groups_converts_a_simple_recor
         .as_array_mut()
         .unwrap()
         .pop();
-    let spec = world.spec(&smaller);
+    let spec = write_spec(&world, &smaller);
     let refused = world.switchyard(&["route", "apply", "--spec", &spec]);
     assert_eq!(refused.code, 2, "{}{}", refused.stdout, refused.stderr);
     assert!(
@@ -376,7 +304,7 @@ fn a_bad_spec_exits_2_and_a_held_lock_exits_5_before_any_change() {
     let mut spec = mixed_spec();
     spec["groups"][0]["members"][1] = json!({"set_identifier": "eu", "region": "eu-west-1",
         "alias": alias("api-euw1.eu-west-1.elb.amazonaws.com", "Z32O12XQLNTSW2")});
-    let path = world.spec(&spec);
+    let path = write_spec(&world, &spec);
     let out = world.switchyard(&["route", "apply", "--spec", &path]);
     assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
     assert!(
@@ -387,7 +315,7 @@ fn a_bad_spec_exits_2_and_a_held_lock_exits_5_before_any_change() {
 
     let mut spec = mixed_spec();
     spec["groups"][2]["members"][0]["geo"] = json!({"continent": "EURO"});
-    let path = world.spec(&spec);
+    let path = write_spec(&world, &spec);
     let out = world.switchyard(&["route", "apply", "--spec", &path]);
     assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
     assert!(
@@ -413,7 +341,7 @@ fn a_bad_spec_exits_2_and_a_held_lock_exits_5_before_any_change() {
         &json!([{"Action": "CREATE", "ResourceRecordSet": {"Name": "_switchyard-lock.api.example.com", "Type": "TXT", "TTL": 60,
             "ResourceRecords": [{"Value": format!("\"switchyard-lease=1;token=other;since={};expires={expires};holder=jenkins@ci-7;message=\"", expires - 3600)}]}}]),
     );
-    let path = world.spec(&mixed_spec());
+    let path = write_spec(&world, &mixed_spec());
     let out = world.switchyard(&["route", "apply", "--spec", &path]);
     assert_eq!(out.code, 5, "{}{}", out.stdout, out.stderr);
     assert!(
@@ -444,7 +372,7 @@ fn shift_weight_drains_a_region_of_a_regional_group_gated_keeping_aliases_and_he
     let world = World::new();
     let mut spec = mixed_spec();
     spec["groups"].as_array_mut().unwrap().truncate(1);
-    let path = world.spec(&spec);
+    let path = write_spec(&world, &spec);
     let out = world.switchyard(&["route", "apply", "--spec", &path]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     let applied = world.records("api.example.com");
@@ -463,13 +391,8 @@ fn shift_weight_drains_a_region_of_a_regional_group_gated_keeping_aliases_and_he
             "us-east=100,us-west=0",
             "--gate-url",
             &url,
-            "--gate-successes",
-            "1",
-            "--gate-interval",
-            "50ms",
-            "--probe-timeout",
-            "30s",
         ]);
+        cmd.args(FAST_GATE);
         run(&mut cmd)
     };
     let weights = || aws_cli::weights(&world.moto, &world.zone, "api.example.com");

@@ -9,17 +9,18 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::ops::Deref;
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use serde_json::Value;
+use switchyard_tests::aws_cli::{self, aws};
 use switchyard_tests::steps::{run, step, StepOutput};
-use switchyard_tests::Moto;
 
-use crate::aws_cli::aws;
+use crate::fixture::{self, env_of, json, state_validates, with_state, write_script};
 
 /// What the stand-in metadata service answers.
 #[derive(Debug, Clone)]
@@ -138,57 +139,28 @@ fn answer(stream: TcpStream, metadata: &Metadata) -> std::io::Result<()> {
 
 /// One test's world: a moto server, a VPC, a temp dir for the state file.
 struct World {
-    moto: Moto,
+    fixture: fixture::Fixture,
     vpc: String,
-    dir: tempfile::TempDir,
+}
+
+impl Deref for World {
+    type Target = fixture::Fixture;
+
+    fn deref(&self) -> &fixture::Fixture {
+        &self.fixture
+    }
 }
 
 impl World {
     fn new() -> Self {
-        let moto = Moto::start().expect("moto_server starts");
-        let vpc = aws(&moto, &["ec2", "create-vpc", "--cidr-block", "10.0.0.0/16"])["Vpc"]["VpcId"]
-            .as_str()
-            .expect("a VPC id")
-            .to_owned();
-        Self {
-            moto,
-            vpc,
-            dir: tempfile::tempdir().expect("a temp dir"),
-        }
-    }
-
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("switchyard-state.json")
-    }
-
-    fn doc(&self) -> Value {
-        serde_json::from_slice(&std::fs::read(self.state()).expect("the state file exists"))
-            .expect("the state file is JSON")
+        let fixture = fixture::Fixture::new();
+        let vpc = aws_cli::create_vpc(&fixture.moto);
+        Self { fixture, vpc }
     }
 
     /// A target group of `kind` (`instance` or `ip`) on port 80.
     fn target_group(&self, name: &str, kind: &str) -> String {
-        let out = aws(
-            &self.moto,
-            &[
-                "elbv2",
-                "create-target-group",
-                "--name",
-                name,
-                "--protocol",
-                "HTTP",
-                "--port",
-                "80",
-                "--vpc-id",
-                &self.vpc,
-                "--target-type",
-                kind,
-            ],
-        );
-        out["TargetGroups"][0]["TargetGroupArn"]
-            .as_str()
-            .expect("a target group ARN")
-            .to_owned()
+        aws_cli::create_target_group(&self.moto, name, &self.vpc, &["--target-type", kind])
     }
 
     /// Starts an instance in `region` with `tags`; returns it as run-instances shows it.
@@ -248,19 +220,8 @@ impl World {
     }
 
     fn step_env(&self, imds: &str, args: &[&str], env: &[(&str, &str)]) -> StepOutput {
-        // moto's environment turns the metadata service off for the SDK; this step reads it.
-        let mut all: Vec<(String, String)> = self
-            .moto
-            .env()
-            .into_iter()
-            .filter(|(k, _)| k != "AWS_EC2_METADATA_DISABLED")
-            .collect();
-        all.push(("AWS_EC2_METADATA_SERVICE_ENDPOINT".into(), imds.to_owned()));
-        all.push((
-            "SWITCHYARD_STATE".into(),
-            self.state().display().to_string(),
-        ));
-        all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let mut all = host_env(self.moto.env(), imds, &self.state());
+        all.extend(env_of(env));
         let mut cmd = step("register-host", &all);
         cmd.args(args);
         run(&mut cmd)
@@ -285,28 +246,23 @@ impl World {
     /// The instance's tags, as the aws CLI sees them.
     fn tags(&self, instance: &str) -> BTreeMap<String, String> {
         let filter = format!("Name=resource-id,Values={instance}");
-        aws(&self.moto, &["ec2", "describe-tags", "--filters", &filter])["Tags"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .map(|t| {
-                (
-                    t["Key"].as_str().unwrap_or_default().to_owned(),
-                    t["Value"].as_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect()
+        aws_cli::tags(&aws(
+            &self.moto,
+            &["ec2", "describe-tags", "--filters", &filter],
+        ))
     }
 }
 
-fn json(out: &StepOutput) -> Value {
-    serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not one JSON object ({e}):\n{}{}",
-            out.stdout, out.stderr
-        )
-    })
+/// `env` (moto's, or a proxy's) for register-host on a host whose metadata
+/// service is at `imds`, with the state file `state`.
+fn host_env(env: Vec<(String, String)>, imds: &str, state: &Path) -> Vec<(String, String)> {
+    // moto's environment turns the metadata service off for the SDK; this step reads it.
+    let mut env: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k != "AWS_EC2_METADATA_DISABLED")
+        .collect();
+    env.push(("AWS_EC2_METADATA_SERVICE_ENDPOINT".into(), imds.to_owned()));
+    with_state(env, state)
 }
 
 fn actions(doc: &Value) -> Vec<String> {
@@ -555,17 +511,9 @@ fn a_host_off_aws_registers_its_address_in_an_ip_target_group() {
         "127.0.0.5",
     ];
     // Hooks see the action and the host; a failing pre-hook stops the join before any change.
-    let hooks = world.dir.path().join("hooks");
-    std::fs::create_dir(&hooks).unwrap();
-    let seen = world.dir.path().join("post-hook.env");
-    let executable = |name: &str, body: &str| {
-        let path = hooks.join(name);
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
-    };
-    executable("pre-register-host", "exit 9");
-    let hooks_dir = hooks.display().to_string();
+    let seen = world.path("post-hook.env");
+    world.hook("pre-register-host", "exit 9");
+    let hooks_dir = world.hooks().display().to_string();
     let mut args = vec![
         "join",
         "--service",
@@ -590,8 +538,8 @@ fn a_host_off_aws_registers_its_address_in_an_ip_target_group() {
         out.stderr
     );
     assert!(world.health(&ip_group).is_empty());
-    executable("pre-register-host", "exit 0");
-    executable(
+    world.hook("pre-register-host", "exit 0");
+    world.hook(
         "post-register-host",
         &format!(
             "echo \"$SWITCHYARD_ACTION $SWITCHYARD_HOST_ID $SWITCHYARD_PROVIDER $SWITCHYARD_SERVICE\" > '{}'",
@@ -901,16 +849,14 @@ fn user_data_is_a_cloud_config_document_whose_script_runs_join_and_leave() {
     // A stand-in for the executable on the image, recording its arguments.
     let fake = dir.path().join("register-host");
     let recorded = dir.path().join("args");
-    std::fs::write(
+    write_script(
         &fake,
-        format!(
-            "#!/bin/sh\nprintf '%s\\n' \"$@\" >> '{}'\necho --- >> '{}'\n",
+        &format!(
+            "printf '%s\\n' \"$@\" >> '{}'\necho --- >> '{}'",
             recorded.display(),
             recorded.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    );
     let state_file = dir.path().join("host").join("state.json");
     let fake_path = fake.display().to_string();
     let state_path = state_file.display().to_string();
@@ -1086,15 +1032,7 @@ impl Member<'_> {
     /// register-host with `env` (moto's, or a proxy's), the metadata service
     /// at `imds` and the world's state file.
     fn command(&self, env: Vec<(String, String)>, imds: &Imds, args: &[&str]) -> Command {
-        let mut env: Vec<(String, String)> = env
-            .into_iter()
-            .filter(|(k, _)| k != "AWS_EC2_METADATA_DISABLED")
-            .collect();
-        env.push(("AWS_EC2_METADATA_SERVICE_ENDPOINT".into(), imds.endpoint()));
-        env.push((
-            "SWITCHYARD_STATE".into(),
-            self.world.state().display().to_string(),
-        ));
+        let env = host_env(env, &imds.endpoint(), &self.world.state());
         let mut cmd = step("register-host", &env);
         cmd.args(args);
         cmd
@@ -1131,7 +1069,7 @@ impl Member<'_> {
 /// out of the state; the state file validates throughout.
 #[test]
 fn join_and_leave_killed_at_every_call_and_at_random_resume_to_a_consistent_end() {
-    use crate::kill_resume::{campaign, run_and_kill, validates};
+    use crate::kill_resume::{campaign, run_and_kill};
     let world = World::new();
     let member = Member {
         world: &world,
@@ -1151,7 +1089,7 @@ fn join_and_leave_killed_at_every_call_and_at_random_resume_to_a_consistent_end(
         let out = run(&mut member.command(env(), &imds, &join));
         let context = format!("join round {round} ({at:?})");
         assert_eq!(out.code, 0, "{context}: {}{}", out.stdout, out.stderr);
-        assert!(validates(&state), "{context}");
+        assert!(state_validates(&state), "{context}");
         member.assert_joined(&id, &context);
         ran
     });
@@ -1167,7 +1105,7 @@ fn join_and_leave_killed_at_every_call_and_at_random_resume_to_a_consistent_end(
         let out = run(&mut member.command(env(), &imds, &leave));
         let context = format!("leave round {round} ({at:?})");
         assert_eq!(out.code, 0, "{context}: {}{}", out.stdout, out.stderr);
-        assert!(validates(&state), "{context}");
+        assert!(state_validates(&state), "{context}");
         member.assert_left(&id, &context);
         ran
     });

@@ -8,13 +8,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
+use switchyard_tests::aws_cli::{self, aws};
 use switchyard_tests::haproxy::{Haproxy, Server, BACKEND};
 use switchyard_tests::health_server::Behaviour;
 use switchyard_tests::load::{Load, LoadReport, VersionServer};
 use switchyard_tests::steps::{run, step, StepOutput};
 use switchyard_tests::{HealthServer, Moto};
 
-use crate::aws_cli::aws;
+use crate::fixture::{read_json, with_state, Fixture};
 
 /// Requests per second of the steady load.
 const RATE: u32 = 2000;
@@ -67,11 +68,7 @@ impl Proxy {
 
     /// Runs `program` with `before`, the flags naming this backend's route, then `after`.
     fn run(&self, program: &str, before: &[&str], after: &[&str]) -> StepOutput {
-        let env = vec![(
-            "SWITCHYARD_STATE".to_owned(),
-            self.state().display().to_string(),
-        )];
-        let mut cmd = step(program, &env);
+        let mut cmd = step(program, &with_state(Vec::new(), &self.state()));
         cmd.args(before).args([
             "--router",
             "haproxy",
@@ -87,7 +84,7 @@ impl Proxy {
     }
 
     fn doc(&self) -> Value {
-        serde_json::from_slice(&std::fs::read(self.state()).unwrap()).unwrap()
+        read_json(&self.state())
     }
 
     fn weights(&self) -> BTreeMap<&'static str, u32> {
@@ -426,10 +423,7 @@ fn haproxy_reload_keeps_the_runtime_weights_and_the_lease_is_exclusive() {
 /// (weight 0), and a path rule forwarding to both; returns (listener, rule,
 /// blue ARN, green ARN).
 fn alb(moto: &Moto) -> (String, String, String, String) {
-    let vpc = aws(moto, &["ec2", "create-vpc", "--cidr-block", "10.0.0.0/16"])["Vpc"]["VpcId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let vpc = aws_cli::create_vpc(moto);
     let subnet = |cidr: &str, az: &str| {
         aws(
             moto,
@@ -467,26 +461,7 @@ fn alb(moto: &Moto) -> (String, String, String, String) {
         .as_str()
         .unwrap()
         .to_owned();
-    let group = |name: &str| {
-        aws(
-            moto,
-            &[
-                "elbv2",
-                "create-target-group",
-                "--name",
-                name,
-                "--protocol",
-                "HTTP",
-                "--port",
-                "80",
-                "--vpc-id",
-                &vpc,
-            ],
-        )["TargetGroups"][0]["TargetGroupArn"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let group = |name: &str| aws_cli::create_target_group(moto, name, &vpc, &[]);
     let (blue, green) = (group("app-blue"), group("app-green"));
     let forward = format!(
         r#"[{{"Type":"forward","ForwardConfig":{{"TargetGroups":[{{"TargetGroupArn":"{blue}","Weight":1}},{{"TargetGroupArn":"{green}","Weight":0}}]}}}}]"#
@@ -547,23 +522,18 @@ fn cli_weights(actions: &Value) -> BTreeMap<String, u64> {
 
 #[test]
 fn alb_listener_and_rule_weights_shift_and_read_back_in_the_aws_cli() {
-    let moto = Moto::start().unwrap();
-    let (listener, rule, blue, green) = alb(&moto);
-    let dir = tempfile::tempdir().unwrap();
+    let fx = Fixture::new();
+    let moto = &fx.moto;
+    let (listener, rule, blue, green) = alb(moto);
     let shift = |args: &[&str]| {
-        let mut env = moto.env();
-        env.push((
-            "SWITCHYARD_STATE".into(),
-            dir.path().join("state.json").display().to_string(),
-        ));
-        let mut cmd = step("shift-weight", &env);
+        let mut cmd = step("shift-weight", &fx.env());
         cmd.args(["--router", "alb", "--force"]).args(args);
         run(&mut cmd)
     };
     let listener_weights = || {
         cli_weights(
             &aws(
-                &moto,
+                moto,
                 &["elbv2", "describe-listeners", "--listener-arns", &listener],
             )["Listeners"][0]["DefaultActions"],
         )
@@ -589,7 +559,7 @@ fn alb_listener_and_rule_weights_shift_and_read_back_in_the_aws_cli() {
         out.stderr
     );
     let tags = aws(
-        &moto,
+        moto,
         &["elbv2", "describe-tags", "--resource-arns", &listener],
     );
     assert_eq!(
@@ -622,7 +592,7 @@ fn alb_listener_and_rule_weights_shift_and_read_back_in_the_aws_cli() {
         "10m",
     ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let described = aws(&moto, &["elbv2", "describe-rules", "--rule-arns", &rule]);
+    let described = aws(moto, &["elbv2", "describe-rules", "--rule-arns", &rule]);
     let described = &described["Rules"][0];
     assert_eq!(
         cli_weights(&described["Actions"]),
@@ -641,7 +611,7 @@ fn alb_listener_and_rule_weights_shift_and_read_back_in_the_aws_cli() {
     // A live lease tag of another deployment: exit 5.
     let expires = chrono::Utc::now().timestamp() + 600;
     aws(
-        &moto,
+        moto,
         &[
             "elbv2", "add-tags", "--resource-arns", &rule, "--tags",
             &format!("Key=switchyard-lease/0000000000001-x,Value=switchyard-lease=1 token=0000000000001-x since=1 expires={expires} holder=jenkins@ci-3"),
@@ -661,9 +631,8 @@ fn alb_listener_and_rule_weights_shift_and_read_back_in_the_aws_cli() {
 
     // `switchyard lock` finds the tag lease and removes it with --force.
     let lock = |args: &[&str]| {
-        let mut cmd = step("switchyard", &moto.env());
-        cmd.env("SWITCHYARD_STATE", dir.path().join("state.json"))
-            .args(["lock"])
+        let mut cmd = step("switchyard", &fx.env());
+        cmd.args(["lock"])
             .args(args)
             .args(["--router", "alb", "--rule-arn", &rule]);
         run(&mut cmd)
@@ -673,7 +642,7 @@ fn alb_listener_and_rule_weights_shift_and_read_back_in_the_aws_cli() {
     assert!(out.stdout.contains("jenkins@ci-3"), "{}", out.stdout);
     let out = lock(&["release", "--force"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let tags = aws(&moto, &["elbv2", "describe-tags", "--resource-arns", &rule]);
+    let tags = aws(moto, &["elbv2", "describe-tags", "--resource-arns", &rule]);
     assert_eq!(
         tags["TagDescriptions"][0]["Tags"],
         Value::Array(vec![]),

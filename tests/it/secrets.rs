@@ -6,10 +6,11 @@
 
 use std::path::{Path, PathBuf};
 
+use switchyard_tests::aws_cli;
 use switchyard_tests::steps::{run, step, StepOutput};
 use switchyard_tests::{HealthServer, Moto};
 
-use crate::aws_cli;
+use crate::fixture::{base64_decode, World, NAME};
 
 const SECRET_KEY: &str = "sEcReTkEy-9f4c2a71d0b3e8";
 const SESSION_TOKEN: &str = "SeSsIoNtOkEn-51be0c7fa2d4";
@@ -91,21 +92,12 @@ pub fn secret_env(moto: &Moto, state: &Path, dir: &Path) -> Vec<(String, String)
 
 #[test]
 fn no_secret_reaches_a_log_an_output_a_report_or_the_state() {
-    let moto = Moto::start().expect("moto_server starts");
-    let zone = aws_cli::create_zone(&moto, "example.com");
-    let name = "app.example.com";
-    aws_cli::create_weighted(
-        &moto,
-        &zone,
-        name,
-        &[("blue", 100, "10.0.0.1"), ("green", 0, "10.0.0.2")],
-        1,
-    );
+    let world = World::blue_green();
+    let (moto, zone, name) = (&world.moto, &world.zone, NAME);
+    let (dir, state) = (&world.dir, world.state());
     let green = HealthServer::start(None, None).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("switchyard-state.json");
     let junit = dir.path().join("junit.xml");
-    let env = secret_env(&moto, &state, dir.path());
+    let env = secret_env(moto, &state, dir.path());
     let mut evidence = Evidence::default();
 
     let steps: Vec<(&str, Vec<String>)> = vec![
@@ -186,11 +178,11 @@ fn no_secret_reaches_a_log_an_output_a_report_or_the_state() {
     }
     // deploy-standby with a user-data body holding a secret: only its hash may
     // reach the state, the logs or the output (the launch template carries it).
-    let subnet = aws_cli::aws(&moto, &["ec2", "describe-subnets"])["Subnets"][0]["SubnetId"]
+    let subnet = aws_cli::aws(moto, &["ec2", "describe-subnets"])["Subnets"][0]["SubnetId"]
         .as_str()
         .unwrap()
         .to_owned();
-    let image = aws_cli::aws(&moto, &["ec2", "describe-images", "--owners", "amazon"])["Images"][0]
+    let image = aws_cli::aws(moto, &["ec2", "describe-images", "--owners", "amazon"])["Images"][0]
         ["ImageId"]
         .as_str()
         .unwrap()
@@ -233,7 +225,7 @@ fn no_secret_reaches_a_log_an_output_a_report_or_the_state() {
     }
     // The body really went where it belongs: the launch template holds it.
     let versions = aws_cli::aws(
-        &moto,
+        moto,
         &[
             "ec2",
             "describe-launch-template-versions",
@@ -245,19 +237,9 @@ fn no_secret_reaches_a_log_an_output_a_report_or_the_state() {
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let decoded = std::process::Command::new("base64")
-        .arg("-d")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write as _;
-            child.stdin.take().unwrap().write_all(encoded.as_bytes())?;
-            child.wait_with_output()
-        })
-        .unwrap();
+    let decoded = base64_decode(&encoded);
     assert!(
-        String::from_utf8_lossy(&decoded.stdout).contains(USER_DATA_SECRET),
+        String::from_utf8_lossy(&decoded).contains(USER_DATA_SECRET),
         "the launch template carries the user-data"
     );
     // The trace logs really include the SDK's requests: the search means something.

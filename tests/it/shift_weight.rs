@@ -1,85 +1,16 @@
 //! shift-weight against moto's server, cross-checked with the aws CLI.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use switchyard_tests::aws_cli::{self, w};
 use switchyard_tests::health_server::OnRequest;
-use switchyard_tests::steps::{run, step, StepOutput};
+use switchyard_tests::steps::{run, step};
 use switchyard_tests::{HealthServer, Moto};
 
-use crate::aws_cli::{self, w};
-
-const NAME: &str = "app.example.com";
-
-/// One test's world: a moto server with a zone holding blue=100 / green=0.
-struct World {
-    moto: Moto,
-    zone: String,
-    dir: tempfile::TempDir,
-}
-
-impl World {
-    fn new() -> Self {
-        let moto = Moto::start().expect("moto_server starts");
-        let zone = aws_cli::create_zone(&moto, "example.com");
-        aws_cli::create_weighted(
-            &moto,
-            &zone,
-            NAME,
-            &[("blue", 100, "10.0.0.1"), ("green", 0, "10.0.0.2")],
-            1,
-        );
-        Self {
-            moto,
-            zone,
-            dir: tempfile::tempdir().expect("a temp dir"),
-        }
-    }
-
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("switchyard-state.json")
-    }
-
-    fn shift(&self, args: &[&str]) -> StepOutput {
-        self.shift_env(args, &[])
-    }
-
-    fn shift_env(&self, args: &[&str], env: &[(&str, &str)]) -> StepOutput {
-        let mut all = self.moto.env();
-        all.push((
-            "SWITCHYARD_STATE".into(),
-            self.state().display().to_string(),
-        ));
-        all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-        let mut cmd = step("shift-weight", &all);
-        cmd.args([
-            "--zone-id",
-            &self.zone,
-            "--record-name",
-            NAME,
-            "--settle",
-            "0s",
-        ]);
-        cmd.args(args);
-        run(&mut cmd)
-    }
-
-    fn weights(&self) -> BTreeMap<String, u64> {
-        aws_cli::weights(&self.moto, &self.zone, NAME)
-    }
-
-    fn doc(&self) -> Value {
-        read_json(&self.state())
-    }
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).expect("the state file exists"))
-        .expect("the state file is JSON")
-}
+use crate::fixture::{journal_actions, with_state, World, FAST_GATE, NAME};
 
 fn route(doc: &Value) -> &Value {
     doc["traffic"]
@@ -88,27 +19,9 @@ fn route(doc: &Value) -> &Value {
         .expect("one route in the state")
 }
 
-fn actions(doc: &Value) -> Vec<String> {
-    doc["journal"]
-        .as_array()
-        .expect("a journal")
-        .iter()
-        .map(|e| e["action"].as_str().unwrap_or_default().to_owned())
-        .collect()
-}
-
-const FAST_GATE: [&str; 6] = [
-    "--gate-successes",
-    "1",
-    "--gate-interval",
-    "50ms",
-    "--probe-timeout",
-    "30s",
-];
-
 #[test]
 fn canary_through_10_50_100_is_seen_by_the_aws_cli_after_every_step_and_rolls_back() {
-    let world = Arc::new(World::new());
+    let world = Arc::new(World::blue_green());
     // At every gate probe (one per step, plus one before any change) the real
     // aws CLI records what Route53 holds at that moment.
     let seen: Arc<Mutex<Vec<BTreeMap<String, u64>>>> = Arc::default();
@@ -148,7 +61,7 @@ fn canary_through_10_50_100_is_seen_by_the_aws_cli_after_every_step_and_rolls_ba
     assert_eq!(doc["stacks"]["green"]["role"], "active");
     assert_eq!(doc["stacks"]["blue"]["role"], "standby");
     assert_eq!(
-        actions(&doc),
+        journal_actions(&doc),
         [
             "shift-started",
             "gate",
@@ -190,13 +103,13 @@ fn canary_through_10_50_100_is_seen_by_the_aws_cli_after_every_step_and_rolls_ba
     let doc = world.doc();
     assert_eq!(route(&doc)["shift"]["status"], "rolled_back");
     assert_eq!(doc["stacks"]["blue"]["role"], "active");
-    assert_eq!(actions(&doc).last().unwrap(), "rollback-completed");
+    assert_eq!(journal_actions(&doc).last().unwrap(), "rollback-completed");
     assert!(!aws_cli::lock_exists(&world.moto, &world.zone, NAME));
 }
 
 #[test]
 fn a_gate_that_starts_failing_mid_shift_restores_the_original_weights_and_exits_4() {
-    let world = World::new();
+    let world = World::blue_green();
     // Healthy for the first gate and step 10; 500 from step 50 on.
     let gate = HealthServer::start(Some(2), None).unwrap();
     let url = gate.url();
@@ -219,7 +132,7 @@ fn a_gate_that_starts_failing_mid_shift_restores_the_original_weights_and_exits_
     let r = route(&doc);
     assert_eq!(r["weights"], json!({"blue": 100, "green": 0}));
     assert_eq!(r["shift"]["status"], "rolled_back");
-    let log = actions(&doc);
+    let log = journal_actions(&doc);
     assert_eq!(
         &log[log.len() - 4..],
         [
@@ -237,7 +150,7 @@ fn a_gate_that_starts_failing_mid_shift_restores_the_original_weights_and_exits_
 
 #[test]
 fn bad_input_exits_2_naming_the_problem_and_changes_nothing() {
-    let world = World::new();
+    let world = World::blue_green();
     aws_cli::change(
         &world.moto,
         &world.zone,
@@ -349,7 +262,7 @@ fn bad_input_exits_2_naming_the_problem_and_changes_nothing() {
 
 #[test]
 fn a_held_lease_exits_5_and_an_expired_one_is_taken_over() {
-    let world = World::new();
+    let world = World::blue_green();
     let lease = |expires: i64| {
         json!({"Name": format!("_switchyard-lock.{NAME}"), "Type": "TXT", "TTL": 60,
             "ResourceRecords": [{"Value": format!("\"switchyard-lease=1;token=t1;expires={expires};holder=other@ci\"")}]})
@@ -386,7 +299,7 @@ fn a_held_lease_exits_5_and_an_expired_one_is_taken_over() {
 
 #[test]
 fn traffic_goes_only_to_a_verified_stack() {
-    let world = World::new();
+    let world = World::blue_green();
     let out = world.shift(&["--to", "green", "--weight", "10"]);
     assert_eq!(out.code, 5, "{}", out.stderr);
     assert!(
@@ -431,7 +344,7 @@ fn chrono_now() -> String {
 
 #[test]
 fn dry_run_prints_every_change_and_changes_nothing() {
-    let world = World::new();
+    let world = World::blue_green();
     let out = world.shift(&[
         "--to",
         "green",
@@ -469,13 +382,9 @@ fn explicit_weights_across_regions_and_clouds_with_json_and_github_outputs() {
     let dir = tempfile::tempdir().unwrap();
     let github_output = dir.path().join("github-output");
     let summary = dir.path().join("summary.md");
-    let mut env = moto.env();
+    let mut env = with_state(moto.env(), &dir.path().join("s.json"));
     env.push(("GITHUB_OUTPUT".into(), github_output.display().to_string()));
     env.push(("GITHUB_STEP_SUMMARY".into(), summary.display().to_string()));
-    env.push((
-        "SWITCHYARD_STATE".into(),
-        dir.path().join("s.json").display().to_string(),
-    ));
     let mut cmd = step("shift-weight", &env);
     cmd.args([
         "--zone-id",
@@ -514,13 +423,8 @@ fn explicit_weights_across_regions_and_clouds_with_json_and_github_outputs() {
 
 #[test]
 fn an_interrupted_shift_records_where_it_stopped_releases_the_lease_and_can_continue() {
-    let world = World::new();
-    let mut env = world.moto.env();
-    env.push((
-        "SWITCHYARD_STATE".into(),
-        world.state().display().to_string(),
-    ));
-    let mut cmd = step("shift-weight", &env);
+    let world = World::blue_green();
+    let mut cmd = step("shift-weight", &world.env());
     cmd.args([
         "--zone-id",
         &world.zone,

@@ -6,11 +6,12 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use switchyard_tests::aws_cli::{self, aws};
 use switchyard_tests::health_server::Behaviour;
 use switchyard_tests::steps::{run, step, StepOutput};
 use switchyard_tests::{HealthServer, Moto};
 
-use crate::aws_cli::{self, aws};
+use crate::fixture::{read_json, state_validates, with_state};
 
 fn verify(env: &[(String, String)], args: &[&str]) -> StepOutput {
     let mut cmd = step("verify-health", env);
@@ -23,10 +24,7 @@ fn fast() -> Vec<&'static str> {
 }
 
 fn state_in(dir: &Path) -> Vec<(String, String)> {
-    vec![(
-        "SWITCHYARD_STATE".into(),
-        dir.join("state.json").display().to_string(),
-    )]
+    with_state(Vec::new(), &dir.join("state.json"))
 }
 
 /// A weighted group `svcN.DOMAIN` of two regions, 50/50, for round `n`:
@@ -97,10 +95,6 @@ fn set_alarm(moto: &Moto, name: &str, state: &str) {
     );
 }
 
-fn read(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
 #[test]
 fn a_healthy_stack_from_the_state_passes_and_its_verdict_is_recorded() {
     let a = HealthServer::start(None, None).unwrap();
@@ -120,7 +114,7 @@ fn a_healthy_stack_from_the_state_passes_and_its_verdict_is_recorded() {
         "{}",
         out.stdout
     );
-    let doc = read(&state);
+    let doc = read_json(&state);
     let verdict = &doc["health"]["green"];
     assert_eq!(verdict["status"], "healthy");
     assert_eq!(verdict["endpoints"].as_array().unwrap().len(), 2);
@@ -696,7 +690,7 @@ fn route53_health_checks_are_created_once_and_associated_with_their_records() {
     );
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("us-east: healthy"), "{}", out.stdout);
-    let doc = read(&dir.path().join("state.json"));
+    let doc = read_json(&dir.path().join("state.json"));
     assert_eq!(doc["journal"].as_array().unwrap().len(), 2);
     assert_eq!(doc["journal"][0]["changes"].as_array().unwrap().len(), 2);
 }
@@ -809,7 +803,7 @@ fn route53_checks_and_alarm_gates_complete_or_stop_cleanly_under_20_percent_inje
 /// file that validates.
 #[test]
 fn route53_ensure_killed_at_every_call_and_at_random_resumes_without_duplicate_checks() {
-    use crate::kill_resume::{campaign, run_and_kill, validates};
+    use crate::kill_resume::{campaign, run_and_kill};
     let moto = Moto::start().unwrap();
     let zone = aws_cli::create_zone(&moto, "example.com");
     let dir = tempfile::tempdir().unwrap();
@@ -844,7 +838,7 @@ fn route53_ensure_killed_at_every_call_and_at_random_resumes_without_duplicate_c
         let out = run(&mut command());
         let context = format!("round {round} ({at:?})");
         assert_eq!(out.code, 0, "{context}: {}{}", out.stdout, out.stderr);
-        assert!(validates(&state), "{context}");
+        assert!(state_validates(&state), "{context}");
         let listed = aws(&moto, &["route53", "list-health-checks"]);
         let checks = listed["HealthChecks"].as_array().unwrap();
         for record in aws_cli::records(&moto, &zone)

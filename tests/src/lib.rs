@@ -2,14 +2,17 @@
 //! `make bench`: real local services (moto's server as the AWS emulator, an
 //! HTTP endpoint whose health the test controls, HAProxy, servers answering
 //! with their version and a load generator) started on loopback and
-//! stopped when dropped, and the step executables run as processes.
+//! stopped when dropped, the step executables run as processes, the aws CLI
+//! pointed at moto, and the check of the generated files that are checked in.
 
+pub mod aws_cli;
 pub mod fault_proxy;
 pub mod haproxy;
 pub mod health_server;
 pub mod http_farm;
 pub mod load;
 pub mod moto;
+pub mod published;
 pub mod steps;
 
 pub use health_server::HealthServer;

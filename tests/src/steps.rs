@@ -43,15 +43,18 @@ pub fn step(name: &str, env: &[(String, String)]) -> Command {
     cmd
 }
 
-/// The steps whose AWS calls are checked against their `--print-iam-policy`.
-pub const IAM_AUDITED: &[&str] = &[
+/// Every executable of the workspace (what `make dist` ships).
+pub const EXECUTABLES: [&str; 6] = [
+    "shift-weight",
     "verify-health",
     "register-host",
-    "shift-weight",
     "switchyard",
     "bake-ami",
     "deploy-standby",
 ];
+
+/// The steps whose AWS calls are checked against their `--print-iam-policy`: all of them.
+pub const IAM_AUDITED: &[&str] = &EXECUTABLES;
 
 /// Runs a command and returns its output, with stdout and stderr as text.
 ///

@@ -207,20 +207,22 @@ mod tests {
     }
 
     /// The schema users validate against is generated from these types and
-    /// checked in; a change to the types must show up as a diff of that file.
-    /// `SWITCHYARD_BLESS=1 cargo test` rewrites it.
+    /// published in schema/state-v1.schema.json; a change to the types must
+    /// show up as a diff of its snapshot and of that file. `make schema`
+    /// (`INSTA_UPDATE=always`) rewrites both.
     #[test]
     fn json_schema_is_the_published_one() {
-        let published =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema/state-v1.schema.json");
         let generated = super::super::json_schema();
-        if std::env::var_os("SWITCHYARD_BLESS").is_some() {
-            std::fs::write(&published, &generated).unwrap();
-        }
-        let on_disk = std::fs::read_to_string(&published).unwrap_or_default();
-        assert!(
-            on_disk == generated,
-            "schema/state-v1.schema.json is out of date; run SWITCHYARD_BLESS=1 cargo test -p switchyard"
+        insta::with_settings!({
+            description => "schema/state-v1.schema.json: the published file holds this text",
+            omit_expression => true,
+        }, {
+            insta::assert_snapshot!("state-v1.schema.json", generated);
+        });
+        switchyard_tests::published::assert_published(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema/state-v1.schema.json"),
+            &generated,
+            "make schema",
         );
     }
 }

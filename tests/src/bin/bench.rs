@@ -112,14 +112,7 @@ fn run() -> Result<()> {
 /// endpoints (default 10,000; `BENCH_ENDPOINTS`) served on loopback by one
 /// small async server, one fresh connection per probe, side by side in one run.
 fn health_bench(work: &Path) -> Result<()> {
-    let count: usize = match std::env::var("BENCH_ENDPOINTS") {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .with_context(|| format!("BENCH_ENDPOINTS={text:?} is not a number"))?,
-        Err(_) => 10_000,
-    };
-    ensure!(count >= 1, "BENCH_ENDPOINTS must be at least 1");
+    let count = count_from_env("BENCH_ENDPOINTS", 10_000)?;
     let farm = switchyard_tests::http_farm::HttpFarm::start(16)?;
     let urls = farm.urls(count);
     let file = work.join("urls.txt");
@@ -236,17 +229,20 @@ fn curl_pipeline(file: &Path, work: &Path, count: usize) -> Result<(Duration, u6
 }
 
 fn rounds() -> Result<usize> {
-    match std::env::var("BENCH_ROUNDS") {
-        Ok(text) => {
-            let n: usize = text
-                .trim()
-                .parse()
-                .with_context(|| format!("BENCH_ROUNDS={text:?} is not a number"))?;
-            ensure!(n >= 1, "BENCH_ROUNDS must be at least 1");
-            Ok(n)
-        }
-        Err(_) => Ok(DEFAULT_ROUNDS),
-    }
+    count_from_env("BENCH_ROUNDS", DEFAULT_ROUNDS)
+}
+
+/// The count in environment variable `name` (at least 1), or `default` when it is unset.
+fn count_from_env(name: &str, default: usize) -> Result<usize> {
+    let Ok(text) = std::env::var(name) else {
+        return Ok(default);
+    };
+    let n: usize = text
+        .trim()
+        .parse()
+        .with_context(|| format!("{name}={text:?} is not a number"))?;
+    ensure!(n >= 1, "{name} must be at least 1");
+    Ok(n)
 }
 
 /// One timed job: its wall time and the largest peak RSS of its processes.
@@ -597,14 +593,7 @@ impl Drop for WorkDir {
 fn bake_bench() -> Result<()> {
     let work_dir = WorkDir::new()?;
     let work = work_dir.0.as_path();
-    let rounds: usize = match std::env::var("BENCH_BAKE_ROUNDS") {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .with_context(|| format!("BENCH_BAKE_ROUNDS={text:?} is not a number"))?,
-        Err(_) => 3,
-    };
-    ensure!(rounds >= 1, "BENCH_BAKE_ROUNDS must be at least 1");
+    let rounds = count_from_env("BENCH_BAKE_ROUNDS", 3)?;
     let moto = Moto::start_direct()?;
     let env = moto.env();
     let bench = Bench { env: &env, work };
@@ -1184,10 +1173,9 @@ fn ec2_query(addr: std::net::SocketAddr, body: &str) -> std::io::Result<String> 
 /// its read-back (journal) beside it.
 mod rollback {
     use std::path::Path;
-    use std::process::Command;
     use std::time::{Duration, Instant};
 
-    use anyhow::{bail, ensure, Context, Result};
+    use anyhow::{ensure, Context, Result};
     use serde_json::Value;
     use switchyard_tests::haproxy::{Haproxy, Server, BACKEND};
     use switchyard_tests::health_server::Behaviour;
@@ -1417,19 +1405,7 @@ mod rollback {
     }
 
     fn aws(moto: &Moto, args: &[&str]) -> Result<Value> {
-        let out = Command::new("aws")
-            .args(args)
-            .args(["--output", "json"])
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", std::env::var_os("HOME").unwrap_or_default())
-            .envs(moto.env())
-            .output()
-            .context("cannot run the aws CLI")?;
-        if !out.status.success() {
-            bail!("aws {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+        switchyard_tests::aws_cli::call(&moto.env(), args)
     }
 
     fn text(v: &Value) -> Result<String> {

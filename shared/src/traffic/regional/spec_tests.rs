@@ -53,20 +53,23 @@ fn the_example_spec_is_valid_and_mixes_three_policies() {
 }
 
 /// The schema users point their editors at is generated from the spec types
-/// and checked in; `SWITCHYARD_BLESS=1 cargo test` rewrites it.
+/// and published in schema/routes-v1.schema.json, with a snapshot of it;
+/// `make schema` (`INSTA_UPDATE=always`) rewrites both.
 #[test]
 fn routes_json_schema_is_the_published_one_and_the_example_follows_it() {
-    let published = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema/routes-v1.schema.json");
     let generated = json_schema();
-    if std::env::var_os("SWITCHYARD_BLESS").is_some() {
-        std::fs::write(&published, &generated).unwrap();
-    }
-    let on_disk = std::fs::read_to_string(&published).unwrap_or_default();
-    assert!(
-        on_disk == generated,
-        "schema/routes-v1.schema.json is out of date; run SWITCHYARD_BLESS=1 cargo test -p switchyard --lib regional"
+    insta::with_settings!({
+        description => "schema/routes-v1.schema.json: the published file holds this text",
+        omit_expression => true,
+    }, {
+        insta::assert_snapshot!("routes-v1.schema.json", generated);
+    });
+    switchyard_tests::published::assert_published(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema/routes-v1.schema.json"),
+        &generated,
+        "make schema",
     );
-    let schema: serde_json::Value = serde_json::from_str(&on_disk).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(&generated).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
     let example: serde_json::Value = serde_json::from_str(EXAMPLE).unwrap();
     let errors: Vec<String> = validator
