@@ -457,7 +457,7 @@ async fn rolling_run(s: &Settings, step: &Step) -> Result<Report, Failure> {
         .service
         .clone()
         .or_else(|| doc.deployment.as_ref().and_then(|d| d.service.clone()));
-    let color = stack_args.color.map(|c| c.name());
+    let color = stack_args.color.map(standby::Color::name);
     let group = match (&s.args.rolling.group, &service, color) {
         (Some(g), _, _) => g.clone(),
         (None, Some(service), Some(color)) => crate::stack::asg::group_name(
