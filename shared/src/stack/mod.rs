@@ -6,6 +6,8 @@
 
 pub mod asg;
 pub mod command;
+#[cfg(test)]
+pub mod fake;
 pub mod rolling;
 pub mod standby;
 
