@@ -18,7 +18,7 @@ use crate::stack::asg::{AlarmScaling, AsgClients, AsgDriver, AsgSettings, Scalin
 use crate::stack::command::{CommandDriver, CommandTemplates};
 use crate::stack::rolling::{self, RollingReport, RollingSettings};
 use crate::stack::standby::{
-    self, Color, DeployRequest, Options, Region, RetireRequest, StandbyReport,
+    self, Color, DeployRequest, Region, RetireRequest, StandbyOptions, StandbyReport,
 };
 use crate::state::{steps, StateDocument};
 use crate::step::{Command, Step};
@@ -89,7 +89,7 @@ impl Command for DeployStandby {
             Driver::Asg => asg_drivers(&s, step).await?,
             Driver::Command => command_drivers(&s)?,
         };
-        let options = Options {
+        let options = StandbyOptions {
             dry_run: step.dry_run,
             timeout: step.timeout,
         };

@@ -871,20 +871,6 @@ impl AsgDriver {
         endpoints.sort();
         Ok(endpoints)
     }
-
-    /// Every change `down` would make, in order.
-    pub async fn plan_down(&self, spec: &StackSpec) -> Result<Vec<String>, StackError> {
-        let name = self.group_of(spec);
-        Ok(match asg::describe_group(&self.clients.autoscaling, &name).await? {
-            None => Vec::new(),
-            Some(g) if g.desired == 0 && g.min == 0 && g.instances.is_empty() => Vec::new(),
-            Some(g) => vec![format!(
-                "scale group {name} to 0 (was desired {}, {} instance(s)) and wait until its instances are gone",
-                g.desired,
-                g.instances.len()
-            )],
-        })
-    }
 }
 
 fn states(group: &Group) -> String {
@@ -932,6 +918,22 @@ impl StackDriver for AsgDriver {
         "asg"
     }
 
+    fn name_of(&self, spec: &StackSpec) -> String {
+        self.group_of(spec)
+    }
+
+    async fn capacity(&self, spec: &StackSpec) -> Result<Option<u32>, StackError> {
+        self.capacity_of(spec, &spec.color).await
+    }
+
+    fn capacity_from(&self, color: &str) -> Self {
+        let mut settings = self.settings.clone();
+        if settings.capacity_from.is_none() {
+            settings.capacity_from = Some(color.to_owned());
+        }
+        self.with_settings(settings)
+    }
+
     async fn plan(&self, spec: &StackSpec) -> Result<Vec<String>, StackError> {
         let mut changes = Changes::default();
         let out = self.converge(spec, &mut changes, None).await?;
@@ -946,6 +948,19 @@ impl StackDriver for AsgDriver {
             }
         ));
         Ok(changes.lines)
+    }
+
+    async fn plan_down(&self, spec: &StackSpec) -> Result<Vec<String>, StackError> {
+        let name = self.group_of(spec);
+        Ok(match asg::describe_group(&self.clients.autoscaling, &name).await? {
+            None => Vec::new(),
+            Some(g) if g.desired == 0 && g.min == 0 && g.instances.is_empty() => Vec::new(),
+            Some(g) => vec![format!(
+                "scale group {name} to 0 (was desired {}, {} instance(s)) and wait until its instances are gone",
+                g.desired,
+                g.instances.len()
+            )],
+        })
     }
 
     async fn up(&self, spec: &StackSpec, wait: &Wait) -> Result<StackStatus, StackError> {

@@ -336,6 +336,20 @@ impl StackDriver for CommandDriver {
         "command"
     }
 
+    fn name_of(&self, spec: &StackSpec) -> String {
+        format!("{}-{}", spec.service, spec.color)
+    }
+
+    /// The commands cannot tell.
+    async fn capacity(&self, _: &StackSpec) -> Result<Option<u32>, StackError> {
+        Ok(None)
+    }
+
+    /// The orchestrator sizes the stack.
+    fn capacity_from(&self, _: &str) -> Self {
+        self.clone()
+    }
+
     async fn plan(&self, spec: &StackSpec) -> Result<Vec<String>, StackError> {
         let values = spec.template_fields();
         let mut plan = vec![format!("run up command: {}", self.up.render(&values))];
@@ -347,6 +361,13 @@ impl StackDriver for CommandDriver {
             ));
         }
         Ok(plan)
+    }
+
+    async fn plan_down(&self, spec: &StackSpec) -> Result<Vec<String>, StackError> {
+        Ok(vec![format!(
+            "run the down command for {} {}",
+            spec.service, spec.color
+        )])
     }
 
     async fn up(&self, spec: &StackSpec, wait: &Wait) -> Result<StackStatus, StackError> {

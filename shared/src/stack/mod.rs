@@ -6,6 +6,8 @@
 
 pub mod asg;
 pub mod command;
+#[cfg(test)]
+pub mod fake;
 pub mod rolling;
 pub mod standby;
 
@@ -118,13 +120,34 @@ impl ExitStatus for StackError {
 /// Something that runs a stack: brings it up at a version, says where it
 /// serves, and takes it down. `up` is idempotent: run twice with the same
 /// spec it changes nothing the second time.
+///
+/// The engines above it (the blue-green flow of [`standby`]) know stacks
+/// only through this trait, so tests plug in an in-memory driver.
 #[allow(async_fn_in_trait)]
 pub trait StackDriver {
     /// The driver kind as written in the state: `asg`, `command`.
     fn kind(&self) -> &'static str;
 
+    /// The provider's name for `spec`'s stack (the group name), as reports
+    /// and the journal show it.
+    fn name_of(&self, spec: &StackSpec) -> String;
+
+    /// The capacity `spec`'s stack runs at, `None` when it does not exist
+    /// (or the driver cannot tell): deploy-standby's last clue to which
+    /// color is active.
+    async fn capacity(&self, spec: &StackSpec) -> Result<Option<u32>, StackError>;
+
+    /// The same driver sizing the stacks it brings up like `color`'s,
+    /// unless its settings say otherwise (a driver without sizes returns
+    /// itself).
+    #[must_use]
+    fn capacity_from(&self, color: &str) -> Self;
+
     /// Every change `up` would make, in order, without making any (`--dry-run`).
     async fn plan(&self, spec: &StackSpec) -> Result<Vec<String>, StackError>;
+
+    /// Every change `down` would make, in order, without making any.
+    async fn plan_down(&self, spec: &StackSpec) -> Result<Vec<String>, StackError>;
 
     /// Brings the stack up at `spec.version` and waits until it serves at full
     /// capacity (or `wait.deadline` passes).

@@ -85,7 +85,7 @@ use crate::wait::progress::{short, Pace};
 use crate::wait::{self, Backoff, WaitEnd};
 
 /// The step name written in journal entries.
-const STEP: &str = "deploy-standby";
+const STEP: &str = crate::state::steps::DEPLOY_STANDBY;
 
 /// The key of a stack entry that holds the rolling progress.
 pub const PROGRESS_KEY: &str = "rolling";
@@ -350,7 +350,6 @@ pub fn progress(doc: &StateDocument, stack: &str) -> Option<RollingProgress> {
 }
 
 /// Runs a rolling update of `settings.group` (see the module docs).
-#[allow(clippy::too_many_lines)]
 pub async fn update<C: BatchCheck>(
     clients: &AsgClients,
     settings: &RollingSettings,
@@ -360,33 +359,7 @@ pub async fn update<C: BatchCheck>(
 ) -> Result<RollingReport, RollingError> {
     settings.check()?;
     let doc = file.load().map_err(RollingError::StateRead)?;
-    if let Some(p) = progress(&doc, &settings.stack) {
-        if !matches!(
-            p.status,
-            RollingStatus::Confirmed | RollingStatus::RolledBack
-        ) {
-            return Err(StackError::Refused(format!(
-                "stack {} has a rolling update of {} to launch template version {} that is {}; \
-                 run with --confirm or --rollback first",
-                settings.stack,
-                p.group,
-                p.new_version,
-                status_word(p.status)
-            ))
-            .into());
-        }
-    }
-    let group = describe_group(&clients.autoscaling, &settings.group).await?;
-    let (template_id, given_version) = group.template.clone().ok_or_else(|| {
-        StackError::Invalid(format!(
-            "group {} has no launch template (launch configurations and mixed instances \
-             policies are not rolled)",
-            settings.group
-        ))
-    })?;
-    let previous = resolve_version(&clients.ec2, &template_id, given_version.as_deref()).await?;
-    let original: Vec<String> = group.live().map(|i| i.id.clone()).collect();
-    let batches = original.len().div_ceil(settings.batch_size);
+    refuse_unsettled(&doc, &settings.stack)?;
     let mut run = Run {
         clients,
         file,
@@ -396,118 +369,33 @@ pub async fn update<C: BatchCheck>(
         poll: settings.poll,
         changes: Vec::new(),
     };
+    let mut p = run.begin(settings).await?;
+    if let Err(stop) = run.batches(&mut p, settings, check).await {
+        return Err(run.stopped(&mut p, stop).await);
+    }
+    run.finish(&mut p).await
+}
 
-    let new_version = create_version(&clients.ec2, &template_id, &previous, settings).await?;
-    run.changes.push(format!(
-        "created launch template {template_id} version {new_version} from version {previous}"
-    ));
-    let now = Utc::now();
-    let mut p = RollingProgress {
-        group: settings.group.clone(),
-        launch_template_id: template_id,
-        previous_version: previous,
-        new_version,
-        version: settings.version.clone(),
-        image: settings.image.clone(),
-        user_data_sha256: settings
-            .user_data
-            .as_ref()
-            .map(|u| format!("{:x}", Sha256::digest(u.as_bytes()))),
-        desired_before: group.desired,
-        max_before: group.max,
-        batch_size: settings.batch_size,
-        start_first: settings.start_first,
-        batches,
-        batches_done: 0,
-        original,
-        launched: Vec::new(),
-        status: RollingStatus::InProgress,
-        message: None,
-        started_at: now,
-        updated_at: now,
-    };
-    let detail = format!(
-        "rolling {} from launch template version {} to {} in {batches} batch(es) of {} ({})",
-        p.group,
-        p.previous_version,
-        p.new_version,
-        p.batch_size,
-        if p.start_first {
-            "start-first"
-        } else {
-            "stop-first"
-        }
-    );
-    run.journal(
-        &mut p,
-        JournalEntry::new(STEP, "rolling-started", Outcome::Ok).detail(detail),
-    )?;
-
-    match run.batches(&mut p, settings, check).await {
-        Ok(()) => {}
-        Err(Stop::Failed(reason)) => {
-            tracing::warn!("{reason}; rolling back");
-            p.message = Some(reason.clone());
-            if let Err(e) = run.revert(&mut p).await {
-                p.status = RollingStatus::Failed;
-                p.message = Some(format!(
-                    "{reason}; the rollback stopped: {e}; run with --rollback to finish it"
-                ));
-                let detail = p.message.clone().unwrap_or_default();
-                run.journal(
-                    &mut p,
-                    JournalEntry::new(STEP, "rolling-rollback", Outcome::Failed).detail(detail),
-                )?;
-                return Err(e);
-            }
-            return Err(StackError::RolledBack(format!(
-                "{reason}; rolled back: group {} is on launch template version {} again and the {} \
-                 instance(s) the update launched are replaced",
+/// Refuses (exit 5) while the state holds an update of `stack` that is
+/// neither confirmed nor rolled back.
+fn refuse_unsettled(doc: &StateDocument, stack: &str) -> Result<(), StackError> {
+    match progress(doc, stack) {
+        Some(p)
+            if !matches!(
+                p.status,
+                RollingStatus::Confirmed | RollingStatus::RolledBack
+            ) =>
+        {
+            Err(StackError::Refused(format!(
+                "stack {stack} has a rolling update of {} to launch template version {} that is {}; \
+                 run with --confirm or --rollback first",
                 p.group,
-                p.previous_version,
-                p.launched.len()
-            ))
-            .into());
+                p.new_version,
+                status_word(p.status)
+            )))
         }
-        Err(Stop::Error(e)) => {
-            let status = match &e {
-                RollingError::Stack(StackError::Interrupted(_)) => RollingStatus::Interrupted,
-                _ => RollingStatus::Failed,
-            };
-            p.status = status;
-            p.message = Some(format!("{e}; run with --rollback to revert"));
-            let outcome = if status == RollingStatus::Interrupted {
-                Outcome::Interrupted
-            } else {
-                Outcome::Failed
-            };
-            let detail = p.message.clone().unwrap_or_default();
-            run.journal(
-                &mut p,
-                JournalEntry::new(STEP, "rolling-stopped", outcome).detail(detail),
-            )?;
-            return Err(e);
-        }
+        _ => Ok(()),
     }
-    let after = describe_group(&clients.autoscaling, &p.group).await?;
-    if after.max != p.max_before {
-        set_capacity(&clients.autoscaling, &p.group, None, Some(p.max_before)).await?;
-        run.changes.push(format!(
-            "restored group {} max size {}",
-            p.group, p.max_before
-        ));
-    }
-    p.status = RollingStatus::Finished;
-    let detail = format!(
-        "every batch of {} passed; {} on launch template version {}; --confirm keeps it, \
-         --rollback reverts to version {}",
-        p.group, p.version, p.new_version, p.previous_version
-    );
-    run.journal(
-        &mut p,
-        JournalEntry::new(STEP, "rolling-finished", Outcome::Ok).detail(detail),
-    )?;
-    run.report(&p).await
 }
 
 /// Every change [`update`] would make, in order, without making any
@@ -720,6 +608,161 @@ impl Run<'_> {
         self.save(p)
     }
 
+    /// Creates the new launch template version from the version the group
+    /// runs (the group moves to it with the first batch) and records the
+    /// update as started.
+    async fn begin(&mut self, settings: &RollingSettings) -> Result<RollingProgress, RollingError> {
+        let clients = self.clients;
+        let group = describe_group(&clients.autoscaling, &settings.group).await?;
+        let (template_id, given_version) = group.template.clone().ok_or_else(|| {
+            StackError::Invalid(format!(
+                "group {} has no launch template (launch configurations and mixed instances \
+                 policies are not rolled)",
+                settings.group
+            ))
+        })?;
+        let previous =
+            resolve_version(&clients.ec2, &template_id, given_version.as_deref()).await?;
+        let original: Vec<String> = group.live().map(|i| i.id.clone()).collect();
+        let batches = original.len().div_ceil(settings.batch_size);
+
+        let new_version = create_version(&clients.ec2, &template_id, &previous, settings).await?;
+        self.changes.push(format!(
+            "created launch template {template_id} version {new_version} from version {previous}"
+        ));
+        let now = Utc::now();
+        let mut p = RollingProgress {
+            group: settings.group.clone(),
+            launch_template_id: template_id,
+            previous_version: previous,
+            new_version,
+            version: settings.version.clone(),
+            image: settings.image.clone(),
+            user_data_sha256: settings
+                .user_data
+                .as_ref()
+                .map(|u| format!("{:x}", Sha256::digest(u.as_bytes()))),
+            desired_before: group.desired,
+            max_before: group.max,
+            batch_size: settings.batch_size,
+            start_first: settings.start_first,
+            batches,
+            batches_done: 0,
+            original,
+            launched: Vec::new(),
+            status: RollingStatus::InProgress,
+            message: None,
+            started_at: now,
+            updated_at: now,
+        };
+        let detail = format!(
+            "rolling {} from launch template version {} to {} in {batches} batch(es) of {} ({})",
+            p.group,
+            p.previous_version,
+            p.new_version,
+            p.batch_size,
+            if p.start_first {
+                "start-first"
+            } else {
+                "stop-first"
+            }
+        );
+        self.journal(
+            &mut p,
+            JournalEntry::new(STEP, "rolling-started", Outcome::Ok).detail(detail),
+        )?;
+        Ok(p)
+    }
+
+    /// What the update ends with once the batches stopped: a batch that
+    /// failed its check is rolled back at once; anything else leaves the
+    /// update where it is, recorded for `--rollback`.
+    async fn stopped(&mut self, p: &mut RollingProgress, stop: Stop) -> RollingError {
+        match stop {
+            Stop::Failed(reason) => self.roll_back(p, reason).await,
+            Stop::Error(e) => self.halt(p, e),
+        }
+    }
+
+    /// Reverts the update after a failed batch: exit 4 once reverted, else
+    /// the error that stopped the rollback (recorded).
+    async fn roll_back(&mut self, p: &mut RollingProgress, reason: String) -> RollingError {
+        tracing::warn!("{reason}; rolling back");
+        p.message = Some(reason.clone());
+        if let Err(e) = self.revert(p).await {
+            p.status = RollingStatus::Failed;
+            p.message = Some(format!(
+                "{reason}; the rollback stopped: {e}; run with --rollback to finish it"
+            ));
+            let detail = p.message.clone().unwrap_or_default();
+            if let Err(unsaved) = self.journal(
+                p,
+                JournalEntry::new(STEP, "rolling-rollback", Outcome::Failed).detail(detail),
+            ) {
+                return unsaved;
+            }
+            return e;
+        }
+        StackError::RolledBack(format!(
+            "{reason}; rolled back: group {} is on launch template version {} again and the {} \
+             instance(s) the update launched are replaced",
+            p.group,
+            p.previous_version,
+            p.launched.len()
+        ))
+        .into()
+    }
+
+    /// Records the update as failed (or interrupted) by `e`, for `--rollback`.
+    fn halt(&mut self, p: &mut RollingProgress, e: RollingError) -> RollingError {
+        let status = match &e {
+            RollingError::Stack(StackError::Interrupted(_)) => RollingStatus::Interrupted,
+            _ => RollingStatus::Failed,
+        };
+        p.status = status;
+        p.message = Some(format!("{e}; run with --rollback to revert"));
+        let outcome = if status == RollingStatus::Interrupted {
+            Outcome::Interrupted
+        } else {
+            Outcome::Failed
+        };
+        let detail = p.message.clone().unwrap_or_default();
+        if let Err(unsaved) = self.journal(
+            p,
+            JournalEntry::new(STEP, "rolling-stopped", outcome).detail(detail),
+        ) {
+            return unsaved;
+        }
+        e
+    }
+
+    /// Every batch passed: max size back as it was, and the update
+    /// recorded as finished, awaiting `--confirm` or `--rollback`.
+    async fn finish(&mut self, p: &mut RollingProgress) -> Result<RollingReport, RollingError> {
+        let asg = &self.clients.autoscaling;
+        let after = describe_group(asg, &p.group).await?;
+        if after.max != p.max_before {
+            set_capacity(asg, &p.group, None, Some(p.max_before)).await?;
+            self.changes.push(format!(
+                "restored group {} max size {}",
+                p.group, p.max_before
+            ));
+        }
+        p.status = RollingStatus::Finished;
+        let detail = format!(
+            "every batch of {} passed; {} on launch template version {}; --confirm keeps it, \
+             --rollback reverts to version {}",
+            p.group, p.version, p.new_version, p.previous_version
+        );
+        self.journal(
+            p,
+            JournalEntry::new(STEP, "rolling-finished", Outcome::Ok).detail(detail),
+        )?;
+        self.report(p).await
+    }
+
+    /// Points the group at the new version, then replaces the instances
+    /// present at the start, batch after batch.
     async fn batches<C: BatchCheck>(
         &mut self,
         p: &mut RollingProgress,
@@ -753,65 +796,109 @@ impl Run<'_> {
                 self.sleep(settings.batch_interval).await?;
             }
             let batch: Vec<String> = old.into_iter().take(p.batch_size).collect();
-            let n = i32::try_from(batch.len()).unwrap_or(i32::MAX);
-            let number = p.batches_done + 1;
-            tracing::info!(
-                "batch {number}/{}: replacing {} ({})",
-                p.batches,
-                batch.join(", "),
-                if p.start_first {
-                    "start-first"
-                } else {
-                    "stop-first"
-                }
-            );
-            let known: BTreeSet<String> = original.iter().chain(&p.launched).cloned().collect();
-            let new = if p.start_first {
-                let desired = group.desired + n;
-                let max = (desired > group.max).then_some(desired);
-                set_capacity(asg, &p.group, Some(desired), max).await?;
-                self.changes.push(format!(
-                    "raised group {} desired capacity to {desired}{}",
-                    p.group,
-                    max.map(|m| format!(" and max size to {m}"))
-                        .unwrap_or_default()
-                ));
-                let new = self
-                    .await_capacity(p, desired, &known, &[], batch.len())
-                    .await?;
-                let ids = new_ids(&new);
-                self.verify(p, check, number, new).await?;
-                for id in &batch {
-                    terminate(asg, id, true).await?;
-                    self.changes
-                        .push(format!("terminated {id} (desired capacity decremented)"));
-                }
-                ids
-            } else {
-                for id in &batch {
-                    terminate(asg, id, false).await?;
-                    self.changes
-                        .push(format!("terminated {id} (to be replaced)"));
-                }
-                let new = self
-                    .await_capacity(p, group.desired, &known, &batch, batch.len())
-                    .await?;
-                let ids = new_ids(&new);
-                self.verify(p, check, number, new).await?;
-                ids
-            };
-            p.batches_done += 1;
-            let detail = format!(
-                "batch {number}/{}: {} replaced by {}",
-                p.batches,
-                batch.join(", "),
-                new.join(", ")
-            );
-            self.journal(
-                p,
-                JournalEntry::new(STEP, "rolling-batch", Outcome::Ok).detail(detail),
-            )?;
+            self.batch(p, check, &group, &original, &batch).await?;
         }
+    }
+
+    /// Replaces the old instances of `batch` by new ones, checks those, and
+    /// records the batch.
+    async fn batch<C: BatchCheck>(
+        &mut self,
+        p: &mut RollingProgress,
+        check: &C,
+        group: &GroupView,
+        original: &BTreeSet<String>,
+        batch: &[String],
+    ) -> Result<(), Stop> {
+        let number = p.batches_done + 1;
+        tracing::info!(
+            "batch {number}/{}: replacing {} ({})",
+            p.batches,
+            batch.join(", "),
+            if p.start_first {
+                "start-first"
+            } else {
+                "stop-first"
+            }
+        );
+        let known: BTreeSet<String> = original.iter().chain(&p.launched).cloned().collect();
+        let new = if p.start_first {
+            self.start_first(p, check, group, &known, batch).await?
+        } else {
+            self.stop_first(p, check, group, &known, batch).await?
+        };
+        p.batches_done += 1;
+        let detail = format!(
+            "batch {number}/{}: {} replaced by {}",
+            p.batches,
+            batch.join(", "),
+            new.join(", ")
+        );
+        self.journal(
+            p,
+            JournalEntry::new(STEP, "rolling-batch", Outcome::Ok).detail(detail),
+        )?;
+        Ok(())
+    }
+
+    /// Start-first: desired (and max, when needed) rises by the batch; once
+    /// the new instances serve and pass the check, the old ones go with
+    /// desired decremented. Returns the new ids.
+    async fn start_first<C: BatchCheck>(
+        &mut self,
+        p: &mut RollingProgress,
+        check: &C,
+        group: &GroupView,
+        known: &BTreeSet<String>,
+        batch: &[String],
+    ) -> Result<Vec<String>, Stop> {
+        let asg = &self.clients.autoscaling;
+        let n = i32::try_from(batch.len()).unwrap_or(i32::MAX);
+        let desired = group.desired + n;
+        let max = (desired > group.max).then_some(desired);
+        set_capacity(asg, &p.group, Some(desired), max).await?;
+        self.changes.push(format!(
+            "raised group {} desired capacity to {desired}{}",
+            p.group,
+            max.map(|m| format!(" and max size to {m}"))
+                .unwrap_or_default()
+        ));
+        let new = self
+            .await_capacity(p, desired, known, &[], batch.len())
+            .await?;
+        let ids = new_ids(&new);
+        self.verify(p, check, p.batches_done + 1, new).await?;
+        for id in batch {
+            terminate(asg, id, true).await?;
+            self.changes
+                .push(format!("terminated {id} (desired capacity decremented)"));
+        }
+        Ok(ids)
+    }
+
+    /// Stop-first: the old instances go without decrement, the group
+    /// launches their replacements, which must serve and pass the check.
+    /// Returns the new ids.
+    async fn stop_first<C: BatchCheck>(
+        &mut self,
+        p: &mut RollingProgress,
+        check: &C,
+        group: &GroupView,
+        known: &BTreeSet<String>,
+        batch: &[String],
+    ) -> Result<Vec<String>, Stop> {
+        let asg = &self.clients.autoscaling;
+        for id in batch {
+            terminate(asg, id, false).await?;
+            self.changes
+                .push(format!("terminated {id} (to be replaced)"));
+        }
+        let new = self
+            .await_capacity(p, group.desired, known, batch, batch.len())
+            .await?;
+        let ids = new_ids(&new);
+        self.verify(p, check, p.batches_done + 1, new).await?;
+        Ok(ids)
     }
 
     /// Records the batch's new instances, then runs the check on them.

@@ -1,6 +1,8 @@
 //! deploy-standby's decisions around a driver: which color is the standby,
 //! what the state forbids, running the driver in every region at once, and
-//! recording the result (and every change) in the state.
+//! recording the result (and every change) in the state. [`deploy`] and
+//! [`retire`] run over any [`StackDriver`]: the step gives them a
+//! [`Driver`] per region, tests an in-memory fake.
 //!
 //! **Which color.** `--color` when given; else the color that is not active
 //! per the state (a stack with role `active`); else per the traffic routes in
@@ -34,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use super::asg::AsgDriver;
 use super::command::CommandDriver;
 use super::{StackDriver, StackError, StackSpec, StackStatus, Wait};
-use crate::hooks::{HookError, StepHooks};
+use crate::hooks::{HookEnv, HookError, StepHooks};
 use crate::outcome::{Code, ExitStatus, StepReport};
 use crate::state::{
     Change, Health, JournalEntry, Outcome, RegionalStack, Role, ShiftStatus, StateDocument,
@@ -43,7 +45,7 @@ use crate::state::{
 use crate::wait::progress::short;
 
 /// The step's name, in the journal and the hooks.
-pub const STEP: &str = "deploy-standby";
+pub const STEP: &str = crate::state::steps::DEPLOY_STANDBY;
 
 /// A color of a blue-green pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -115,13 +117,14 @@ impl ExitStatus for StandbyError {
     }
 }
 
-/// The driver of one region.
+/// The driver of one region: the step's [`Driver`], or any other
+/// [`StackDriver`] (tests plug in an in-memory one).
 #[derive(Debug, Clone)]
-pub struct Region {
+pub struct Region<D = Driver> {
     /// The region's name.
     pub name: String,
     /// Its driver.
-    pub driver: Driver,
+    pub driver: D,
 }
 
 /// The drivers deploy-standby runs.
@@ -133,43 +136,32 @@ pub enum Driver {
     Command(CommandDriver),
 }
 
-impl Driver {
-    /// The driver kind as written in the state.
-    pub fn kind(&self) -> &'static str {
+impl StackDriver for Driver {
+    fn kind(&self) -> &'static str {
         match self {
             Self::Asg(d) => d.kind(),
             Self::Command(d) => d.kind(),
         }
     }
 
-    /// The provider's name for `spec`'s stack (the group name).
-    pub fn name_of(&self, spec: &StackSpec) -> String {
+    fn name_of(&self, spec: &StackSpec) -> String {
         match self {
-            Self::Asg(d) => d.group_of(spec),
-            Self::Command(_) => format!("{}-{}", spec.service, spec.color),
+            Self::Asg(d) => d.name_of(spec),
+            Self::Command(d) => d.name_of(spec),
         }
     }
 
-    /// The capacity of `color`'s stack, `None` when it does not exist (or
-    /// the driver cannot tell).
-    async fn capacity_of(&self, spec: &StackSpec, color: &str) -> Result<Option<u32>, StackError> {
+    async fn capacity(&self, spec: &StackSpec) -> Result<Option<u32>, StackError> {
         match self {
-            Self::Asg(d) => d.capacity_of(spec, color).await,
-            Self::Command(_) => Ok(None),
+            Self::Asg(d) => d.capacity(spec).await,
+            Self::Command(d) => d.capacity(spec).await,
         }
     }
 
-    /// The same driver copying its capacity from `color` unless told otherwise.
     fn capacity_from(&self, color: &str) -> Self {
         match self {
-            Self::Asg(d) => {
-                let mut settings = d.settings().clone();
-                if settings.capacity_from.is_none() {
-                    settings.capacity_from = Some(color.to_owned());
-                }
-                Self::Asg(d.with_settings(settings))
-            }
-            Self::Command(d) => Self::Command(d.clone()),
+            Self::Asg(d) => Self::Asg(d.capacity_from(color)),
+            Self::Command(d) => Self::Command(d.capacity_from(color)),
         }
     }
 
@@ -183,10 +175,7 @@ impl Driver {
     async fn plan_down(&self, spec: &StackSpec) -> Result<Vec<String>, StackError> {
         match self {
             Self::Asg(d) => d.plan_down(spec).await,
-            Self::Command(_) => Ok(vec![format!(
-                "run the down command for {} {}",
-                spec.service, spec.color
-            )]),
+            Self::Command(d) => d.plan_down(spec).await,
         }
     }
 
@@ -231,7 +220,7 @@ pub struct RetireRequest {
 
 /// How to run.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub struct StandbyOptions {
     /// Print the plan, change nothing.
     pub dry_run: bool,
     /// Deadline for the whole step.
@@ -544,6 +533,18 @@ fn service_of(doc: &StateDocument, given: Option<&String>) -> Result<String, Sta
         })
 }
 
+fn version_of(doc: &StateDocument, given: Option<&String>) -> Result<String, StackError> {
+    given
+        .cloned()
+        .or_else(|| doc.deployment.as_ref().and_then(|d| d.version.clone()))
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| {
+            StackError::Invalid(
+                "no --version, and the state names no deployment version".to_owned(),
+            )
+        })
+}
+
 fn spec(
     service: &str,
     color: &str,
@@ -561,9 +562,9 @@ fn spec(
 }
 
 /// The color: from the flag or the state, else from the groups in every region.
-async fn pick_color(
+async fn pick_color<D: StackDriver>(
     doc: &StateDocument,
-    regions: &[Region],
+    regions: &[Region<D>],
     explicit: Option<&str>,
     service: &str,
 ) -> Result<(String, String), StackError> {
@@ -577,7 +578,7 @@ async fn pick_color(
     for r in regions {
         for c in COLORS {
             let probe = spec(service, c, "", None, &r.name);
-            let d = r.driver.capacity_of(&probe, c).await?;
+            let d = r.driver.capacity(&probe).await?;
             let entry = groups.entry(c.to_owned()).or_insert(None);
             *entry = match (*entry, d) {
                 (Some(a), Some(b)) => Some(a.max(b)),
@@ -588,16 +589,157 @@ async fn pick_color(
     choose_color(doc, None, &groups)
 }
 
-/// Every region's plan, as a dry run shows it.
-async fn plans(specs: &[Planned], down: bool) -> Result<Vec<RegionOutcome>, StackError> {
-    let plans = futures::future::join_all(specs.iter().map(|p| async move {
-        if down {
-            p.driver.plan_down(&p.spec).await
-        } else {
-            p.driver.plan(&p.spec).await
+/// A region's driver and the stack it is to bring up or down.
+#[derive(Debug)]
+struct Planned<D> {
+    region: String,
+    driver: D,
+    spec: StackSpec,
+}
+
+/// What a run changes: deploy brings a color up, retire takes it down.
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Up,
+    Retire,
+}
+
+impl Action {
+    /// As the report names it.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Retire => "retire",
         }
-    }))
-    .await;
+    }
+
+    /// The error of a real run that the state forbids, for the reason `why`.
+    fn refusal(self, color: &str, why: &str) -> StackError {
+        StackError::Refused(match self {
+            Self::Up => why.to_owned(),
+            Self::Retire => format!("will not retire {color}: {why}"),
+        })
+    }
+
+    /// Every change to `p`'s stack, without making any.
+    async fn plan<D: StackDriver>(self, p: &Planned<D>) -> Result<Vec<String>, StackError> {
+        match self {
+            Self::Up => p.driver.plan(&p.spec).await,
+            Self::Retire => p.driver.plan_down(&p.spec).await,
+        }
+    }
+
+    /// Makes the changes to `p`'s stack.
+    async fn apply<D: StackDriver>(
+        self,
+        p: &Planned<D>,
+        wait: &Wait,
+    ) -> Result<StackStatus, StackError> {
+        match self {
+            Self::Up => p.driver.up(&p.spec, wait).await,
+            Self::Retire => p.driver.down(&p.spec, wait).await,
+        }
+    }
+}
+
+/// What deploy or retire decided before changing anything.
+#[derive(Debug)]
+struct Decision<D, T> {
+    action: Action,
+    service: String,
+    color: String,
+    /// The version to bring up (deploy only).
+    version: Option<String>,
+    /// Why this color.
+    reason: String,
+    /// Every region's driver and stack.
+    specs: Vec<Planned<D>>,
+    /// What the state says: go ahead, with what the recording needs (for
+    /// retire, when the peer's shift completed); or why a real run refuses.
+    verdict: Result<T, String>,
+    /// The pre-hook's variables.
+    env: HookEnv,
+    /// When the step began: its deadline and elapsed time count from here.
+    started: Instant,
+}
+
+impl<D, T> Decision<D, T> {
+    /// The step's report, over every region's outcome (or plan).
+    fn report(
+        &self,
+        dry_run: bool,
+        regions: Vec<RegionOutcome>,
+        blocked: Option<String>,
+    ) -> StandbyReport {
+        StandbyReport {
+            action: self.action.name(),
+            service: self.service.clone(),
+            color: self.color.clone(),
+            version: self.version.clone(),
+            reason: self.reason.clone(),
+            dry_run,
+            changed: regions.iter().any(|r| !r.changes.is_empty()),
+            endpoints: regions
+                .iter()
+                .flat_map(|r| r.endpoints.iter().cloned())
+                .collect(),
+            regions,
+            blocked,
+            elapsed_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+/// Every region's result, in the order of the regions.
+type Results = Vec<Result<StackStatus, StackError>>;
+
+/// What a run leaves in the state: every region's outcome, and the first error.
+type Recorded = (Vec<RegionOutcome>, Option<StackError>);
+
+/// What deploy and retire share once decided. A dry run plans every region
+/// and changes nothing. A real run refuses what the state forbids, runs the
+/// pre-hook, runs the driver in every region at once, and then has `record`
+/// write the results into the state read again, which it saves even when a
+/// region failed (the first error is the run's).
+async fn carry_out<D: StackDriver, T>(
+    file: &StateFile,
+    d: &Decision<D, T>,
+    options: &StandbyOptions,
+    hooks: &mut StepHooks,
+    cancel: &CancellationToken,
+    record: impl FnOnce(&mut StateDocument, &Decision<D, T>, &T, Results) -> Recorded,
+) -> Result<StandbyReport, StandbyError> {
+    if options.dry_run {
+        let outcomes = plans(d.action, &d.specs).await?;
+        return Ok(d.report(true, outcomes, d.verdict.as_ref().err().cloned()));
+    }
+    let go = match &d.verdict {
+        Ok(go) => go,
+        Err(why) => return Err(d.action.refusal(&d.color, why).into()),
+    };
+    hooks.before_change(&d.env).await?;
+
+    let wait = Wait {
+        deadline: d.started + options.timeout,
+        cancel: cancel.clone(),
+    };
+    let results = futures::future::join_all(d.specs.iter().map(|p| d.action.apply(p, &wait))).await;
+
+    let mut doc = file.load()?;
+    let (outcomes, first_error) = record(&mut doc, d, go, results);
+    file.save(&doc)?;
+    if let Some(e) = first_error {
+        return Err(e.into());
+    }
+    Ok(d.report(false, outcomes, None))
+}
+
+/// Every region's plan, as a dry run shows it.
+async fn plans<D: StackDriver>(
+    action: Action,
+    specs: &[Planned<D>],
+) -> Result<Vec<RegionOutcome>, StackError> {
+    let plans = futures::future::join_all(specs.iter().map(|p| action.plan(p))).await;
     let mut outcomes = Vec::new();
     for (p, plan) in specs.iter().zip(plans) {
         outcomes.push(RegionOutcome {
@@ -613,16 +755,28 @@ async fn plans(specs: &[Planned], down: bool) -> Result<Vec<RegionOutcome>, Stac
     Ok(outcomes)
 }
 
-/// A region's driver and the stack it is to bring up or down.
-#[derive(Debug)]
-struct Planned {
-    region: String,
-    driver: Driver,
-    spec: StackSpec,
+/// The regions whose driver succeeded, with what it reported, and the
+/// first error (every error is logged).
+fn settle<D>(
+    specs: &[Planned<D>],
+    results: Results,
+) -> (Vec<(&Planned<D>, StackStatus)>, Option<StackError>) {
+    let mut done = Vec::new();
+    let mut first_error = None;
+    for (p, result) in specs.iter().zip(results) {
+        match result {
+            Ok(status) => done.push((p, status)),
+            Err(e) => {
+                tracing::error!("{}: {e}", p.region);
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    (done, first_error)
 }
 
 /// The journal's record of a region's changes.
-fn journal_changes(p: &Planned, status: &StackStatus) -> Vec<Change> {
+fn journal_changes<D: StackDriver>(p: &Planned<D>, status: &StackStatus) -> Vec<Change> {
     status
         .changes
         .iter()
@@ -643,36 +797,28 @@ fn journal_changes(p: &Planned, status: &StackStatus) -> Vec<Change> {
 /// Records every region that came up in the state (even when another
 /// failed), the stack's role and version, and the journal entry; returns
 /// the outcomes and the first error.
-fn record_up(
+fn record_up<D: StackDriver>(
     doc: &mut StateDocument,
     (service, color, version): (&str, &str, &str),
-    specs: &[Planned],
-    results: Vec<Result<StackStatus, StackError>>,
-) -> (Vec<RegionOutcome>, Option<StackError>) {
+    specs: &[Planned<D>],
+    results: Results,
+) -> Recorded {
     let now = Utc::now();
+    let (done, first_error) = settle(specs, results);
     let mut outcomes = Vec::new();
-    let mut first_error = None;
     let mut entry_changes = Vec::new();
-    for (p, result) in specs.iter().zip(results) {
-        match result {
-            Ok(status) => {
-                entry_changes.extend(journal_changes(p, &status));
-                let regional = regional(&status, &p.spec, now);
-                outcomes.push(outcome(
-                    &p.region,
-                    p.driver.name_of(&p.spec),
-                    &status,
-                    &regional,
-                ));
-                doc.stack_mut(color)
-                    .regions
-                    .insert(p.region.clone(), regional);
-            }
-            Err(e) => {
-                tracing::error!("{}: {e}", p.region);
-                first_error.get_or_insert(e);
-            }
-        }
+    for (p, status) in done {
+        entry_changes.extend(journal_changes(p, &status));
+        let regional = regional(&status, &p.spec, now);
+        outcomes.push(outcome(
+            &p.region,
+            p.driver.name_of(&p.spec),
+            &status,
+            &regional,
+        ));
+        doc.stack_mut(color)
+            .regions
+            .insert(p.region.clone(), regional);
     }
     let changed = outcomes.iter().any(|o| !o.changes.is_empty());
     {
@@ -707,66 +853,36 @@ fn record_up(
 
 /// Brings the standby color up in every region at once; `pre-deploy-standby`
 /// runs through `hooks` once the color and version are decided.
-pub async fn deploy(
+pub async fn deploy<D: StackDriver>(
     file: &StateFile,
-    regions: &[Region],
+    regions: &[Region<D>],
     req: &DeployRequest,
-    options: &Options,
+    options: &StandbyOptions,
     hooks: &mut StepHooks,
     cancel: &CancellationToken,
 ) -> Result<StandbyReport, StandbyError> {
     let started = Instant::now();
-    let deadline = started + options.timeout;
     let doc = file.load()?;
     let service = service_of(&doc, req.service.as_ref())?;
-    let version = req
-        .version
-        .clone()
-        .or_else(|| doc.deployment.as_ref().and_then(|d| d.version.clone()))
-        .filter(|v| !v.trim().is_empty())
-        .ok_or_else(|| {
-            StackError::Invalid(
-                "no --version, and the state names no deployment version".to_owned(),
-            )
-        })?;
-
+    let version = version_of(&doc, req.version.as_ref())?;
     let (color, reason) = pick_color(&doc, regions, req.color.map(Color::name), &service).await?;
-    let peer = other(&color);
     tracing::info!("standby color: {color} ({reason})");
 
-    let mut specs = Vec::new();
-    for r in regions {
-        let image = req.image.clone().or_else(|| {
-            doc.image
-                .as_ref()
-                .and_then(|i| i.amis.get(&r.name).cloned())
-        });
-        specs.push(Planned {
-            region: r.name.clone(),
-            driver: r.driver.capacity_from(peer),
-            spec: spec(&service, &color, &version, image, &r.name),
-        });
-    }
-    let blocked = deploy_blocker(&doc, &color);
-
-    if options.dry_run {
-        let outcomes = plans(&specs, false).await?;
-        return Ok(report(
-            "up",
-            &service,
-            &color,
-            Some(version),
-            reason,
-            true,
-            outcomes,
-            blocked,
-            started,
-        ));
-    }
-    if let Some(why) = blocked {
-        return Err(StackError::Refused(why).into());
-    }
-
+    let specs = regions
+        .iter()
+        .map(|r| {
+            let image = req.image.clone().or_else(|| {
+                doc.image
+                    .as_ref()
+                    .and_then(|i| i.amis.get(&r.name).cloned())
+            });
+            Planned {
+                region: r.name.clone(),
+                driver: r.driver.capacity_from(other(&color)),
+                spec: spec(&service, &color, &version, image, &r.name),
+            }
+        })
+        .collect();
     let mut env = doc.hook_env();
     env.set("SWITCHYARD_STACK", &color);
     env.set("SWITCHYARD_SERVICE", &service);
@@ -779,35 +895,26 @@ pub async fn deploy(
             .collect::<Vec<_>>()
             .join(","),
     );
-    hooks.before_change(&env).await?;
-
-    let wait = Wait {
-        deadline,
-        cancel: cancel.clone(),
-    };
-    let results =
-        futures::future::join_all(specs.iter().map(|p| p.driver.up(&p.spec, &wait))).await;
-
-    let mut doc = file.load()?;
-    let (outcomes, first_error) =
-        record_up(&mut doc, (&service, &color, &version), &specs, results);
-    file.save(&doc)?;
-
-    if let Some(e) = first_error {
-        return Err(e.into());
-    }
-    let report = report(
-        "up",
-        &service,
-        &color,
-        Some(version),
+    let decision = Decision {
+        action: Action::Up,
+        verdict: deploy_blocker(&doc, &color).map_or(Ok(()), Err),
+        service,
+        color,
+        version: Some(version.clone()),
         reason,
-        false,
-        outcomes,
-        None,
+        specs,
+        env,
         started,
-    );
-    Ok(report)
+    };
+    carry_out(
+        file,
+        &decision,
+        options,
+        hooks,
+        cancel,
+        |doc, d, (), results| record_up(doc, (&d.service, &d.color, &version), &d.specs, results),
+    )
+    .await
 }
 
 /// The color to retire: `--color`, else the one the state does not mark active.
@@ -829,7 +936,12 @@ fn retiring_color(
 }
 
 /// Records in the state that `p`'s region of `color` is scaled to zero.
-fn record_down(doc: &mut StateDocument, color: &str, p: &Planned, now: DateTime<Utc>) {
+fn record_down<D: StackDriver>(
+    doc: &mut StateDocument,
+    color: &str,
+    p: &Planned<D>,
+    now: DateTime<Utc>,
+) {
     let r = doc
         .stack_mut(color)
         .regions
@@ -866,12 +978,51 @@ fn retired_entry(
         .with("stack", color.to_owned())
 }
 
+/// Records every region scaled to zero in the state (even when another
+/// failed), the stack as retired once every region is, and the journal
+/// entry; returns the outcomes and the first error.
+fn record_retired<D: StackDriver>(
+    doc: &mut StateDocument,
+    color: &str,
+    specs: &[Planned<D>],
+    completed: DateTime<Utc>,
+    results: Results,
+) -> Recorded {
+    let now = Utc::now();
+    let (done, first_error) = settle(specs, results);
+    let mut outcomes = Vec::new();
+    let mut journal = Vec::new();
+    for (p, status) in done {
+        journal.extend(journal_changes(p, &status));
+        record_down(doc, color, p, now);
+        outcomes.push(RegionOutcome {
+            region: p.region.clone(),
+            group: p.driver.name_of(&p.spec),
+            launch_template: None,
+            launch_template_version: None,
+            endpoints: Vec::new(),
+            instances: Vec::new(),
+            changes: status.changes,
+        });
+    }
+    if first_error.is_none() {
+        let stack = doc.stack_mut(color);
+        stack.role = Some(Role::Retired);
+        stack.endpoints.clear();
+        aggregate(stack);
+    }
+    let mut entry = retired_entry(color, &outcomes, first_error.as_ref(), completed);
+    entry.changes = journal;
+    doc.record(entry);
+    (outcomes, first_error)
+}
+
 /// Scales the old color to zero in every region, when the state allows it.
-pub async fn retire(
+pub async fn retire<D: StackDriver + Clone>(
     file: &StateFile,
-    regions: &[Region],
+    regions: &[Region<D>],
     req: &RetireRequest,
-    options: &Options,
+    options: &StandbyOptions,
     hooks: &mut StepHooks,
     cancel: &CancellationToken,
 ) -> Result<StandbyReport, StandbyError> {
@@ -879,8 +1030,8 @@ pub async fn retire(
     let doc = file.load()?;
     let service = service_of(&doc, req.service.as_ref())?;
     let (color, reason) = retiring_color(&doc, req.color.map(Color::name))?;
-    let check = retire_check(&doc, &color, req.retire_after, Utc::now());
-    let specs: Vec<Planned> = regions
+    let verdict = retire_check(&doc, &color, req.retire_after, Utc::now());
+    let specs = regions
         .iter()
         .map(|r| Planned {
             region: r.name.clone(),
@@ -888,80 +1039,29 @@ pub async fn retire(
             spec: spec(&service, &color, "", None, &r.name),
         })
         .collect();
-
-    if options.dry_run {
-        let outcomes = plans(&specs, true).await?;
-        return Ok(report(
-            "retire",
-            &service,
-            &color,
-            None,
-            reason,
-            true,
-            outcomes,
-            check.err(),
-            started,
-        ));
-    }
-    let completed =
-        check.map_err(|why| StackError::Refused(format!("will not retire {color}: {why}")))?;
-
     let mut env = doc.hook_env();
     env.set("SWITCHYARD_STACK", &color);
     env.set("SWITCHYARD_MODE", "retire");
-    hooks.before_change(&env).await?;
-
-    let wait = Wait {
-        deadline: started + options.timeout,
-        cancel: cancel.clone(),
+    let decision = Decision {
+        action: Action::Retire,
+        verdict,
+        service,
+        color,
+        version: None,
+        reason,
+        specs,
+        env,
+        started,
     };
-    let results =
-        futures::future::join_all(specs.iter().map(|p| p.driver.down(&p.spec, &wait))).await;
-    let mut doc = file.load()?;
-    let now = Utc::now();
-    let mut outcomes = Vec::new();
-    let mut first_error = None;
-    let mut journal = Vec::new();
-    for (p, result) in specs.iter().zip(results) {
-        match result {
-            Ok(status) => {
-                journal.extend(journal_changes(p, &status));
-                record_down(&mut doc, &color, p, now);
-                outcomes.push(RegionOutcome {
-                    region: p.region.clone(),
-                    group: p.driver.name_of(&p.spec),
-                    launch_template: None,
-                    launch_template_version: None,
-                    endpoints: Vec::new(),
-                    instances: Vec::new(),
-                    changes: status.changes,
-                });
-            }
-            Err(e) => {
-                tracing::error!("{}: {e}", p.region);
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    let changed = outcomes.iter().any(|o| !o.changes.is_empty());
-    if first_error.is_none() {
-        let stack = doc.stack_mut(&color);
-        stack.role = Some(Role::Retired);
-        stack.endpoints.clear();
-        aggregate(stack);
-    }
-    let mut entry = retired_entry(&color, &outcomes, first_error.as_ref(), completed);
-    entry.changes = journal;
-    doc.record(entry);
-    file.save(&doc)?;
-    if let Some(e) = first_error {
-        return Err(e.into());
-    }
-    let mut report = report(
-        "retire", &service, &color, None, reason, false, outcomes, None, started,
-    );
-    report.changed = changed;
-    Ok(report)
+    carry_out(
+        file,
+        &decision,
+        options,
+        hooks,
+        cancel,
+        |doc, d, completed, results| record_retired(doc, &d.color, &d.specs, *completed, results),
+    )
+    .await
 }
 
 fn regional(status: &StackStatus, s: &StackSpec, now: DateTime<Utc>) -> RegionalStack {
@@ -1023,184 +1123,6 @@ fn regions_text(outcomes: &[RegionOutcome]) -> String {
         .join(", ")
 }
 
-#[allow(clippy::too_many_arguments)]
-fn report(
-    action: &'static str,
-    service: &str,
-    color: &str,
-    version: Option<String>,
-    reason: String,
-    dry_run: bool,
-    regions: Vec<RegionOutcome>,
-    blocked: Option<String>,
-    started: Instant,
-) -> StandbyReport {
-    StandbyReport {
-        action,
-        service: service.to_owned(),
-        color: color.to_owned(),
-        version,
-        reason,
-        dry_run,
-        changed: regions.iter().any(|r| !r.changes.is_empty()),
-        endpoints: regions
-            .iter()
-            .flat_map(|r| r.endpoints.iter().cloned())
-            .collect(),
-        regions,
-        blocked,
-        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use chrono::TimeDelta;
-
-    use super::*;
-    use crate::state::{RouteState, ShiftProgress, Verdict};
-
-    fn route(blue: u32, green: u32, completed: DateTime<Utc>, status: ShiftStatus) -> RouteState {
-        RouteState {
-            router: "route53".into(),
-            resource: BTreeMap::new(),
-            weights: BTreeMap::from([("blue".into(), blue), ("green".into(), green)]),
-            before: None,
-            shift: Some(ShiftProgress {
-                target: Some("green".into()),
-                plan: Vec::new(),
-                steps_done: 1,
-                status,
-                pending_change: None,
-                message: None,
-                started_at: completed,
-                extra: crate::state::document::Extra::new(),
-            }),
-            updated_at: completed,
-            extra: crate::state::document::Extra::new(),
-        }
-    }
-
-    fn verdict(status: Health, at: DateTime<Utc>) -> Verdict {
-        Verdict {
-            status,
-            at,
-            summary: "2/2 endpoints healthy".into(),
-            endpoints: Vec::new(),
-            latency_ms: None,
-            extra: crate::state::document::Extra::new(),
-        }
-    }
-
-    #[test]
-    fn the_standby_color_comes_from_the_flag_the_state_then_the_groups() {
-        let mut doc = StateDocument::default();
-        let none = BTreeMap::new();
-        assert_eq!(choose_color(&doc, None, &none).unwrap().0, "blue");
-        let blue_only = BTreeMap::from([("blue".to_owned(), Some(2)), ("green".to_owned(), None)]);
-        assert_eq!(
-            choose_color(&doc, None, &blue_only).unwrap(),
-            (
-                "green".to_owned(),
-                "only the blue group has instances".to_owned()
-            )
-        );
-        let green_at_zero =
-            BTreeMap::from([("blue".to_owned(), Some(2)), ("green".to_owned(), Some(0))]);
-        assert_eq!(choose_color(&doc, None, &green_at_zero).unwrap().0, "green");
-        let both = BTreeMap::from([("blue".to_owned(), Some(2)), ("green".to_owned(), Some(2))]);
-        let err = choose_color(&doc, None, &both).unwrap_err();
-        assert_eq!(err.exit_code(), Code::Conflict);
-        assert_eq!(choose_color(&doc, Some("blue"), &both).unwrap().0, "blue");
-        doc.stack_mut("green").role = Some(Role::Active);
-        assert_eq!(
-            choose_color(&doc, None, &both).unwrap(),
-            ("blue".to_owned(), "the state marks green active".to_owned())
-        );
-        let mut doc = StateDocument::default();
-        doc.traffic.insert(
-            "r53".into(),
-            route(90, 10, Utc::now(), ShiftStatus::Completed),
-        );
-        assert_eq!(choose_color(&doc, None, &both).unwrap().0, "green");
-    }
-
-    #[test]
-    fn a_color_with_traffic_or_marked_active_is_never_deployed_over() {
-        let mut doc = StateDocument::default();
-        assert_eq!(deploy_blocker(&doc, "green"), None);
-        doc.traffic.insert(
-            "r53".into(),
-            route(90, 10, Utc::now(), ShiftStatus::Completed),
-        );
-        assert_eq!(
-            deploy_blocker(&doc, "green").unwrap(),
-            "green carries traffic (weight 10 in route r53); deploy-standby never replaces a stack that takes traffic"
-        );
-        let mut doc = StateDocument::default();
-        doc.stack_mut("blue").role = Some(Role::Active);
-        assert!(deploy_blocker(&doc, "blue")
-            .unwrap()
-            .contains("marks blue active"));
-    }
-
-    #[test]
-    fn retire_needs_full_traffic_a_later_healthy_verdict_and_the_delay() {
-        let now = Utc::now();
-        let after = Duration::from_secs(600);
-        let mut doc = StateDocument::default();
-        let err = retire_check(&doc, "blue", after, now).unwrap_err();
-        assert!(
-            err.starts_with(
-                "no traffic route in the state shows green at 100% (the state has no routes)"
-            ),
-            "{err}"
-        );
-
-        doc.traffic
-            .insert("r53".into(), route(50, 50, now, ShiftStatus::InProgress));
-        let err = retire_check(&doc, "blue", after, now).unwrap_err();
-        assert!(err.contains("r53: blue=50,green=50"), "{err}");
-
-        let completed = now - TimeDelta::minutes(15);
-        doc.traffic.insert(
-            "r53".into(),
-            route(0, 100, completed, ShiftStatus::Completed),
-        );
-        let err = retire_check(&doc, "blue", after, now).unwrap_err();
-        assert_eq!(
-            err,
-            "the state has no health verdict for green; run verify-health --stack green"
-        );
-
-        doc.health.insert(
-            "green".into(),
-            verdict(Health::Healthy, completed - TimeDelta::minutes(1)),
-        );
-        let err = retire_check(&doc, "blue", after, now).unwrap_err();
-        assert!(err.contains("is from before the shift completed"), "{err}");
-
-        doc.health.insert(
-            "green".into(),
-            verdict(Health::Unhealthy, completed + TimeDelta::minutes(1)),
-        );
-        let err = retire_check(&doc, "blue", after, now).unwrap_err();
-        assert!(
-            err.starts_with("green's last health verdict is unhealthy"),
-            "{err}"
-        );
-
-        doc.health.insert(
-            "green".into(),
-            verdict(Health::Healthy, completed + TimeDelta::minutes(1)),
-        );
-        assert_eq!(retire_check(&doc, "blue", after, now), Ok(completed));
-        let err = retire_check(&doc, "blue", Duration::from_secs(3600), now).unwrap_err();
-        assert!(
-            err.contains("--retire-after 1h00m leaves 45m00s to go"),
-            "{err}"
-        );
-        // Retiring the stack that takes the traffic is never allowed.
-        assert!(retire_check(&doc, "green", after, now).is_err());
-    }
-}
+#[path = "standby_tests.rs"]
+mod tests;
