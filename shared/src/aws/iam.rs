@@ -112,17 +112,6 @@ pub mod arn {
     }
 }
 
-/// Prints the policy on stdout as pretty JSON, and on stderr a note when it is empty.
-pub fn print(policy: &Policy) {
-    if policy.is_empty() {
-        tracing::info!("these options make no AWS call: no permission is needed");
-    }
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&policy.to_json()).unwrap_or_default()
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

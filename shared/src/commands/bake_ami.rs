@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::aws::{self, iam};
 use crate::cli::bake_ami::{BakeAmiArgs, BakeArgs, Command as Sub};
 use crate::cli::CommonArgs;
-use crate::image::bake::{self, BakeOptions, BakeReport, Clients};
+use crate::image::bake::{self, BakeClients, BakeOptions, BakeReport};
 use crate::image::spec::{BakeSpec, Script, Source};
 use crate::image::sweep::{self, SweepReport};
 use crate::outcome::Failure;
@@ -87,7 +87,7 @@ impl Command for BakeAmi {
                         "--copy-to names {home}, the region the image is baked in; list only the other regions"
                     )));
                 }
-                let clients = Clients::new(&config, &home, &spec.copy_to);
+                let clients = BakeClients::new(&config, &home, &spec.copy_to);
                 let mut env = doc.hook_env();
                 env.set("SWITCHYARD_ACTION", "bake");
                 env.set("SWITCHYARD_SERVICE", &spec.service);

@@ -17,7 +17,7 @@ use crate::host::registration::{
     LifecycleHook, RegistrationOptions, TargetGroupArn,
 };
 use crate::host::user_data::{self, UserData, UserDataSpec};
-use crate::host::{AwsClients, InputError};
+use crate::host::{HostClients, InputError};
 use crate::outcome::Failure;
 use crate::state::steps;
 use crate::step::{Command, Step};
@@ -265,14 +265,14 @@ fn leave_settings(
 }
 
 /// The SDK clients: EC2 and Auto Scaling in the host's region, ELBv2 in the target groups'.
-async fn clients(step: &Step, identity: &Identity, elb_region: Option<&str>) -> AwsClients {
+async fn clients(step: &Step, identity: &Identity, elb_region: Option<&str>) -> HostClients {
     let mut settings = step.aws.clone();
     settings.region = settings
         .region
         .or_else(|| identity.region.clone())
         .or_else(|| elb_region.map(str::to_owned));
     let config = aws::load(&settings).await;
-    AwsClients::with_regions(&config, identity.region.as_deref(), elb_region)
+    HostClients::with_regions(&config, identity.region.as_deref(), elb_region)
 }
 
 /// The hook variables of a join or leave: the release's, the action, the host's id and provider.

@@ -150,7 +150,7 @@ impl ExitStatus for HostError {
 
 /// The AWS clients `register-host` calls.
 #[derive(Debug, Clone)]
-pub struct AwsClients {
+pub struct HostClients {
     /// EC2: tags, DescribeInstances.
     pub ec2: aws_sdk_ec2::Client,
     /// ELBv2: target groups and targets.
@@ -159,7 +159,7 @@ pub struct AwsClients {
     pub autoscaling: aws_sdk_autoscaling::Client,
 }
 
-impl AwsClients {
+impl HostClients {
     /// Clients for one SDK configuration (one region).
     pub fn new(config: &aws_config::SdkConfig) -> Self {
         Self::with_regions(config, None, None)

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::identity::Identity;
 use super::labels::Labels;
-use super::{AwsClients, HostError, InputError, STEP};
+use super::{HostClients, HostError, InputError, STEP};
 use crate::aws::autoscaling::{self, LifecycleResult};
 use crate::aws::elbv2::{self, Target, TargetGroup, TargetHealth};
 use crate::aws::{ec2, ProviderError};
@@ -584,7 +584,7 @@ fn target_for(
 
 /// Reads each group and works out this host's target in it. Reads only.
 async fn members(
-    clients: &AwsClients,
+    clients: &HostClients,
     identity: &Identity,
     groups: &[TargetGroupArn],
     port: Option<u16>,
@@ -631,7 +631,7 @@ fn target_change(member: &Member, before: Option<Value>, after: Value) -> Change
 
 /// What every phase of a join or a leave works with.
 struct Run<'a> {
-    clients: &'a AwsClients,
+    clients: &'a HostClients,
     identity: &'a Identity,
     state: &'a StateFile,
     cancel: &'a CancellationToken,
@@ -669,7 +669,7 @@ impl Run<'_> {
 
 /// Tags the instance and registers it in each group, collecting the changes made.
 async fn apply_join(
-    clients: &AwsClients,
+    clients: &HostClients,
     identity: &Identity,
     tags: &BTreeMap<String, String>,
     members: &[Member],
@@ -699,7 +699,7 @@ async fn apply_join(
 
 /// Joins the fleet: tags, registrations, the state record, and the wait until healthy.
 pub async fn join(
-    clients: &AwsClients,
+    clients: &HostClients,
     identity: &Identity,
     request: &JoinRequest,
     options: &RegistrationOptions,
@@ -917,7 +917,7 @@ enum Polled {
 /// Polls each member's target health with backoff until `done` holds for all,
 /// the deadline passes (after one last look at it), or the step is cancelled.
 async fn poll(
-    clients: &AwsClients,
+    clients: &HostClients,
     members: &[Member],
     done: fn(&TargetHealth) -> bool,
     what: &str,
@@ -958,7 +958,7 @@ fn drained(health: &TargetHealth) -> bool {
 
 /// Leaves the fleet: deregistration, the state record, the drain wait, the lifecycle action.
 pub async fn leave(
-    clients: &AwsClients,
+    clients: &HostClients,
     identity: &Identity,
     request: &LeaveRequest,
     options: &RegistrationOptions,
@@ -1018,7 +1018,7 @@ pub async fn leave(
 
 /// Each group's deregistration delay and the target's health before leaving. Reads only.
 async fn leave_targets(
-    clients: &AwsClients,
+    clients: &HostClients,
     members: &[Member],
 ) -> Result<Vec<LeaveTarget>, HostError> {
     let mut rows = Vec::with_capacity(members.len());

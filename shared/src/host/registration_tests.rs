@@ -29,7 +29,7 @@ use crate::host::fleet::{self, FleetQuery};
 use crate::host::registration::{
     self, parse_target_groups, JoinRequest, LeaveRequest, LifecycleHook, RegistrationOptions,
 };
-use crate::host::{AwsClients, HostError, Identity, Labels};
+use crate::host::{HostClients, HostError, Identity, Labels};
 use crate::outcome::{Code, ExitStatus};
 use crate::state::StateFile;
 use crate::wait::Backoff;
@@ -48,8 +48,8 @@ fn ec2_host() -> Identity {
     }
 }
 
-fn clients(ec2: &[&Rule], elbv2: &[&Rule], autoscaling: &[&Rule]) -> AwsClients {
-    AwsClients {
+fn clients(ec2: &[&Rule], elbv2: &[&Rule], autoscaling: &[&Rule]) -> HostClients {
+    HostClients {
         ec2: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, ec2, |c| c
             .retry_config(retry_policy())),
         elbv2: mock_client!(

@@ -59,7 +59,7 @@ pub const IMAGE_POLL: Backoff = Backoff {
 
 /// The EC2 clients of a bake: the home region's, and one per `--copy-to` region.
 #[derive(Debug, Clone)]
-pub struct Clients {
+pub struct BakeClients {
     /// Where the builder runs and the image is made.
     pub home_region: String,
     /// EC2 in the home region.
@@ -68,7 +68,7 @@ pub struct Clients {
     pub copies: BTreeMap<String, Client>,
 }
 
-impl Clients {
+impl BakeClients {
     /// Clients for `home_region` and every region of `copy_to`.
     pub fn new(config: &aws_config::SdkConfig, home_region: &str, copy_to: &[String]) -> Self {
         Self {
@@ -250,7 +250,7 @@ pub struct SourceImage {
 /// Bakes (or reuses) the image `spec` describes, records it in the state
 /// file, and writes the manifest when asked.
 pub async fn bake(
-    clients: &Clients,
+    clients: &BakeClients,
     spec: &BakeSpec,
     opts: &BakeOptions,
     state: &StateFile,
@@ -295,7 +295,7 @@ struct Made {
 }
 
 struct Run<'a> {
-    clients: &'a Clients,
+    clients: &'a BakeClients,
     spec: &'a BakeSpec,
     opts: &'a BakeOptions,
     cancel: &'a CancellationToken,

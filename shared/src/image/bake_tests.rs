@@ -22,7 +22,7 @@ use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::{bake, BakeOptions, Clients};
+use super::{bake, BakeClients, BakeOptions};
 use crate::aws::config::retry_policy;
 use crate::image::spec::{BakeSpec, Script, Source, DEFAULT_MARKER};
 use crate::image::{BakeError, STATUS_COMPLETE, TAG_BAKE_ID, TAG_STATUS};
@@ -49,13 +49,13 @@ fn spec() -> BakeSpec {
     }
 }
 
-fn clients(rules: &[&Rule]) -> Clients {
+fn clients(rules: &[&Rule]) -> BakeClients {
     // Every bake ends by looking for twins of its builder and image (made by
     // a call sent again after its answer was lost): none here.
     let (twin_builders, twin_snapshots) = no_twins();
     let mut all = vec![&twin_builders, &twin_snapshots];
     all.extend_from_slice(rules);
-    Clients {
+    BakeClients {
         home_region: "us-east-1".into(),
         home: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, &all, |c| c
             .retry_config(retry_policy())),
@@ -702,7 +702,7 @@ async fn twins_made_by_calls_sent_again_are_removed_when_the_bake_ends() {
         &terminate,
         &delete,
     ];
-    let clients = Clients {
+    let clients = BakeClients {
         home_region: "us-east-1".into(),
         home: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, &rules, |c| c
             .retry_config(retry_policy())),

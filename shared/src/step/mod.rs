@@ -130,7 +130,16 @@ pub fn main<C: Command>() -> ExitCode {
         }
     };
     if common.print_iam_policy {
-        iam::print(&C::policy(&settings));
+        // The policy document itself, not an envelope: it is made to be
+        // handed to IAM as it is (`aws iam put-role-policy --policy-document`).
+        let policy = C::policy(&settings);
+        if policy.is_empty() {
+            tracing::info!("these options make no AWS call: no permission is needed");
+        }
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&policy.to_json()).unwrap_or_default()
+        );
         return ExitCode::SUCCESS;
     }
     let mut builder = if C::MULTI_THREAD {
