@@ -215,3 +215,67 @@ impl StepReport for LockRelease {
         format!("### switchyard lock release\n\n{}", self.text())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(expired: bool) -> LeaseView {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let since = at("2026-12-02T06:00:00Z");
+        let expires = at("2026-12-02T06:32:00Z");
+        LeaseView {
+            holder: "ci@runner-7 run 4711".to_owned(),
+            message: "release 1.4.2".to_owned(),
+            since,
+            expires,
+            expired,
+            describe: Lease {
+                token: "t".to_owned(),
+                since,
+                holder: "ci@runner-7 run 4711".to_owned(),
+                message: "release_1.4.2".to_owned(),
+                expires,
+            }
+            .describe(),
+        }
+    }
+
+    /// What `switchyard lock status` and `release` print, in text and JSON.
+    #[test]
+    fn status_and_release_read_the_same_in_text_and_json() {
+        let held = LockStatus {
+            lock: "_switchyard-lock.app.example.com. TXT".to_owned(),
+            held: true,
+            leases: vec![lease(false)],
+        };
+        insta::assert_snapshot!("lock-status-held-text", held.text());
+        insta::assert_json_snapshot!("lock-status-held-json", held);
+        let failure = held.failure().map(|f| (f.code, f.text()));
+        assert_eq!(
+            failure,
+            Some((Code::Conflict, "the lock is held".to_owned()))
+        );
+
+        let free = LockStatus {
+            held: false,
+            leases: vec![lease(true)],
+            ..held
+        };
+        insta::assert_snapshot!("lock-status-expired-text", free.text());
+        assert!(free.failure().is_none(), "an expired lease holds nothing");
+
+        let released = LockRelease {
+            lock: free.lock.clone(),
+            dry_run: false,
+            released: vec![lease(false).describe],
+        };
+        insta::assert_snapshot!("lock-release-text", released.text());
+        insta::assert_json_snapshot!("lock-release-json", released);
+        let nothing = LockRelease {
+            released: Vec::new(),
+            ..released
+        };
+        insta::assert_snapshot!("lock-release-free-text", nothing.text());
+    }
+}

@@ -743,3 +743,49 @@ async fn a_rollback_with_no_shift_recorded_is_a_usage_error() {
     assert_eq!(err.exit_code(), Code::Usage);
     assert_eq!(router.calls(), [Call::Read]);
 }
+
+/// The report's text, JSON and markdown summary are contracts people and
+/// programs read: pinned as snapshots, so a change to them is a visible diff.
+#[test]
+fn the_report_reads_the_same_in_text_json_and_summary() {
+    let shifted = ShiftReport {
+        mode: Mode::Shift,
+        route: "route53:Z0123/app.example.com./A".to_owned(),
+        router: "route53",
+        from: w(100, 0),
+        before: w(100, 0),
+        weights: w(0, 100),
+        steps: vec![
+            StepOutcome {
+                weights: w(90, 10),
+                change: Some("C0001".to_owned()),
+                in_sync_ms: 1_250,
+                gate: Some("3/3 healthy answers from 2 URL(s)".to_owned()),
+            },
+            StepOutcome {
+                weights: w(0, 100),
+                change: Some("C0002".to_owned()),
+                in_sync_ms: 980,
+                gate: None,
+            },
+        ],
+        plan: Vec::new(),
+        elapsed_ms: 65_400,
+    };
+    insta::assert_snapshot!("shift-report-text", shifted.text());
+    insta::assert_snapshot!("shift-report-summary", shifted.summary());
+    insta::assert_json_snapshot!("shift-report-json", shifted);
+    let planned = ShiftReport {
+        mode: Mode::DryRun,
+        steps: Vec::new(),
+        weights: w(100, 0),
+        plan: vec![
+            "now: blue=100,green=0".to_owned(),
+            "step 1/1: UPSERT blue=0, green=100".to_owned(),
+        ],
+        elapsed_ms: 12,
+        ..shifted
+    };
+    insta::assert_snapshot!("shift-dry-run-text", planned.text());
+    insta::assert_json_snapshot!("shift-dry-run-json", planned);
+}
