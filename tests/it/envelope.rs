@@ -14,6 +14,22 @@ use switchyard_tests::aws_cli;
 
 const NAME: &str = "app.example.com";
 
+/// deploy-standby bringing green up through the command driver.
+const UP: &[&str] = &[
+    "--driver",
+    "command",
+    "--service",
+    "web",
+    "--color",
+    "green",
+    "--app-version",
+    "1",
+    "--up",
+    "true",
+    "--endpoints",
+    "echo 127.0.0.1:9",
+];
+
 /// One mode of one executable, and the exit code it must end with here
 /// (`None`: whatever the emulator makes of it; the envelope is checked anyway).
 struct Mode {
@@ -226,43 +242,8 @@ fn every_mode_of_every_executable_answers_json_with_the_envelope() {
             Some(0),
         ),
         // deploy-standby: up (and its dry run), retire refused, the rolling modes.
-        mode(
-            "deploy-standby",
-            &[
-                "--driver",
-                "command",
-                "--service",
-                "web",
-                "--color",
-                "green",
-                "--app-version",
-                "1",
-                "--up",
-                "true",
-                "--endpoints",
-                "echo 127.0.0.1:9",
-                "--dry-run",
-            ],
-            Some(0),
-        ),
-        mode(
-            "deploy-standby",
-            &[
-                "--driver",
-                "command",
-                "--service",
-                "web",
-                "--color",
-                "green",
-                "--app-version",
-                "1",
-                "--up",
-                "true",
-                "--endpoints",
-                "echo 127.0.0.1:9",
-            ],
-            Some(0),
-        ),
+        mode("deploy-standby", &[UP, &["--dry-run"]].concat(), Some(0)),
+        mode("deploy-standby", UP, Some(0)),
         mode(
             "deploy-standby",
             &[

@@ -65,6 +65,22 @@ pub fn region_of(config: &SdkConfig) -> String {
         .map_or_else(|| DEFAULT_REGION.to_owned(), ToString::to_string)
 }
 
+/// An EC2 client per region of `regions`, or for the configured region when
+/// none is named.
+pub fn ec2_per_region(
+    config: &SdkConfig,
+    regions: &[String],
+) -> Vec<(String, aws_sdk_ec2::Client)> {
+    if regions.is_empty() {
+        let region = region_of(config);
+        return vec![(region.clone(), ec2_in(config, &region))];
+    }
+    regions
+        .iter()
+        .map(|r| (r.clone(), ec2_in(config, r)))
+        .collect()
+}
+
 /// An EC2 client of `config` that calls `region`.
 pub fn ec2_in(config: &SdkConfig, region: &str) -> aws_sdk_ec2::Client {
     aws_sdk_ec2::Client::from_conf(

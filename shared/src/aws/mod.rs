@@ -10,7 +10,9 @@ pub mod launch_template;
 pub mod metric_alarms;
 pub mod route53;
 
-pub use config::{check_region, ec2_in, load, region_of, AwsSettings, RegionError, DEFAULT_REGION};
+pub use config::{
+    check_region, ec2_in, ec2_per_region, load, region_of, AwsSettings, RegionError, DEFAULT_REGION,
+};
 
 use aws_smithy_types::error::display::DisplayErrorContext;
 

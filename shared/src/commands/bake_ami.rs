@@ -105,15 +105,7 @@ impl Command for BakeAmi {
                 older_than,
             } => {
                 let config = aws::load(&step.aws).await;
-                let regions = if regions.is_empty() {
-                    vec![aws::region_of(&config)]
-                } else {
-                    regions
-                };
-                let clients: Vec<(String, _)> = regions
-                    .iter()
-                    .map(|r| (r.clone(), aws::ec2_in(&config, r)))
-                    .collect();
+                let clients = aws::ec2_per_region(&config, &regions);
                 let mut env = doc.hook_env();
                 env.set("SWITCHYARD_ACTION", "sweep");
                 step.hooks.before_change(&env).await?;

@@ -114,12 +114,9 @@ impl Command for RegisterHost {
                 elb_region,
                 source,
             } => {
-                let identity = source.identity().await?;
-                let clients = clients(step, &identity, elb_region.as_deref()).await;
-                let mut env = host_env(step, "join", &identity)?;
-                env.set("SWITCHYARD_SERVICE", &request.service);
-                step.hooks.before_change(&env).await?;
-                let options = RegistrationOptions::new(step.timeout, step.dry_run);
+                let service = Some(request.service.as_str());
+                let (identity, clients, options) =
+                    prepare(step, ("join", service), source, elb_region.as_deref()).await?;
                 let report = registration::join(
                     &clients,
                     &identity,
@@ -136,11 +133,8 @@ impl Command for RegisterHost {
                 elb_region,
                 source,
             } => {
-                let identity = source.identity().await?;
-                let clients = clients(step, &identity, elb_region.as_deref()).await;
-                let env = host_env(step, "leave", &identity)?;
-                step.hooks.before_change(&env).await?;
-                let options = RegistrationOptions::new(step.timeout, step.dry_run);
+                let (identity, clients, options) =
+                    prepare(step, ("leave", None), source, elb_region.as_deref()).await?;
                 let report = registration::leave(
                     &clients,
                     &identity,
@@ -154,15 +148,7 @@ impl Command for RegisterHost {
             }
             Settings::List { query, regions } => {
                 let config = aws::load(&step.aws).await;
-                let regions = if regions.is_empty() {
-                    vec![aws::region_of(&config)]
-                } else {
-                    regions
-                };
-                let clients: Vec<(String, _)> = regions
-                    .iter()
-                    .map(|r| (r.clone(), aws::ec2_in(&config, r)))
-                    .collect();
+                let clients = aws::ec2_per_region(&config, &regions);
                 Ok(fleet::list(&clients, &query).await?.into())
             }
             Settings::UserData(document) => Ok(document.into()),
@@ -262,6 +248,26 @@ fn leave_settings(
         lifecycle,
     };
     Ok((request, elb_region, source(&a.host)?))
+}
+
+/// What a join and a leave do first: who the host is, its clients, and the
+/// pre-hook (with the action, and for a join the service).
+async fn prepare(
+    step: &mut Step,
+    (action, service): (&str, Option<&str>),
+    source: Source,
+    elb_region: Option<&str>,
+) -> Result<(Identity, HostClients, RegistrationOptions), Failure> {
+    let identity = source.identity().await?;
+    let clients = clients(step, &identity, elb_region).await;
+    let mut env = host_env(step, action, &identity)?;
+    env.set_opt("SWITCHYARD_SERVICE", service);
+    step.hooks.before_change(&env).await?;
+    Ok((
+        identity,
+        clients,
+        RegistrationOptions::new(step.timeout, step.dry_run),
+    ))
 }
 
 /// The SDK clients: EC2 and Auto Scaling in the host's region, ELBv2 in the target groups'.

@@ -220,16 +220,16 @@ impl StepReport for LockRelease {
 mod tests {
     use super::*;
 
-    fn lease(expired: bool) -> LeaseView {
-        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
-        let since = at("2026-12-02T06:00:00Z");
-        let expires = at("2026-12-02T06:32:00Z");
+    fn lease(lapsed: bool) -> LeaseView {
+        let time = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let since = time("2026-12-02T06:00:00Z");
+        let expires = time("2026-12-02T06:32:00Z");
         LeaseView {
             holder: "ci@runner-7 run 4711".to_owned(),
             message: "release 1.4.2".to_owned(),
             since,
             expires,
-            expired,
+            expired: lapsed,
             describe: Lease {
                 token: "t".to_owned(),
                 since,
