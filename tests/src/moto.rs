@@ -1,14 +1,14 @@
-//! moto's server (`moto_server`, from PyPI package `moto`), started on a free
-//! loopback port and stopped when the handle is dropped.
+//! moto's server (`moto_server`, from PyPI package `moto`), started on a
+//! loopback port of its own and stopped when the handle is dropped.
 //!
 //! By default the tests reach it through a recording proxy (a
 //! [`FaultProxy`] injecting nothing), so that every AWS call a step makes is
 //! seen and checked against the IAM policy the step prints (see
 //! [`crate::steps::run`]). Benchmarks talk to it directly.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::fault_proxy::{FaultProxy, Faults};
@@ -32,36 +32,39 @@ impl Moto {
         Ok(moto)
     }
 
-    /// Starts `moto_server -H 127.0.0.1 -p PORT` on a free port and waits
-    /// until it answers; clients talk to it directly (benchmarks).
+    /// Starts `moto_server -H 127.0.0.1 -p 0`: the server binds a port the
+    /// kernel gives it and names it in its log, so two tests starting moto at
+    /// the same moment can never end up sharing one server (a port picked
+    /// free beforehand can be taken by another test's server in between,
+    /// and then both talk to whichever bound it). Waits until it answers;
+    /// clients talk to it directly (benchmarks).
     pub fn start_direct() -> anyhow::Result<Self> {
-        let mut last_error = None;
-        for _ in 0..5 {
-            let port = free_port()?;
-            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-            let child = Command::new(moto_binary())
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| {
-                    anyhow::anyhow!("cannot start moto_server (pip install 'moto[server]'): {e}")
-                })?;
-            let mut moto = Self {
-                child,
-                addr,
-                recorder: None,
-            };
-            match moto.wait_ready(Duration::from_secs(30)) {
-                Ok(()) => return Ok(moto),
-                Err(e) => {
-                    last_error = Some(e);
-                    let _ = moto.child.kill();
-                }
-            }
-        }
-        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("moto_server did not start")))
+        let mut child = Command::new(moto_binary())
+            .args(["-H", "127.0.0.1", "-p", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                anyhow::anyhow!("cannot start moto_server (pip install 'moto[server]'): {e}")
+            })?;
+        let port = child
+            .stderr
+            .take()
+            .map(listening_port)
+            .transpose()?
+            .flatten();
+        let mut moto = Self {
+            child,
+            addr: ([127, 0, 0, 1], port.unwrap_or(0)).into(),
+            recorder: None,
+        };
+        anyhow::ensure!(
+            port.is_some(),
+            "moto_server exited before it named its port"
+        );
+        moto.wait_ready(Duration::from_secs(30))?;
+        Ok(moto)
     }
 
     /// Its endpoint URL, for `AWS_ENDPOINT_URL`: the recording proxy's when there is one.
@@ -140,6 +143,27 @@ impl Drop for Moto {
 
 fn moto_binary() -> String {
     std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".to_owned())
+}
+
+/// Reads moto's log until it says `Running on http://127.0.0.1:PORT`, and
+/// returns the port (`None` if the log ended first); the rest of the log
+/// (a line per request) is drained by a thread, so that moto never blocks on
+/// a full pipe.
+fn listening_port(log: ChildStderr) -> anyhow::Result<Option<u16>> {
+    let mut lines = BufReader::new(log);
+    let mut line = String::new();
+    let mut port = None;
+    while lines.read_line(&mut line)? > 0 {
+        if let Some(rest) = line.trim().split("Running on http://127.0.0.1:").nth(1) {
+            port = rest.trim_end_matches('/').parse::<u16>().ok();
+            if port.is_some() {
+                break;
+            }
+        }
+        line.clear();
+    }
+    std::thread::spawn(move || std::io::copy(&mut lines, &mut std::io::sink()));
+    Ok(port)
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
