@@ -12,6 +12,12 @@
 //!   after it (the call happened but its answer was lost — the hard case for
 //!   anything that is not idempotent).
 //!
+//! Every Route53 change batch it forwards is first checked as Route53 checks
+//! it, one batch at a time: what Route53 refuses and moto accepts (a CREATE
+//! of a record set that exists, a DELETE that does not match) is refused
+//! with `InvalidChangeBatch` (see [`crate::route53_front`]), so the Route53
+//! the tests see is as strict as the real one.
+//!
 //! Every call is recorded as `service:Action` (from the SigV4 credential scope
 //! and the query protocol's `Action=` or Route53's REST path), which is how the
 //! least-privilege tests compare what a step called with the IAM policy it
@@ -32,6 +38,8 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+
+use crate::route53_front;
 
 /// How often each fault is injected, as a probability per request (0.0–1.0).
 /// The kinds are drawn in turn from one roll, so their sum is the total fault rate.
@@ -149,6 +157,7 @@ impl FaultProxy {
             calls: calls.clone(),
             faults: faults.clone(),
             drawn: drawn.clone(),
+            route53_changes: tokio::sync::Mutex::new(()),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -251,6 +260,9 @@ struct Shared {
     calls: Arc<Mutex<Vec<Call>>>,
     faults: Arc<Mutex<Faults>>,
     drawn: Arc<Mutex<Drawn>>,
+    /// Held while a Route53 change batch is checked and forwarded: Route53
+    /// applies one batch after the other.
+    route53_changes: tokio::sync::Mutex<()>,
 }
 
 /// Calls and faults since the rates were last set.
@@ -348,6 +360,7 @@ async fn handle_counted(
         .unwrap_or_default();
     let service = signing_service(&parts.headers).unwrap_or_else(|| "unknown".to_owned());
     let action = action(&service, parts.method.as_str(), parts.uri.path(), &body);
+    let route53_change = service == "route53" && action == "ChangeResourceRecordSets";
     let faults = *shared.faults.lock().expect("faults lock");
     let outcome = shared
         .drawn
@@ -393,11 +406,48 @@ async fn handle_counted(
         Outcome::Slow => tokio::time::sleep(faults.slow_by).await,
         Outcome::Forwarded | Outcome::DroppedAfter => {}
     }
+    // A change batch is checked as Route53 checks it, and forwarded while no
+    // other batch is, so that the check and the change are one step.
+    let _one_batch_at_a_time = if route53_change {
+        let guard = shared.route53_changes.lock().await;
+        if let Some(refused) = route53_refusal(shared, parts.uri.path(), &body).await {
+            return Ok(error_response(
+                &service,
+                400,
+                "InvalidChangeBatch",
+                &refused,
+            ));
+        }
+        Some(guard)
+    } else {
+        None
+    };
     let response = forward(shared, parts, body).await;
     if outcome == Outcome::DroppedAfter {
         return Err(Dropped);
     }
     Ok(response)
+}
+
+/// Why Route53 would refuse the change batch `body` to the zone in `path`,
+/// given what moto holds now (see [`crate::route53_front`]).
+async fn route53_refusal(shared: &Shared, path: &str, body: &[u8]) -> Option<String> {
+    let zone = route53_front::zone_of(path)?;
+    let mut current = Vec::new();
+    let mut query: Vec<(String, String)> = Vec::new();
+    loop {
+        let url = format!("{}/2013-04-01/hostedzone/{zone}/rrset", shared.upstream);
+        let page = shared.client.get(&url).query(&query).send().await.ok()?;
+        let text = page.text().await.ok()?;
+        let (sets, next) = route53_front::listing(&text);
+        current.extend(sets);
+        match next {
+            Some(next) => query = next,
+            None => break,
+        }
+    }
+    let changes = route53_front::changes(&String::from_utf8_lossy(body));
+    route53_front::refusal(&current, &changes)
 }
 
 /// The outcome of a call for `roll`, uniform in [0, 1): a fault of one kind

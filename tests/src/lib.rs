@@ -13,6 +13,7 @@ pub mod http_farm;
 pub mod load;
 pub mod moto;
 pub mod published;
+pub mod route53_front;
 pub mod steps;
 
 pub use health_server::HealthServer;

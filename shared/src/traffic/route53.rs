@@ -230,13 +230,13 @@ impl Router for Route53Router {
         let lease = Lease::new(request);
         let create = api::change(ChangeAction::Create, self.lock_set(&lease));
         let comment = format!("switchyard lease for {}", self.name);
-        // Read first: it names the holder in the message, and emulators that
-        // do not refuse a second CREATE still see the conflict. The CREATE
-        // below stays the guard against a race between two takers.
+        // Read first: it names the holder in the message. The CREATE below is
+        // the guard against a race between two takers: Route53 refuses a
+        // CREATE of a record set that exists.
         let existing = self.read_leases().await?;
         let Some((set, held)) = existing.into_iter().next() else {
-            match api::submit(&self.client, &self.zone_id, vec![create], &comment).await {
-                Ok(_) => return self.confirm(lease).await,
+            return match api::submit(&self.client, &self.zone_id, vec![create], &comment).await {
+                Ok(_) => Ok(lease),
                 // Someone's lease exists now. It may be ours: a CREATE whose
                 // answer was lost and that the SDK sent again finds the record
                 // its first attempt made. The token tells.
@@ -245,10 +245,10 @@ impl Router for Route53Router {
                         "the lease CREATE was refused as a duplicate ({}); reading back whose it is",
                         e.message
                     );
-                    return self.confirm(lease).await;
+                    self.whose(lease).await
                 }
-                Err(e) => return Err(e.into()),
-            }
+                Err(e) => Err(e.into()),
+            };
         };
         let takeover = match &held {
             Some(h) if ours.is_some_and(|o| o.same_run(h)) => {
@@ -276,13 +276,12 @@ impl Router for Route53Router {
         // changed it meanwhile: exactly one taker wins.
         let batch = vec![api::change(ChangeAction::Delete, set), create];
         match api::submit(&self.client, &self.zone_id, batch, &comment).await {
+            Ok(_) => Ok(lease),
             // The DELETE no longer matches: someone else took it, or our own
             // first attempt did and its answer was lost. The token tells.
-            Ok(_) => {}
-            Err(e) if e.code.as_deref() == Some("InvalidChangeBatch") => {}
-            Err(e) => return Err(e.into()),
+            Err(e) if e.code.as_deref() == Some("InvalidChangeBatch") => self.whose(lease).await,
+            Err(e) => Err(e.into()),
         }
-        self.confirm(lease).await
     }
 
     async fn release_lease(&self, lease: &Lease) -> Result<(), TrafficError> {
@@ -307,20 +306,23 @@ impl Router for Route53Router {
 }
 
 impl Route53Router {
-    /// Reads the lease back after taking it: it holds only if it is the first
-    /// live lease there. (On Route53 a second CREATE fails, so it always is;
-    /// an emulator may have accepted a concurrent CREATE.)
-    async fn confirm(&self, lease: Lease) -> Result<Lease, TrafficError> {
+    /// Reads the lease record after Route53 refused our change to it: it is
+    /// ours (a retried call whose first attempt went through) if it carries
+    /// our token; otherwise another run holds it.
+    async fn whose(&self, lease: Lease) -> Result<Lease, TrafficError> {
         let leases: Vec<Lease> = self
             .read_leases()
             .await?
             .into_iter()
             .filter_map(|(_, l)| l)
             .collect();
-        match first_live(&leases, Utc::now()) {
-            Some(first) if first.same_run(&lease) => Ok(lease),
-            first => Err(lease_held(self.lock_name(), first)),
+        if leases.iter().any(|l| l.same_run(&lease)) {
+            return Ok(lease);
         }
+        Err(lease_held(
+            self.lock_name(),
+            first_live(&leases, Utc::now()).or(leases.first()),
+        ))
     }
 }
 

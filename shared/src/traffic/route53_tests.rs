@@ -512,53 +512,6 @@ async fn an_expired_lease_is_taken_over_in_one_batch() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn of_two_concurrent_creates_accepted_by_an_emulator_the_earlier_holds() {
-    // moto accepts a second CREATE of the same name; Route53 refuses it. The
-    // read-back after CREATE makes the later taker back off either way.
-    let earlier = ResourceRecordSet::builder()
-        .name("_switchyard-lock.app.example.com.")
-        .r#type(RrType::Txt)
-        .ttl(60)
-        .resource_records(
-            ResourceRecord::builder()
-                .value(format!(
-                    "\"switchyard-lease=1;token=0000000000001-x;since=1;expires={};holder=first@ci\"",
-                    chrono::Utc::now().timestamp() + 600
-                ))
-                .build()
-                .unwrap(),
-        )
-        .build()
-        .unwrap();
-    let zone = LockZone::default();
-    // The lock listing is empty at first (both read before either created),
-    // then shows the other's CREATE beside ours.
-    let (_, change) = zone.rules();
-    let z = zone.clone();
-    let first_read = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let list = mock!(Client::list_resource_record_sets)
-        .match_requests(is_lock_listing)
-        .then_output(move || {
-            if first_read.swap(false, std::sync::atomic::Ordering::SeqCst) {
-                return listing(vec![]);
-            }
-            let mut sets = z.0.lock().unwrap().clone();
-            sets.push(earlier.clone());
-            listing(sets)
-        });
-    let router = router(client(&[&list, &change]));
-    let request = LeaseRequest {
-        token: None,
-        holder: "second@ci".into(),
-        message: None,
-        expires: chrono::Utc::now() + chrono::Duration::minutes(10),
-    };
-    let err = router.acquire_lease(&request, None).await.unwrap_err();
-    assert_eq!(err.exit_code(), Code::Conflict);
-    assert!(err.to_string().contains("locked by first@ci"), "{err}");
-}
-
-#[tokio::test(start_paused = true)]
 async fn an_insync_wait_that_times_out_exits_3_and_the_state_says_where_it_stopped() {
     let group = mock!(Client::list_resource_record_sets)
         .match_requests(|r| !is_lock_listing(r))
