@@ -446,7 +446,10 @@ fn a_quorum_can_be_partly_met() {
         out.stdout
     );
 
-    // The JUnit report, read by a real JUnit parser: one case per endpoint, the dead one failed.
+    // The JUnit report, read by a real JUnit parser: a case for the verdict
+    // and one per endpoint. The verdict is healthy, so the suite has no
+    // failure (Jenkins' junit step keeps the build green): the dead endpoint,
+    // which the quorum tolerated, is reported as skipped, saying why.
     let parsed = Command::new("python3")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/junit_check.py"))
         .arg(&junit)
@@ -458,20 +461,40 @@ fn a_quorum_can_be_partly_met() {
         String::from_utf8_lossy(&parsed.stderr)
     );
     let report: Value = serde_json::from_slice(&parsed.stdout).unwrap();
-    assert_eq!(report["tests"], 4);
-    assert_eq!(report["failures"], 1);
+    assert_eq!(report["tests"], 5);
+    assert_eq!(report["failures"], 0);
     let cases = report["suites"][0]["cases"].as_array().unwrap();
-    let failed: Vec<&Value> = cases
+    assert_eq!(cases[0]["name"], "verdict");
+    assert_eq!(cases[0]["results"], json!([]));
+    let noted: Vec<&Value> = cases
         .iter()
         .filter(|c| !c["results"].as_array().unwrap().is_empty())
         .collect();
-    assert_eq!(failed.len(), 1);
-    assert_eq!(failed[0]["name"], urls[3].as_str());
-    assert_eq!(failed[0]["results"][0]["kind"], "Failure");
-    assert!(failed[0]["results"][0]["message"]
-        .as_str()
-        .unwrap()
-        .contains("connection failed"));
+    assert_eq!(noted.len(), 1);
+    assert_eq!(noted[0]["name"], urls[3].as_str());
+    assert_eq!(noted[0]["results"][0]["kind"], "Skipped");
+    let message = noted[0]["results"][0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("tolerated: 3 of 4 endpoints healthy, 3 needed")
+            && message.contains("connection failed"),
+        "{message}"
+    );
+
+    // Below the quorum the verdict fails, and so do the suite and the endpoint.
+    let mut args = vec!["--url", &joined, "--quorum", "90", "--junit", &junit_arg];
+    args.extend(fast());
+    let out = verify(&[], &args);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let parsed = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/junit_check.py"))
+        .arg(&junit)
+        .output()
+        .expect("python3 runs");
+    let report: Value = serde_json::from_slice(&parsed.stdout).unwrap();
+    assert_eq!(report["failures"], 2, "{report}");
+    let cases = report["suites"][0]["cases"].as_array().unwrap();
+    assert_eq!(cases[0]["results"][0]["kind"], "Failure");
+    assert_eq!(cases[4]["results"][0]["kind"], "Failure");
 
     let mut args = vec!["--url", &joined, "--quorum", "90", "--output", "json"];
     args.extend(fast());

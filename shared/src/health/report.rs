@@ -127,25 +127,55 @@ impl HealthReport {
         file.save(&doc)
     }
 
-    /// JUnit XML: one suite, one test case per endpoint and per alarm.
+    /// JUnit XML: one suite, with a test case for the verdict and one per
+    /// endpoint and per alarm. The suite fails exactly when the step does:
+    /// an endpoint that is down while the quorum still holds is reported as
+    /// skipped (tolerated), not as a failure, so that Jenkins' `junit` marks
+    /// the build as the verdict does.
     pub fn junit(&self) -> String {
         let name = self.stack.clone().unwrap_or_else(|| "endpoints".to_owned());
         let mut report = Report::new(steps::VERIFY_HEALTH);
         let mut suite = TestSuite::new(format!("verify-health {name}"));
+        let healthy = self.verdict == Health::Healthy;
+        let verdict = if healthy {
+            TestCaseStatus::success()
+        } else {
+            let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            s.set_message(format!("{}: {}", word(self.verdict), self.summary));
+            s.set_type(word(self.verdict));
+            s
+        };
+        let mut case = TestCase::new("verdict", verdict);
+        case.set_classname(format!("verify-health.{name}"));
+        case.set_time(Duration::from_millis(self.elapsed_ms));
+        suite.add_test_case(case);
         if let Some(p) = &self.probes {
             for e in &p.endpoints {
-                let status = match e.state {
-                    EndpointState::Healthy => TestCaseStatus::success(),
+                let (kind, what) = match e.state {
+                    EndpointState::Healthy => (None, String::new()),
                     EndpointState::Unhealthy => {
-                        let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                        s.set_message(format!("unhealthy: {}", e.last));
-                        s.set_type("unhealthy");
+                        (Some("unhealthy"), format!("unhealthy: {}", e.last))
+                    }
+                    EndpointState::Undecided => (
+                        Some("undecided"),
+                        format!("undecided after {} probe(s): {}", e.probes, e.last),
+                    ),
+                };
+                let status = match kind {
+                    None => TestCaseStatus::success(),
+                    Some(kind) if healthy => {
+                        let mut s = TestCaseStatus::skipped();
+                        s.set_message(format!(
+                            "tolerated: {} of {} endpoints healthy, {} needed; {what}",
+                            p.healthy, p.total, p.needed
+                        ));
+                        s.set_type(kind);
                         s
                     }
-                    EndpointState::Undecided => {
+                    Some(kind) => {
                         let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                        s.set_message(format!("undecided after {} probe(s): {}", e.probes, e.last));
-                        s.set_type("undecided");
+                        s.set_message(what);
+                        s.set_type(kind);
                         s
                     }
                 };
