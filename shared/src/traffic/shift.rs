@@ -272,10 +272,11 @@ pub async fn run<R: Router>(
     let group = router.read().await?;
     let route_id = router.id();
     let decision = decide(&route_id, &request, &group, &doc, file)?;
-    let verified = if decision.mode == Mode::Shift {
-        check_verified(&doc, &group.weights, &decision.plan, options, file)
-    } else {
-        Ok(())
+    let verified = match decision.mode {
+        Mode::Shift => check_verified(&doc, &group.weights, &decision.plan, options, file),
+        Mode::Rollback | Mode::DryRun => {
+            check_rollback_target(&doc, &group.weights, &decision.plan, options)
+        }
     };
 
     let settle = options.settle.unwrap_or(group.settle);
@@ -520,6 +521,47 @@ fn check_verified(
     Ok(())
 }
 
+/// Safety rule 1 for a rollback: it restores weights that were verified
+/// once, but the stack they send traffic to may be gone since. A member that
+/// gains traffic must not be retired (deploy-standby scaled it down), nor a
+/// stack the state knows a driver of with no endpoints left; `--force`
+/// overrides, and a gate URL still gates the target before any change.
+fn check_rollback_target(
+    doc: &StateDocument,
+    current: &Weights,
+    plan: &[Weights],
+    options: &ShiftOptions,
+) -> Result<(), ShiftError> {
+    let Some(last) = plan.last() else {
+        return Ok(());
+    };
+    for member in last
+        .keys()
+        .filter(|m| plan::share(last, m) > plan::share(current, m) + 1e-9)
+    {
+        let Some(stack) = doc.stacks.get(member.as_str()) else {
+            continue;
+        };
+        let why = if stack.role == Some(Role::Retired) {
+            "it was retired (scaled down) after the shift completed; bring it up again with \
+             deploy-standby and verify it, then shift to it"
+        } else if stack.driver.is_some() && stack.endpoints.is_empty() {
+            "the state lists no endpoints for it: nothing would answer its traffic"
+        } else {
+            continue;
+        };
+        if options.force {
+            tracing::warn!("--force: rolling traffic back to {member} although {why}");
+            continue;
+        }
+        return Err(ShiftError::Unverified {
+            member: member.clone(),
+            why: format!("{why}. Pass --force to roll back to it anyway"),
+        });
+    }
+    Ok(())
+}
+
 /// Takes the route's lease for this run. Write-ahead: the lease's token goes
 /// into the state before the lease is taken, so that a run killed in between
 /// takes its own lease back rather than waiting for it to expire. A run that
@@ -620,7 +662,8 @@ fn describe_plan<R: Router>(
     hooks: &StepHooks,
 ) -> Vec<String> {
     let Decision { plan, before, .. } = decision;
-    // A rollback moves straight back: no gate.
+    // A rollback's target is gated before any change too, then it moves
+    // straight back: no gate after its step.
     let gate = match decision.mode {
         Mode::Shift => options.gate.as_ref(),
         Mode::Rollback | Mode::DryRun => None,
@@ -641,8 +684,8 @@ fn describe_plan<R: Router>(
             short(options.lock_wait)
         )
     });
-    if let Some(gate) = gate {
-        lines.push(format!("gate before any change: {}", describe_gate(gate)));
+    if let Some(first) = &options.gate {
+        lines.push(format!("gate before any change: {}", describe_gate(first)));
     }
     let mut from = current.clone();
     for (i, weights) in plan.iter().enumerate() {
@@ -766,9 +809,8 @@ impl<R: Router> Run<'_, R> {
     ) -> Result<Weights, ShiftError> {
         let previous = self.begin(decision, current, lease);
         self.journal_start(decision, current)?;
-        if decision.mode == Mode::Shift {
-            self.first_gate(previous).await?;
-        }
+        // A shift's target, and a rollback's, passes the gate before any change.
+        self.first_gate(previous).await?;
         let total = decision.plan.len();
         let mut now = current.clone();
         for (i, weights) in decision.plan.iter().enumerate() {

@@ -378,12 +378,17 @@ async fn rollback_after_a_completed_shift_restores_the_weights_before() {
     shifted.unwrap();
     assert_eq!(router.weights(), w(0, 100));
 
-    // A rollback moves straight back: the gate given is not consulted.
+    // A rollback's target passes the gate before any change: a failing gate
+    // stops it with nothing changed (safety rule 1, rollbacks included).
     let failing_gate = ShiftOptions {
         gate: Some(gate(closed_port_url())),
         ..options()
     };
-    let (result, hooks) = shift_with(&router, &file, Request::Rollback, &failing_gate).await;
+    let (result, _) = shift_with(&router, &file, Request::Rollback, &failing_gate).await;
+    assert_eq!(result.unwrap_err().exit_code(), Code::CheckFailed);
+    assert_eq!(router.weights(), w(0, 100), "nothing changed");
+
+    let (result, hooks) = shift_with(&router, &file, Request::Rollback, &options()).await;
     let report = result.unwrap();
     assert_eq!(router.weights(), w(100, 0));
     assert_eq!(router.applied().last(), Some(&w(100, 0)));
@@ -410,6 +415,8 @@ async fn rollback_after_a_completed_shift_restores_the_weights_before() {
     assert_eq!(
         journal(&file)[6..],
         [
+            "rollback-started",
+            "gate (Failed)",
             "rollback-started",
             "weights-submitted",
             "weights-verified",
@@ -788,4 +795,47 @@ fn the_report_reads_the_same_in_text_json_and_summary() {
     };
     insta::assert_snapshot!("shift-dry-run-text", planned.text());
     insta::assert_json_snapshot!("shift-dry-run-json", planned);
+}
+
+/// Safety rule 1, rollbacks included: traffic does not go back to a stack
+/// that deploy-standby retired, nor to one with no endpoints left.
+#[tokio::test(start_paused = true)]
+async fn a_rollback_to_a_retired_stack_is_refused_unless_forced() {
+    let router = FakeRouter::new(&[("blue", 100), ("green", 0)]);
+    let (_dir, file) = state_file();
+    let (shifted, _) = shift_with(&router, &file, to_green(&[100]), &options()).await;
+    shifted.unwrap();
+    let mut doc = file.load().unwrap();
+    let blue = doc.stack_mut("blue");
+    blue.role = Some(Role::Retired);
+    blue.driver = Some("asg".into());
+    file.save(&doc).unwrap();
+    let checked = ShiftOptions {
+        force: false,
+        ..options()
+    };
+
+    let (result, _) = shift_with(&router, &file, Request::Rollback, &checked).await;
+    let err = result.unwrap_err();
+    assert_eq!(err.exit_code(), Code::Conflict, "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("refusing to move traffic to blue: it was retired"),
+        "{err}"
+    );
+    assert_eq!(router.weights(), w(0, 100), "nothing moved");
+
+    // Brought up again by deploy-standby but with no endpoints: still refused.
+    let mut doc = file.load().unwrap();
+    doc.stack_mut("blue").role = Some(Role::Standby);
+    file.save(&doc).unwrap();
+    let (result, _) = shift_with(&router, &file, Request::Rollback, &checked).await;
+    assert!(result
+        .unwrap_err()
+        .to_string()
+        .contains("the state lists no endpoints for it"));
+
+    let (result, _) = shift_with(&router, &file, Request::Rollback, &options()).await;
+    result.unwrap();
+    assert_eq!(router.weights(), w(100, 0), "--force rolls back anyway");
 }
