@@ -293,12 +293,33 @@ pub enum Command {
     /// Scale the old stack to zero, once the other has taken 100% of the traffic and passed its post-promotion check
     ///
     /// Refuses (exit 5) unless a route in the state shows the other color at
-    /// 100% with its shift completed, the other color's last health verdict is
-    /// healthy and newer than the shift, and --retire-after has passed since.
+    /// 100% with its shift completed and the other color's last health verdict
+    /// is healthy and newer than the shift. Then it waits until --retire-after
+    /// has passed since the shift completed (within --timeout), checking the
+    /// active color all along (its --gate-url, else its verdict in the state):
+    /// if that turns unhealthy it stops (exit 1) and the old stack stays up.
+    /// With --no-wait it refuses (exit 5) while --retire-after has not passed.
     Retire {
         /// How long after the shift completed the old stack stays up for a quick rollback
         #[arg(long, env = "SWITCHYARD_RETIRE_AFTER", value_parser = parse_duration, default_value = "10m", value_name = "DURATION")]
         retire_after: Duration,
+
+        /// Refuse (exit 5) instead of waiting while --retire-after has not passed
+        #[arg(long, env = "SWITCHYARD_NO_WAIT", value_parser = BoolishValueParser::new())]
+        no_wait: bool,
+
+        /// URL of the active stack that must answer 2xx or 3xx while retire waits (repeatable)
+        #[arg(
+            long = "gate-url",
+            env = "SWITCHYARD_GATE_URLS",
+            value_delimiter = ',',
+            value_name = "URL"
+        )]
+        gate_urls: Vec<String>,
+
+        /// Time between checks of the active stack while retire waits
+        #[arg(long, env = "SWITCHYARD_CHECK_EVERY", value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+        check_every: Duration,
     },
 }
 

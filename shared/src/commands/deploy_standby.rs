@@ -6,19 +6,21 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
+use std::time::Duration;
 
 use crate::aws::{self, iam, AwsSettings};
 use crate::cli::deploy_standby::{
     Command as Sub, DeployStandbyArgs, Driver, RollingArgs, Strategy, UpArgs,
 };
+use crate::health::{Gate, GatePolicy};
 use crate::host::registration::TargetGroupArn;
 use crate::outcome::report::Plan;
-use crate::outcome::{Failure, StepReport};
+use crate::outcome::{Code, Failure, StepReport};
 use crate::stack::asg::{AlarmScaling, AsgClients, AsgDriver, AsgSettings, Scaling};
 use crate::stack::command::{CommandDriver, CommandTemplates};
 use crate::stack::rolling::{self, RollingReport, RollingSettings};
 use crate::stack::standby::{
-    self, Color, DeployRequest, Region, RetireRequest, StandbyOptions, StandbyReport,
+    self, Color, DeployRequest, Region, RetireRequest, RetireWait, StandbyOptions, StandbyReport,
 };
 use crate::state::{steps, StateDocument};
 use crate::step::{Command, Step};
@@ -41,6 +43,8 @@ pub struct Settings {
     subnets: BTreeMap<Option<String>, Vec<String>>,
     /// Target group ARNs by the region in the ARN.
     target_groups: BTreeMap<String, Vec<String>>,
+    /// The gate the active stack keeps passing while retire waits.
+    retire_gate: Option<Gate>,
 }
 
 impl Settings {
@@ -112,11 +116,20 @@ impl Command for DeployStandby {
                 )
                 .await?
             }
-            Some(Sub::Retire { retire_after }) => {
+            Some(Sub::Retire {
+                retire_after,
+                no_wait,
+                check_every,
+                ..
+            }) => {
                 let request = RetireRequest {
                     service: stack.service.clone(),
                     color: stack.color,
                     retire_after: *retire_after,
+                    wait: (!no_wait).then(|| RetireWait {
+                        gate: s.retire_gate.clone(),
+                        every: *check_every,
+                    }),
                 };
                 standby::retire(
                     &step.state,
@@ -184,12 +197,52 @@ fn settings(args: DeployStandbyArgs) -> Result<Settings, Failure> {
         endpoint_template: up.endpoint_template.clone(),
         ..AsgSettings::default()
     };
+    let retire_gate = retire_gate(&args)?;
     Ok(Settings {
         args: Box::new(args),
         asg,
         subnets,
         target_groups,
+        retire_gate,
     })
+}
+
+/// The gate of `retire --gate-url`, checked.
+fn retire_gate(args: &DeployStandbyArgs) -> Result<Option<Gate>, Failure> {
+    let Some(Sub::Retire {
+        gate_urls,
+        check_every,
+        ..
+    }) = &args.command
+    else {
+        return Ok(None);
+    };
+    if check_every.is_zero() {
+        return Err(Failure::usage("--check-every must be more than 0s"));
+    }
+    if gate_urls.is_empty() {
+        return Ok(None);
+    }
+    for url in gate_urls {
+        match reqwest::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => {
+                return Err(Failure::usage(format!(
+                    "--gate-url {url:?} is not an http(s) URL"
+                )))
+            }
+        }
+    }
+    let policy = GatePolicy {
+        successes: 1,
+        failures: 2,
+        interval: Duration::from_secs(2),
+        probe_timeout: Duration::from_secs(5),
+        deadline: Duration::from_secs(60),
+    };
+    Gate::new(gate_urls.clone(), policy)
+        .map(Some)
+        .map_err(|e| Failure::new(Code::Usage, e))
 }
 
 /// The user-data file's bytes, checked against EC2's limit.
@@ -487,6 +540,18 @@ async fn rolling_run(s: &Settings, step: &Step) -> Result<Report, Failure> {
         cancel: step.cancel.clone(),
     };
     let r = &s.args.rolling;
+    if step.dry_run && (r.confirm || r.rollback) {
+        let (what, lines) = if r.confirm {
+            ("confirm", rolling::confirm_plan(&step.state, &stack)?)
+        } else {
+            ("rollback", rolling::rollback_plan(&step.state, &stack)?)
+        };
+        let mut plan = vec![format!(
+            "plan of the rolling {what} of stack {stack} (dry run, nothing changed)"
+        )];
+        plan.extend(lines.into_iter().map(|line| format!("  - {line}")));
+        return Ok(Plan::dry_run(plan).into());
+    }
     let report = if r.confirm {
         rolling::confirm(&step.state, &stack)?
     } else if r.rollback {

@@ -93,6 +93,10 @@ pub enum StackError {
         status: String,
         stderr_tail: String,
     },
+    /// A check of a stack failed (the active one turned unhealthy while the
+    /// old one waited to retire); nothing was changed: exit 1.
+    #[error("{0}")]
+    CheckFailed(String),
     /// A deadline passed while waiting for something named in the message: exit 3.
     #[error("{0}")]
     Timeout(String),
@@ -109,6 +113,7 @@ impl ExitStatus for StackError {
     fn exit_code(&self) -> Code {
         match self {
             Self::Invalid(_) => Code::Usage,
+            Self::CheckFailed(_) => Code::CheckFailed,
             Self::Refused(_) => Code::Conflict,
             Self::Provider(_) | Self::Command { .. } | Self::Timeout(_) => Code::Provider,
             Self::RolledBack(_) => Code::RolledBack,

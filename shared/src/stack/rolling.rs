@@ -462,16 +462,7 @@ pub async fn plan(
 /// Refused (exit 5) unless the update is finished.
 pub fn confirm(file: &StateFile, stack: &str) -> Result<RollingReport, RollingError> {
     let mut doc = file.load().map_err(RollingError::StateRead)?;
-    let mut p = progress(&doc, stack).ok_or_else(|| {
-        StackError::Refused(format!("stack {stack} has no rolling update to confirm"))
-    })?;
-    if p.status != RollingStatus::Finished {
-        return Err(StackError::Refused(format!(
-            "the rolling update of stack {stack} is {}; only a finished update can be confirmed",
-            status_word(p.status)
-        ))
-        .into());
-    }
+    let mut p = confirmable(&doc, stack)?;
     p.status = RollingStatus::Confirmed;
     p.updated_at = Utc::now();
     let entry = doc.stack_mut(stack);
@@ -515,19 +506,7 @@ pub async fn rollback(
     wait: &Wait,
 ) -> Result<RollingReport, RollingError> {
     let doc = file.load().map_err(RollingError::StateRead)?;
-    let mut p = progress(&doc, stack).ok_or_else(|| {
-        StackError::Refused(format!("stack {stack} has no rolling update to roll back"))
-    })?;
-    if matches!(
-        p.status,
-        RollingStatus::Confirmed | RollingStatus::RolledBack
-    ) {
-        return Err(StackError::Refused(format!(
-            "the rolling update of stack {stack} is {}; there is nothing to roll back",
-            status_word(p.status)
-        ))
-        .into());
-    }
+    let mut p = revertible(&doc, stack)?;
     let mut run = Run {
         clients,
         file,
@@ -540,6 +519,68 @@ pub async fn rollback(
     p.message = Some("--rollback".to_owned());
     run.revert(&mut p).await?;
     run.report(&p).await
+}
+
+/// The finished update of `stack` that `confirm` would keep.
+fn confirmable(doc: &StateDocument, stack: &str) -> Result<RollingProgress, RollingError> {
+    let p = progress(doc, stack).ok_or_else(|| {
+        StackError::Refused(format!("stack {stack} has no rolling update to confirm"))
+    })?;
+    if p.status != RollingStatus::Finished {
+        return Err(StackError::Refused(format!(
+            "the rolling update of stack {stack} is {}; only a finished update can be confirmed",
+            status_word(p.status)
+        ))
+        .into());
+    }
+    Ok(p)
+}
+
+/// The update of `stack` that `rollback` would revert.
+fn revertible(doc: &StateDocument, stack: &str) -> Result<RollingProgress, RollingError> {
+    let p = progress(doc, stack).ok_or_else(|| {
+        StackError::Refused(format!("stack {stack} has no rolling update to roll back"))
+    })?;
+    if matches!(
+        p.status,
+        RollingStatus::Confirmed | RollingStatus::RolledBack
+    ) {
+        return Err(StackError::Refused(format!(
+            "the rolling update of stack {stack} is {}; there is nothing to roll back",
+            status_word(p.status)
+        ))
+        .into());
+    }
+    Ok(p)
+}
+
+/// What `confirm` would do (a dry run): refuses as `confirm` does, changes nothing.
+pub fn confirm_plan(file: &StateFile, stack: &str) -> Result<Vec<String>, RollingError> {
+    let doc = file.load().map_err(RollingError::StateRead)?;
+    let p = confirmable(&doc, stack)?;
+    Ok(vec![format!(
+        "record the rolling update of group {} as confirmed on launch template version {} \
+         (previous version {} no longer a rollback target)",
+        p.group, p.new_version, p.previous_version
+    )])
+}
+
+/// What `rollback` would do (a dry run): refuses as `rollback` does, changes nothing.
+pub fn rollback_plan(file: &StateFile, stack: &str) -> Result<Vec<String>, RollingError> {
+    let doc = file.load().map_err(RollingError::StateRead)?;
+    let p = revertible(&doc, stack)?;
+    Ok(vec![
+        format!(
+            "point group {} back at launch template version {} (from {})",
+            p.group, p.previous_version, p.new_version
+        ),
+        format!(
+            "replace the instances the update launched, {} at a time, and wait for their \
+             replacements",
+            p.batch_size.max(1)
+        ),
+        format!("record the rolling update of stack {stack} as rolled back"),
+    ])
 }
 
 fn status_word(s: RollingStatus) -> &'static str {

@@ -36,13 +36,15 @@ use tokio_util::sync::CancellationToken;
 use super::asg::AsgDriver;
 use super::command::CommandDriver;
 use super::{StackDriver, StackError, StackSpec, StackStatus, Wait};
+use crate::health::Gate;
 use crate::hooks::{HookEnv, HookError, StepHooks};
 use crate::outcome::{Code, ExitStatus, StepReport};
 use crate::state::{
     Change, Health, JournalEntry, Outcome, RegionalStack, Role, ShiftStatus, StateDocument,
     StateError, StateFile,
 };
-use crate::wait::progress::short;
+use crate::wait::progress::{short, Pace};
+use crate::wait::{self, WaitEnd};
 
 /// The step's name, in the journal and the hooks.
 pub const STEP: &str = crate::state::steps::DEPLOY_STANDBY;
@@ -216,6 +218,20 @@ pub struct RetireRequest {
     pub color: Option<Color>,
     /// How long after the shift completed the old stack stays up.
     pub retire_after: Duration,
+    /// Until `retire_after` has passed: wait for it, re-checking the active
+    /// stack, or (`None`) refuse at once, for pipelines that schedule retire
+    /// on their own.
+    pub wait: Option<RetireWait>,
+}
+
+/// How retire waits out `--retire-after`.
+#[derive(Debug, Clone)]
+pub struct RetireWait {
+    /// The gate the active stack must keep passing; without one, its health
+    /// verdict in the state must not turn unhealthy meanwhile.
+    pub gate: Option<Gate>,
+    /// Time between checks.
+    pub every: Duration,
 }
 
 /// How to run.
@@ -1029,8 +1045,32 @@ pub async fn retire<D: StackDriver + Clone>(
     let started = Instant::now();
     let doc = file.load()?;
     let service = service_of(&doc, req.service.as_ref())?;
-    let (color, reason) = retiring_color(&doc, req.color.map(Color::name))?;
-    let verdict = retire_check(&doc, &color, req.retire_after, Utc::now());
+    let (color, mut reason) = retiring_color(&doc, req.color.map(Color::name))?;
+    let now = Utc::now();
+    // Everything but the time: then, when only the time is missing, wait it out.
+    let ready = retire_check(&doc, &color, Duration::ZERO, now);
+    let verdict = match (&req.wait, ready) {
+        (Some(how), Ok(completed)) => {
+            let due = completed
+                + chrono::Duration::from_std(req.retire_after).unwrap_or(chrono::Duration::MAX);
+            if now < due && options.dry_run {
+                let _ = write!(
+                    reason,
+                    "; waits until {} (--retire-after {}), re-checking {}",
+                    due.to_rfc3339(),
+                    short(req.retire_after),
+                    other(&color)
+                );
+            } else if now < due {
+                let deadline = started + options.timeout;
+                wait_to_retire(file, other(&color), (completed, due), how, deadline, cancel)
+                    .await?;
+            }
+            Ok(completed)
+        }
+        (None, Ok(_)) => retire_check(&doc, &color, req.retire_after, now),
+        (_, Err(why)) => Err(why),
+    };
     let specs = regions
         .iter()
         .map(|r| Planned {
@@ -1062,6 +1102,97 @@ pub async fn retire<D: StackDriver + Clone>(
         |doc, d, completed, results| record_retired(doc, &d.color, &d.specs, *completed, results),
     )
     .await
+}
+
+/// Waits until `due` (`--retire-after` after the shift `completed`), with a
+/// progress line at a steady pace, checking the active stack `peer` every
+/// `how.every`: through the gate when there is one, else by its health
+/// verdict in the state. A check that fails stops the retire (exit 1) with
+/// the old stack still up, warm for a rollback. A `due` beyond the step's
+/// deadline is refused at once (exit 5).
+async fn wait_to_retire(
+    file: &StateFile,
+    peer: &str,
+    (completed, due): (DateTime<Utc>, DateTime<Utc>),
+    how: &RetireWait,
+    deadline: Instant,
+    cancel: &CancellationToken,
+) -> Result<(), StandbyError> {
+    let left = (due - Utc::now()).to_std().unwrap_or_default();
+    if Instant::now() + left > deadline {
+        return Err(StackError::Refused(format!(
+            "--retire-after ends at {}, after this step's --timeout; give a longer --timeout, \
+             or --no-wait and run retire again later",
+            due.to_rfc3339()
+        ))
+        .into());
+    }
+    tracing::info!(
+        "{peer} took 100% at {}; the old stack stays up until {} (--retire-after), \
+         while {peer} is checked every {}",
+        completed.to_rfc3339(),
+        due.to_rfc3339(),
+        short(how.every)
+    );
+    let mut pace = Pace::new(format!("--retire-after ({peer} checked)"), deadline);
+    loop {
+        if let Some(why) = active_trouble(file, peer, completed, how.gate.as_ref(), cancel).await? {
+            return Err(StackError::CheckFailed(format!(
+                "{peer} is not healthy while the old stack waits to retire: {why}; \
+                 the old stack stays up (shift-weight --rollback moves the traffic back)"
+            ))
+            .into());
+        }
+        let left = (due - Utc::now()).to_std().unwrap_or_default();
+        if left.is_zero() {
+            return Ok(());
+        }
+        pace.tick(&format!("{} to go", short(left)));
+        match wait::sleep(left.min(how.every), deadline, cancel).await {
+            Ok(()) => {}
+            Err(WaitEnd::Deadline) => {
+                return Err(StackError::Timeout(format!(
+                    "--timeout passed while waiting for --retire-after ({} to go)",
+                    short(left)
+                ))
+                .into())
+            }
+            Err(WaitEnd::Cancelled) => {
+                return Err(StackError::Interrupted(
+                    "interrupted while waiting for --retire-after; nothing was retired".into(),
+                )
+                .into())
+            }
+        }
+    }
+}
+
+/// Why the active stack `peer` is in trouble now, if it is: its gate fails,
+/// or (without a gate) a verdict newer than the shift says it is not healthy.
+async fn active_trouble(
+    file: &StateFile,
+    peer: &str,
+    completed: DateTime<Utc>,
+    gate: Option<&Gate>,
+    cancel: &CancellationToken,
+) -> Result<Option<String>, StandbyError> {
+    if let Some(gate) = gate {
+        let verdict = gate.evaluate(cancel).await.map_err(|_| {
+            StackError::Interrupted("interrupted while checking the active stack".into())
+        })?;
+        return Ok((!verdict.passed).then_some(verdict.summary));
+    }
+    let doc = file.load()?;
+    Ok(match doc.health.get(peer) {
+        Some(v) if v.status != Health::Healthy && v.at >= completed => Some(format!(
+            "its verdict of {} is {:?}: {}",
+            v.at.to_rfc3339(),
+            v.status,
+            v.summary
+        ))
+        .map(|w| w.to_lowercase()),
+        _ => None,
+    })
 }
 
 fn regional(status: &StackStatus, s: &StackSpec, now: DateTime<Utc>) -> RegionalStack {

@@ -676,3 +676,112 @@ async fn the_pre_hook_sees_the_decision_and_a_failing_one_stops_before_any_chang
     assert_eq!(fake.version_in(EAST, "blue").as_deref(), Some("1.4.1"));
     assert_eq!(file.load().unwrap(), doc);
 }
+
+/// A state where green took 100% `ago` and passed its check since: blue may
+/// retire once --retire-after has passed.
+fn promoted(ago: TimeDelta) -> StateDocument {
+    let completed = Utc::now() - ago;
+    let mut doc = of_go_auth();
+    doc.stack_mut("green").role = Some(Role::Active);
+    doc.stack_mut("blue").role = Some(Role::Standby);
+    doc.traffic.insert(
+        "r53".into(),
+        route(0, 100, completed, ShiftStatus::Completed),
+    );
+    doc.health.insert(
+        "green".into(),
+        verdict(Health::Healthy, completed + TimeDelta::milliseconds(1)),
+    );
+    doc
+}
+
+async fn retire_waiting(
+    file: &StateFile,
+    fake: &FakeDriver,
+    retire_after: Duration,
+    options: &StandbyOptions,
+) -> Result<StandbyReport, StandbyError> {
+    let req = RetireRequest {
+        retire_after,
+        wait: Some(RetireWait {
+            gate: None,
+            every: Duration::from_millis(50),
+        }),
+        ..RetireRequest::default()
+    };
+    let cancel = CancellationToken::new();
+    retire(file, &regions(fake), &req, options, &mut no_hooks(), &cancel).await
+}
+
+#[tokio::test]
+async fn retire_waits_out_the_delay_then_scales_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeDriver::new()
+        .running(EAST, "blue", "1.4.1")
+        .running(WEST, "blue", "1.4.1");
+    let file = state(dir.path(), &promoted(TimeDelta::zero()));
+    let started = std::time::Instant::now();
+    let report = retire_waiting(&file, &fake, Duration::from_millis(400), &options(false))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(350),
+        "waited {:?}",
+        started.elapsed()
+    );
+    assert!(report.changed);
+    assert_eq!(file.load().unwrap().stacks["blue"].role, Some(Role::Retired));
+}
+
+#[tokio::test]
+async fn retire_stops_with_exit_1_and_keeps_the_old_stack_when_the_active_one_turns_unhealthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeDriver::new().running(EAST, "blue", "1.4.1");
+    let file = state(dir.path(), &promoted(TimeDelta::zero()));
+    // verify-health, run meanwhile by another stage, finds green unhealthy.
+    let writer = file.clone();
+    let turn = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let mut doc = writer.load().unwrap();
+        doc.health
+            .insert("green".into(), verdict(Health::Unhealthy, Utc::now()));
+        writer.save(&doc).unwrap();
+    });
+    let err = retire_waiting(&file, &fake, Duration::from_secs(30), &options(false))
+        .await
+        .unwrap_err();
+    turn.await.unwrap();
+    assert_eq!(err.exit_code(), Code::CheckFailed, "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("green is not healthy while the old stack waits to retire"),
+        "{err}"
+    );
+    assert_eq!(fake.calls(), [], "blue stays up, warm for a rollback");
+    assert_eq!(file.load().unwrap().stacks["blue"].role, Some(Role::Standby));
+}
+
+#[tokio::test]
+async fn a_wait_past_the_deadline_is_refused_at_once_and_a_dry_run_says_it_would_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeDriver::new().running(EAST, "blue", "1.4.1");
+    let file = state(dir.path(), &promoted(TimeDelta::zero()));
+    let short_deadline = StandbyOptions {
+        timeout: Duration::from_secs(5),
+        ..options(false)
+    };
+    let started = std::time::Instant::now();
+    let err = retire_waiting(&file, &fake, Duration::from_secs(600), &short_deadline)
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(2), "refused at once");
+    assert_eq!(err.exit_code(), Code::Conflict, "{err}");
+    assert!(err.to_string().contains("after this step's --timeout"), "{err}");
+    assert_eq!(fake.calls(), []);
+
+    let report = retire_waiting(&file, &fake, Duration::from_secs(600), &options(true))
+        .await
+        .unwrap();
+    assert!(report.reason.contains("waits until"), "{}", report.reason);
+    assert!(report.blocked.is_none(), "{:?}", report.blocked);
+}
