@@ -150,8 +150,12 @@ impl FaultProxy {
         let shared = Arc::new(Shared {
             in_flight: in_flight.clone(),
             upstream: upstream.trim_end_matches('/').to_owned(),
+            // A fresh connection per call: moto's server closes idle
+            // keep-alive connections on its own, and a call sent on one it
+            // just closed would fail as if moto were gone (a 502 here).
             client: reqwest::Client::builder()
                 .no_proxy()
+                .pool_max_idle_per_host(0)
                 .timeout(Duration::from_secs(60))
                 .build()?,
             calls: calls.clone(),
@@ -410,13 +414,17 @@ async fn handle_counted(
     // other batch is, so that the check and the change are one step.
     let _one_batch_at_a_time = if route53_change {
         let guard = shared.route53_changes.lock().await;
-        if let Some(refused) = route53_refusal(shared, parts.uri.path(), &body).await {
-            return Ok(error_response(
-                &service,
-                400,
-                "InvalidChangeBatch",
-                &refused,
-            ));
+        match route53_refusal(shared, &parts, &body).await {
+            Ok(None) => {}
+            Ok(Some(refused)) => {
+                return Ok(error_response(
+                    &service,
+                    400,
+                    "InvalidChangeBatch",
+                    &refused,
+                ))
+            }
+            Err(e) => return Ok(plain(502, &format!("route53 front: {e}"))),
         }
         Some(guard)
     } else {
@@ -429,16 +437,43 @@ async fn handle_counted(
     Ok(response)
 }
 
-/// Why Route53 would refuse the change batch `body` to the zone in `path`,
-/// given what moto holds now (see [`crate::route53_front`]).
-async fn route53_refusal(shared: &Shared, path: &str, body: &[u8]) -> Option<String> {
-    let zone = route53_front::zone_of(path)?;
+/// Why Route53 would refuse the change batch `body` to the zone in its
+/// path, given what moto holds now (see [`crate::route53_front`]); an error
+/// when what moto holds cannot be read (the call is then answered 502, so
+/// that nothing passes unchecked).
+async fn route53_refusal(
+    shared: &Shared,
+    parts: &hyper::http::request::Parts,
+    body: &[u8],
+) -> Result<Option<String>, String> {
+    let path = parts.uri.path();
+    let zone = route53_front::zone_of(path).ok_or_else(|| format!("no zone in {path}"))?;
+    // moto tells services apart by the credential scope of the signature:
+    // the listing goes with the change's own.
+    let authorization = parts
+        .headers
+        .get("authorization")
+        .ok_or("the change is not signed")?
+        .as_bytes();
     let mut current = Vec::new();
     let mut query: Vec<(String, String)> = Vec::new();
     loop {
         let url = format!("{}/2013-04-01/hostedzone/{zone}/rrset", shared.upstream);
-        let page = shared.client.get(&url).query(&query).send().await.ok()?;
-        let text = page.text().await.ok()?;
+        let page = shared
+            .client
+            .get(&url)
+            .header("authorization", authorization)
+            .query(&query)
+            .send()
+            .await
+            .map_err(|e| format!("cannot list the zone: {e}"))?;
+        if !page.status().is_success() {
+            return Err(format!("listing the zone answered {}", page.status()));
+        }
+        let text = page
+            .text()
+            .await
+            .map_err(|e| format!("cannot read the zone's listing: {e}"))?;
         let (sets, next) = route53_front::listing(&text);
         current.extend(sets);
         match next {
@@ -447,7 +482,7 @@ async fn route53_refusal(shared: &Shared, path: &str, body: &[u8]) -> Option<Str
         }
     }
     let changes = route53_front::changes(&String::from_utf8_lossy(body));
-    route53_front::refusal(&current, &changes)
+    Ok(route53_front::refusal(&current, &changes))
 }
 
 /// The outcome of a call for `roll`, uniform in [0, 1): a fault of one kind

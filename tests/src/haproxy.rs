@@ -42,8 +42,22 @@ fn free_port() -> Result<u16> {
 }
 
 impl Haproxy {
-    /// Starts HAProxy with `servers` in backend [`BACKEND`].
+    /// Starts HAProxy with `servers` in backend [`BACKEND`]. Its ports are
+    /// picked free just before it binds them; when another process took one
+    /// in between, HAProxy does not come up, and it is started again on
+    /// other ports.
     pub fn start(servers: &[Server]) -> Result<Self> {
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::start_once(servers) {
+                Ok(haproxy) => return Ok(haproxy),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("HAProxy did not start")))
+    }
+
+    fn start_once(servers: &[Server]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
         let admin_port = free_port()?;

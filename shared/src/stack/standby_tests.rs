@@ -710,7 +710,15 @@ async fn retire_waiting(
         ..RetireRequest::default()
     };
     let cancel = CancellationToken::new();
-    retire(file, &regions(fake), &req, options, &mut no_hooks(), &cancel).await
+    retire(
+        file,
+        &regions(fake),
+        &req,
+        options,
+        &mut no_hooks(),
+        &cancel,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -730,7 +738,10 @@ async fn retire_waits_out_the_delay_then_scales_down() {
         started.elapsed()
     );
     assert!(report.changed);
-    assert_eq!(file.load().unwrap().stacks["blue"].role, Some(Role::Retired));
+    assert_eq!(
+        file.load().unwrap().stacks["blue"].role,
+        Some(Role::Retired)
+    );
 }
 
 #[tokio::test]
@@ -758,7 +769,10 @@ async fn retire_stops_with_exit_1_and_keeps_the_old_stack_when_the_active_one_tu
         "{err}"
     );
     assert_eq!(fake.calls(), [], "blue stays up, warm for a rollback");
-    assert_eq!(file.load().unwrap().stacks["blue"].role, Some(Role::Standby));
+    assert_eq!(
+        file.load().unwrap().stacks["blue"].role,
+        Some(Role::Standby)
+    );
 }
 
 #[tokio::test]
@@ -774,9 +788,15 @@ async fn a_wait_past_the_deadline_is_refused_at_once_and_a_dry_run_says_it_would
     let err = retire_waiting(&file, &fake, Duration::from_secs(600), &short_deadline)
         .await
         .unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(2), "refused at once");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refused at once"
+    );
     assert_eq!(err.exit_code(), Code::Conflict, "{err}");
-    assert!(err.to_string().contains("after this step's --timeout"), "{err}");
+    assert!(
+        err.to_string().contains("after this step's --timeout"),
+        "{err}"
+    );
     assert_eq!(fake.calls(), []);
 
     let report = retire_waiting(&file, &fake, Duration::from_secs(600), &options(true))
