@@ -416,10 +416,22 @@ fn blue_active_green_up_then_retire_after_promotion() {
         "summary": "2/2 endpoints healthy",
     });
     f.write_doc(&doc);
-    let out = f.run("deploy-standby", &["retire", "--retire-after", "1h"]);
+    // With --no-wait, refused while --retire-after has not passed.
+    let out = f.run(
+        "deploy-standby",
+        &["retire", "--retire-after", "1h", "--no-wait"],
+    );
     assert_eq!(out.code, 5, "{}{}", out.stdout, out.stderr);
     assert!(
         out.stderr.contains("--retire-after 1h00m leaves"),
+        "{}",
+        out.stderr
+    );
+    // Waiting, but --retire-after ends after --timeout: refused at once.
+    let out = f.run("deploy-standby", &["retire", "--retire-after", "1h"]);
+    assert_eq!(out.code, 5, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("after this step's --timeout"),
         "{}",
         out.stderr
     );
