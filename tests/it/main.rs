@@ -12,6 +12,7 @@ mod deploy_command;
 mod deploy_rolling;
 mod deploy_standby;
 mod docs;
+mod dry_runs;
 mod envelope;
 mod ergonomics;
 mod faults;
