@@ -18,7 +18,7 @@ use switchyard::stack::asg::AsgClients;
 use switchyard::stack::rolling::{self, BatchVerdict, FnCheck, RollingSettings, RollingStatus};
 use switchyard::state::StateFile;
 use switchyard::wait::Backoff;
-use switchyard_tests::aws_cli::{self, aws};
+use switchyard_tests::aws_cli;
 use switchyard_tests::Moto;
 
 use crate::fixture::{read_json, sdk_config, wait};
@@ -37,37 +37,7 @@ fn clients(moto: &Moto) -> AsgClients {
 /// A launch template on OLD_IMAGE and a 4-instance group on it (`$Latest`,
 /// which the update must resolve to a number before adding a version).
 fn group(moto: &Moto, name: &str) {
-    let data = format!(r#"{{"ImageId":"{OLD_IMAGE}","InstanceType":"t3.micro"}}"#);
-    aws(
-        moto,
-        &[
-            "ec2",
-            "create-launch-template",
-            "--launch-template-name",
-            name,
-            "--launch-template-data",
-            &data,
-        ],
-    );
-    aws(
-        moto,
-        &[
-            "autoscaling",
-            "create-auto-scaling-group",
-            "--auto-scaling-group-name",
-            name,
-            "--launch-template",
-            &format!("LaunchTemplateName={name},Version=$Latest"),
-            "--min-size",
-            "0",
-            "--max-size",
-            "5",
-            "--desired-capacity",
-            "4",
-            "--availability-zones",
-            "us-east-1a",
-        ],
-    );
+    aws_cli::create_group(moto, name, OLD_IMAGE, "$Latest", (4, 5));
 }
 
 /// The group as the aws CLI sees it.

@@ -31,30 +31,31 @@ fn moto_data(world: &World) -> Value {
     data
 }
 
-/// The JSON paths where `a` and `b` differ (at most 5), with both values.
-fn differences(a: &Value, b: &Value) -> Vec<String> {
-    fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
-        if out.len() >= 5 || a == b {
+/// The JSON paths where `before` and `after` differ (at most 5), with both values.
+fn differences(before: &Value, after: &Value) -> Vec<String> {
+    fn walk(path: &str, old: &Value, new: &Value, out: &mut Vec<String>) {
+        if out.len() >= 5 || old == new {
             return;
         }
-        match (a, b) {
-            (Value::Object(x), Value::Object(y)) => {
-                for key in x.keys().chain(y.keys().filter(|k| !x.contains_key(*k))) {
+        match (old, new) {
+            (Value::Object(was), Value::Object(is)) => {
+                let added = is.keys().filter(|k| !was.contains_key(*k));
+                for key in was.keys().chain(added) {
                     let null = Value::Null;
-                    let (p, q) = (x.get(key).unwrap_or(&null), y.get(key).unwrap_or(&null));
-                    walk(&format!("{path}/{key}"), p, q, out);
+                    let (from, to) = (was.get(key).unwrap_or(&null), is.get(key).unwrap_or(&null));
+                    walk(&format!("{path}/{key}"), from, to, out);
                 }
             }
-            (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
-                for (i, (p, q)) in x.iter().zip(y).enumerate() {
-                    walk(&format!("{path}/{i}"), p, q, out);
+            (Value::Array(was), Value::Array(is)) if was.len() == is.len() => {
+                for (i, (from, to)) in was.iter().zip(is).enumerate() {
+                    walk(&format!("{path}/{i}"), from, to, out);
                 }
             }
-            _ => out.push(format!("{path}: {a} -> {b}")),
+            _ => out.push(format!("{path}: {old} -> {new}")),
         }
     }
     let mut out = Vec::new();
-    walk("", a, b, &mut out);
+    walk("", before, after, &mut out);
     out
 }
 
@@ -73,41 +74,6 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .collect();
     all.sort();
     all
-}
-
-/// A launch template on IMAGE and a group of 2 on it, as deploy-standby makes for a color.
-fn color_group(world: &World, name: &str) {
-    let data = format!(r#"{{"ImageId":"{IMAGE}","InstanceType":"t3.micro"}}"#);
-    aws(
-        &world.moto,
-        &[
-            "ec2",
-            "create-launch-template",
-            "--launch-template-name",
-            name,
-            "--launch-template-data",
-            &data,
-        ],
-    );
-    aws(
-        &world.moto,
-        &[
-            "autoscaling",
-            "create-auto-scaling-group",
-            "--auto-scaling-group-name",
-            name,
-            "--launch-template",
-            &format!("LaunchTemplateName={name},Version=1"),
-            "--min-size",
-            "0",
-            "--max-size",
-            "4",
-            "--desired-capacity",
-            "2",
-            "--availability-zones",
-            "us-east-1a",
-        ],
-    );
 }
 
 /// A rolling update of group `web` that finished and waits for --confirm (or --rollback).
@@ -153,8 +119,9 @@ fn a_dry_run_of_every_mode_changes_nothing() {
     let world = World::blue_green();
     let shifted = world.shift(&["--to", "green", "--weight", "100", "--force"]);
     assert_eq!(shifted.code, 0, "{}", shifted.stderr);
-    color_group(&world, "go-auth-blue");
-    color_group(&world, "web");
+    // A launch template and a group of 2 on it, as deploy-standby makes for a color.
+    aws_cli::create_group(&world.moto, "go-auth-blue", IMAGE, "1", (2, 4));
+    aws_cli::create_group(&world.moto, "web", IMAGE, "1", (2, 4));
     let vpc = aws_cli::create_vpc(&world.moto);
     let target_group =
         aws_cli::create_target_group(&world.moto, "hosts", &vpc, &["--target-type", "ip"]);

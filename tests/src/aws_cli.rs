@@ -177,6 +177,49 @@ pub fn create_target_group(moto: &Moto, name: &str, vpc: &str, extra: &[&str]) -
         .to_owned()
 }
 
+/// A launch template `name` on `image` and an Auto Scaling group `name`
+/// launching from its version `version` (a number, or `$Latest`), with
+/// `desired` instances and room for `max`, in us-east-1a.
+pub fn create_group(
+    moto: &Moto,
+    name: &str,
+    image: &str,
+    version: &str,
+    (desired, max): (u32, u32),
+) {
+    let data = format!(r#"{{"ImageId":"{image}","InstanceType":"t3.micro"}}"#);
+    aws(
+        moto,
+        &[
+            "ec2",
+            "create-launch-template",
+            "--launch-template-name",
+            name,
+            "--launch-template-data",
+            &data,
+        ],
+    );
+    aws(
+        moto,
+        &[
+            "autoscaling",
+            "create-auto-scaling-group",
+            "--auto-scaling-group-name",
+            name,
+            "--launch-template",
+            &format!("LaunchTemplateName={name},Version={version}"),
+            "--min-size",
+            "0",
+            "--max-size",
+            &max.to_string(),
+            "--desired-capacity",
+            &desired.to_string(),
+            "--availability-zones",
+            "us-east-1a",
+        ],
+    );
+}
+
 /// Auto Scaling group `name` in `region`, as the aws CLI sees it (null when there is none).
 pub fn auto_scaling_group(moto: &Moto, region: &str, name: &str) -> Value {
     aws_in(
