@@ -8,6 +8,8 @@ pub mod elbv2;
 pub mod iam;
 pub mod launch_template;
 pub mod metric_alarms;
+#[cfg(test)]
+pub mod mocked;
 pub mod route53;
 
 pub use config::{

@@ -231,13 +231,6 @@ fn wait_for(seconds: u64) -> Wait {
     }
 }
 
-fn error_body(code: &str, message: &str) -> String {
-    format!(
-        r#"<?xml version="1.0"?>
-<ErrorResponse xmlns="http://autoscaling.amazonaws.com/doc/2011-01-01/"><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>r-1</RequestId></ErrorResponse>"#
-    )
-}
-
 #[tokio::test(start_paused = true)]
 async fn instances_that_never_get_in_service_end_at_the_deadline() {
     let (list, versions) = template_rules("ami-new");
@@ -661,4 +654,12 @@ async fn a_group_that_exists_already_when_created_is_updated_to_the_same_setting
     assert_eq!(create.num_calls(), 1);
     assert_eq!(update.num_calls(), 1);
     assert_eq!(tags.num_calls(), 1);
+}
+
+fn error_body(code: &str, message: &str) -> String {
+    crate::aws::mocked::error_body(
+        "http://autoscaling.amazonaws.com/doc/2011-01-01/",
+        code,
+        message,
+    )
 }

@@ -5,20 +5,18 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_route53::operation::change_resource_record_sets::ChangeResourceRecordSetsOutput;
 use aws_sdk_route53::operation::get_change::GetChangeOutput;
-use aws_sdk_route53::operation::list_resource_record_sets::ListResourceRecordSetsOutput;
 use aws_sdk_route53::types::{
-    AliasTarget, ChangeAction, ChangeInfo, ChangeStatus, ResourceRecord, ResourceRecordSet, RrType,
+    AliasTarget, ChangeAction, ChangeStatus, ResourceRecord, ResourceRecordSet, RrType,
 };
 use aws_sdk_route53::Client;
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
-use aws_smithy_types::DateTime;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Route53Router;
 use crate::aws::config::retry_policy;
+use crate::aws::mocked::{change_info, listing, route53_error as error_body, submitted};
 use crate::aws::route53::{self as api, Submitted};
 use crate::outcome::{Code, ExitStatus};
 use crate::state::{ShiftStatus, StateFile};
@@ -26,37 +24,6 @@ use crate::traffic::plan::Intent;
 use crate::traffic::shift::{self, Request, ShiftError, ShiftOptions};
 use crate::traffic::{LeaseRequest, Router, TrafficError};
 use crate::wait::Backoff;
-
-fn error_body(code: &str, message: &str) -> String {
-    format!(
-        r#"<?xml version="1.0"?>
-<ErrorResponse xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>r-1</RequestId></ErrorResponse>"#
-    )
-}
-
-fn change_info(id: &str, status: ChangeStatus) -> ChangeInfo {
-    ChangeInfo::builder()
-        .id(format!("/change/{id}"))
-        .status(status)
-        .submitted_at(DateTime::from_secs(1_800_000_000))
-        .build()
-        .unwrap()
-}
-
-fn submitted(id: &str, status: ChangeStatus) -> ChangeResourceRecordSetsOutput {
-    ChangeResourceRecordSetsOutput::builder()
-        .change_info(change_info(id, status))
-        .build()
-}
-
-fn listing(sets: Vec<ResourceRecordSet>) -> ListResourceRecordSetsOutput {
-    ListResourceRecordSetsOutput::builder()
-        .set_resource_record_sets(Some(sets))
-        .is_truncated(false)
-        .max_items(100)
-        .build()
-        .unwrap()
-}
 
 fn weighted(id: &str, weight: i64, ip: &str) -> ResourceRecordSet {
     ResourceRecordSet::builder()

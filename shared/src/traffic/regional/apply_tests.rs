@@ -5,49 +5,25 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_route53::operation::change_resource_record_sets::{
-    ChangeResourceRecordSetsInput, ChangeResourceRecordSetsOutput,
-};
+use aws_sdk_route53::operation::change_resource_record_sets::ChangeResourceRecordSetsInput;
 use aws_sdk_route53::operation::create_health_check::CreateHealthCheckOutput;
 use aws_sdk_route53::operation::get_change::GetChangeOutput;
 use aws_sdk_route53::operation::list_health_checks::ListHealthChecksOutput;
 use aws_sdk_route53::operation::list_resource_record_sets::ListResourceRecordSetsOutput;
 use aws_sdk_route53::types::{
-    Change, ChangeAction, ChangeInfo, ChangeStatus, HealthCheck, HealthCheckConfig,
-    HealthCheckType, ResourceRecord, ResourceRecordSet, RrType,
+    Change, ChangeAction, ChangeStatus, HealthCheck, HealthCheckConfig, HealthCheckType,
+    ResourceRecord, ResourceRecordSet, RrType,
 };
 use aws_sdk_route53::Client;
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
-use aws_smithy_types::DateTime;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::aws::config::retry_policy;
+use crate::aws::mocked::{change_info, route53_error as error_body, submitted};
 use crate::outcome::{Code, ExitStatus, StepReport};
 use crate::state::StateFile;
 use crate::traffic::regional::parse;
-
-fn error_body(code: &str, message: &str) -> String {
-    format!(
-        r#"<?xml version="1.0"?>
-<ErrorResponse xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>r-1</RequestId></ErrorResponse>"#
-    )
-}
-
-fn change_info(id: &str, status: ChangeStatus) -> ChangeInfo {
-    ChangeInfo::builder()
-        .id(format!("/change/{id}"))
-        .status(status)
-        .submitted_at(DateTime::from_secs(1_800_000_000))
-        .build()
-        .unwrap()
-}
-
-fn submitted(id: &str, status: ChangeStatus) -> ChangeResourceRecordSetsOutput {
-    ChangeResourceRecordSetsOutput::builder()
-        .change_info(change_info(id, status))
-        .build()
-}
 
 fn simple(ip: &str) -> ResourceRecordSet {
     ResourceRecordSet::builder()

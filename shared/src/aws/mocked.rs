@@ -1,0 +1,52 @@
+//! Answers of the AWS APIs as the SDK-mocked unit tests give them: error
+//! bodies in each protocol's shape, and Route53's change and listing outputs.
+
+use aws_sdk_route53::operation::change_resource_record_sets::ChangeResourceRecordSetsOutput;
+use aws_sdk_route53::operation::list_resource_record_sets::ListResourceRecordSetsOutput;
+use aws_sdk_route53::primitives::DateTime;
+use aws_sdk_route53::types::{ChangeInfo, ChangeStatus, ResourceRecordSet};
+
+/// An error answer of a query or REST-XML service whose documents live in
+/// `namespace` (e.g. `https://route53.amazonaws.com/doc/2013-04-01/`).
+pub fn error_body(namespace: &str, code: &str, message: &str) -> String {
+    format!(
+        r#"<?xml version="1.0"?>
+<ErrorResponse xmlns="{namespace}"><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>r-1</RequestId></ErrorResponse>"#
+    )
+}
+
+/// Route53's error answer.
+pub fn route53_error(code: &str, message: &str) -> String {
+    error_body(
+        "https://route53.amazonaws.com/doc/2013-04-01/",
+        code,
+        message,
+    )
+}
+
+/// A Route53 change `id` in `status`.
+pub fn change_info(id: &str, status: ChangeStatus) -> ChangeInfo {
+    ChangeInfo::builder()
+        .id(format!("/change/{id}"))
+        .status(status)
+        .submitted_at(DateTime::from_secs(1_800_000_000))
+        .build()
+        .expect("id, status and time are set")
+}
+
+/// The answer to a ChangeResourceRecordSets: change `id` in `status`.
+pub fn submitted(id: &str, status: ChangeStatus) -> ChangeResourceRecordSetsOutput {
+    ChangeResourceRecordSetsOutput::builder()
+        .change_info(change_info(id, status))
+        .build()
+}
+
+/// The answer to a ListResourceRecordSets holding `sets`, on one page.
+pub fn listing(sets: Vec<ResourceRecordSet>) -> ListResourceRecordSetsOutput {
+    ListResourceRecordSetsOutput::builder()
+        .set_resource_record_sets(Some(sets))
+        .is_truncated(false)
+        .max_items(100)
+        .build()
+        .expect("the page is set")
+}
