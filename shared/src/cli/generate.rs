@@ -1,13 +1,8 @@
 //! Shell completions (bash, zsh, fish) and man pages, generated from a step's
 //! own clap definition, so that what ships can never disagree with `--help`.
 //!
-//! Every step's `main` starts with one line:
-//!
-//! ```ignore
-//! if let Some(code) = switchyard::cli::generate::intercept::<Args>() { return code; }
-//! ```
-//!
-//! which answers `<step> --generate KIND [DIR]` (KIND: `bash`, `zsh`, `fish`,
+//! The runner (`crate::step::main`) calls [`intercept`] first, which answers
+//! `<step> --generate KIND [DIR]` (KIND: `bash`, `zsh`, `fish`,
 //! `man`) before the step parses its flags, so the step's required flags are
 //! not asked for. Without DIR the artifact goes to stdout (for `man`, the
 //! top-level page); with DIR the files are written there under their usual
