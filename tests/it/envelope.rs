@@ -91,52 +91,42 @@ fn every_mode_of_every_executable_answers_json_with_the_envelope() {
     let routes = routes.display().to_string();
     let url = healthy.url();
     let route = ["--zone-id", zone.as_str(), "--record-name", NAME];
-    let with_route = |rest: &[&str]| -> Vec<String> {
-        route
+    // A mode naming the route: `head`, the route's flags, then `tail`.
+    let on_route = |step, head: &[&str], tail: &[&str], code| Mode {
+        step,
+        args: head
             .iter()
-            .chain(rest.iter())
+            .chain(&route)
+            .chain(tail)
             .map(|a| (*a).to_owned())
-            .collect()
+            .collect(),
+        code,
     };
-    let owned = |args: Vec<String>, step, code| Mode { step, args, code };
 
     let modes = vec![
         // shift-weight: dry run, shift, rollback, and one refused.
-        owned(
-            with_route(&["--to", "green", "--weight", "50", "--force", "--dry-run"]),
+        on_route(
             "shift-weight",
+            &[],
+            &["--to", "green", "--weight", "50", "--force", "--dry-run"],
             Some(0),
         ),
-        owned(
-            with_route(&["--to", "green", "--weight", "50", "--force"]),
+        on_route(
             "shift-weight",
+            &[],
+            &["--to", "green", "--weight", "50", "--force"],
             Some(0),
         ),
-        owned(with_route(&["--rollback"]), "shift-weight", Some(0)),
-        owned(
-            with_route(&["--to", "green", "--weight", "50"]),
+        on_route("shift-weight", &[], &["--rollback"], Some(0)),
+        on_route(
             "shift-weight",
+            &[],
+            &["--to", "green", "--weight", "50"],
             Some(5),
         ),
         // switchyard: lock status and release, history, state validate, routes.
-        owned(
-            ["lock", "status"]
-                .iter()
-                .map(|a| (*a).to_owned())
-                .chain(with_route(&[]))
-                .collect(),
-            "switchyard",
-            Some(0),
-        ),
-        owned(
-            ["lock", "release"]
-                .iter()
-                .map(|a| (*a).to_owned())
-                .chain(with_route(&[]))
-                .collect(),
-            "switchyard",
-            Some(0),
-        ),
+        on_route("switchyard", &["lock", "status"], &[], Some(0)),
+        on_route("switchyard", &["lock", "release"], &[], Some(0)),
         mode("switchyard", &["history"], Some(0)),
         mode("switchyard", &["state", "validate"], Some(0)),
         mode(
@@ -187,28 +177,13 @@ fn every_mode_of_every_executable_answers_json_with_the_envelope() {
             Some(1),
         ),
         mode("verify-health", &["--url", &url, "--dry-run"], Some(0)),
-        owned(
-            ["route53", "ensure"]
-                .iter()
-                .map(|a| (*a).to_owned())
-                .chain(with_route(&[
-                    "--member",
-                    "blue=http://203.0.113.10/",
-                    "--dry-run",
-                ]))
-                .collect(),
+        on_route(
             "verify-health",
+            &["route53", "ensure"],
+            &["--member", "blue=http://203.0.113.10/", "--dry-run"],
             Some(0),
         ),
-        owned(
-            ["route53", "status"]
-                .iter()
-                .map(|a| (*a).to_owned())
-                .chain(with_route(&[]))
-                .collect(),
-            "verify-health",
-            None,
-        ),
+        on_route("verify-health", &["route53", "status"], &[], None),
         // register-host: user-data, list, join and leave of a host off AWS.
         mode("register-host", &["user-data", "--service", "web"], Some(0)),
         mode("register-host", &["list", "--service", "web"], Some(0)),
