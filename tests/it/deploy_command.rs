@@ -90,7 +90,8 @@ async fn a_local_stack_comes_up_is_verified_from_the_state_and_goes_down() {
     let green = write_ports(dir.path(), "green");
     let blue = write_ports(dir.path(), "blue");
     let driver = CommandDriver::new(&templates()).unwrap().in_dir(dir.path());
-    let state = StateFile::new(dir.path().join("state.json"));
+    let state_path = dir.path().join("state.json");
+    let state = StateFile::new(&state_path);
     let mut doc = StateDocument::default();
 
     // A version that would run a command if it were not quoted.
@@ -112,9 +113,9 @@ async fn a_local_stack_comes_up_is_verified_from_the_state_and_goes_down() {
     let blue_spec = spec("blue", "1.5.0-rc1");
     let status = driver.up(&blue_spec, &wait()).await.unwrap();
     stack::record(&mut doc, &blue_spec, &status, driver.kind());
-    state.save(&doc).unwrap();
+    state.save(&mut doc).await.unwrap();
 
-    let out = verify(state.path(), "green");
+    let out = verify(&state_path, "green");
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(
         out.stdout
@@ -122,11 +123,11 @@ async fn a_local_stack_comes_up_is_verified_from_the_state_and_goes_down() {
         "{}",
         out.stdout
     );
-    let out = verify(state.path(), "blue");
+    let out = verify(&state_path, "blue");
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.starts_with("blue: unhealthy"), "{}", out.stdout);
 
-    let saved = read_json(state.path());
+    let saved = read_json(&state_path);
     assert_eq!(saved["stacks"]["green"]["driver"], "command");
     assert_eq!(saved["stacks"]["green"]["version"], version);
     assert_eq!(
@@ -148,7 +149,7 @@ async fn a_local_stack_comes_up_is_verified_from_the_state_and_goes_down() {
             assert!(!dir.path().join(format!("{color}-{port}.pid")).exists());
         }
     }
-    let out = verify(state.path(), "green");
+    let out = verify(&state_path, "green");
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
 }
 

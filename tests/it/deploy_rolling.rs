@@ -87,7 +87,8 @@ async fn a_four_instance_group_rolls_in_batches_of_two_then_rolls_back_then_is_c
     group(&moto, "web-asg");
     let clients = clients(&moto);
     let dir = tempfile::tempdir().unwrap();
-    let file = StateFile::new(dir.path().join("state.json"));
+    let state_path = dir.path().join("state.json");
+    let file = StateFile::new(&state_path);
     let before = instance_ids(&described(&moto, "web-asg"));
     assert_eq!(before.len(), 4);
 
@@ -124,7 +125,7 @@ async fn a_four_instance_group_rolls_in_batches_of_two_then_rolls_back_then_is_c
     assert_eq!(g["LaunchTemplate"]["Version"], "2");
     assert_eq!(g["DesiredCapacity"], 4);
     assert_eq!(g["MaxSize"], 5, "max raised for start-first is restored");
-    let doc = read_json(file.path());
+    let doc = read_json(&state_path);
     let p = &doc["stacks"]["web"]["rolling"];
     assert_eq!(p["status"], "finished");
     assert_eq!(p["previous_version"], "1");
@@ -175,12 +176,12 @@ async fn a_four_instance_group_rolls_in_batches_of_two_then_rolls_back_then_is_c
         images(&moto, &instance_ids(&g)),
         BTreeSet::from([NEW_IMAGE.to_owned()])
     );
-    let report = rolling::confirm(&file, "web").unwrap();
+    let report = rolling::confirm(&file, "web").await.unwrap();
     assert_eq!(report.status, RollingStatus::Confirmed);
-    let doc = read_json(file.path());
+    let doc = read_json(&state_path);
     assert_eq!(doc["stacks"]["web"]["version"], "2.0.0");
     assert_eq!(doc["stacks"]["web"]["rolling"]["status"], "confirmed");
-    let err = rolling::confirm(&file, "web").unwrap_err();
+    let err = rolling::confirm(&file, "web").await.unwrap_err();
     assert_eq!(err.exit_code(), Code::Conflict);
     let err = rolling::rollback(&clients, &file, "web", POLL, &wait())
         .await
@@ -215,7 +216,8 @@ async fn a_batch_that_fails_its_check_rolls_the_group_back() {
     group(&moto, "api-asg");
     let clients = clients(&moto);
     let dir = tempfile::tempdir().unwrap();
-    let file = StateFile::new(dir.path().join("state.json"));
+    let state_path = dir.path().join("state.json");
+    let file = StateFile::new(&state_path);
 
     for start_first in [false, true] {
         let check = FnCheck(|b: &rolling::Batch| {
@@ -242,7 +244,7 @@ async fn a_batch_that_fails_its_check_rolls_the_group_back() {
                     .contains("failed its check: 1/2 endpoints healthy"),
             "{err}"
         );
-        let doc = read_json(file.path());
+        let doc = read_json(&state_path);
         let p = &doc["stacks"]["web"]["rolling"];
         assert_eq!(p["status"], "rolled_back");
         assert_eq!(p["batches_done"], 1);

@@ -26,4 +26,5 @@ mod register_host;
 mod routers;
 mod secrets;
 mod shift_weight;
+mod state_s3;
 mod verify_health;

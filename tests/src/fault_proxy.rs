@@ -603,15 +603,35 @@ fn signing_service(headers: &hyper::HeaderMap) -> Option<String> {
     scope.split('/').nth(3).map(str::to_owned)
 }
 
-/// The API action: `Action=` of the query protocol, or Route53's REST route.
+/// The API action: `Action=` of the query protocol, or Route53's or S3's REST route.
 fn action(service: &str, method: &str, path: &str, body: &[u8]) -> String {
     if service == "route53" {
         return route53_action(method, path).to_owned();
+    }
+    if service == "s3" {
+        return s3_action(method, path).to_owned();
     }
     let body = String::from_utf8_lossy(body);
     body.split('&')
         .find_map(|pair| pair.strip_prefix("Action="))
         .map_or_else(|| format!("{method} {path}"), str::to_owned)
+}
+
+/// An S3 object call, path-style (`/BUCKET/KEY`), as IAM names it: a HEAD
+/// is allowed by s3:GetObject.
+fn s3_action(method: &str, path: &str) -> &'static str {
+    let object = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .is_some_and(|(_, key)| !key.is_empty());
+    match (method, object) {
+        ("GET" | "HEAD", true) => "GetObject",
+        ("PUT", true) => "PutObject",
+        ("DELETE", true) => "DeleteObject",
+        ("PUT", false) => "CreateBucket",
+        ("GET", false) => "ListBucket",
+        _ => "Unknown",
+    }
 }
 
 fn route53_action(method: &str, path: &str) -> &'static str {

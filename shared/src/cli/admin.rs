@@ -7,6 +7,7 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 
 use super::route::RouteArgs;
 use super::{CommonArgs, StepArgs};
+use crate::state::{Role, StateLocation};
 
 /// Lock management, release history and state file checks for switchyard pipelines.
 #[derive(Debug, Parser)]
@@ -84,8 +85,16 @@ pub enum LockCommand {
 pub enum StateCommand {
     /// Check a state file against the published JSON Schema (exit 0 valid, 1 not)
     Validate {
-        /// The file to check [default: --state]
-        file: Option<PathBuf>,
+        /// The file or s3://BUCKET/KEY to check [default: --state]
+        #[arg(value_parser = crate::cli::args::parse_state)]
+        file: Option<StateLocation>,
+    },
+    /// Print the name of the stack that has a role (exit 0; 5 when no stack has it), for
+    /// pipelines that pass it on (`shift-weight --to "$(switchyard state stack --role standby)"`)
+    Stack {
+        /// The role
+        #[arg(long, value_enum)]
+        role: Role,
     },
 }
 

@@ -10,6 +10,7 @@ use clap::{ArgAction, Args, Parser};
 use crate::aws::AwsSettings;
 use crate::hooks::Hooks;
 use crate::outcome::OutputFormat;
+use crate::state::StateLocation;
 
 /// A step's parsed command line: clap's struct, with the common flags in it.
 pub trait StepArgs: Parser {
@@ -25,15 +26,16 @@ pub trait StepArgs: Parser {
 /// The flags common to every step.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
-    /// State file handed from step to step
+    /// State handed from step to step and kept between releases: a file, or s3://BUCKET/KEY
     #[arg(
         long,
         global = true,
         env = "SWITCHYARD_STATE",
         default_value = "switchyard-state.json",
-        value_name = "FILE"
+        value_parser = parse_state,
+        value_name = "FILE|s3://BUCKET/KEY"
     )]
-    pub state: PathBuf,
+    pub state: StateLocation,
 
     /// AWS region (default: AWS_REGION, the profile's region, else us-east-1)
     #[arg(long, global = true, env = "SWITCHYARD_REGION", value_name = "REGION")]
@@ -126,6 +128,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
     humantime::parse_duration(text)
         .map_err(|e| format!("invalid duration {text:?} ({e}); use e.g. 30s, 5m or 1h"))
+}
+
+/// Reads `--state`: a file path or `s3://BUCKET/KEY`.
+pub fn parse_state(value: &str) -> Result<StateLocation, String> {
+    StateLocation::parse(value).map_err(|e| e.reason)
 }
 
 #[cfg(test)]

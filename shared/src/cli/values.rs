@@ -10,6 +10,7 @@ use crate::health::route53::CheckKind;
 use crate::outcome::OutputFormat;
 use crate::stack::asg::HealthCheckType;
 use crate::stack::standby::Color;
+use crate::state::Role;
 
 impl ValueEnum for OutputFormat {
     fn value_variants<'a>() -> &'a [Self] {
@@ -20,6 +21,22 @@ impl ValueEnum for OutputFormat {
         Some(match self {
             Self::Text => PossibleValue::new("text").help("Lines for people"),
             Self::Json => PossibleValue::new("json").help("One JSON object, for programs"),
+        })
+    }
+}
+
+impl ValueEnum for Role {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Self::Active, Self::Standby, Self::Retired]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            Self::Active => PossibleValue::new("active").help("The stack that takes the traffic"),
+            Self::Standby => PossibleValue::new("standby").help("The stack brought up beside it"),
+            Self::Retired => {
+                PossibleValue::new("retired").help("A stack scaled down after a release")
+            }
         })
     }
 }

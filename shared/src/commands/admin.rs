@@ -12,10 +12,10 @@ use serde::Serialize;
 use crate::aws::{self, iam};
 use crate::cli::admin::{Command as Sub, LockCommand, RouteCommand, StateCommand, SwitchyardArgs};
 use crate::commands::route;
-use crate::outcome::{Failure, StepReport};
+use crate::outcome::{Code, Failure, StepReport};
 use crate::state::history::{self, History};
-use crate::state::steps;
 use crate::state::validate::{self, Validation};
+use crate::state::{steps, Role, Stack, StateDocument, StateLocation};
 use crate::step::{Command, Step};
 use crate::traffic::lock::{self, LockRelease, LockStatus};
 use crate::traffic::regional::{self, ApplyReport, Routes};
@@ -35,7 +35,9 @@ pub enum Settings {
     /// The release history.
     History,
     /// Check a state file against the schema.
-    Validate(PathBuf),
+    Validate(StateLocation),
+    /// The stack that has a role.
+    StackWithRole(Role),
     /// A routes spec, checked.
     RouteCheck { spec: PathBuf, routes: Routes },
     /// A routes spec to plan (`plan_only`) or apply.
@@ -58,10 +60,79 @@ crate::step_reports! {
         History(History),
         /// A state file's validity.
         Validation(Validation),
+        /// The stack that has a role.
+        StackWithRole(StackWithRole),
         /// A routes spec's groups.
         SpecCheck(SpecCheck),
         /// A routes spec planned or applied.
         Routes(ApplyReport),
+    }
+}
+
+/// The stack that has a role, by the state.
+#[derive(Debug, Clone, Serialize)]
+pub struct StackWithRole {
+    /// The role asked for.
+    pub role: Role,
+    /// The stack's name.
+    pub stack: String,
+    /// Its version, when the state names it.
+    pub version: Option<String>,
+}
+
+impl StepReport for StackWithRole {
+    /// The name alone, so that a pipeline can pass it on as it is.
+    fn text(&self) -> String {
+        format!("{}\n", self.stack)
+    }
+
+    fn outputs(&self) -> Vec<(String, String)> {
+        vec![("stack".to_owned(), self.stack.clone())]
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "### switchyard state\n\n{:?} stack: `{}`{}\n",
+            self.role,
+            self.stack,
+            self.version
+                .as_deref()
+                .map(|v| format!(" at version {v}"))
+                .unwrap_or_default()
+        )
+    }
+}
+
+/// The one stack with `role` in `doc`.
+fn stack_with_role(doc: &StateDocument, role: Role) -> Result<StackWithRole, Failure> {
+    let named: Vec<(&String, &Stack)> = doc
+        .stacks
+        .iter()
+        .filter(|(_, s)| s.role == Some(role))
+        .collect();
+    let wanted = serde_json::to_value(role).ok();
+    let role_name = wanted.as_ref().and_then(|v| v.as_str()).unwrap_or("that");
+    match named.as_slice() {
+        [(name, stack)] => Ok(StackWithRole {
+            role,
+            stack: (*name).clone(),
+            version: stack.version.clone(),
+        }),
+        [] => Err(Failure::message(
+            Code::Conflict,
+            format!("the state names no {role_name} stack; did deploy-standby run?"),
+        )),
+        many => Err(Failure::message(
+            Code::Conflict,
+            format!(
+                "the state names {} {role_name} stacks ({}); pass the one you mean by name",
+                many.len(),
+                many.iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
     }
 }
 
@@ -123,6 +194,7 @@ impl Command for Admin {
             Sub::State(StateCommand::Validate { file }) => {
                 Settings::Validate(file.unwrap_or_else(|| args.common.state.clone()))
             }
+            Sub::State(StateCommand::Stack { role }) => Settings::StackWithRole(role),
             Sub::Route(RouteCommand::Check { spec }) => {
                 let routes = regional::load(&spec)?;
                 Settings::RouteCheck { spec, routes }
@@ -149,9 +221,10 @@ impl Command for Admin {
             Settings::RouteApply {
                 routes, plan_only, ..
             } => regional::policy(routes, !plan_only),
-            Settings::History | Settings::Validate(_) | Settings::RouteCheck { .. } => {
-                iam::Policy::new()
-            }
+            Settings::History
+            | Settings::Validate(_)
+            | Settings::StackWithRole(_)
+            | Settings::RouteCheck { .. } => iam::Policy::new(),
         }
     }
 
@@ -167,8 +240,11 @@ impl Command for Admin {
                     .await?
                     .into()
             }
-            Settings::History => history::history(&step.state.load()?).into(),
-            Settings::Validate(path) => validate::validate(&path)?.into(),
+            Settings::History => history::history(&step.state.load().await?).into(),
+            Settings::Validate(location) => validate::validate(&location, &step.aws).await?.into(),
+            Settings::StackWithRole(role) => {
+                stack_with_role(&step.state.load().await?, role)?.into()
+            }
             Settings::RouteCheck { spec, routes } => SpecCheck {
                 spec: spec.display().to_string(),
                 groups: routes

@@ -76,7 +76,7 @@ impl Command for BakeAmi {
     }
 
     async fn run(settings: Settings, step: &mut Step) -> Result<Report, Failure> {
-        let doc = step.state.load()?;
+        let doc = step.state.load().await?;
         match settings {
             Settings::Bake { args, common } => {
                 let (spec, opts) = bake_settings(&args, &common, &doc)?;

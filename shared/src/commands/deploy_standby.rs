@@ -354,7 +354,7 @@ fn target_groups(up: &UpArgs) -> Result<BTreeMap<String, Vec<String>>, Failure> 
 async fn asg_drivers(s: &Settings, step: &Step) -> Result<Vec<Region>, Failure> {
     let mut names: Vec<Option<String>> = s.args.regions.iter().cloned().map(Some).collect();
     if names.is_empty() {
-        let doc = step.state.load()?;
+        let doc = step.state.load().await?;
         names = standby::state_regions(&doc).into_iter().map(Some).collect();
     }
     if names.is_empty() {
@@ -506,7 +506,7 @@ async fn rolling_run(s: &Settings, step: &Step) -> Result<Report, Failure> {
             "--strategy rolling updates one group in one region; give one --region",
         ));
     }
-    let doc = step.state.load()?;
+    let doc = step.state.load().await?;
     let stack_args = &s.args.stack;
     let service = stack_args
         .service
@@ -542,9 +542,12 @@ async fn rolling_run(s: &Settings, step: &Step) -> Result<Report, Failure> {
     let r = &s.args.rolling;
     if step.dry_run && (r.confirm || r.rollback) {
         let (what, lines) = if r.confirm {
-            ("confirm", rolling::confirm_plan(&step.state, &stack)?)
+            ("confirm", rolling::confirm_plan(&step.state, &stack).await?)
         } else {
-            ("rollback", rolling::rollback_plan(&step.state, &stack)?)
+            (
+                "rollback",
+                rolling::rollback_plan(&step.state, &stack).await?,
+            )
         };
         let mut plan = vec![format!(
             "plan of the rolling {what} of stack {stack} (dry run, nothing changed)"
@@ -553,7 +556,7 @@ async fn rolling_run(s: &Settings, step: &Step) -> Result<Report, Failure> {
         return Ok(Plan::dry_run(plan).into());
     }
     let report = if r.confirm {
-        rolling::confirm(&step.state, &stack)?
+        rolling::confirm(&step.state, &stack).await?
     } else if r.rollback {
         rolling::rollback(&clients, &step.state, &stack, RollingSettings::POLL, &wait).await?
     } else {

@@ -260,7 +260,7 @@ async fn prepare(
 ) -> Result<(Identity, HostClients, RegistrationOptions), Failure> {
     let identity = source.identity().await?;
     let clients = clients(step, &identity, elb_region).await;
-    let mut env = host_env(step, action, &identity)?;
+    let mut env = host_env(step, action, &identity).await?;
     env.set_opt("SWITCHYARD_SERVICE", service);
     step.hooks.before_change(&env).await?;
     Ok((
@@ -282,12 +282,12 @@ async fn clients(step: &Step, identity: &Identity, elb_region: Option<&str>) -> 
 }
 
 /// The hook variables of a join or leave: the release's, the action, the host's id and provider.
-fn host_env(
+async fn host_env(
     step: &Step,
     action: &str,
     identity: &Identity,
 ) -> Result<crate::hooks::HookEnv, Failure> {
-    let mut env = step.state.load()?.hook_env();
+    let mut env = step.state.load().await?.hook_env();
     env.set("SWITCHYARD_ACTION", action);
     env.set("SWITCHYARD_HOST_ID", &identity.host_id);
     env.set("SWITCHYARD_PROVIDER", &identity.provider);

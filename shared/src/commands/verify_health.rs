@@ -140,10 +140,10 @@ impl Command for VerifyHealth {
         }
     }
 
-    fn record(report: &Report, state: &StateFile) -> Result<(), Failure> {
+    async fn record(report: &Report, state: &StateFile) -> Result<(), Failure> {
         match report {
-            Report::Verdict(verdict) => verdict.record(state)?,
-            Report::Ensured(ensured) => ensured.record(state)?,
+            Report::Verdict(verdict) => verdict.record(state).await?,
+            Report::Ensured(ensured) => ensured.record(state).await?,
             Report::Plan(_) | Report::Status(_) => {}
         }
         Ok(())
@@ -158,7 +158,7 @@ async fn verify(v: Verify, step: &mut Step) -> Result<Report, Failure> {
         probe,
         policy,
     } = v;
-    let doc = step.state.load()?;
+    let doc = step.state.load().await?;
     let (stack, urls) = endpoints(&args, &doc)?;
     if step.dry_run {
         return Ok(Plan::dry_run(plan(&args, stack.as_deref(), &urls)).into());

@@ -109,11 +109,11 @@ impl HealthReport {
     }
 
     /// Records the verdict in the state under the stack's name, and journals it.
-    pub fn record(&self, file: &StateFile) -> Result<(), StateError> {
+    pub async fn record(&self, file: &StateFile) -> Result<(), StateError> {
         let Some(name) = &self.stack else {
             return Ok(());
         };
-        let mut doc = file.load()?;
+        let mut doc = file.load().await?;
         doc.health.insert(name.clone(), self.to_verdict());
         let outcome = if self.verdict == Health::Healthy {
             Outcome::Ok
@@ -124,7 +124,7 @@ impl HealthReport {
             JournalEntry::new(steps::VERIFY_HEALTH, "verdict", outcome)
                 .detail(format!("{name}: {}", self.summary)),
         );
-        file.save(&doc)
+        file.save(&mut doc).await
     }
 
     /// JUnit XML: one suite, with a test case for the verdict and one per

@@ -296,8 +296,8 @@ pub struct EnsureReport {
 impl EnsureReport {
     /// Journals the checks in the state: which check each member has, and
     /// the ones created or newly associated as changes.
-    pub fn record(&self, file: &StateFile) -> Result<(), StateError> {
-        let mut doc = file.load()?;
+    pub async fn record(&self, file: &StateFile) -> Result<(), StateError> {
+        let mut doc = file.load().await?;
         let mut entry =
             JournalEntry::new(steps::VERIFY_HEALTH, "route53-health-checks", Outcome::Ok).detail(
                 format!(
@@ -319,7 +319,7 @@ impl EnsureReport {
             });
         }
         doc.record(entry);
-        file.save(&doc)
+        file.save(&mut doc).await
     }
 }
 

@@ -610,10 +610,13 @@ async fn members(
 
 /// Loads the state, applies `change` and saves it: the newest document is
 /// re-read so that what other steps wrote meanwhile survives.
-fn update(state: &StateFile, change: impl FnOnce(&mut StateDocument)) -> Result<(), HostError> {
-    let mut doc = state.load()?;
+async fn update(
+    state: &StateFile,
+    change: impl FnOnce(&mut StateDocument),
+) -> Result<(), HostError> {
+    let mut doc = state.load().await?;
     change(&mut doc);
-    state.save(&doc)?;
+    state.save(&mut doc).await?;
     Ok(())
 }
 
@@ -640,10 +643,16 @@ struct Run<'a> {
 
 impl Run<'_> {
     /// Appends a journal entry without changes.
-    fn journal(&self, action: &str, outcome: Outcome, detail: String) -> Result<(), HostError> {
+    async fn journal(
+        &self,
+        action: &str,
+        outcome: Outcome,
+        detail: String,
+    ) -> Result<(), HostError> {
         update(self.state, |doc| {
             doc.record(JournalEntry::new(STEP, action, outcome).detail(detail));
         })
+        .await
     }
 
     /// Polls the members' target health; see [`poll`].
@@ -709,7 +718,7 @@ pub async fn join(
     let began = Instant::now();
     let deadline = began + options.timeout;
     // A state file that cannot be read ends the step before any change.
-    state.load()?;
+    state.load().await?;
     let members = members(clients, identity, &request.target_groups, request.port).await?;
     let tags = if identity.is_aws() {
         request.labels.to_tags(&request.service)
@@ -792,7 +801,8 @@ async fn register(
             doc.hosts.insert(identity.host_id.clone(), host);
         }
         doc.record(entry);
-    })?;
+    })
+    .await?;
     Ok(applied?)
 }
 
@@ -810,7 +820,8 @@ async fn wait_healthy(
         .await
     {
         Err(e) => {
-            run.journal("healthy", Outcome::Failed, format!("{host}: {e}"))?;
+            run.journal("healthy", Outcome::Failed, format!("{host}: {e}"))
+                .await?;
             Err(e.into())
         }
         Ok(Polled::Done(healths)) => {
@@ -822,7 +833,8 @@ async fn wait_healthy(
                     members.len(),
                     short(began.elapsed())
                 ),
-            )?;
+            )
+            .await?;
             Ok(healths)
         }
         Ok(Polled::Ended(WaitEnd::Cancelled, _)) => {
@@ -830,7 +842,8 @@ async fn wait_healthy(
                 "healthy",
                 Outcome::Interrupted,
                 format!("interrupted while waiting for {what}"),
-            )?;
+            )
+            .await?;
             Err(HostError::Interrupted {
                 doing: format!("waiting for {what} (it is registered)"),
             })
@@ -842,7 +855,8 @@ async fn wait_healthy(
                 "healthy",
                 Outcome::Failed,
                 format!("{host} not healthy after {waited}: {detail}"),
-            )?;
+            )
+            .await?;
             Err(HostError::NotHealthy {
                 host: host.clone(),
                 waited,
@@ -880,7 +894,7 @@ fn join_plan(
     plan.push(format!(
         "record host {} in the hosts of {}",
         identity.host_id,
-        state.path().display()
+        state.location()
     ));
     if let Some(wait) = request.wait.filter(|_| !members.is_empty()) {
         plan.push(format!(
@@ -975,7 +989,7 @@ pub async fn leave(
         ))
         .into());
     }
-    let in_state = state.load()?.hosts.contains_key(&identity.host_id);
+    let in_state = state.load().await?.hosts.contains_key(&identity.host_id);
     let members = members(clients, identity, &request.target_groups, request.port).await?;
     let mut report = LeaveReport {
         action: "leave",
@@ -1098,7 +1112,8 @@ async fn deregister(
             }
         }
         doc.record(entry);
-    })?;
+    })
+    .await?;
     match failure {
         Some(e) => Err(e.into()),
         None => Ok(()),
@@ -1141,7 +1156,8 @@ async fn drain(
     let what = format!("target groups to drain {host}");
     match run.poll(&waiting, drained, &what, deadline).await {
         Err(e) => {
-            run.journal("drained", Outcome::Failed, format!("{host}: {e}"))?;
+            run.journal("drained", Outcome::Failed, format!("{host}: {e}"))
+                .await?;
             Err(e.into())
         }
         Ok(Polled::Ended(WaitEnd::Cancelled, _)) => {
@@ -1149,7 +1165,8 @@ async fn drain(
                 "drained",
                 Outcome::Interrupted,
                 format!("interrupted while waiting for {what}"),
-            )?;
+            )
+            .await?;
             Err(HostError::Interrupted {
                 doing: format!("waiting for {what} (it is deregistered)"),
             })
@@ -1162,7 +1179,8 @@ async fn drain(
                 "drained",
                 Outcome::Failed,
                 format!("{host} still draining after {waited}: {detail}"),
-            )?;
+            )
+            .await?;
             Err(HostError::StillDraining {
                 host: host.clone(),
                 waited,
@@ -1182,7 +1200,8 @@ async fn drain(
                     waiting.len(),
                     short(took)
                 ),
-            )?;
+            )
+            .await?;
             Ok(Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX)))
         }
     }
@@ -1204,7 +1223,8 @@ async fn complete_lifecycle_action(
     )
     .await
     {
-        run.journal("lifecycle-action", Outcome::Failed, format!("{host}: {e}"))?;
+        run.journal("lifecycle-action", Outcome::Failed, format!("{host}: {e}"))
+            .await?;
         return Err(e.into());
     }
     tracing::info!(
@@ -1222,7 +1242,8 @@ async fn complete_lifecycle_action(
                 reference: Some(host.clone()),
             }),
         );
-    })?;
+    })
+    .await?;
     Ok(json!({
         "hook": hook.hook,
         "group": hook.group,
@@ -1266,7 +1287,7 @@ fn leave_plan(
         plan.push(format!(
             "remove host {} from the hosts of {}",
             identity.host_id,
-            state.path().display()
+            state.location()
         ));
     }
     if let Some(hook) = &request.lifecycle {

@@ -258,7 +258,7 @@ pub async fn bake(
 ) -> Result<BakeReport, BakeError> {
     spec.check()?;
     let started = Instant::now();
-    let mut doc = state.load()?;
+    let mut doc = state.load().await?;
     let source = resolve_source(&clients.home, &clients.home_region, &spec.source).await?;
     let hash = spec.input_hash(&source.id);
     let mut run = Run {
@@ -440,7 +440,7 @@ impl Run<'_> {
                         .detail(format!("copy {home_ami} to {}", missing.join(", ")))
                         .with("bake_id", id.as_str()),
                 );
-                state.save(doc)?;
+                state.save(doc).await?;
             }
             let mut copy_tags = tags.clone();
             copy_tags.insert(TAG_STATUS.into(), super::STATUS_IN_PROGRESS.into());
@@ -452,13 +452,15 @@ impl Run<'_> {
                 Ok(copies) => report.amis.extend(copies),
                 Err(e) => {
                     let cleanup = self.cleanup().await;
-                    self.journal_failure(doc, state, &e, bake_id.as_deref())?;
+                    self.journal_failure(doc, state, &e, bake_id.as_deref())
+                        .await?;
                     return Err(e.with_cleanup(cleanup));
                 }
             }
         }
         report.plan = std::mem::take(&mut self.plan);
-        self.record(doc, state, &report, found.name().unwrap_or_default())?;
+        self.record(doc, state, &report, found.name().unwrap_or_default())
+            .await?;
         Ok(report)
     }
 
@@ -484,7 +486,7 @@ impl Run<'_> {
                 .with("bake_id", bake_id.as_str())
                 .with("input_hash", hash),
         );
-        state.save(doc)?;
+        state.save(doc).await?;
         let result = self.build_steps(doc, state, source, hash, &bake_id).await;
         match result {
             Ok(amis) => {
@@ -516,7 +518,8 @@ impl Run<'_> {
                     left.get_or_insert(e);
                 }
                 report.plan = std::mem::take(&mut self.plan);
-                self.record(doc, state, &report, &self.spec.image_name(&bake_id))?;
+                self.record(doc, state, &report, &self.spec.image_name(&bake_id))
+                    .await?;
                 match left {
                     Some(e) => Err(e),
                     None => Ok(report),
@@ -528,7 +531,7 @@ impl Run<'_> {
                     tracing::warn!("{twins}");
                     self.left_behind = true;
                 }
-                self.journal_failure(doc, state, &e, Some(&bake_id))?;
+                self.journal_failure(doc, state, &e, Some(&bake_id)).await?;
                 Err(e.with_cleanup(cleanup))
             }
         }
@@ -573,7 +576,7 @@ impl Run<'_> {
                 .with("bake_id", bake_id)
                 .with("input_hash", hash),
         );
-        state.save(doc)?;
+        state.save(doc).await?;
 
         let waited = Instant::now();
         self.wait_stopped(&builder).await?;
@@ -1061,11 +1064,11 @@ impl Run<'_> {
             entry = entry.change(c);
         }
         doc.record(entry);
-        state.save(doc)?;
+        state.save(doc).await?;
         Ok(())
     }
 
-    fn journal_failure(
+    async fn journal_failure(
         &mut self,
         doc: &mut StateDocument,
         state: &StateFile,
@@ -1092,11 +1095,11 @@ impl Run<'_> {
             entry = entry.change(c);
         }
         doc.record(entry);
-        state.save(doc)?;
+        state.save(doc).await?;
         Ok(())
     }
 
-    fn record(
+    async fn record(
         &mut self,
         doc: &mut StateDocument,
         state: &StateFile,
@@ -1142,7 +1145,7 @@ impl Run<'_> {
             entry = entry.change(c);
         }
         doc.record(entry);
-        state.save(doc)?;
+        state.save(doc).await?;
         if let Some(path) = &self.opts.manifest {
             let custom_data = BTreeMap::from([
                 ("service".to_owned(), report.service.clone()),

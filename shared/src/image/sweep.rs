@@ -101,7 +101,7 @@ pub async fn sweep(
     dry_run: bool,
     state: &StateFile,
 ) -> Result<SweepReport, BakeError> {
-    let mut doc = state.load()?;
+    let mut doc = state.load().await?;
     let cutoff =
         Utc::now() - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
     let mut report = SweepReport {
@@ -129,7 +129,7 @@ pub async fn sweep(
             entry = entry.change(c);
         }
         doc.record(entry);
-        state.save(&doc)?;
+        state.save(&mut doc).await?;
     }
     Ok(report)
 }

@@ -358,7 +358,7 @@ pub async fn update<C: BatchCheck>(
     wait: &Wait,
 ) -> Result<RollingReport, RollingError> {
     settings.check()?;
-    let doc = file.load().map_err(RollingError::StateRead)?;
+    let doc = file.load().await.map_err(RollingError::StateRead)?;
     refuse_unsettled(&doc, &settings.stack)?;
     let mut run = Run {
         clients,
@@ -460,8 +460,8 @@ pub async fn plan(
 /// Marks the finished update of `stack` confirmed (`--confirm`): the new
 /// version stays, the way back is forgotten. Changes nothing at AWS.
 /// Refused (exit 5) unless the update is finished.
-pub fn confirm(file: &StateFile, stack: &str) -> Result<RollingReport, RollingError> {
-    let mut doc = file.load().map_err(RollingError::StateRead)?;
+pub async fn confirm(file: &StateFile, stack: &str) -> Result<RollingReport, RollingError> {
+    let mut doc = file.load().await.map_err(RollingError::StateRead)?;
     let mut p = confirmable(&doc, stack)?;
     p.status = RollingStatus::Confirmed;
     p.updated_at = Utc::now();
@@ -480,7 +480,9 @@ pub fn confirm(file: &StateFile, stack: &str) -> Result<RollingReport, RollingEr
             ))
             .with("stack", stack),
     );
-    file.save(&doc).map_err(RollingError::StateWrite)?;
+    file.save(&mut doc)
+        .await
+        .map_err(RollingError::StateWrite)?;
     Ok(RollingReport {
         stack: stack.to_owned(),
         group: p.group.clone(),
@@ -505,7 +507,7 @@ pub async fn rollback(
     poll: Backoff,
     wait: &Wait,
 ) -> Result<RollingReport, RollingError> {
-    let doc = file.load().map_err(RollingError::StateRead)?;
+    let doc = file.load().await.map_err(RollingError::StateRead)?;
     let mut p = revertible(&doc, stack)?;
     let mut run = Run {
         clients,
@@ -555,8 +557,8 @@ fn revertible(doc: &StateDocument, stack: &str) -> Result<RollingProgress, Rolli
 }
 
 /// What `confirm` would do (a dry run): refuses as `confirm` does, changes nothing.
-pub fn confirm_plan(file: &StateFile, stack: &str) -> Result<Vec<String>, RollingError> {
-    let doc = file.load().map_err(RollingError::StateRead)?;
+pub async fn confirm_plan(file: &StateFile, stack: &str) -> Result<Vec<String>, RollingError> {
+    let doc = file.load().await.map_err(RollingError::StateRead)?;
     let p = confirmable(&doc, stack)?;
     Ok(vec![format!(
         "record the rolling update of group {} as confirmed on launch template version {} \
@@ -566,8 +568,8 @@ pub fn confirm_plan(file: &StateFile, stack: &str) -> Result<Vec<String>, Rollin
 }
 
 /// What `rollback` would do (a dry run): refuses as `rollback` does, changes nothing.
-pub fn rollback_plan(file: &StateFile, stack: &str) -> Result<Vec<String>, RollingError> {
-    let doc = file.load().map_err(RollingError::StateRead)?;
+pub async fn rollback_plan(file: &StateFile, stack: &str) -> Result<Vec<String>, RollingError> {
+    let doc = file.load().await.map_err(RollingError::StateRead)?;
     let p = revertible(&doc, stack)?;
     Ok(vec![
         format!(
@@ -625,17 +627,20 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    fn save(&mut self, p: &mut RollingProgress) -> Result<(), RollingError> {
+    async fn save(&mut self, p: &mut RollingProgress) -> Result<(), RollingError> {
         p.updated_at = Utc::now();
         let value = serde_json::to_value(&*p).unwrap_or_default();
         self.doc
             .stack_mut(&self.stack)
             .extra
             .insert(PROGRESS_KEY.to_owned(), value);
-        self.file.save(&self.doc).map_err(RollingError::StateWrite)
+        self.file
+            .save(&mut self.doc)
+            .await
+            .map_err(RollingError::StateWrite)
     }
 
-    fn journal(
+    async fn journal(
         &mut self,
         p: &mut RollingProgress,
         entry: JournalEntry,
@@ -646,7 +651,7 @@ impl Run<'_> {
                 .with("group", p.group.as_str())
                 .with("batches_done", p.batches_done),
         );
-        self.save(p)
+        self.save(p).await
     }
 
     /// Creates the new launch template version from the version the group
@@ -711,7 +716,8 @@ impl Run<'_> {
         self.journal(
             &mut p,
             JournalEntry::new(STEP, "rolling-started", Outcome::Ok).detail(detail),
-        )?;
+        )
+        .await?;
         Ok(p)
     }
 
@@ -721,7 +727,7 @@ impl Run<'_> {
     async fn stopped(&mut self, p: &mut RollingProgress, stop: Stop) -> RollingError {
         match stop {
             Stop::Failed(reason) => self.roll_back(p, reason).await,
-            Stop::Error(e) => self.halt(p, e),
+            Stop::Error(e) => self.halt(p, e).await,
         }
     }
 
@@ -736,10 +742,13 @@ impl Run<'_> {
                 "{reason}; the rollback stopped: {e}; run with --rollback to finish it"
             ));
             let detail = p.message.clone().unwrap_or_default();
-            if let Err(unsaved) = self.journal(
-                p,
-                JournalEntry::new(STEP, "rolling-rollback", Outcome::Failed).detail(detail),
-            ) {
+            if let Err(unsaved) = self
+                .journal(
+                    p,
+                    JournalEntry::new(STEP, "rolling-rollback", Outcome::Failed).detail(detail),
+                )
+                .await
+            {
                 return unsaved;
             }
             return e;
@@ -755,7 +764,7 @@ impl Run<'_> {
     }
 
     /// Records the update as failed (or interrupted) by `e`, for `--rollback`.
-    fn halt(&mut self, p: &mut RollingProgress, e: RollingError) -> RollingError {
+    async fn halt(&mut self, p: &mut RollingProgress, e: RollingError) -> RollingError {
         let status = match &e {
             RollingError::Stack(StackError::Interrupted(_)) => RollingStatus::Interrupted,
             _ => RollingStatus::Failed,
@@ -768,10 +777,13 @@ impl Run<'_> {
             Outcome::Failed
         };
         let detail = p.message.clone().unwrap_or_default();
-        if let Err(unsaved) = self.journal(
-            p,
-            JournalEntry::new(STEP, "rolling-stopped", outcome).detail(detail),
-        ) {
+        if let Err(unsaved) = self
+            .journal(
+                p,
+                JournalEntry::new(STEP, "rolling-stopped", outcome).detail(detail),
+            )
+            .await
+        {
             return unsaved;
         }
         e
@@ -798,7 +810,8 @@ impl Run<'_> {
         self.journal(
             p,
             JournalEntry::new(STEP, "rolling-finished", Outcome::Ok).detail(detail),
-        )?;
+        )
+        .await?;
         self.report(p).await
     }
 
@@ -878,7 +891,8 @@ impl Run<'_> {
         self.journal(
             p,
             JournalEntry::new(STEP, "rolling-batch", Outcome::Ok).detail(detail),
-        )?;
+        )
+        .await?;
         Ok(())
     }
 
@@ -952,7 +966,7 @@ impl Run<'_> {
     ) -> Result<(), Stop> {
         let ids = new_ids(&new);
         p.launched.extend(ids.iter().cloned());
-        self.save(p)?;
+        self.save(p).await?;
         let batch = Batch {
             number,
             of: p.batches,
@@ -1190,6 +1204,7 @@ impl Run<'_> {
             p,
             JournalEntry::new(STEP, "rolling-rollback", Outcome::RolledBack).detail(detail),
         )
+        .await
     }
 
     async fn report(&self, p: &RollingProgress) -> Result<RollingReport, RollingError> {

@@ -475,7 +475,7 @@ async fn bad_settings_and_confirm_without_an_update_are_refused_before_any_call(
     s.user_data = None;
     let err = update(&c, &s, &check, &file, &wait(10)).await.unwrap_err();
     assert!(err.to_string().contains("nothing would change"), "{err}");
-    let err = confirm(&file, "web").unwrap_err();
+    let err = confirm(&file, "web").await.unwrap_err();
     assert_eq!(err.exit_code(), Code::Conflict);
 }
 

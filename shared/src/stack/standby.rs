@@ -741,9 +741,9 @@ async fn carry_out<D: StackDriver, T>(
     };
     let results = futures::future::join_all(d.specs.iter().map(|p| d.action.apply(p, &wait))).await;
 
-    let mut doc = file.load()?;
+    let mut doc = file.load().await?;
     let (outcomes, first_error) = record(&mut doc, d, go, results);
-    file.save(&doc)?;
+    file.save(&mut doc).await?;
     if let Some(e) = first_error {
         return Err(e.into());
     }
@@ -878,7 +878,7 @@ pub async fn deploy<D: StackDriver>(
     cancel: &CancellationToken,
 ) -> Result<StandbyReport, StandbyError> {
     let started = Instant::now();
-    let doc = file.load()?;
+    let doc = file.load().await?;
     let service = service_of(&doc, req.service.as_ref())?;
     let version = version_of(&doc, req.version.as_ref())?;
     let (color, reason) = pick_color(&doc, regions, req.color.map(Color::name), &service).await?;
@@ -1043,7 +1043,7 @@ pub async fn retire<D: StackDriver + Clone>(
     cancel: &CancellationToken,
 ) -> Result<StandbyReport, StandbyError> {
     let started = Instant::now();
-    let doc = file.load()?;
+    let doc = file.load().await?;
     let service = service_of(&doc, req.service.as_ref())?;
     let (color, mut reason) = retiring_color(&doc, req.color.map(Color::name))?;
     let now = Utc::now();
@@ -1182,7 +1182,7 @@ async fn active_trouble(
         })?;
         return Ok((!verdict.passed).then_some(verdict.summary));
     }
-    let doc = file.load()?;
+    let doc = file.load().await?;
     Ok(match doc.health.get(peer) {
         Some(v) if v.status != Health::Healthy && v.at >= completed => Some(format!(
             "its verdict of {} is {:?}: {}",

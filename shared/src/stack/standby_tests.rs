@@ -174,7 +174,7 @@ fn regions(fake: &FakeDriver) -> Vec<Region<FakeDriver>> {
 /// A state file holding `doc`, in `dir`.
 fn state(dir: &Path, doc: &StateDocument) -> StateFile {
     let file = StateFile::new(dir.join("switchyard-state.json"));
-    file.save(doc).unwrap();
+    file.write_now(doc);
     file
 }
 
@@ -282,7 +282,7 @@ async fn a_first_release_comes_up_blue_as_the_standby_with_its_endpoints_and_jou
         ],
         "the groups decide the color, then every region comes up"
     );
-    let doc = file.load().unwrap();
+    let doc = file.load().await.unwrap();
     let blue = &doc.stacks["blue"];
     assert_eq!(blue.role, Some(Role::Standby));
     assert_eq!(blue.version.as_deref(), Some("1.4.2"));
@@ -320,7 +320,7 @@ async fn a_first_release_comes_up_blue_as_the_standby_with_its_endpoints_and_jou
         .unwrap();
     assert_eq!(again.color, "blue");
     assert!(!again.changed);
-    let doc = file.load().unwrap();
+    let doc = file.load().await.unwrap();
     assert_eq!(doc.journal.len(), 2);
     assert_eq!(
         doc.journal[1].detail.as_deref(),
@@ -389,7 +389,11 @@ async fn a_color_with_traffic_or_marked_active_is_refused_before_the_hook_and_an
         assert!(err.to_string().starts_with(why), "{err}");
         assert_eq!(fake.calls(), []);
         assert!(!dir.path().join("pre-deploy-standby.ran").exists());
-        assert_eq!(file.load().unwrap(), doc, "the state is left as it was");
+        assert_eq!(
+            file.load().await.unwrap(),
+            doc,
+            "the state is left as it was"
+        );
     }
 }
 
@@ -418,7 +422,7 @@ async fn every_region_comes_up_at_once_and_a_failed_region_is_reported_while_the
         started.elapsed() < Duration::from_secs(60),
         "not one after the other"
     );
-    let doc = file.load().unwrap();
+    let doc = file.load().await.unwrap();
     let blue = &doc.stacks["blue"];
     assert_eq!(blue.regions.keys().collect::<Vec<_>>(), [EAST]);
     assert_eq!(blue.endpoints, ["http://10.0.1.5:8080"]);
@@ -453,7 +457,7 @@ async fn a_region_still_coming_up_at_the_deadline_fails_the_step_with_exit_3() {
 
     assert_eq!(err.exit_code(), Code::Provider);
     assert!(err.to_string().contains("the deadline passed"), "{err}");
-    let entry = file.load().unwrap().journal.pop().unwrap();
+    let entry = file.load().await.unwrap().journal.pop().unwrap();
     assert_eq!(entry.outcome, Outcome::Failed);
 }
 
@@ -509,7 +513,7 @@ async fn a_dry_run_plans_every_region_calls_no_change_and_shows_what_would_block
     assert!(report.regions[1].changes.is_empty());
     let changes: Vec<Op> = fake.ops().into_iter().map(|(op, _, _)| op).collect();
     assert_eq!(changes, [Op::Plan, Op::Plan, Op::PlanDown, Op::PlanDown]);
-    assert_eq!(file.load().unwrap(), doc, "nothing recorded");
+    assert_eq!(file.load().await.unwrap(), doc, "nothing recorded");
     assert!(!dir.path().join("pre-deploy-standby.ran").exists());
 }
 
@@ -572,7 +576,7 @@ async fn retire_refuses_until_the_peer_took_it_all_healthy_since_and_the_delay_p
             "{err}"
         );
         assert_eq!(fake.calls(), []);
-        assert_eq!(file.load().unwrap(), refused);
+        assert_eq!(file.load().await.unwrap(), refused);
     }
 
     let file = state(dir.path(), &doc);
@@ -588,7 +592,7 @@ async fn retire_refuses_until_the_peer_took_it_all_healthy_since_and_the_delay_p
         [op(Op::Down, EAST, "blue"), op(Op::Down, WEST, "blue")]
     );
     assert_eq!(fake.version_in(EAST, "blue"), None);
-    let after = file.load().unwrap();
+    let after = file.load().await.unwrap();
     let blue = &after.stacks["blue"];
     assert_eq!(blue.role, Some(Role::Retired));
     assert!(blue.endpoints.is_empty());
@@ -648,7 +652,7 @@ async fn the_pre_hook_sees_the_decision_and_a_failing_one_stops_before_any_chang
         "only the probes that decided the color: {:?}",
         fake.ops()
     );
-    assert_eq!(file.load().unwrap(), StateDocument::default());
+    assert_eq!(file.load().await.unwrap(), StateDocument::default());
 
     // retire: the same point, with SWITCHYARD_MODE=retire.
     let mut doc = of_go_auth();
@@ -674,7 +678,7 @@ async fn the_pre_hook_sees_the_decision_and_a_failing_one_stops_before_any_chang
     assert_eq!(seen, "blue retire\n");
     assert_eq!(fake.calls(), []);
     assert_eq!(fake.version_in(EAST, "blue").as_deref(), Some("1.4.1"));
-    assert_eq!(file.load().unwrap(), doc);
+    assert_eq!(file.load().await.unwrap(), doc);
 }
 
 /// A state where green took 100% `ago` and passed its check since: blue may
@@ -739,7 +743,7 @@ async fn retire_waits_out_the_delay_then_scales_down() {
     );
     assert!(report.changed);
     assert_eq!(
-        file.load().unwrap().stacks["blue"].role,
+        file.load().await.unwrap().stacks["blue"].role,
         Some(Role::Retired)
     );
 }
@@ -753,10 +757,10 @@ async fn retire_stops_with_exit_1_and_keeps_the_old_stack_when_the_active_one_tu
     let writer = file.clone();
     let turn = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(150)).await;
-        let mut doc = writer.load().unwrap();
+        let mut doc = writer.load().await.unwrap();
         doc.health
             .insert("green".into(), verdict(Health::Unhealthy, Utc::now()));
-        writer.save(&doc).unwrap();
+        writer.save(&mut doc).await.unwrap();
     });
     let err = retire_waiting(&file, &fake, Duration::from_secs(30), &options(false))
         .await
@@ -770,7 +774,7 @@ async fn retire_stops_with_exit_1_and_keeps_the_old_stack_when_the_active_one_tu
     );
     assert_eq!(fake.calls(), [], "blue stays up, warm for a rollback");
     assert_eq!(
-        file.load().unwrap().stacks["blue"].role,
+        file.load().await.unwrap().stacks["blue"].role,
         Some(Role::Standby)
     );
 }

@@ -5,6 +5,9 @@
 pub mod document;
 pub mod history;
 pub mod journal;
+pub mod location;
+pub mod merge;
+pub mod s3;
 pub mod store;
 pub mod validate;
 
@@ -13,6 +16,7 @@ pub use document::{
     ShiftProgress, ShiftStatus, Stack, StateDocument, Verdict, Weights, SCHEMA,
 };
 pub use journal::{steps, Change, JournalEntry, Outcome};
+pub use location::StateLocation;
 pub use store::{StateError, StateFile};
 
 /// The JSON Schema of the state document, as published in `schema/state-v1.schema.json`.

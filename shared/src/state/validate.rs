@@ -2,12 +2,11 @@
 //! (`schema/state-v1.schema.json`, generated from the Rust types), and
 //! that this build can read it: a guard a pipeline can run before a stage.
 
-use std::path::Path;
-
 use serde::Serialize;
 use serde_json::Value;
 
-use super::StateError;
+use super::{StateError, StateFile, StateLocation};
+use crate::aws::AwsSettings;
 use crate::outcome::{Code, Failure, StepReport};
 
 /// The published schema, as checked in.
@@ -24,10 +23,20 @@ pub struct Validation {
     pub problems: Vec<String>,
 }
 
-/// Validates the file at `path`. Only an unreadable file is an error; every
-/// problem with its content is reported in the [`Validation`].
-pub fn validate(path: &Path) -> Result<Validation, StateError> {
-    let bytes = std::fs::read(path).map_err(|e| StateError::Read(path.to_owned(), e))?;
+/// Validates the state at `location`. Only an unreadable one is an error;
+/// every problem with its content is reported in the [`Validation`].
+pub async fn validate(
+    location: &StateLocation,
+    aws: &AwsSettings,
+) -> Result<Validation, StateError> {
+    let file = StateFile::at(location.clone(), aws.clone());
+    let path = location.to_string();
+    let Some((bytes, _)) = file.read_bytes().await? else {
+        return Err(StateError::Read(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "it does not exist"),
+        ));
+    };
     let mut problems = Vec::new();
     match serde_json::from_slice::<Value>(&bytes) {
         Err(e) => problems.push(format!("not valid JSON: {e}")),
@@ -44,14 +53,14 @@ pub fn validate(path: &Path) -> Result<Validation, StateError> {
                 ));
             }
             if problems.is_empty() {
-                if let Err(e) = super::store::parse(path, &bytes) {
+                if let Err(e) = super::store::parse(&path, &bytes) {
                     problems.push(e.to_string());
                 }
             }
         }
     }
     Ok(Validation {
-        path: path.display().to_string(),
+        path,
         valid: problems.is_empty(),
         problems,
     })
@@ -97,7 +106,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.json");
         std::fs::write(&path, text).unwrap();
-        validate(&path).unwrap()
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime
+            .block_on(validate(&path.into(), &AwsSettings::default()))
+            .unwrap()
     }
 
     #[test]

@@ -32,7 +32,7 @@ use crate::cli::{CommonArgs, StepArgs};
 use crate::hooks::{HookEnv, StepEnd, StepHooks};
 use crate::outcome::report::{self, StepReport};
 use crate::outcome::{Code, Failure};
-use crate::state::StateFile;
+use crate::state::{StateFile, StateLocation};
 
 /// One executable's command: its flags, how they are checked, and what it does.
 pub trait Command {
@@ -64,9 +64,12 @@ pub trait Command {
     /// Records the report in the state, when the command's result belongs
     /// there as a whole (a verdict). Commands that change things journal
     /// each change as they make it instead, and record nothing here.
-    fn record(report: &Self::Report, state: &StateFile) -> Result<(), Failure> {
+    fn record(
+        report: &Self::Report,
+        state: &StateFile,
+    ) -> impl Future<Output = Result<(), Failure>> {
         let _ = (report, state);
-        Ok(())
+        async { Ok(()) }
     }
 }
 
@@ -95,11 +98,11 @@ impl Step {
     pub fn new(name: &'static str, common: &CommonArgs) -> Self {
         let mut base = HookEnv::default();
         base.set("SWITCHYARD_STEP", name);
-        base.set("SWITCHYARD_STATE_FILE", &common.state.display().to_string());
+        base.set("SWITCHYARD_STATE_FILE", &common.state.to_string());
         base.set("SWITCHYARD_ACTOR", &crate::state::journal::actor());
         base.set("SWITCHYARD_DRY_RUN", if common.dry_run { "1" } else { "0" });
         Self {
-            state: StateFile::new(&common.state),
+            state: StateFile::at(common.state.clone(), common.aws()),
             aws: common.aws(),
             dry_run: common.dry_run,
             timeout: common.timeout,
@@ -108,6 +111,16 @@ impl Step {
             hooks: StepHooks::new(common.hooks(), name, base, common.dry_run),
         }
     }
+}
+
+/// What reading and writing the state needs: nothing for a file; for an S3
+/// object, getting and putting that object only.
+pub fn state_policy(state: &StateLocation) -> iam::Policy {
+    let mut policy = iam::Policy::new();
+    if let Some(arn) = state.arn() {
+        policy.allow("State", &["s3:GetObject", "s3:PutObject"], [arn]);
+    }
+    policy
 }
 
 /// Runs the executable of command `C` and returns its exit code.
@@ -132,7 +145,8 @@ pub fn main<C: Command>() -> ExitCode {
     if common.print_iam_policy {
         // The policy document itself, not an envelope: it is made to be
         // handed to IAM as it is (`aws iam put-role-policy --policy-document`).
-        let policy = C::policy(&settings);
+        let mut policy = C::policy(&settings);
+        policy.merge(&state_policy(&common.state));
         if policy.is_empty() {
             tracing::info!("these options make no AWS call: no permission is needed");
         }
@@ -164,7 +178,7 @@ pub fn main<C: Command>() -> ExitCode {
             Err(failure) => (None, Some(failure)),
         };
         if let (Some(report), false) = (&report, step.dry_run) {
-            if let Err(e) = C::record(report, &step.state) {
+            if let Err(e) = C::record(report, &step.state).await {
                 failure.get_or_insert(e);
             }
         }

@@ -146,7 +146,7 @@ pub async fn release<R: Router>(
     if leases.is_empty() {
         return Ok(report);
     }
-    let mut doc = state.load()?;
+    let mut doc = state.load().await?;
     let ours: Option<Lease> = doc
         .traffic
         .get(&router.id())
@@ -181,7 +181,7 @@ pub async fn release<R: Router>(
         if let Some(route) = doc.traffic.get_mut(&router.id()) {
             route.extra.remove("lease");
         }
-        state.save(&doc)?;
+        state.save(&mut doc).await?;
     }
     Ok(report)
 }

@@ -533,7 +533,7 @@ async fn an_insync_wait_that_times_out_exits_3_and_the_state_says_where_it_stopp
     );
     assert_eq!(lease.num_calls(), 2, "lease taken and released");
 
-    let doc = file.load().unwrap();
+    let doc = file.load().await.unwrap();
     let route = doc.traffic.values().next().unwrap();
     let shift = route.shift.as_ref().unwrap();
     assert_eq!(shift.status, ShiftStatus::Failed);

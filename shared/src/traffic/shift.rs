@@ -268,7 +268,7 @@ pub async fn run<R: Router>(
 ) -> Result<ShiftReport, ShiftError> {
     let started = Instant::now();
     let deadline = started + options.timeout;
-    let mut doc = file.load().map_err(ShiftError::StateRead)?;
+    let mut doc = file.load().await.map_err(ShiftError::StateRead)?;
     let group = router.read().await?;
     let route_id = router.id();
     let decision = decide(&route_id, &request, &group, &doc, file)?;
@@ -371,7 +371,7 @@ async fn pre_hook(
     doc: &mut StateDocument,
 ) -> Result<(), ShiftError> {
     if hooks.before_change(env).await? {
-        *doc = file.load().map_err(ShiftError::StateRead)?;
+        *doc = file.load().await.map_err(ShiftError::StateRead)?;
     }
     Ok(())
 }
@@ -417,7 +417,7 @@ fn decide(
                 .and_then(|r| r.before.clone())
                 .ok_or_else(|| ShiftError::NothingToRollBack {
                     route: route_id.to_owned(),
-                    state: file.path().display().to_string(),
+                    state: file.location().to_string(),
                 })?;
             for member in before.keys() {
                 if !group.weights.contains_key(member) {
@@ -506,7 +506,7 @@ fn check_verified(
             None if options.gate.is_some() => continue,
             None => format!(
                 "the state file {} has no health verdict for it",
-                file.path().display()
+                file.location()
             ),
         };
         if options.force {
@@ -583,13 +583,13 @@ async fn hold_lease<R: Router>(
     };
     let intent = Lease::new(&request);
     request.token = Some(intent.token.clone());
-    remember_lease(file, doc, route_id, router, weights, &intent)?;
+    remember_lease(file, doc, route_id, router, weights, &intent).await?;
     Ok(take_lease(router, &request, options, ours.unwrap_or(&intent), cancel).await?)
 }
 
 /// Records the lease this run is about to take in the route's state entry
 /// (creating the entry, with the weights as read, on a route's first shift).
-fn remember_lease<R: Router>(
+async fn remember_lease<R: Router>(
     file: &StateFile,
     doc: &mut StateDocument,
     route_id: &str,
@@ -610,7 +610,7 @@ fn remember_lease<R: Router>(
             extra: serde_json::Map::new(),
         });
     route.extra.insert("lease".into(), lease.encode().into());
-    file.save(doc).map_err(ShiftError::StateWrite)
+    file.save(doc).await.map_err(ShiftError::StateWrite)
 }
 
 /// Takes the route's lease for this run (waiting `--lock-wait` if it is held).
@@ -762,7 +762,7 @@ impl<R: Router> Run<'_, R> {
                 if let Some(route) = self.doc.traffic.get_mut(&self.route_id) {
                     route.extra.remove("lease");
                 }
-                if let Err(e) = self.file.save(&self.doc) {
+                if let Err(e) = self.file.save(&mut self.doc).await {
                     tracing::warn!("could not record the released lease: {e}");
                 }
             }
@@ -788,14 +788,17 @@ impl<R: Router> Run<'_, R> {
             .expect("shift progress is created before any step")
     }
 
-    fn save(&self) -> Result<(), ShiftError> {
-        self.file.save(&self.doc).map_err(ShiftError::StateWrite)
+    async fn save(&mut self) -> Result<(), ShiftError> {
+        self.file
+            .save(&mut self.doc)
+            .await
+            .map_err(ShiftError::StateWrite)
     }
 
-    fn journal(&mut self, entry: JournalEntry) -> Result<(), ShiftError> {
+    async fn journal(&mut self, entry: JournalEntry) -> Result<(), ShiftError> {
         self.doc.record(entry);
         self.route().updated_at = Utc::now();
-        self.save()
+        self.save().await
     }
 
     /// Walks the plan: records the run before any change, passes the gate
@@ -808,7 +811,7 @@ impl<R: Router> Run<'_, R> {
         lease: &Lease,
     ) -> Result<Weights, ShiftError> {
         let previous = self.begin(decision, current, lease);
-        self.journal_start(decision, current)?;
+        self.journal_start(decision, current).await?;
         // A shift's target, and a rollback's, passes the gate before any change.
         self.first_gate(previous).await?;
         let total = decision.plan.len();
@@ -817,7 +820,7 @@ impl<R: Router> Run<'_, R> {
             let step = i + 1;
             now = match self.apply_step(Some(step), &now, weights).await {
                 Ok(w) => w,
-                Err(e) => return Err(self.fail(e)),
+                Err(e) => return Err(self.fail(e).await),
             };
             // A rollback moves straight back: no settle time, gate or pause.
             if decision.mode == Mode::Shift {
@@ -825,7 +828,7 @@ impl<R: Router> Run<'_, R> {
                     .await?;
             }
         }
-        self.finish(decision.mode, &now)?;
+        self.finish(decision.mode, &now).await?;
         Ok(now)
     }
 
@@ -870,7 +873,11 @@ impl<R: Router> Run<'_, R> {
     }
 
     /// Journals the start of the run, which saves the state with it.
-    fn journal_start(&mut self, decision: &Decision, current: &Weights) -> Result<(), ShiftError> {
+    async fn journal_start(
+        &mut self,
+        decision: &Decision,
+        current: &Weights,
+    ) -> Result<(), ShiftError> {
         let action = if decision.mode == Mode::Rollback {
             "rollback-started"
         } else {
@@ -896,7 +903,7 @@ impl<R: Router> Run<'_, R> {
         if let Some(t) = &decision.target {
             entry = entry.with("target", t.clone());
         }
-        self.journal(entry)
+        self.journal(entry).await
     }
 
     /// The gate before any change, when there is one. When it fails, the
@@ -911,12 +918,14 @@ impl<R: Router> Run<'_, R> {
             "gate before any change: probing {} URL(s)",
             gate.urls().len()
         );
-        let verdict = gate.evaluate(self.cancel).await.map_err(|_| {
-            self.stopped(
-                TrafficError::Interrupted("interrupted during the first gate".into()),
-                ShiftStatus::Interrupted,
-            )
-        })?;
+        let Ok(verdict) = gate.evaluate(self.cancel).await else {
+            return Err(self
+                .stopped(
+                    TrafficError::Interrupted("interrupted during the first gate".into()),
+                    ShiftStatus::Interrupted,
+                )
+                .await);
+        };
         if !verdict.passed {
             match previous {
                 Some(p) => {
@@ -932,13 +941,14 @@ impl<R: Router> Run<'_, R> {
                     verdict.summary
                 )),
             );
-            self.save()?;
+            self.save().await?;
             return Err(ShiftError::PreflightFailed(verdict.summary));
         }
         self.journal(
             JournalEntry::new(STEP, "gate", Outcome::Ok)
                 .detail(format!("before any change: {}", verdict.summary)),
         )
+        .await
     }
 
     /// What follows step `step` of a shift, now at `now`: the settle time,
@@ -957,7 +967,7 @@ impl<R: Router> Run<'_, R> {
                 .wait(self.settle, "clients to catch up (record TTL)")
                 .await
             {
-                return Err(self.fail(e));
+                return Err(self.fail(e).await);
             }
         }
         if let Some(gate) = &options.gate {
@@ -965,7 +975,7 @@ impl<R: Router> Run<'_, R> {
         }
         if !last && !options.pause.is_zero() {
             if let Err(e) = self.wait(options.pause, "the pause between steps").await {
-                return Err(self.fail(e));
+                return Err(self.fail(e).await);
             }
         }
         Ok(())
@@ -982,7 +992,7 @@ impl<R: Router> Run<'_, R> {
     ) -> Result<(), ShiftError> {
         let Ok(verdict) = gate.evaluate(self.cancel).await else {
             let interrupted = TrafficError::Interrupted("interrupted during a gate".into());
-            return Err(self.fail(interrupted));
+            return Err(self.fail(interrupted).await);
         };
         if !verdict.passed {
             tracing::error!(
@@ -993,7 +1003,8 @@ impl<R: Router> Run<'_, R> {
             self.journal(
                 JournalEntry::new(STEP, "gate", Outcome::Failed)
                     .detail(format!("step {step}: {}", verdict.summary)),
-            )?;
+            )
+            .await?;
             return Err(self.roll_back(step, now, before, verdict.summary).await);
         }
         tracing::info!("gate passed at step {step}: {}", verdict.summary);
@@ -1004,10 +1015,11 @@ impl<R: Router> Run<'_, R> {
             JournalEntry::new(STEP, "gate", Outcome::Ok)
                 .detail(format!("step {step}: {}", verdict.summary)),
         )
+        .await
     }
 
     /// Records a shift or rollback that went through to its last step, at `now`.
-    fn finish(&mut self, mode: Mode, now: &Weights) -> Result<(), ShiftError> {
+    async fn finish(&mut self, mode: Mode, now: &Weights) -> Result<(), ShiftError> {
         let (status, action) = if mode == Mode::Rollback {
             (ShiftStatus::RolledBack, "rollback-completed")
         } else {
@@ -1020,6 +1032,7 @@ impl<R: Router> Run<'_, R> {
             self.route_id,
             format_weights(now)
         )))
+        .await
     }
     /// One step: one atomic change, wait until in effect, read back.
     /// `step` is the plan step this is (`None` for the rollback after a failed gate).
@@ -1046,6 +1059,7 @@ impl<R: Router> Run<'_, R> {
                 .change(change)
                 .detail(label.clone()),
         )
+        .await
         .map_err(|e| TrafficError::State(e.to_string()))?;
         self.router
             .wait_applied(&applied, self.deadline, self.cancel)
@@ -1072,6 +1086,7 @@ impl<R: Router> Run<'_, R> {
                 short(in_sync)
             )),
         )
+        .await
         .map_err(|e| TrafficError::State(e.to_string()))?;
         self.steps.push(StepOutcome {
             weights: back.clone(),
@@ -1101,16 +1116,16 @@ impl<R: Router> Run<'_, R> {
     }
 
     /// Records where the shift stopped and builds the error for it.
-    fn fail(&mut self, error: TrafficError) -> ShiftError {
+    async fn fail(&mut self, error: TrafficError) -> ShiftError {
         let status = if matches!(error, TrafficError::Interrupted(_)) {
             ShiftStatus::Interrupted
         } else {
             ShiftStatus::Failed
         };
-        self.stopped(error, status)
+        self.stopped(error, status).await
     }
 
-    fn stopped(&mut self, error: TrafficError, status: ShiftStatus) -> ShiftError {
+    async fn stopped(&mut self, error: TrafficError, status: ShiftStatus) -> ShiftError {
         let shift = self.shift();
         shift.status = status;
         shift.message = Some(error.to_string());
@@ -1124,7 +1139,7 @@ impl<R: Router> Run<'_, R> {
         let weights = format_weights(&self.route().weights);
         let entry = JournalEntry::new(STEP, "shift-stopped", outcome)
             .detail(format!("after step {done} of {total}: {error}"));
-        if let Err(e) = self.journal(entry) {
+        if let Err(e) = self.journal(entry).await {
             tracing::error!("could not record the stop in the state file: {e}");
         }
         ShiftError::Stopped {
@@ -1155,7 +1170,7 @@ impl<R: Router> Run<'_, R> {
                         "gate failed at step {step}; restored {}",
                         format_weights(&back)
                     ));
-                if let Err(e) = self.journal(entry) {
+                if let Err(e) = self.journal(entry).await {
                     tracing::error!("could not record the rollback in the state file: {e}");
                 }
                 ShiftError::RolledBack {
@@ -1174,7 +1189,7 @@ impl<R: Router> Run<'_, R> {
                 ));
                 let entry = JournalEntry::new(STEP, "rollback-failed", Outcome::Failed)
                     .detail(error.to_string());
-                if let Err(e) = self.journal(entry) {
+                if let Err(e) = self.journal(entry).await {
                     tracing::error!("could not record the failed rollback in the state file: {e}");
                 }
                 ShiftError::RollbackFailed {

@@ -73,7 +73,7 @@ async fn shift_with(
 }
 
 fn route(file: &StateFile) -> RouteState {
-    file.load().unwrap().traffic[ROUTE].clone()
+    file.read_now().traffic[ROUTE].clone()
 }
 
 fn progress(file: &StateFile) -> ShiftProgress {
@@ -82,8 +82,7 @@ fn progress(file: &StateFile) -> ShiftProgress {
 
 /// The journal's actions, each with its outcome when that is not `ok`.
 fn journal(file: &StateFile) -> Vec<String> {
-    file.load()
-        .unwrap()
+    file.read_now()
         .journal
         .iter()
         .map(|e| match e.outcome {
@@ -181,7 +180,7 @@ async fn a_shift_in_three_steps_reaches_the_target_and_journals_every_step() {
         (ShiftStatus::Completed, 3)
     );
     assert_eq!(shift.target.as_deref(), Some("green"));
-    let doc = file.load().unwrap();
+    let doc = file.load().await.unwrap();
     assert_eq!(doc.stacks["green"].role, Some(Role::Active));
     assert_eq!(doc.stacks["blue"].role, Some(Role::Standby));
 
@@ -426,7 +425,7 @@ async fn rollback_after_a_completed_shift_restores_the_weights_before() {
     let shift = progress(&file);
     assert_eq!(shift.status, ShiftStatus::RolledBack);
     assert_eq!(shift.target, None);
-    let doc = file.load().unwrap();
+    let doc = file.load().await.unwrap();
     assert_eq!(doc.stacks["blue"].role, Some(Role::Active));
     assert_eq!(doc.stacks["green"].role, Some(Role::Standby));
 }
@@ -475,7 +474,7 @@ async fn a_shift_that_stopped_half_way_continues_and_keeps_its_before() {
     let continued = progress(&file);
     assert_eq!(continued.status, ShiftStatus::Completed);
     assert_eq!(continued.started_at, stopped.started_at);
-    let doc = file.load().unwrap();
+    let doc = file.load().await.unwrap();
     let started: Vec<_> = doc
         .journal
         .iter()
@@ -612,7 +611,7 @@ async fn traffic_goes_only_to_a_member_the_state_vouches_for() {
         "{plan:?}"
     );
 
-    let mut doc = file.load().unwrap();
+    let mut doc = file.load().await.unwrap();
     doc.health.insert(
         "green".into(),
         Verdict {
@@ -624,7 +623,7 @@ async fn traffic_goes_only_to_a_member_the_state_vouches_for() {
             extra: serde_json::Map::new(),
         },
     );
-    file.save(&doc).unwrap();
+    file.save(&mut doc).await.unwrap();
     let (result, _) = shift_with(&router, &file, to_green(&[50]), &strict).await;
     result.unwrap();
     assert_eq!(router.weights(), w(50, 50));
@@ -805,11 +804,11 @@ async fn a_rollback_to_a_retired_stack_is_refused_unless_forced() {
     let (_dir, file) = state_file();
     let (shifted, _) = shift_with(&router, &file, to_green(&[100]), &options()).await;
     shifted.unwrap();
-    let mut doc = file.load().unwrap();
+    let mut doc = file.load().await.unwrap();
     let blue = doc.stack_mut("blue");
     blue.role = Some(Role::Retired);
     blue.driver = Some("asg".into());
-    file.save(&doc).unwrap();
+    file.save(&mut doc).await.unwrap();
     let checked = ShiftOptions {
         force: false,
         ..options()
@@ -826,9 +825,9 @@ async fn a_rollback_to_a_retired_stack_is_refused_unless_forced() {
     assert_eq!(router.weights(), w(0, 100), "nothing moved");
 
     // Brought up again by deploy-standby but with no endpoints: still refused.
-    let mut doc = file.load().unwrap();
+    let mut doc = file.load().await.unwrap();
     doc.stack_mut("blue").role = Some(Role::Standby);
-    file.save(&doc).unwrap();
+    file.save(&mut doc).await.unwrap();
     let (result, _) = shift_with(&router, &file, Request::Rollback, &checked).await;
     assert!(result
         .unwrap_err()

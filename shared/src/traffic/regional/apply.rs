@@ -55,7 +55,7 @@ pub async fn apply(
     cancel: &CancellationToken,
 ) -> Result<ApplyReport, RouteError> {
     let deadline = Instant::now() + options.timeout;
-    let mut doc = file.load()?;
+    let mut doc = file.load().await?;
 
     // Read everything first; nothing changes until the whole plan is known.
     let current = read_groups(client, routes, &doc, file).await?;
@@ -111,7 +111,7 @@ pub async fn apply(
             &in_zone,
             &submitted.id,
         ));
-        file.save(&doc)?;
+        file.save(&mut doc).await?;
         api::wait_insync(client, &submitted, deadline, cancel, options.backoff).await?;
         batches.push(BatchLine {
             zone_id: zone,
@@ -124,7 +124,7 @@ pub async fn apply(
     let kept = kept_all(routes, &current, options.reset_weights);
     let report = report(routes, &plans, &ids, &kept, check_lines, batches, false);
     record_routes(&mut doc, routes, &report);
-    file.save(&doc)?;
+    file.save(&mut doc).await?;
     Ok(report)
 }
 
@@ -144,7 +144,7 @@ async fn read_groups(
                 return Err(RouteError::ShiftUnfinished {
                     route: g.route(),
                     status: format!("{:?}", shift.status).to_lowercase(),
-                    state: file.path().display().to_string(),
+                    state: file.location().to_string(),
                 });
             }
         }
@@ -269,7 +269,7 @@ async fn submit(
                 JournalEntry::new(steps::SWITCHYARD, "routes-failed", Outcome::Failed)
                     .detail(format!("zone {zone}: {e}")),
             );
-            file.save(doc)?;
+            file.save(doc).await?;
             Err(e.into())
         }
     }

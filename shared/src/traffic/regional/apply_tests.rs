@@ -257,7 +257,7 @@ async fn a_simple_record_becomes_weighted_in_one_batch_and_a_second_apply_change
     assert!(!report.no_change());
     assert!(report.text().contains("DELETE simple record (simple, 10.0.0.1 TTL 300, no health check) converted to weighted"), "{}", report.text());
 
-    let doc = file.load().unwrap();
+    let doc = file.load().await.unwrap();
     let route = &doc.traffic["route53:Z1/api.example.com./A"];
     assert_eq!(route.router, "route53");
     assert_eq!(
@@ -406,7 +406,7 @@ async fn existing_members_keep_their_weights_unless_reset_weights_is_asked() {
         [("us-east".into(), 50), ("us-west".into(), 50)]
     );
     assert_eq!(first.groups[0].kept_weights.len(), 2);
-    let route = &file.load().unwrap().traffic["route53:Z1/api.example.com./A"];
+    let route = &file.load().await.unwrap().traffic["route53:Z1/api.example.com./A"];
     assert_eq!(
         route.weights,
         Weights::from([("us-east".into(), 50), ("us-west".into(), 50)])
@@ -441,7 +441,7 @@ async fn existing_members_keep_their_weights_unless_reset_weights_is_asked() {
         zone_weights(&zone),
         [("us-east".into(), 100), ("us-west".into(), 0)]
     );
-    let route = &file.load().unwrap().traffic["route53:Z1/api.example.com./A"];
+    let route = &file.load().await.unwrap().traffic["route53:Z1/api.example.com./A"];
     assert_eq!(
         route.weights,
         Weights::from([("us-east".into(), 100), ("us-west".into(), 0)])
@@ -532,7 +532,7 @@ async fn a_route_with_an_unfinished_shift_is_left_alone_with_exit_5() {
                       "started_at": "2026-01-01T00:00:00Z"},
             "updated_at": "2026-01-01T00:00:00Z"})).unwrap(),
     );
-    file.save(&doc).unwrap();
+    file.save(&mut doc).await.unwrap();
     let list = mock!(Client::list_resource_record_sets).then_output(|| {
         ListResourceRecordSetsOutput::builder()
             .is_truncated(false)
