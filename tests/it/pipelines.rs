@@ -168,7 +168,7 @@ fn the_make_chain_runs_every_stage_in_order_and_resumes_after_the_last_done() {
         "CONFIRM",
         "--steps 100",
         "verify-health --stack active",
-        "deploy-standby retire --retire-after 15m",
+        "retire --retire-after 15m --gate-url https://green.example.com/health",
         "switchyard history",
     ];
     let mut at = 0;
@@ -188,9 +188,17 @@ fn the_make_chain_runs_every_stage_in_order_and_resumes_after_the_last_done() {
     }
     let plan = make_plan(dir.path(), &[]);
     assert!(!plan.contains("bake-ami"), "{plan}");
-    assert!(!plan.contains("deploy-standby --driver"), "{plan}");
+    assert!(
+        !plan
+            .lines()
+            .any(|l| l.trim() == "deploy-standby --driver asg"),
+        "{plan}"
+    );
     assert!(plan.contains("--steps 10,50"), "{plan}");
-    assert!(plan.contains("deploy-standby retire"), "{plan}");
+    assert!(
+        plan.contains("deploy-standby --driver asg retire"),
+        "{plan}"
+    );
 
     // A finished release does nothing but show the history.
     for name in ["canary", "confirmed", "promoted", "retired"] {
@@ -199,4 +207,119 @@ fn the_make_chain_runs_every_stage_in_order_and_resumes_after_the_last_done() {
     }
     let plan = make_plan(dir.path(), &[]);
     assert_eq!(plan.trim(), "switchyard history");
+}
+
+/// Stand-ins for the six executables: each logs its arguments and the state
+/// it was given, `switchyard state stack` names green, and the invocation
+/// that contains the text in `$FAKE_FAIL_ONCE`'s file fails once.
+fn fake_executables(dir: &Path) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = r#"#!/usr/bin/env bash
+set -u
+echo "$(basename "$0") $* | state=${SWITCHYARD_STATE-unset} zone=${SWITCHYARD_ZONE_ID-unset}" >>"$FAKE_LOG"
+if [[ -e $FAKE_FAIL_ONCE && "$(basename "$0") $*" == *"$(cat "$FAKE_FAIL_ONCE")"* ]]; then
+  rm "$FAKE_FAIL_ONCE"; echo "failing once" >&2; exit 1
+fi
+if [[ $(basename "$0") == switchyard && ${1-} == state ]]; then echo green; fi
+"#;
+    for name in EXECUTABLES {
+        let path = bin.join(name);
+        std::fs::write(&path, script).unwrap();
+        let mut perms = std::fs::metadata(&path).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(&path, perms).unwrap();
+    }
+    bin
+}
+
+#[test]
+fn the_make_chain_keeps_an_s3_state_and_resumes_after_a_failed_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let bin = fake_executables(dir.path());
+    let log = dir.path().join("calls.log");
+    let fail_once = dir.path().join("fail-once");
+    std::fs::write(&fail_once, "--steps 100").unwrap();
+    let release = || {
+        run(Command::new("make")
+            .arg("-f")
+            .arg(repo().join("pipelines/Makefile"))
+            .arg("-C")
+            .arg(&work)
+            .arg("--no-print-directory")
+            .arg("release")
+            .arg("VERSION=2.0.0")
+            .arg(format!("BIN={}", bin.display()))
+            .args([
+                "STATE_URL=s3://deploy-state/go-auth.json",
+                "CONFIRM=yes",
+                "SKIP_BAKE=yes",
+                "DRIVER=command",
+                "RETIRE_AFTER=2s",
+                "CANARY_STEPS=25,50",
+                "DEPLOY_FLAGS=--up 'start {color}' --down 'stop {color}'",
+                "SHIFT_FLAGS=--router haproxy --backend app",
+                "VERIFY_FLAGS=--interval 100ms",
+                "RETIRE_FLAGS=--check-every 1s",
+            ])
+            .env("FAKE_LOG", &log)
+            .env("FAKE_FAIL_ONCE", &fail_once))
+    };
+
+    // The promotion fails (exit 1: nothing moved): the stages before it are done.
+    let first = release();
+    assert_ne!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let expected_first = [
+        "deploy-standby --driver command --up start {color} --down stop {color}",
+        "verify-health --interval 100ms --stack standby --junit .stage/go-auth-2.0.0/verify-health.xml",
+        "switchyard state stack --role standby",
+        "shift-weight --router haproxy --backend app --to green --steps 25,50",
+        "switchyard state stack --role standby",
+        "shift-weight --router haproxy --backend app --to green --steps 100",
+    ];
+    let args: Vec<&str> = calls
+        .lines()
+        .map(|l| l.split(" | ").next().unwrap())
+        .collect();
+    assert_eq!(args, expected_first, "{calls}");
+    for line in calls.lines() {
+        assert!(
+            line.ends_with("| state=s3://deploy-state/go-auth.json zone=unset"),
+            "{line}"
+        );
+    }
+    let stage = work.join(".stage/go-auth-2.0.0");
+    for done in ["baked", "deployed", "verified", "canary", "confirmed"] {
+        assert!(stage.join(done).is_file(), "{done} is not marked done");
+    }
+    for not_done in ["promoted", "retired", "switchyard-state.json"] {
+        assert!(!stage.join(not_done).exists(), "{not_done} exists");
+    }
+    let mark = std::fs::read_to_string(stage.join("canary")).unwrap();
+    assert!(mark.contains("s3://deploy-state/go-auth.json"), "{mark}");
+
+    // Run again: it continues with the promotion, and retires after waiting.
+    std::fs::remove_file(&log).unwrap();
+    let second = release();
+    assert_eq!(second.code, 0, "{}{}", second.stdout, second.stderr);
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let args: Vec<&str> = calls
+        .lines()
+        .map(|l| l.split(" | ").next().unwrap())
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "switchyard state stack --role standby",
+            "shift-weight --router haproxy --backend app --to green --steps 100",
+            "verify-health --interval 100ms --stack active --junit .stage/go-auth-2.0.0/verify-health-promoted.xml",
+            "deploy-standby --driver command --up start {color} --down stop {color} retire --retire-after 2s --check-every 1s",
+            "switchyard history",
+        ],
+        "{calls}"
+    );
+    assert!(stage.join("retired").is_file());
 }
