@@ -1,7 +1,11 @@
 //! The pipeline files stay wired to the real steps: every input a composite
 //! action maps to a `SWITCHYARD_*` variable is one the step reads, and an
 //! action's scripts install the steps and run one with its outputs in
-//! `GITHUB_OUTPUT`, as a GitHub runner would.
+//! `GITHUB_OUTPUT`, as a GitHub runner would. The Jenkinsfile, the workflow
+//! and pipelines/Makefile run one release, the same steps in the same order
+//! ([`invocations`]), so the Makefile's real run stands for all three.
+
+mod invocations;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -11,6 +15,7 @@ use switchyard_tests::steps::{bin_dir, run, EXECUTABLES};
 use switchyard_tests::HealthServer;
 
 use crate::fixture::repo;
+use invocations::Release;
 
 /// Every `[env: SWITCHYARD_X=]` of a step and its subcommands.
 fn env_vars_of(name: &str, path: &[&str]) -> BTreeSet<String> {
@@ -322,4 +327,181 @@ fn the_make_chain_keeps_an_s3_state_and_resumes_after_a_failed_stage() {
         "{calls}"
     );
     assert!(stage.join("retired").is_file());
+}
+
+/// The release every shipped pipeline runs, as [`invocations`] reads it
+/// (with a gate URL given and the other parameters at their defaults).
+const THE_RELEASE: &str = "\
+release:
+  bake-ami
+  deploy-standby --driver asg
+  verify-health --stack standby --junit
+  shift-weight --to <the standby stack> --steps 10,50 --gate-url
+  shift-weight --to <the standby stack> --steps 100 --gate-url
+  verify-health --stack active --junit
+  deploy-standby retire --driver asg --retire-after 15m --gate-url
+  switchyard history
+rollback:
+  shift-weight --rollback
+";
+
+const GATE: &str = "https://auth.example.com/health";
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn from_makefile(path: &Path) -> Release {
+    invocations::makefile(
+        path,
+        &["VERSION=1.4.2", "CONFIRM=yes", &format!("GATE_URL={GATE}")],
+    )
+}
+
+fn from_jenkinsfile(src: &str) -> Release {
+    invocations::jenkinsfile(src, &[("VERSION", "1.4.2"), ("GATE_URL", GATE)])
+}
+
+fn from_workflow(src: &str) -> Release {
+    let action = |name: &str| read(&format!("pipelines/github/actions/{name}/action.yml"));
+    invocations::workflow(src, &action, &[("version", "1.4.2"), ("gate-url", GATE)])
+}
+
+/// A readable diff when `theirs` does not run what `ours` runs.
+fn disagreement(ours: (&str, &Release), theirs: (&str, &Release)) -> Option<String> {
+    let (a, b) = (ours.1.render(), theirs.1.render());
+    (a != b).then(|| {
+        similar::TextDiff::from_lines(&a, &b)
+            .unified_diff()
+            .header(ours.0, theirs.0)
+            .to_string()
+    })
+}
+
+#[test]
+fn the_jenkinsfile_the_workflow_and_the_makefile_run_the_same_release() {
+    let make = from_makefile(&repo().join("pipelines/Makefile"));
+    let jenkins = from_jenkinsfile(&read("Jenkinsfile"));
+    let github = from_workflow(&read("pipelines/github/workflows/release.yml"));
+
+    // The Makefile's chain is the one a test runs for real: it is the whole release.
+    let mut problems = Vec::new();
+    if let Some(diff) = disagreement(
+        ("the release", &invocations_of(THE_RELEASE)),
+        ("pipelines/Makefile", &make),
+    ) {
+        problems.push(format!(
+            "pipelines/Makefile does not run the release:\n{diff}"
+        ));
+    }
+    for (name, other) in [
+        ("Jenkinsfile", &jenkins),
+        (
+            "pipelines/github/workflows/release.yml (with its actions)",
+            &github,
+        ),
+    ] {
+        if let Some(diff) = disagreement(("pipelines/Makefile", &make), (name, other)) {
+            problems.push(format!(
+                "{name} runs another release than pipelines/Makefile:\n{diff}"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// THE_RELEASE parsed back, so that it compares as any pipeline does.
+fn invocations_of(rendered: &str) -> Release {
+    let mut release = Release::default();
+    let mut rollback = false;
+    for line in rendered.lines() {
+        match line {
+            "release:" => rollback = false,
+            "rollback:" => rollback = true,
+            step => {
+                let mut script = step.trim().replace("<the standby stack>", "$S");
+                // A presence-only flag stands for any value.
+                for flag in ["--junit", "--gate-url"] {
+                    script = script.replace(flag, &format!("{flag} x"));
+                }
+                let src = format!("S=$(switchyard state stack --role standby)\n{script}");
+                let mut steps = invocations::shell_steps(&src);
+                if rollback {
+                    release.rollback.append(&mut steps);
+                } else {
+                    release.steps.append(&mut steps);
+                }
+            }
+        }
+    }
+    release
+}
+
+#[test]
+fn a_dropped_changed_or_reordered_step_is_a_disagreement() {
+    let jenkinsfile = read("Jenkinsfile");
+    let workflow = read("pipelines/github/workflows/release.yml");
+    let makefile = read("pipelines/Makefile");
+    let jenkins = from_jenkinsfile(&jenkinsfile);
+    let github = from_workflow(&workflow);
+    assert!(disagreement(("Jenkinsfile", &jenkins), ("workflow", &github)).is_none());
+
+    // The Jenkinsfile without the check after the promotion.
+    let check = "                runStep('verify-health --stack active')\n";
+    assert!(jenkinsfile.contains(check));
+    let dropped = from_jenkinsfile(&jenkinsfile.replace(check, ""));
+    let diff = disagreement(("Jenkinsfile", &jenkins), ("changed", &dropped)).unwrap();
+    assert!(
+        diff.contains("-  verify-health --stack active --junit"),
+        "{diff}"
+    );
+
+    // ... with the check before the promotion instead.
+    let promote =
+        "                runStep('shift-weight --to \"$STANDBY_STACK\" --steps 100', gated())\n";
+    assert!(jenkinsfile.contains(promote));
+    let reordered = from_jenkinsfile(
+        &jenkinsfile
+            .replace(check, "")
+            .replace(promote, &format!("{check}{promote}")),
+    );
+    let diff = disagreement(("Jenkinsfile", &jenkins), ("changed", &reordered)).unwrap();
+    assert!(
+        diff.contains("+  verify-health --stack active --junit"),
+        "{diff}"
+    );
+
+    // The workflow's canary going straight to 100%.
+    let canary = "          steps: ${{ inputs.canary-steps }}\n";
+    assert!(workflow.contains(canary));
+    let changed = from_workflow(&workflow.replace(canary, "          steps: '100'\n"));
+    let diff = disagreement(("workflow", &github), ("changed", &changed)).unwrap();
+    assert!(
+        diff.contains("+  shift-weight --to <the standby stack> --steps 100 --gate-url"),
+        "{diff}"
+    );
+
+    // The Makefile retiring without waiting for the gate, and without a rollback target.
+    let dir = tempfile::tempdir().unwrap();
+    let changed = dir.path().join("Makefile");
+    std::fs::write(
+        &changed,
+        makefile
+            .replace(
+                "--retire-after $(RETIRE_AFTER)$(GATES)",
+                "--retire-after $(RETIRE_AFTER)",
+            )
+            .replace(
+                "rollback:\n\t$(SHIFT_WEIGHT) --rollback\n",
+                "rollback:\n\t@echo no\n",
+            ),
+    )
+    .unwrap();
+    let make = from_makefile(&repo().join("pipelines/Makefile"));
+    let diff = disagreement(("Makefile", &make), ("changed", &from_makefile(&changed))).unwrap();
+    assert!(
+        diff.contains("+  deploy-standby retire --driver asg --retire-after 15m\n"),
+        "{diff}"
+    );
+    assert!(diff.contains("-  shift-weight --rollback"), "{diff}");
 }
