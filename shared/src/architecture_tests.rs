@@ -8,8 +8,8 @@ use std::path::Path;
 /// Modules that know nothing of the rest: they may import only each other.
 const LEAVES: [&str; 3] = ["outcome", "wait", "hooks"];
 /// The domain: may import the leaves and each other, never the layers above.
-const DOMAIN: [&str; 7] = [
-    "state", "aws", "health", "host", "image", "stack", "traffic",
+const DOMAIN: [&str; 8] = [
+    "state", "aws", "health", "host", "image", "lease", "stack", "traffic",
 ];
 /// The layers above the domain, lowest first: each may import only those below it.
 const ABOVE: [&str; 3] = ["cli", "step", "commands"];

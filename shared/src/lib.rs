@@ -10,7 +10,8 @@
 //! - the domain: [`state`] (the versioned state document), [`aws`] (SDK
 //!   configuration, retries, one file per service), [`health`] (probes,
 //!   gates, alarms, Route53 health checks, verdicts), [`host`] (hosts joining
-//!   and leaving the fleet), [`image`] (baking machine images), [`stack`] (the
+//!   and leaving the fleet), [`image`] (baking machine images), [`lease`]
+//!   (one run at a time: a route's lease, a service's release lock), [`stack`] (the
 //!   [`stack::StackDriver`] seam, standby and rolling deployments) and
 //!   [`traffic`] (the [`traffic::Router`] seam, the shift engine, regional
 //!   routes);
@@ -26,6 +27,7 @@ pub mod health;
 pub mod hooks;
 pub mod host;
 pub mod image;
+pub mod lease;
 pub mod outcome;
 pub mod stack;
 pub mod state;

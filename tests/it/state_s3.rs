@@ -275,3 +275,77 @@ fn a_missing_bucket_or_a_bad_url_is_named() {
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("s3://Bucket/"), "{}", out.stderr);
 }
+
+/// One release of a service at a time: while deploy-standby holds the
+/// release lock beside the S3 state (`KEY.lock`), a second deploy-standby
+/// of the service exits 5 naming the holder and changes nothing, and
+/// `switchyard lock status --release-lock` shows it held; once the first
+/// is done the lock is gone and the next release proceeds.
+#[test]
+fn one_release_of_a_service_at_a_time() {
+    let world = World::new();
+    bucket(&world);
+    let bin = switchyard_tests::steps::bin_dir();
+    let deploy = |color: &str| {
+        format!(
+            "{} --driver command --service go-auth --color {color} --app-version 2 \
+             --up 'true' --down 'true' --endpoints 'echo http://127.0.0.1:9/{{color}}'",
+            bin.join("deploy-standby").display()
+        )
+    };
+    // At its decision point (the lock taken, nothing changed yet), the first
+    // run starts a second release of the service and asks who holds the lock.
+    let report = world.path("second.txt");
+    world.hook(
+        "pre-deploy-standby",
+        &format!(
+            "{second} --no-hooks --lock-message 'the other pipeline' > {out} 2>&1; echo \"exit $?\" >> {out}; \
+             {status} lock status --release-lock --no-hooks >> {out} 2>&1; echo \"status $?\" >> {out}",
+            second = deploy("blue"),
+            out = report.display(),
+            status = bin.join("switchyard").display(),
+        ),
+    );
+    let mut cmd = std::process::Command::new("sh");
+    cmd.env_clear().envs(env(&world)).args([
+        "-c",
+        &format!("{} --lock-message 'release 2'", deploy("green")),
+    ]);
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second = std::fs::read_to_string(&report).unwrap();
+    assert!(second.contains("exit 5"), "{second}");
+    assert!(
+        second.contains(&format!("{}.lock is held by", url()))
+            && second.contains("another release of this service is running"),
+        "{second}"
+    );
+    assert!(second.contains("status 5"), "{second}");
+    assert!(second.contains("(release 2)"), "{second}");
+    // The second run changed nothing: blue is not in the state.
+    let (doc, _) = object(&world);
+    assert!(doc["stacks"].get("blue").is_none(), "{doc:#}");
+    assert_eq!(doc["stacks"]["green"]["version"], "2", "{doc:#}");
+
+    // The lock was given back: the object is gone and the next release runs.
+    let mut cmd = step("switchyard", &env(&world));
+    cmd.args(["lock", "status", "--release-lock"]);
+    let out = run(&mut cmd);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("free"), "{}", out.stdout);
+    std::fs::remove_file(world.hooks().join("pre-deploy-standby")).unwrap();
+    let mut cmd = std::process::Command::new("sh");
+    cmd.env_clear()
+        .envs(env(&world))
+        .args(["-c", &format!("{} --no-hooks", deploy("blue"))]);
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

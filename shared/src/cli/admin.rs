@@ -70,11 +70,20 @@ pub struct RouteSpecArgs {
 #[derive(Debug, Subcommand)]
 pub enum LockCommand {
     /// Who holds the lock, since when, why, and until when (exit 0 free, 5 held)
-    Status(RouteArgs),
+    Status {
+        #[command(flatten)]
+        route: RouteArgs,
+        /// The service's release lock beside --state (deploy-standby's) instead of a route's lease
+        #[arg(long)]
+        release_lock: bool,
+    },
     /// Remove the lock (a lock this state file's run did not take needs --force)
     Release {
         #[command(flatten)]
         route: RouteArgs,
+        /// The service's release lock beside --state (deploy-standby's) instead of a route's lease
+        #[arg(long)]
+        release_lock: bool,
         /// Remove the lock even though another run holds it (e.g. one that was killed)
         #[arg(long)]
         force: bool,

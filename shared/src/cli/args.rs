@@ -130,6 +130,24 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("invalid duration {text:?} ({e}); use e.g. 30s, 5m or 1h"))
 }
 
+/// The flags of a step that takes a lock (shift-weight: the route's lease;
+/// deploy-standby: the service's release lock).
+#[derive(Debug, Clone, Args)]
+pub struct LockArgs {
+    /// When another run holds the lock, wait this long for it (with a heartbeat line) instead of exiting 5
+    #[arg(long, global = true, env = "SWITCHYARD_LOCK_WAIT", value_parser = parse_duration, default_value = "0s", value_name = "DURATION")]
+    pub lock_wait: Duration,
+
+    /// Why this run holds the lock, shown to whoever finds it held (no secrets)
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_LOCK_MESSAGE",
+        value_name = "TEXT"
+    )]
+    pub lock_message: Option<String>,
+}
+
 /// Reads `--state`: a file path or `s3://BUCKET/KEY`.
 pub fn parse_state(value: &str) -> Result<StateLocation, String> {
     StateLocation::parse(value).map_err(|e| e.reason)

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
-use super::{parse_duration, CommonArgs, StepArgs};
+use super::{parse_duration, CommonArgs, LockArgs, StepArgs};
 use crate::stack::asg::HealthCheckType;
 use crate::stack::standby::Color;
 
@@ -42,6 +42,9 @@ pub struct DeployStandbyArgs {
 
     #[command(flatten)]
     pub rolling: RollingArgs,
+
+    #[command(flatten)]
+    pub lock: LockArgs,
 
     #[command(flatten)]
     pub common: CommonArgs,

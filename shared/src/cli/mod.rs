@@ -15,7 +15,7 @@ pub mod register_host;
 pub mod route;
 pub mod values;
 
-pub use args::{parse_duration, CommonArgs, StepArgs};
+pub use args::{parse_duration, CommonArgs, LockArgs, StepArgs};
 pub mod shift_weight;
 pub mod verify_health;
 

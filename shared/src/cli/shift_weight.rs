@@ -6,7 +6,7 @@ use clap::builder::BoolishValueParser;
 use clap::{ArgGroup, Parser};
 
 use super::route::RouteArgs;
-use super::{parse_duration, CommonArgs, StepArgs};
+use super::{parse_duration, CommonArgs, LockArgs, StepArgs};
 
 /// Move traffic between stacks or regions, step by step, with health gates and rollback.
 ///
@@ -124,13 +124,8 @@ pub struct ShiftWeightArgs {
     #[arg(long, env = "SWITCHYARD_FORCE", value_parser = BoolishValueParser::new())]
     pub force: bool,
 
-    /// When another deployment holds the lock, wait this long for it (with a heartbeat line) instead of exiting 5
-    #[arg(long, env = "SWITCHYARD_LOCK_WAIT", value_parser = parse_duration, default_value = "0s", value_name = "DURATION")]
-    pub lock_wait: Duration,
-
-    /// Why this run holds the lock, shown to whoever finds it held (no secrets)
-    #[arg(long, env = "SWITCHYARD_LOCK_MESSAGE", value_name = "TEXT")]
-    pub lock_message: Option<String>,
+    #[command(flatten)]
+    pub lock: LockArgs,
 
     /// A healthy verdict older than this does not count
     #[arg(long, env = "SWITCHYARD_MAX_VERDICT_AGE", value_parser = parse_duration, default_value = "30m", value_name = "DURATION")]

@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::aws::{self, iam};
 use crate::cli::admin::{Command as Sub, LockCommand, RouteCommand, StateCommand, SwitchyardArgs};
 use crate::commands::route;
+use crate::lease::beside_state::ReleaseLock;
 use crate::outcome::{Code, Failure, StepReport};
 use crate::state::history::{self, History};
 use crate::state::validate::{self, Validation};
@@ -32,6 +33,10 @@ pub enum Settings {
     LockStatus(Route),
     /// Release a route's lock.
     LockRelease { route: Route, force: bool },
+    /// Who holds the service's release lock beside the state (its place).
+    ReleaseLockStatus(StateLocation),
+    /// Release the service's release lock beside the state.
+    ReleaseLockRelease { state: StateLocation, force: bool },
     /// The release history.
     History,
     /// Check a state file against the schema.
@@ -185,8 +190,23 @@ impl Command for Admin {
 
     fn settings(args: SwitchyardArgs) -> Result<Settings, Failure> {
         Ok(match args.command {
-            Sub::Lock(LockCommand::Status(r)) => Settings::LockStatus(route::route(&r)?),
-            Sub::Lock(LockCommand::Release { route: r, force }) => Settings::LockRelease {
+            Sub::Lock(LockCommand::Status {
+                release_lock: true, ..
+            }) => Settings::ReleaseLockStatus(args.common.state.clone()),
+            Sub::Lock(LockCommand::Status { route: r, .. }) => {
+                Settings::LockStatus(route::route(&r)?)
+            }
+            Sub::Lock(LockCommand::Release {
+                release_lock: true,
+                force,
+                ..
+            }) => Settings::ReleaseLockRelease {
+                state: args.common.state.clone(),
+                force,
+            },
+            Sub::Lock(LockCommand::Release {
+                route: r, force, ..
+            }) => Settings::LockRelease {
                 route: route::route(&r)?,
                 force,
             },
@@ -218,6 +238,9 @@ impl Command for Admin {
         match settings {
             Settings::LockStatus(route) => route.lease_policy(false),
             Settings::LockRelease { route, .. } => route.lease_policy(true),
+            Settings::ReleaseLockStatus(state) | Settings::ReleaseLockRelease { state, .. } => {
+                ReleaseLock::policy(state)
+            }
             Settings::RouteApply {
                 routes, plan_only, ..
             } => regional::policy(routes, !plan_only),
@@ -237,6 +260,16 @@ impl Command for Admin {
             Settings::LockRelease { route, force } => {
                 let router = route.open(RouteMembers::default(), &step.aws).await;
                 lock::release(&router, &step.state, force, step.dry_run)
+                    .await?
+                    .into()
+            }
+            Settings::ReleaseLockStatus(_) => {
+                let lock = ReleaseLock::beside(step.state.location(), step.aws.clone());
+                lock::status(&lock).await?.into()
+            }
+            Settings::ReleaseLockRelease { force, .. } => {
+                let lock = ReleaseLock::beside(step.state.location(), step.aws.clone());
+                lock::release(&lock, &step.state, force, step.dry_run)
                     .await?
                     .into()
             }

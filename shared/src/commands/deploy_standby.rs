@@ -8,12 +8,16 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
+use chrono::Utc;
+
 use crate::aws::{self, iam, AwsSettings};
 use crate::cli::deploy_standby::{
     Command as Sub, DeployStandbyArgs, Driver, RollingArgs, Strategy, UpArgs,
 };
 use crate::health::{Gate, GatePolicy};
 use crate::host::registration::TargetGroupArn;
+use crate::lease::beside_state::ReleaseLock;
+use crate::lease::{self, LeaseRequest, LeaseStore};
 use crate::outcome::report::Plan;
 use crate::outcome::{Code, Failure, StepReport};
 use crate::stack::asg::{AlarmScaling, AsgClients, AsgDriver, AsgSettings, Scaling};
@@ -79,71 +83,110 @@ impl Command for DeployStandby {
 
     fn policy(s: &Settings) -> iam::Policy {
         let retire = matches!(s.args.command, Some(Sub::Retire { .. }));
-        match s.args.stack.driver {
+        let mut policy = match s.args.stack.driver {
             Driver::Command if s.args.rolling.strategy != Strategy::Rolling => iam::Policy::new(),
             _ => crate::stack::asg_policy(retire),
-        }
+        };
+        policy.merge(&ReleaseLock::policy(&s.args.common.state));
+        policy
     }
 
+    /// Holds the service's release lock (beside the state) for the whole
+    /// step, so that two pipelines never bring up or retire the same
+    /// service's stacks at once. A dry run changes nothing and takes nothing.
     async fn run(s: Settings, step: &mut Step) -> Result<Report, Failure> {
-        if s.rolling() {
-            return rolling_run(&s, step).await;
+        if step.dry_run {
+            return Box::pin(deploy(&s, step)).await;
         }
-        let drivers = match s.args.stack.driver {
-            Driver::Asg => asg_drivers(&s, step).await?,
-            Driver::Command => command_drivers(&s)?,
+        let lock = ReleaseLock::beside(step.state.location(), step.aws.clone());
+        let request = LeaseRequest {
+            holder: crate::state::journal::actor(),
+            message: s.args.lock.lock_message.clone(),
+            expires: Utc::now() + step.timeout + s.args.lock.lock_wait + LOCK_SLACK,
+            token: None,
         };
-        let options = StandbyOptions {
-            dry_run: step.dry_run,
-            timeout: step.timeout,
-        };
-        let stack = &s.args.stack;
-        let report = match &s.args.command {
-            None => {
-                let request = DeployRequest {
-                    service: stack.service.clone(),
-                    version: s.args.up.app_version.clone(),
-                    color: stack.color,
-                    image: s.args.up.image.clone(),
-                };
-                standby::deploy(
-                    &step.state,
-                    &drivers,
-                    &request,
-                    &options,
-                    &mut step.hooks,
-                    &step.cancel,
-                )
-                .await?
-            }
-            Some(Sub::Retire {
-                retire_after,
-                no_wait,
-                check_every,
-                ..
-            }) => {
-                let request = RetireRequest {
-                    service: stack.service.clone(),
-                    color: stack.color,
-                    retire_after: *retire_after,
-                    wait: (!no_wait).then(|| RetireWait {
-                        gate: s.retire_gate.clone(),
-                        every: *check_every,
-                    }),
-                };
-                standby::retire(
-                    &step.state,
-                    &drivers,
-                    &request,
-                    &options,
-                    &mut step.hooks,
-                    &step.cancel,
-                )
-                .await?
-            }
-        };
-        Ok(report.into())
+        let lease =
+            lease::acquire(&lock, &request, None, s.args.lock.lock_wait, &step.cancel).await?;
+        tracing::info!(
+            "took the release lock {} until {}",
+            lock.place(),
+            lease.expires.to_rfc3339()
+        );
+        let result = Box::pin(deploy(&s, step)).await;
+        if let Err(e) = lock.give_back(&lease).await {
+            tracing::warn!(
+                "could not release the release lock {}: {e}; it expires at {}",
+                lock.place(),
+                lease.expires.to_rfc3339()
+            );
+        }
+        result
     }
+}
+
+/// How long the release lock outlives the step's deadline, for the step to
+/// give it back after a time-out.
+const LOCK_SLACK: Duration = Duration::from_secs(120);
+
+/// Brings a color up or retires one, or updates a group in place.
+async fn deploy(s: &Settings, step: &mut Step) -> Result<Report, Failure> {
+    if s.rolling() {
+        return rolling_run(s, step).await;
+    }
+    let drivers = match s.args.stack.driver {
+        Driver::Asg => asg_drivers(s, step).await?,
+        Driver::Command => command_drivers(s)?,
+    };
+    let options = StandbyOptions {
+        dry_run: step.dry_run,
+        timeout: step.timeout,
+    };
+    let stack = &s.args.stack;
+    let report = match &s.args.command {
+        None => {
+            let request = DeployRequest {
+                service: stack.service.clone(),
+                version: s.args.up.app_version.clone(),
+                color: stack.color,
+                image: s.args.up.image.clone(),
+            };
+            standby::deploy(
+                &step.state,
+                &drivers,
+                &request,
+                &options,
+                &mut step.hooks,
+                &step.cancel,
+            )
+            .await?
+        }
+        Some(Sub::Retire {
+            retire_after,
+            no_wait,
+            check_every,
+            ..
+        }) => {
+            let request = RetireRequest {
+                service: stack.service.clone(),
+                color: stack.color,
+                retire_after: *retire_after,
+                wait: (!no_wait).then(|| RetireWait {
+                    gate: s.retire_gate.clone(),
+                    every: *check_every,
+                }),
+            };
+            standby::retire(
+                &step.state,
+                &drivers,
+                &request,
+                &options,
+                &mut step.hooks,
+                &step.cancel,
+            )
+            .await?
+        }
+    };
+    Ok(report.into())
 }
 
 /// Checks every flag before the first network call.

@@ -211,8 +211,8 @@ fn shift_settings(args: &ShiftWeightArgs) -> Result<(Request, ShiftOptions), Fai
         max_verdict_age: args.max_verdict_age,
         dry_run: args.common.dry_run,
         timeout: args.common.timeout,
-        lock_wait: args.lock_wait,
-        lock_message: args.lock_message.clone(),
+        lock_wait: args.lock.lock_wait,
+        lock_message: args.lock.lock_message.clone(),
     };
     Ok((request, options))
 }

@@ -105,6 +105,14 @@ impl Object {
             Err(e) if e.as_service_error().and_then(|s| s.code()) == Some("NoSuchBucket") => {
                 return Err(ObjectError::NoBucket(self.bucket.clone()))
             }
+            Err(e) if status(&e) == Some(403) => {
+                return Err(ObjectError::Call(format!(
+                    "reading {}: {} (S3 answers 403 for a missing object unless s3:ListBucket \
+                     is granted; see --print-iam-policy)",
+                    self.url(),
+                    describe(&e)
+                )))
+            }
             Err(e) => {
                 return Err(ObjectError::Call(format!(
                     "reading {}: {}",

@@ -42,10 +42,10 @@ use chrono::Utc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::lease::first_live;
 use super::{format_weights, Applied, Group, Lease, LeaseRequest, Router, TrafficError};
 use crate::aws::elbv2 as api;
 use crate::aws::ProviderError;
+use crate::lease::first_live;
 use crate::state::Weights;
 
 /// How long after its token's time a lease tag must be written, and when a

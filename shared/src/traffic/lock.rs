@@ -1,13 +1,16 @@
 //! The deployment lock as people manage it (`switchyard lock`): who holds a
-//! route's lease, and releasing it — a lease this state file's run took, or
-//! with `force` one a killed run left. The lease itself is [`super::lease`].
+//! route's lease or a service's release lock, and releasing it — a lease this
+//! state file's run took, or with `force` one a killed run left. The lease
+//! itself is [`crate::lease`].
 
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{Lease, Router, TrafficError};
+use super::{Lease, TrafficError};
+use crate::lease::beside_state::ReleaseLockError;
+use crate::lease::LeaseStore;
 use crate::outcome::{Code, Failure, StepReport};
 use crate::state::{steps, JournalEntry, Outcome, StateError, StateFile};
 
@@ -16,6 +19,8 @@ use crate::state::{steps, JournalEntry, Outcome, StateError, StateFile};
 pub enum LockError {
     #[error(transparent)]
     Traffic(#[from] TrafficError),
+    #[error(transparent)]
+    ReleaseLock(#[from] ReleaseLockError),
     #[error(transparent)]
     State(#[from] StateError),
     #[error("{resource} is {holder}, not by a run of this state file; pass --force to release it anyway (only if that run is gone)")]
@@ -26,6 +31,7 @@ impl crate::outcome::ExitStatus for LockError {
     fn exit_code(&self) -> Code {
         match self {
             Self::Traffic(e) => e.exit_code(),
+            Self::ReleaseLock(e) => e.exit_code(),
             Self::State(e) => e.exit_code(),
             Self::NotOurs { .. } => Code::Conflict,
         }
@@ -61,11 +67,11 @@ pub struct LockStatus {
     pub leases: Vec<LeaseView>,
 }
 
-/// Reads who holds `router`'s lock.
-pub async fn status<R: Router>(router: &R) -> Result<LockStatus, TrafficError> {
+/// Reads who holds the lock of `store`.
+pub async fn status<S: LeaseStore>(store: &S) -> Result<LockStatus, S::Error> {
     let now = Utc::now();
-    let leases: Vec<LeaseView> = router
-        .leases()
+    let leases: Vec<LeaseView> = store
+        .holders()
         .await?
         .into_iter()
         .map(|l| LeaseView {
@@ -78,7 +84,7 @@ pub async fn status<R: Router>(router: &R) -> Result<LockStatus, TrafficError> {
         })
         .collect();
     Ok(LockStatus {
-        lock: router.lease_resource(),
+        lock: store.place(),
         held: leases.iter().any(|l| !l.expired),
         leases,
     })
@@ -129,35 +135,33 @@ pub struct LockRelease {
     pub released: Vec<String>,
 }
 
-/// Releases `router`'s lock: the lease this state file's run holds, an
+/// Releases the lock of `store`: the lease this state file's run holds, an
 /// expired one, or with `force` any. Each release is journaled.
-pub async fn release<R: Router>(
-    router: &R,
+pub async fn release<S: LeaseStore>(
+    store: &S,
     state: &StateFile,
     force: bool,
     dry_run: bool,
-) -> Result<LockRelease, LockError> {
+) -> Result<LockRelease, LockError>
+where
+    LockError: From<S::Error>,
+{
     let mut report = LockRelease {
-        lock: router.lease_resource(),
+        lock: store.place(),
         dry_run,
         released: Vec::new(),
     };
-    let leases = router.leases().await?;
+    let leases = store.holders().await?;
     if leases.is_empty() {
         return Ok(report);
     }
     let mut doc = state.load().await?;
-    let ours: Option<Lease> = doc
-        .traffic
-        .get(&router.id())
-        .and_then(|r| r.extra.get("lease"))
-        .and_then(|v| v.as_str())
-        .and_then(Lease::decode);
+    let ours: Option<Lease> = store.recorded(&doc);
     for lease in &leases {
         let mine = ours.as_ref().is_some_and(|o| o.token == lease.token);
         if !mine && !force && !lease.expired(Utc::now()) {
             return Err(LockError::NotOurs {
-                resource: router.lease_resource(),
+                resource: store.place(),
                 holder: lease.describe(),
             });
         }
@@ -165,22 +169,21 @@ pub async fn release<R: Router>(
         if dry_run {
             continue;
         }
-        router.release_lease(lease).await?;
+        store.give_back(lease).await?;
+        let (key, value) = store.journal_key();
         doc.record(
             JournalEntry::new(steps::SWITCHYARD, "lock-released", Outcome::Ok)
                 .detail(format!(
                     "{}: {}{}",
-                    router.lease_resource(),
+                    store.place(),
                     lease.describe(),
                     if mine { "" } else { " (forced)" }
                 ))
-                .with("route", router.id()),
+                .with(key, value),
         );
     }
     if !dry_run {
-        if let Some(route) = doc.traffic.get_mut(&router.id()) {
-            route.extra.remove("lease");
-        }
+        store.forget(&mut doc);
         state.save(&mut doc).await?;
     }
     Ok(report)

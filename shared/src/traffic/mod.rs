@@ -7,7 +7,6 @@
 
 pub mod alb;
 pub mod haproxy;
-pub mod lease;
 pub mod lock;
 pub mod plan;
 pub mod regional;
@@ -22,9 +21,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::ProviderError;
+use crate::lease::{Held, LeaseFailure, LeaseStore};
+pub use crate::lease::{Lease, LeaseRequest};
 use crate::outcome::{Code, ExitStatus};
+use crate::state::StateDocument;
 use crate::state::Weights;
-pub use lease::{Lease, LeaseRequest};
 pub use route::{AnyRouter, Route, RouteMembers};
 
 /// A weighted group as the router reads it.
@@ -89,6 +90,79 @@ impl ExitStatus for TrafficError {
             Self::Interrupted(_) => Code::Interrupted,
             Self::LeaseHeld { .. } => Code::Conflict,
         }
+    }
+}
+
+impl LeaseFailure for TrafficError {
+    fn held(self) -> Result<Held, Self> {
+        match self {
+            Self::LeaseHeld {
+                resource,
+                holder,
+                expires,
+            } => Ok(Held {
+                resource,
+                holder,
+                expires,
+            }),
+            other => Err(other),
+        }
+    }
+
+    fn from_held(held: Held) -> Self {
+        Self::LeaseHeld {
+            resource: held.resource,
+            holder: held.holder,
+            expires: held.expires,
+        }
+    }
+
+    fn interrupted(message: String) -> Self {
+        Self::Interrupted(message)
+    }
+}
+
+/// A route's lease lives in its router; a run records it in the route's
+/// state entry before taking it.
+impl<R: Router> LeaseStore for R {
+    type Error = TrafficError;
+
+    async fn take(
+        &self,
+        request: &LeaseRequest,
+        ours: Option<&Lease>,
+    ) -> Result<Lease, TrafficError> {
+        self.acquire_lease(request, ours).await
+    }
+
+    async fn give_back(&self, lease: &Lease) -> Result<(), TrafficError> {
+        self.release_lease(lease).await
+    }
+
+    async fn holders(&self) -> Result<Vec<Lease>, TrafficError> {
+        self.leases().await
+    }
+
+    fn place(&self) -> String {
+        self.lease_resource()
+    }
+
+    fn recorded(&self, doc: &StateDocument) -> Option<Lease> {
+        doc.traffic
+            .get(&self.id())
+            .and_then(|r| r.extra.get("lease"))
+            .and_then(|v| v.as_str())
+            .and_then(Lease::decode)
+    }
+
+    fn forget(&self, doc: &mut StateDocument) {
+        if let Some(route) = doc.traffic.get_mut(&self.id()) {
+            route.extra.remove("lease");
+        }
+    }
+
+    fn journal_key(&self) -> (&'static str, String) {
+        ("route", self.id())
     }
 }
 

@@ -13,9 +13,9 @@ use chrono::Utc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::lease::first_live;
 use super::{format_weights, Applied, Group, Lease, LeaseRequest, Router, TrafficError};
 use crate::aws::route53::{self as api, InsyncError, Submitted};
+use crate::lease::first_live;
 use crate::state::Weights;
 use crate::wait::Backoff;
 

@@ -16,9 +16,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::plan::{self, Intent, PlanError};
-use super::{format_weights, lease, Lease, LeaseRequest, Router, TrafficError};
+use super::{format_weights, Lease, LeaseRequest, Router, TrafficError};
 use crate::health::Gate;
 use crate::hooks::{HookEnv, HookError, StepHooks};
+use crate::lease;
 use crate::outcome::{Code, ExitStatus, StepReport};
 use crate::state::{
     Change, Health, JournalEntry, Outcome, Role, RouteState, ShiftProgress, ShiftStatus,

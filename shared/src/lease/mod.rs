@@ -1,11 +1,21 @@
-//! The deployment lease: one deployment of a route at a time. The lease lives
-//! in the provider itself (for Route53, a TXT record created with CREATE, which
-//! fails when it exists) and carries an expiry, so a killed job cannot block
-//! forever. Its value names the holder and why it holds the lease; it holds
-//! nothing secret.
+//! Leases: one run at a time of what they guard. A lease lives where the
+//! thing it guards lives, and is taken with a write that fails when another
+//! run holds it:
+//! - a route's lease, one traffic change at a time (shift-weight), lives in
+//!   the router itself: for Route53 a TXT record created with CREATE, which
+//!   fails when it exists (see [`crate::traffic`]);
+//! - a service's release lock, one release at a time (deploy-standby), lives
+//!   beside the state: an object created with `If-None-Match: *` beside an
+//!   `s3://` state, a file created exclusively beside a local one
+//!   ([`beside_state`]).
 //!
-//! [`acquire`] takes a lease through a router, waiting for it (`--lock-wait`)
-//! with a heartbeat line instead of failing at once when asked to.
+//! Every lease carries an expiry, so a killed job cannot block forever. Its
+//! value names the holder and why it holds the lease; it holds nothing
+//! secret. [`acquire`] takes a lease from any [`LeaseStore`], waiting for it
+//! (`--lock-wait`) with a heartbeat line instead of failing at once when
+//! asked to.
+
+pub mod beside_state;
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -14,9 +24,71 @@ use chrono::{DateTime, SubsecRound, TimeZone, Utc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Router, TrafficError};
+use crate::state::StateDocument;
 use crate::wait::progress::short;
 use crate::wait::{self, Backoff, WaitEnd};
+
+/// A lease another run holds, as a refusal names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// Where the lease lives.
+    pub resource: String,
+    /// Who holds it.
+    pub holder: String,
+    /// When it lapses (RFC 3339).
+    pub expires: String,
+}
+
+/// The errors of a place that keeps leases: which of them is "another run
+/// holds it", and how to say so or that the wait was interrupted.
+pub trait LeaseFailure: Sized {
+    /// The holder, when this is a refusal because another run holds the lease.
+    fn held(self) -> Result<Held, Self>;
+    /// A refusal because another run holds the lease.
+    fn from_held(held: Held) -> Self;
+    /// The wait for the lease was interrupted.
+    fn interrupted(message: String) -> Self;
+}
+
+/// A place that keeps leases.
+#[allow(async_fn_in_trait)]
+pub trait LeaseStore {
+    /// Its errors.
+    type Error: LeaseFailure;
+
+    /// Takes the lease, or fails with [`LeaseFailure::from_held`]. `ours` is
+    /// the lease this run held before (from the state), which it may take back.
+    async fn take(
+        &self,
+        request: &LeaseRequest,
+        ours: Option<&Lease>,
+    ) -> Result<Lease, Self::Error>;
+
+    /// Gives the lease back.
+    async fn give_back(&self, lease: &Lease) -> Result<(), Self::Error>;
+
+    /// The leases held there now (none when it is free).
+    async fn holders(&self) -> Result<Vec<Lease>, Self::Error>;
+
+    /// Where the lease lives, for plans and messages.
+    fn place(&self) -> String;
+
+    /// The lease a run of this state recorded before taking it, if any.
+    fn recorded(&self, doc: &StateDocument) -> Option<Lease> {
+        let _ = doc;
+        None
+    }
+
+    /// Forgets the recorded lease, once it is released.
+    fn forget(&self, doc: &mut StateDocument) {
+        let _ = doc;
+    }
+
+    /// The journal entry's key naming this lease's place (`route`, `lock`).
+    fn journal_key(&self) -> (&'static str, String) {
+        ("lock", self.place())
+    }
+}
 
 /// What a step asks for when it takes a lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,16 +250,16 @@ pub fn first_live<'a>(
         .min_by(|a, b| a.token.cmp(&b.token))
 }
 
-/// Takes the route's lease. When it is held and `wait` is not zero, polls
+/// Takes the lease of `store`. When it is held and `wait` is not zero, polls
 /// with backoff until it is free or `wait` has passed, logging a heartbeat
 /// line (holder, time left) as it goes.
-pub async fn acquire<R: Router>(
-    router: &R,
+pub async fn acquire<S: LeaseStore>(
+    store: &S,
     request: &LeaseRequest,
     ours: Option<&Lease>,
     wait: Duration,
     cancel: &CancellationToken,
-) -> Result<Lease, TrafficError> {
+) -> Result<Lease, S::Error> {
     let started = Instant::now();
     let until = started + wait;
     let backoff = Backoff {
@@ -197,46 +269,47 @@ pub async fn acquire<R: Router>(
     let mut attempt = 0;
     let mut last_beat: Option<Instant> = None;
     loop {
-        match router.acquire_lease(request, ours).await {
-            Err(TrafficError::LeaseHeld {
-                resource,
-                holder,
-                expires,
-            }) if Instant::now() < until => {
-                let now = Instant::now();
-                if last_beat.is_none_or(|b| now.duration_since(b) >= Duration::from_secs(5)) {
-                    last_beat = Some(now);
-                    tracing::info!(
-                        "waiting for the lock {resource}: held by {holder} until {expires}; {} left of --lock-wait {}",
-                        short(until.saturating_duration_since(now)),
-                        short(wait)
-                    );
-                }
-                match wait::sleep(backoff.delay(attempt), until, cancel).await {
-                    Ok(()) | Err(WaitEnd::Deadline) => attempt += 1,
-                    Err(WaitEnd::Cancelled) => {
-                        return Err(TrafficError::Interrupted(format!(
-                            "interrupted while waiting for the lock {resource}"
-                        )))
-                    }
-                }
-            }
-            Err(TrafficError::LeaseHeld {
-                resource,
-                holder,
-                expires,
-            }) if !wait.is_zero() => {
-                return Err(TrafficError::LeaseHeld {
-                    resource,
-                    holder: format!("{holder} (still, after waiting {})", short(wait)),
-                    expires,
-                })
-            }
-            other => {
+        let error = match store.take(request, ours).await {
+            Ok(lease) => {
                 if attempt > 0 {
                     tracing::info!("took the lock after waiting {}", short(started.elapsed()));
                 }
-                return other;
+                return Ok(lease);
+            }
+            Err(e) => e,
+        };
+        let held = match error.held() {
+            Ok(held) => held,
+            Err(other) => return Err(other),
+        };
+        let now = Instant::now();
+        if now >= until {
+            if wait.is_zero() {
+                return Err(S::Error::from_held(held));
+            }
+            return Err(S::Error::from_held(Held {
+                holder: format!("{} (still, after waiting {})", held.holder, short(wait)),
+                ..held
+            }));
+        }
+        if last_beat.is_none_or(|b| now.duration_since(b) >= Duration::from_secs(5)) {
+            last_beat = Some(now);
+            tracing::info!(
+                "waiting for the lock {}: held by {} until {}; {} left of --lock-wait {}",
+                held.resource,
+                held.holder,
+                held.expires,
+                short(until.saturating_duration_since(now)),
+                short(wait)
+            );
+        }
+        match wait::sleep(backoff.delay(attempt), until, cancel).await {
+            Ok(()) | Err(WaitEnd::Deadline) => attempt += 1,
+            Err(WaitEnd::Cancelled) => {
+                return Err(S::Error::interrupted(format!(
+                    "interrupted while waiting for the lock {}",
+                    held.resource
+                )))
             }
         }
     }
