@@ -39,14 +39,18 @@ fn state_reference(schema: &Value) -> String {
     );
     let _ = writeln!(md, "{}\n", text(schema));
     md.push_str(
-        "Every step reads and writes one JSON file (`--state`, `SWITCHYARD_STATE`, default \
-         `switchyard-state.json`) and hands it to the next stage: a Jenkins stash, a GitHub \
-         Actions artifact, a file beside the Makefile. It is written atomically (a temporary \
-         file in the same folder, fsync, rename), holds no secrets (user-data only as its \
-         sha256), and a step keeps the fields it does not know when it rewrites the file, so \
-         a newer step's data survives an older step. A reader refuses another major version \
-         of `schema`. Validate a file with `switchyard state validate`; the JSON Schema itself \
-         is [schema/state-v1.schema.json](../schema/state-v1.schema.json).\n\n",
+        "Every step reads and writes one JSON document (`--state`, `SWITCHYARD_STATE`, \
+         default `switchyard-state.json`): a local file, or `s3://BUCKET/KEY`, where it \
+         outlives a pipeline run so that each release knows the last one. A file is written \
+         atomically (a temporary file in the same folder, fsync, rename); an object is read \
+         with its ETag and written with a conditional PUT (`If-Match`, `If-None-Match: *` the \
+         first time). A write that another run overtook merges both runs' changes (the \
+         journal appended, other sections entry by entry) or, when both changed the same \
+         entry, writes nothing and exits 5 naming it. The document holds no secrets \
+         (user-data only as its sha256), and a step keeps the fields it does not know when it \
+         rewrites it, so a newer step's data survives an older step. A reader refuses another \
+         major version of `schema`. Validate one with `switchyard state validate`; the JSON \
+         Schema itself is [schema/state-v1.schema.json](../schema/state-v1.schema.json).\n\n",
     );
     md.push_str("## Top level\n\n");
     fields_table(&mut md, schema);

@@ -23,8 +23,6 @@ pub struct Statement {
     pub actions: BTreeSet<String>,
     /// Resource ARNs, or `*`.
     pub resources: BTreeSet<String>,
-    /// `Condition`: operator, then key, then the values allowed.
-    pub conditions: BTreeMap<String, BTreeMap<String, BTreeSet<String>>>,
 }
 
 impl Policy {
@@ -50,39 +48,12 @@ impl Policy {
         self
     }
 
-    /// Narrows statement `sid` by a condition: `key` must match one of
-    /// `values` by `operator` (e.g. `StringEquals`, `s3:prefix`).
-    pub fn condition<I, S>(&mut self, sid: &str, operator: &str, key: &str, values: I) -> &mut Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.statements
-            .entry(sid.to_owned())
-            .or_default()
-            .conditions
-            .entry(operator.to_owned())
-            .or_default()
-            .entry(key.to_owned())
-            .or_default()
-            .extend(values.into_iter().map(Into::into));
-        self
-    }
-
     /// Adds every statement of `other`.
     pub fn merge(&mut self, other: &Policy) -> &mut Self {
         for (sid, s) in &other.statements {
             let mine = self.statements.entry(sid.clone()).or_default();
             mine.actions.extend(s.actions.iter().cloned());
             mine.resources.extend(s.resources.iter().cloned());
-            for (operator, keys) in &s.conditions {
-                let into = mine.conditions.entry(operator.clone()).or_default();
-                for (key, values) in keys {
-                    into.entry(key.clone())
-                        .or_default()
-                        .extend(values.iter().cloned());
-                }
-            }
         }
         self
     }
@@ -107,16 +78,12 @@ impl Policy {
             .statements
             .iter()
             .map(|(sid, s)| {
-                let mut statement = json!({
+                json!({
                     "Sid": sid,
                     "Effect": "Allow",
                     "Action": s.actions.iter().collect::<Vec<_>>(),
                     "Resource": s.resources.iter().collect::<Vec<_>>(),
-                });
-                if !s.conditions.is_empty() {
-                    statement["Condition"] = json!(s.conditions);
-                }
-                statement
+                })
             })
             .collect();
         json!({ "Version": "2012-10-17", "Statement": statements })

@@ -105,8 +105,9 @@ impl ReleaseLock {
             .await
     }
 
-    /// The lease there now and its version (ETag, or the file's SHA-256).
-    async fn read(&self) -> Result<Option<(Lease, String)>, ReleaseLockError> {
+    /// The lease there now, its version (ETag, or the file's SHA-256), and
+    /// whether a killed run of this job left it.
+    async fn read(&self) -> Result<Option<(Lease, String, bool)>, ReleaseLockError> {
         let found = match &self.place {
             StateLocation::File(path) => match std::fs::read(path) {
                 Ok(bytes) => {
@@ -126,16 +127,18 @@ impl ReleaseLock {
         let Some((bytes, version)) = found else {
             return Ok(None);
         };
-        let lease = Lease::decode(&String::from_utf8_lossy(&bytes)).ok_or_else(|| {
+        let text = String::from_utf8_lossy(&bytes);
+        let lease = Lease::decode(&text).ok_or_else(|| {
             self.error("holds something that is not a switchyard lease; remove it if nothing else uses that name")
         })?;
-        Ok(Some((lease, version)))
+        let killed = left_by_a_killed_run(&text, &lease);
+        Ok(Some((lease, version, killed)))
     }
 
     /// Writes `lease` if the lock is still at `version` (`None`: absent);
     /// false when another run came first.
     async fn write(&self, lease: &Lease, version: Option<&str>) -> Result<bool, ReleaseLockError> {
-        let text = lease.encode();
+        let text = encode(lease);
         match &self.place {
             StateLocation::File(path) => {
                 write_file(path, &text, version).map_err(|e| self.error(e))
@@ -200,8 +203,16 @@ impl LeaseStore for ReleaseLock {
         for _ in 0..TAKE_ATTEMPTS {
             let version = match self.read().await? {
                 None => None,
-                Some((held, version)) => {
-                    let free = held.expired(Utc::now()) || ours.is_some_and(|o| o.same_run(&held));
+                Some((held, version, killed)) => {
+                    let free = held.expired(Utc::now())
+                        || killed
+                        || ours.is_some_and(|o| o.same_run(&held));
+                    if killed {
+                        tracing::info!(
+                            "taking back the release lock a killed run of this job left ({})",
+                            held.describe()
+                        );
+                    }
                     if !free {
                         last = Some(held);
                         break;
@@ -219,7 +230,7 @@ impl LeaseStore for ReleaseLock {
             None => self
                 .read()
                 .await?
-                .map(|(l, _)| l)
+                .map(|(l, ..)| l)
                 .ok_or_else(|| self.error("kept changing while this run tried to take it"))?,
         };
         Err(ReleaseLockError::Held(Held {
@@ -232,7 +243,7 @@ impl LeaseStore for ReleaseLock {
     async fn give_back(&self, lease: &Lease) -> Result<(), ReleaseLockError> {
         // Only our own: after an expiry another run may have taken it over.
         match self.read().await? {
-            Some((held, _)) if held.token == lease.token => {}
+            Some((held, ..)) if held.token == lease.token => {}
             _ => return Ok(()),
         }
         match &self.place {
@@ -251,12 +262,41 @@ impl LeaseStore for ReleaseLock {
     }
 
     async fn holders(&self) -> Result<Vec<Lease>, ReleaseLockError> {
-        Ok(self.read().await?.map(|(l, _)| l).into_iter().collect())
+        Ok(self.read().await?.map(|(l, ..)| l).into_iter().collect())
     }
 
     fn place(&self) -> String {
         self.place.to_string()
     }
+}
+
+/// The lock's text: the lease, and the process that holds it.
+fn encode(lease: &Lease) -> String {
+    format!("{};pid={}", lease.encode(), std::process::id())
+}
+
+/// Whether the lock's text was written by a run of this holder (user, host
+/// and CI job) whose process is gone from this machine: a killed run of this
+/// job, whose lock a rerun takes back rather than wait for it to expire.
+/// Another pipeline's lock, or a live process's, is not taken back.
+fn left_by_a_killed_run(text: &str, held: &Lease) -> bool {
+    let pid = text
+        .trim()
+        .split(';')
+        .find_map(|f| f.strip_prefix("pid="))
+        .and_then(|p| p.parse::<u32>().ok());
+    pid.is_some_and(|pid| {
+        pid != std::process::id()
+            && !Path::new(&format!("/proc/{pid}")).exists()
+            && held.holder
+                == Lease::new(&LeaseRequest {
+                    holder: crate::state::journal::actor(),
+                    message: None,
+                    expires: Utc::now(),
+                    token: None,
+                })
+                .holder
+    })
 }
 
 #[cfg(test)]
@@ -323,5 +363,50 @@ mod tests {
         };
         let (taken, ()) = tokio::join!(wait, release);
         assert_eq!(taken.unwrap().holder, "ci-c");
+    }
+
+    /// A rerun of a killed job takes its lock back at once; a lock held by
+    /// a live process, or by another holder, it does not.
+    #[tokio::test]
+    async fn a_killed_run_of_this_job_is_taken_back_a_live_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateLocation::File(dir.path().join("s.json"));
+        let lock_file = dir.path().join("s.json.lock");
+        let lock = ReleaseLock::beside(&state, AwsSettings::default());
+        let ours = Lease::new(&request(&crate::state::journal::actor(), 600));
+        let write = |pid: u32, lease: &Lease| {
+            std::fs::write(&lock_file, format!("{};pid={pid}", lease.encode())).unwrap();
+        };
+
+        let mut dead = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = dead.id();
+        dead.wait().unwrap();
+        write(dead_pid, &ours);
+        let taken = lock.take(&request("this-run", 600), None).await.unwrap();
+        assert_eq!(lock.holders().await.unwrap()[0].token, taken.token);
+
+        let mut alive = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        write(alive.id(), &ours);
+        let err = lock
+            .take(&request("this-run", 600), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.exit_code(), Code::Conflict, "{err}");
+        alive.kill().unwrap();
+        alive.wait().unwrap();
+
+        let theirs = Lease::new(&request("another-pipeline@agent-7", 600));
+        write(dead_pid, &theirs);
+        let err = lock
+            .take(&request("this-run", 600), None)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("another-pipeline@agent-7"),
+            "{err}"
+        );
     }
 }

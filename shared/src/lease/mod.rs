@@ -238,6 +238,50 @@ impl Lease {
     }
 }
 
+/// The field beside a recorded lease naming the process that recorded it.
+fn pid_key(key: &str) -> String {
+    format!("{key}_pid")
+}
+
+/// Records in `entry` (a state section's own fields), under `key`, the lease
+/// this run is about to take, with this process's id: write-ahead, so that a
+/// rerun of a killed run can take its own lease back.
+pub fn record(entry: &mut serde_json::Map<String, serde_json::Value>, key: &str, lease: &Lease) {
+    entry.insert(key.to_owned(), lease.encode().into());
+    entry.insert(pid_key(key), std::process::id().into());
+}
+
+/// Forgets what [`record`] wrote.
+pub fn forget(entry: &mut serde_json::Map<String, serde_json::Value>, key: &str) {
+    entry.remove(key);
+    entry.remove(&pid_key(key));
+}
+
+/// The lease recorded in `entry` under `key`, when it is this run's to take
+/// back: recorded by the same holder (user, host and CI job) from a process
+/// that is gone from this machine, i.e. a run of this job that was killed.
+/// A lease another pipeline recorded in a shared (`s3://`) state, or one a
+/// live process holds, is not.
+pub fn recorded_ours(
+    entry: &serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> Option<Lease> {
+    let lease = entry.get(key)?.as_str().and_then(Lease::decode)?;
+    let pid = entry.get(&pid_key(key))?.as_u64()?;
+    let gone = u32::try_from(pid).is_ok_and(process_gone);
+    (lease.holder == holder_of_this_run() && gone).then_some(lease)
+}
+
+/// This run's holder as a lease spells it.
+pub fn holder_of_this_run() -> String {
+    clean(&crate::state::journal::actor(), 100)
+}
+
+/// Whether process `pid`, once of this machine, is gone (and is not this one).
+pub fn process_gone(pid: u32) -> bool {
+    pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Of several live leases at one place (only an emulator that accepts a
 /// second CREATE lets that happen), the one taken first holds it.
 pub fn first_live<'a>(

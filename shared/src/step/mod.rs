@@ -114,20 +114,19 @@ impl Step {
 }
 
 /// What reading and writing the state needs: nothing for a file; for an S3
-/// object, getting and putting that object only, and listing the bucket
-/// for that key alone (without it S3 answers a read of a missing object,
-/// a service's first release, with 403 instead of 404).
+/// object, getting and putting that object only, and listing its bucket:
+/// without s3:ListBucket, S3 answers a read of a missing object (a service's
+/// first release, a free lock) with 403 instead of 404. (Terraform's S3
+/// backend asks for the same.)
 pub fn state_policy(state: &StateLocation) -> iam::Policy {
     let mut policy = iam::Policy::new();
-    if let (Some(arn), StateLocation::S3 { bucket, key }) = (state.arn(), state) {
+    if let (Some(arn), StateLocation::S3 { bucket, .. }) = (state.arn(), state) {
         policy.allow("State", &["s3:GetObject", "s3:PutObject"], [arn]);
-        policy
-            .allow(
-                "StateListing",
-                &["s3:ListBucket"],
-                [format!("arn:aws:s3:::{bucket}")],
-            )
-            .condition("StateListing", "StringEquals", "s3:prefix", [key.clone()]);
+        policy.allow(
+            "StateBucket",
+            &["s3:ListBucket"],
+            [format!("arn:aws:s3:::{bucket}")],
+        );
     }
     policy
 }

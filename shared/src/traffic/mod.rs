@@ -150,14 +150,12 @@ impl<R: Router> LeaseStore for R {
     fn recorded(&self, doc: &StateDocument) -> Option<Lease> {
         doc.traffic
             .get(&self.id())
-            .and_then(|r| r.extra.get("lease"))
-            .and_then(|v| v.as_str())
-            .and_then(Lease::decode)
+            .and_then(|r| crate::lease::recorded_ours(&r.extra, "lease"))
     }
 
     fn forget(&self, doc: &mut StateDocument) {
         if let Some(route) = doc.traffic.get_mut(&self.id()) {
-            route.extra.remove("lease");
+            crate::lease::forget(&mut route.extra, "lease");
         }
     }
 

@@ -405,10 +405,7 @@ fn decide(
     let unfinished = existing
         .and_then(|r| r.shift.as_ref())
         .is_some_and(|s| s.status.is_unfinished());
-    let ours = existing
-        .and_then(|r| r.extra.get("lease"))
-        .and_then(|v| v.as_str())
-        .and_then(Lease::decode);
+    let ours = existing.and_then(|r| lease::recorded_ours(&r.extra, "lease"));
     Ok(match request {
         Request::Rollback => {
             let before = doc
@@ -584,8 +581,27 @@ async fn hold_lease<R: Router>(
     };
     let intent = Lease::new(&request);
     request.token = Some(intent.token.clone());
+    let recorded_before = doc.traffic.get(route_id).map(|r| r.extra.clone());
     remember_lease(file, doc, route_id, router, weights, &intent).await?;
-    Ok(take_lease(router, &request, options, ours.unwrap_or(&intent), cancel).await?)
+    match take_lease(router, &request, options, ours.unwrap_or(&intent), cancel).await {
+        Ok(lease) => Ok(lease),
+        Err(e) => {
+            // Not taken: the state names the lease it named before (another
+            // run's, live), not this run's intent.
+            if let Some(route) = doc.traffic.get_mut(route_id) {
+                lease::forget(&mut route.extra, "lease");
+                for key in ["lease", "lease_pid"] {
+                    if let Some(v) = recorded_before.as_ref().and_then(|b| b.get(key)) {
+                        route.extra.insert(key.to_owned(), v.clone());
+                    }
+                }
+            }
+            if let Err(save) = file.save(doc).await {
+                tracing::warn!("could not restore the state's lease record: {save}");
+            }
+            Err(e.into())
+        }
+    }
 }
 
 /// Records the lease this run is about to take in the route's state entry
@@ -610,7 +626,7 @@ async fn remember_lease<R: Router>(
             updated_at: Utc::now(),
             extra: serde_json::Map::new(),
         });
-    route.extra.insert("lease".into(), lease.encode().into());
+    lease::record(&mut route.extra, "lease", lease);
     file.save(doc).await.map_err(ShiftError::StateWrite)
 }
 
@@ -761,7 +777,7 @@ impl<R: Router> Run<'_, R> {
         match self.router.release_lease(lease).await {
             Ok(()) => {
                 if let Some(route) = self.doc.traffic.get_mut(&self.route_id) {
-                    route.extra.remove("lease");
+                    lease::forget(&mut route.extra, "lease");
                 }
                 if let Err(e) = self.file.save(&mut self.doc).await {
                     tracing::warn!("could not record the released lease: {e}");
@@ -868,7 +884,7 @@ impl<R: Router> Run<'_, R> {
                 .map(|p| p.extra.clone())
                 .unwrap_or_default(),
         };
-        route.extra.insert("lease".into(), lease.encode().into());
+        lease::record(&mut route.extra, "lease", lease);
         self.doc.traffic.insert(self.route_id.clone(), route);
         previous
     }

@@ -528,8 +528,24 @@ async fn a_lease_left_behind_is_taken_back_by_the_next_run_of_the_same_state() {
         "the state still names the lease it could not give back"
     );
 
-    // The next run from this state takes it back; another deployment
-    // (another state file) finds it held.
+    // While the process that recorded it lives (here: this one), no other
+    // run takes it, not even one of the same state (a shared s3:// state).
+    let (result, _) = shift_with(&router, &file, to_green(&[100]), &options()).await;
+    assert_eq!(result.unwrap_err().exit_code(), Code::Conflict);
+
+    // Once it is gone (a job that was killed), the next run of this job from
+    // this state takes it back; another deployment (another state file)
+    // finds it held.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    gone.wait().unwrap();
+    let mut doc = file.read_now();
+    doc.traffic
+        .get_mut(ROUTE)
+        .unwrap()
+        .extra
+        .insert("lease_pid".into(), gone_pid.into());
+    file.write_now(&doc);
     let (_other_dir, other) = state_file();
     let (result, _) = shift_with(&router, &other, to_green(&[100]), &options()).await;
     assert_eq!(result.unwrap_err().exit_code(), Code::Conflict);

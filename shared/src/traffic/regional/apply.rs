@@ -9,7 +9,7 @@ use std::time::Duration;
 use aws_sdk_route53::types::{ChangeAction, ResourceRecordSet};
 use aws_sdk_route53::Client;
 use chrono::Utc;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +24,7 @@ use crate::state::{
     steps, Change, JournalEntry, Outcome, RouteState, StateDocument, StateFile, Weights,
 };
 use crate::traffic::route53::Route53Router;
-use crate::traffic::{Lease, Router, TrafficError};
+use crate::traffic::{Router, TrafficError};
 use crate::wait::Backoff;
 
 /// How `apply` runs.
@@ -152,9 +152,7 @@ async fn read_groups(
         let now = Utc::now();
         if let Some(held) = lock.leases().await?.into_iter().find(|l| !l.expired(now)) {
             let ours = state
-                .and_then(|r| r.extra.get("lease"))
-                .and_then(Value::as_str)
-                .and_then(Lease::decode)
+                .and_then(|r| crate::lease::recorded_ours(&r.extra, "lease"))
                 .is_some_and(|l| l.same_run(&held));
             if !ours {
                 return Err(TrafficError::LeaseHeld {
