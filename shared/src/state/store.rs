@@ -514,6 +514,96 @@ mod tests {
         assert_eq!(StateFile::new(&path).load().await.unwrap(), other);
     }
 
+    /// S3's answers moto does not give: a concurrent write answered 409
+    /// ConditionalRequestConflict is read again, merged and written on the
+    /// new ETag; a first write goes out with `If-None-Match: *`.
+    #[tokio::test]
+    async fn a_conflicting_s3_write_is_read_again_merged_and_written_on_the_new_etag() {
+        use aws_sdk_s3::operation::get_object::GetObjectOutput;
+        use aws_sdk_s3::operation::put_object::PutObjectOutput;
+        use aws_sdk_s3::primitives::ByteStream;
+        use aws_smithy_mocks::{mock, mock_client, RuleMode};
+        use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+        use aws_smithy_runtime_api::http::StatusCode;
+        use aws_smithy_types::body::SdkBody;
+
+        let body = |doc: serde_json::Value| ByteStream::from(doc.to_string().into_bytes());
+        let ours_read = mock!(aws_sdk_s3::Client::get_object).then_output(move || {
+            GetObjectOutput::builder()
+                .body(body(serde_json::json!({"schema": SCHEMA, "journal": []})))
+                .e_tag("\"e1\"")
+                .build()
+        });
+        let conflict = mock!(aws_sdk_s3::Client::put_object)
+            .match_requests(|r| r.if_match() == Some("\"e1\"") && r.if_none_match().is_none())
+            .then_http_response(|| {
+                HttpResponse::new(
+                    StatusCode::try_from(409).unwrap(),
+                    SdkBody::from(
+                        "<Error><Code>ConditionalRequestConflict</Code>\
+                         <Message>A conflicting operation occurred</Message></Error>",
+                    ),
+                )
+            });
+        let theirs_read = mock!(aws_sdk_s3::Client::get_object).then_output(move || {
+            GetObjectOutput::builder()
+                .body(body(serde_json::json!({
+                    "schema": SCHEMA,
+                    "hosts": {"i-1": {"provider": "aws"}},
+                    "journal": [{"at": "2026-12-02T09:00:00Z", "step": "register-host",
+                                 "action": "joined", "outcome": "ok", "actor": "h"}]
+                })))
+                .e_tag("\"e2\"")
+                .build()
+        });
+        let merged_write = mock!(aws_sdk_s3::Client::put_object)
+            .match_requests(|r| {
+                let text = r
+                    .body()
+                    .bytes()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                r.if_match() == Some("\"e2\"")
+                    && text.contains("i-1")
+                    && text.contains("\"blue\"")
+                    && text.contains("register-host")
+            })
+            .then_output(|| PutObjectOutput::builder().e_tag("\"e3\"").build());
+        let client = mock_client!(
+            aws_sdk_s3,
+            RuleMode::Sequential,
+            [&ours_read, &conflict, &theirs_read, &merged_write]
+        );
+        let file =
+            StateFile::with_s3_client(StateLocation::parse("s3://b-1/k.json").unwrap(), client);
+        let mut doc = file.load().await.unwrap();
+        doc.stack_mut("blue").version = Some("1".into());
+        file.save(&mut doc).await.unwrap();
+        assert!(
+            doc.hosts.contains_key("i-1"),
+            "the caller's document is the merged one"
+        );
+        assert_eq!(merged_write.num_calls(), 1);
+
+        // A first write: nothing there, so If-None-Match: *.
+        let absent = mock!(aws_sdk_s3::Client::get_object).then_http_response(|| {
+            HttpResponse::new(
+                StatusCode::try_from(404).unwrap(),
+                SdkBody::from("<Error><Code>NoSuchKey</Code><Message>gone</Message></Error>"),
+            )
+        });
+        let create = mock!(aws_sdk_s3::Client::put_object)
+            .match_requests(|r| r.if_none_match() == Some("*") && r.if_match().is_none())
+            .then_output(|| PutObjectOutput::builder().e_tag("\"n1\"").build());
+        let client = mock_client!(aws_sdk_s3, RuleMode::Sequential, [&absent, &create]);
+        let file =
+            StateFile::with_s3_client(StateLocation::parse("s3://b-1/new.json").unwrap(), client);
+        let mut doc = file.load().await.unwrap();
+        doc.stack_mut("green").version = Some("1".into());
+        file.save(&mut doc).await.unwrap();
+        assert_eq!(create.num_calls(), 1);
+    }
+
     /// The schema users validate against is generated from these types and
     /// published in schema/state-v1.schema.json; a change to the types must
     /// show up as a diff of its snapshot and of that file. `make schema`
