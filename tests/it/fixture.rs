@@ -338,6 +338,19 @@ pub fn wait() -> Wait {
     }
 }
 
+/// The `step` of every journal entry of a state document, in order.
+pub fn journal_steps(doc: &Value) -> Vec<&str> {
+    doc["journal"]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .map(|e| e["step"].as_str().unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// SDK configuration for moto at `endpoint` in `region`, with moto's test
 /// credentials; each service's `Client::new` takes it.
 pub fn sdk_config(endpoint: &str, region: &'static str) -> aws_config::SdkConfig {

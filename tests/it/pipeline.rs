@@ -44,12 +44,7 @@ fn verify_health_then_shift_weight_through_one_state_file() {
     );
     assert_eq!(doc["stacks"]["blue"]["role"], "standby");
     assert_eq!(doc["health"]["green"]["status"], "healthy");
-    let steps: Vec<&str> = doc["journal"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["step"].as_str().unwrap())
-        .collect();
+    let steps = crate::fixture::journal_steps(&doc);
     assert_eq!(steps.first(), Some(&"verify-health"));
     assert_eq!(steps.last(), Some(&"shift-weight"));
 }

@@ -203,12 +203,7 @@ fn a_shift_overtaken_by_another_writer_merges_and_goes_on() {
     );
     let route = doc["traffic"].as_object().unwrap().values().next().unwrap();
     assert_eq!(route["weights"]["green"], 100, "{doc:#}");
-    let steps: Vec<&str> = doc["journal"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["step"].as_str().unwrap())
-        .collect();
+    let steps = crate::fixture::journal_steps(&doc);
     assert!(steps.contains(&"verify-health") && steps.contains(&"shift-weight"));
     assert_eq!(world.weights(), w(&[("blue", 0), ("green", 100)]));
 }

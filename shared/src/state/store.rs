@@ -455,15 +455,23 @@ mod tests {
         assert_eq!(names, vec![std::ffi::OsString::from("s.json")]);
     }
 
+    /// Two runs' handles on one new file, and the document each read.
+    async fn two_runs(
+        dir: &tempfile::TempDir,
+    ) -> ((StateFile, StateDocument), (StateFile, StateDocument)) {
+        let path = dir.path().join("s.json");
+        let (ours, theirs) = (StateFile::new(&path), StateFile::new(&path));
+        let (mine, other) = (ours.load().await.unwrap(), theirs.load().await.unwrap());
+        ((ours, mine), (theirs, other))
+    }
+
     /// Two runs that read the same file: the second writer merges the
     /// first one's change instead of overwriting it.
     #[tokio::test]
     async fn a_write_overtaken_by_another_run_keeps_both_changes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.json");
-        let (ours, theirs) = (StateFile::new(&path), StateFile::new(&path));
-        let mut mine = ours.load().await.unwrap();
-        let mut other = theirs.load().await.unwrap();
+        let ((ours, mut mine), (theirs, mut other)) = two_runs(&dir).await;
         other.stack_mut("green").version = Some("2".into());
         other.record(crate::state::JournalEntry::new(
             "deploy-standby",
@@ -495,9 +503,7 @@ mod tests {
     async fn the_same_entry_changed_by_two_runs_is_a_conflict_and_nothing_is_written() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.json");
-        let (ours, theirs) = (StateFile::new(&path), StateFile::new(&path));
-        let mut mine = ours.load().await.unwrap();
-        let mut other = theirs.load().await.unwrap();
+        let ((ours, mut mine), (theirs, mut other)) = two_runs(&dir).await;
         other.stack_mut("green").version = Some("2".into());
         theirs.save(&mut other).await.unwrap();
         mine.stack_mut("green").version = Some("3".into());
