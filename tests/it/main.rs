@@ -23,6 +23,7 @@ mod pipeline;
 mod pipelines;
 mod regional;
 mod register_host;
+mod release_pipeline;
 mod routers;
 mod secrets;
 mod shift_weight;
