@@ -204,7 +204,7 @@ impl StepReport for ShiftReport {
                     "{verb} {}: {} (was {}) in {} step(s), {}",
                     self.route,
                     format_weights(&self.weights),
-                    format_weights(&self.before),
+                    format_weights(&self.from),
                     self.steps.len(),
                     short(Duration::from_millis(self.elapsed_ms))
                 );
@@ -443,13 +443,18 @@ fn decide(
             // just before its job was killed): its rollback target stays the
             // one of the shift that got the weights here.
             let no_change = plan.iter().all(|w| *w == group.weights);
-            let before = match (doc.traffic.get(route_id), unfinished || no_change) {
-                (Some(r), true) => r.before.clone().unwrap_or_else(|| group.weights.clone()),
-                _ => group.weights.clone(),
-            };
             let target = match intent {
                 Intent::To { member, .. } => Some(member.clone()),
                 Intent::Exact(_) => None,
+            };
+            // So does the promotion that continues a canary (`--steps 10,50`,
+            // then `--steps 100` as a separate run): its rollback goes back
+            // to before the canary, not to the canary's split.
+            let continues =
+                existing.is_some_and(|r| continues_shift(r, target.as_deref(), &group.weights));
+            let before = match (existing, unfinished || no_change || continues) {
+                (Some(r), true) => r.before.clone().unwrap_or_else(|| group.weights.clone()),
+                _ => group.weights.clone(),
             };
             Decision {
                 mode: Mode::Shift,
@@ -461,6 +466,22 @@ fn decide(
             }
         }
     })
+}
+
+/// Whether a shift to `target` from `now` continues the route's last shift:
+/// that one completed, moved traffic to the same member, left the weights as
+/// they are now, and left that member short of all the traffic.
+fn continues_shift(route: &RouteState, target: Option<&str>, now: &Weights) -> bool {
+    let Some(last) = &route.shift else {
+        return false;
+    };
+    let Some(target) = target else {
+        return false;
+    };
+    last.status == ShiftStatus::Completed
+        && last.target.as_deref() == Some(target)
+        && last.plan.last() == Some(now)
+        && now.get(target).is_some_and(|w| *w < 100)
 }
 
 /// Refuses to send more traffic to a member whose verification the state does not vouch for.

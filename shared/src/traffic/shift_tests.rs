@@ -369,6 +369,48 @@ async fn a_gate_failing_before_any_change_changes_nothing() {
     assert_eq!(router.lease(), None);
 }
 
+/// The pipelines' canary (`--steps 10,50`) and promotion (`--steps 100`) are
+/// two runs: a rollback after the promotion goes back to before the canary.
+/// A new shift that does not continue the last one starts a new rollback target.
+#[tokio::test(start_paused = true)]
+async fn a_promotion_that_continues_a_canary_rolls_back_to_before_the_canary() {
+    let router = FakeRouter::new(&[("blue", 100), ("green", 0)]);
+    let (_dir, file) = state_file();
+    let (canary, _) = shift_with(&router, &file, to_green(&[10, 50]), &options()).await;
+    canary.unwrap();
+    let (promoted, _) = shift_with(&router, &file, to_green(&[100]), &options()).await;
+    promoted.unwrap();
+    assert_eq!(route(&file).before, Some(w(100, 0)));
+    let (result, _) = shift_with(&router, &file, Request::Rollback, &options()).await;
+    let report = result.unwrap();
+    assert_eq!(router.weights(), w(100, 0));
+    assert!(
+        report
+            .text()
+            .contains("blue=100,green=0 (was blue=0,green=100)"),
+        "{}",
+        report.text()
+    );
+
+    // Green at 100 is complete: the next shift (back to blue) is a release of
+    // its own, whose rollback returns to green.
+    let (_dir2, file) = state_file();
+    let router = FakeRouter::new(&[("blue", 100), ("green", 0)]);
+    shift_with(&router, &file, to_green(&[100]), &options())
+        .await
+        .0
+        .unwrap();
+    let to_blue = Request::Shift(Intent::To {
+        member: "blue".into(),
+        steps: vec![50],
+    });
+    shift_with(&router, &file, to_blue, &options())
+        .await
+        .0
+        .unwrap();
+    assert_eq!(route(&file).before, Some(w(0, 100)));
+}
+
 #[tokio::test(start_paused = true)]
 async fn rollback_after_a_completed_shift_restores_the_weights_before() {
     let router = FakeRouter::new(&[("blue", 100), ("green", 0)]);
@@ -403,7 +445,7 @@ async fn rollback_after_a_completed_shift_restores_the_weights_before() {
         .contains(&("mode".into(), "rollback".into())));
     assert!(
         report.text().starts_with(
-            "rolled back fake:app: blue=100,green=0 (was blue=100,green=0) in 1 step(s)"
+            "rolled back fake:app: blue=100,green=0 (was blue=0,green=100) in 1 step(s)"
         ),
         "{}",
         report.text()
