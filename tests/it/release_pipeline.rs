@@ -489,8 +489,13 @@ fn two_releases_a_failed_canary_and_a_rollback_run_through_the_makefile_under_lo
     // release, not to the canary's split.
     assert_eq!(rel.weights(), weights(100, 0), "after make rollback");
     assert!(
-        run.out.stderr.contains("blue=100,green=0 (was blue=0,green=100)")
-            || run.out.stdout.contains("blue=100,green=0 (was blue=0,green=100)"),
+        run.out
+            .stderr
+            .contains("blue=100,green=0 (was blue=0,green=100)")
+            || run
+                .out
+                .stdout
+                .contains("blue=100,green=0 (was blue=0,green=100)"),
         "{}{}",
         run.out.stdout,
         run.out.stderr
