@@ -5,6 +5,7 @@
 //! the traffic in moto's Route53). Also: user-data from `register-host
 //! user-data` reaches the launch template intact, and several regions at once.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::{json, Value};
@@ -1058,4 +1059,192 @@ fn deploy_standby_completes_or_stops_cleanly_under_20_percent_injected_faults() 
         assert_green_up(&f, region, &service, &state, &context, 2 * creates.max(1));
     }
     tally.report("deploy-standby", &proxy);
+}
+
+/// The color's launch template version read back with the aws CLI.
+fn latest_version(f: &Fixture, name: &str) -> Value {
+    aws_cli::aws(
+        &f.moto,
+        &[
+            "ec2",
+            "describe-launch-template-versions",
+            "--launch-template-name",
+            name,
+            "--versions",
+            "$Latest",
+        ],
+    )["LaunchTemplateVersions"][0]
+        .clone()
+}
+
+/// `--launch-template`: each color's version keeps the platform's base
+/// template (instance profile, key pair, security group, block devices,
+/// metadata options, monitoring, tags), replacing only the image, user data
+/// and switchyard's tags; the direct flags override it; a rerun changes
+/// nothing; the printed policy may pass that role and no other.
+#[test]
+fn a_base_launch_template_s_settings_are_kept_and_the_flags_override_them() {
+    let f = Fixture::new();
+    let region = "us-east-1";
+    let subnet = subnet(&f.moto, region);
+    let (ami, _) = images(&f.moto, region);
+    let vpc = first(&f.moto, region, &["ec2", "describe-vpcs"], "Vpcs[0].VpcId");
+    let sg = |name: &str| {
+        aws_cli::aws(
+            &f.moto,
+            &[
+                "ec2",
+                "create-security-group",
+                "--group-name",
+                name,
+                "--description",
+                name,
+                "--vpc-id",
+                &vpc,
+            ],
+        )["GroupId"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (web_sg, other_sg) = (sg("web"), sg("other"));
+    let base = json!({
+        "IamInstanceProfile": {"Name": "web-host"},
+        "KeyName": "ops",
+        "SecurityGroupIds": [web_sg],
+        "InstanceType": "m5.large",
+        "BlockDeviceMappings": [{"DeviceName": "/dev/sdb",
+            "Ebs": {"VolumeSize": 50, "VolumeType": "gp3", "Encrypted": true}}],
+        "MetadataOptions": {"HttpTokens": "required", "HttpPutResponseHopLimit": 1},
+        "Monitoring": {"Enabled": true},
+        "TagSpecifications": [
+            {"ResourceType": "instance", "Tags": [{"Key": "team", "Value": "identity"}]},
+            {"ResourceType": "volume", "Tags": [{"Key": "backup", "Value": "daily"}]}
+        ]
+    });
+    aws_cli::aws(
+        &f.moto,
+        &[
+            "ec2",
+            "create-launch-template",
+            "--launch-template-name",
+            "web-base",
+            "--launch-template-data",
+            &base.to_string(),
+        ],
+    );
+    let state = f.path("state.json");
+    let mut args: Vec<&str> = green_from_nothing("web", &ami, &subnet).to_vec();
+    args.extend(["--launch-template", "web-base"]);
+    let out = run(&mut f.command("deploy-standby", &state, &args, None));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+
+    let v = latest_version(&f, "web-green");
+    let data = &v["LaunchTemplateData"];
+    assert_eq!(data["ImageId"], ami.as_str(), "{v:#}");
+    assert_eq!(data["IamInstanceProfile"]["Name"], "web-host", "{v:#}");
+    assert_eq!(data["KeyName"], "ops", "{v:#}");
+    assert_eq!(data["SecurityGroupIds"], json!([web_sg]), "{v:#}");
+    assert_eq!(data["InstanceType"], "m5.large", "the base's type: {v:#}");
+    assert_eq!(
+        data["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"], 50,
+        "{v:#}"
+    );
+    assert_eq!(data["MetadataOptions"]["HttpTokens"], "required", "{v:#}");
+    assert_eq!(
+        data["MetadataOptions"]["HttpPutResponseHopLimit"], 1,
+        "the base's metadata options are kept: {v:#}"
+    );
+    assert_eq!(data["Monitoring"]["Enabled"], true, "{v:#}");
+    let tags = |kind: &str| -> BTreeMap<String, String> {
+        data["TagSpecifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["ResourceType"] == kind)
+            .flat_map(|s| s["Tags"].as_array().unwrap().iter())
+            .map(|t| {
+                (
+                    t["Key"].as_str().unwrap().to_owned(),
+                    t["Value"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let instance = tags("instance");
+    assert_eq!(instance["team"], "identity", "{v:#}");
+    assert_eq!(instance["service"], "web", "{v:#}");
+    assert_eq!(instance["color"], "green", "{v:#}");
+    assert_eq!(tags("volume")["backup"], "daily", "{v:#}");
+    let number = v["VersionNumber"].as_i64().unwrap();
+
+    // The same again: nothing to change.
+    let out = run(&mut f.command("deploy-standby", &state, &args, None));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(latest_version(&f, "web-green")["VersionNumber"], number);
+
+    // The direct flags, over the base.
+    let mut flagged = args.clone();
+    flagged.extend([
+        "--key-name",
+        "break-glass",
+        "--security-group",
+        &other_sg,
+        "--instance-profile",
+        "web-host-v2",
+        "--root-volume-size",
+        "30",
+        "--instance-type",
+        "c5.large",
+    ]);
+    let out = run(&mut f.command("deploy-standby", &state, &flagged, None));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let v = latest_version(&f, "web-green");
+    let data = &v["LaunchTemplateData"];
+    assert_eq!(v["VersionNumber"], number + 1, "{v:#}");
+    assert_eq!(data["KeyName"], "break-glass", "{v:#}");
+    assert_eq!(data["SecurityGroupIds"], json!([other_sg]), "{v:#}");
+    assert_eq!(data["IamInstanceProfile"]["Name"], "web-host-v2", "{v:#}");
+    assert_eq!(data["InstanceType"], "c5.large", "{v:#}");
+    let root = first(
+        &f.moto,
+        region,
+        &["ec2", "describe-images", "--image-ids", &ami],
+        "Images[0].RootDeviceName",
+    );
+    let devices = data["BlockDeviceMappings"].as_array().unwrap();
+    let root_mapping = devices
+        .iter()
+        .find(|d| d["DeviceName"] == root.as_str())
+        .unwrap_or_else(|| panic!("a mapping for the root device {root}: {v:#}"));
+    assert_eq!(root_mapping["Ebs"]["VolumeSize"], 30, "{v:#}");
+    assert!(
+        devices.iter().any(|d| d["DeviceName"] == "/dev/sdb"),
+        "{v:#}"
+    );
+
+    // The policy may pass the profile's role, and only that one.
+    let mut cmd = f.command("deploy-standby", &state, &flagged, None);
+    cmd.arg("--print-iam-policy");
+    let out = run(&mut cmd);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let policy: Value = serde_json::from_str(&out.stdout).unwrap();
+    let pass: Vec<&Value> = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            s["Action"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a == "iam:PassRole")
+        })
+        .collect();
+    assert_eq!(pass.len(), 1, "{policy:#}");
+    assert_eq!(
+        pass[0]["Resource"],
+        json!(["arn:aws:iam::*:role/web-host-v2"]),
+        "{policy:#}"
+    );
 }

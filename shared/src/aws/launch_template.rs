@@ -13,6 +13,7 @@ use aws_sdk_ec2::types::{
 use aws_sdk_ec2::Client;
 use sha2::{Digest, Sha256};
 
+use super::platform::Launch;
 use super::ProviderError;
 
 /// What an instance launched from a template version gets: the settings
@@ -29,6 +30,10 @@ pub struct LaunchSpec {
     pub imdsv2_required: bool,
     /// Tags put on the instances it launches.
     pub instance_tags: BTreeMap<String, String>,
+    /// The digest of the platform's settings it keeps (a base template's
+    /// data and the direct flags, [`super::platform`]), written in the
+    /// version's description.
+    pub platform: Option<String>,
 }
 
 /// A launch template and what its latest version launches.
@@ -111,6 +116,10 @@ pub async fn find(client: &Client, name: &str) -> Result<Option<Template>, Provi
                     .collect()
             })
             .unwrap_or_default(),
+        platform: latest
+            .and_then(|v| v.version_description())
+            .and_then(|d| d.split_once(" platform "))
+            .map(|(_, fp)| fp.split_whitespace().next().unwrap_or_default().to_owned()),
     };
     Ok(Some(Template {
         id,
@@ -129,31 +138,44 @@ fn tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
         .collect()
 }
 
-fn data(spec: &LaunchSpec, user_data: Option<&[u8]>) -> RequestLaunchTemplateData {
-    let tokens = if spec.imdsv2_required {
-        LaunchTemplateHttpTokensState::Required
-    } else {
-        LaunchTemplateHttpTokensState::Optional
-    };
-    RequestLaunchTemplateData::builder()
-        .image_id(&spec.image_id)
-        .instance_type(InstanceType::from(spec.instance_type.as_str()))
-        // The API takes user-data base64-encoded.
-        .set_user_data(user_data.map(aws_smithy_types::base64::encode))
-        .metadata_options(
+/// The launch data of a version launching `spec`: the platform's (`base`)
+/// with the image, instance type, user data and instance tags set, and
+/// IMDSv2 required (hop limit 2, for containers) unless the base sets the
+/// metadata options itself.
+fn data(
+    spec: &LaunchSpec,
+    user_data: Option<&[u8]>,
+    base: Option<&Launch>,
+) -> RequestLaunchTemplateData {
+    let mut d = base.map_or_else(
+        || RequestLaunchTemplateData::builder().build(),
+        |b| b.data.clone(),
+    );
+    d.image_id = Some(spec.image_id.clone());
+    d.instance_type = Some(InstanceType::from(spec.instance_type.as_str()));
+    // The API takes user-data base64-encoded.
+    d.user_data = user_data.map(aws_smithy_types::base64::encode);
+    if !base.is_some_and(|b| b.metadata_from_base) {
+        let tokens = if spec.imdsv2_required {
+            LaunchTemplateHttpTokensState::Required
+        } else {
+            LaunchTemplateHttpTokensState::Optional
+        };
+        d.metadata_options = Some(
             LaunchTemplateInstanceMetadataOptionsRequest::builder()
                 .http_endpoint(LaunchTemplateInstanceMetadataEndpointState::Enabled)
                 .http_tokens(tokens)
                 .http_put_response_hop_limit(2)
                 .build(),
-        )
-        .tag_specifications(
-            LaunchTemplateTagSpecificationRequest::builder()
-                .resource_type(ResourceType::Instance)
-                .set_tags(Some(tags(&spec.instance_tags)))
-                .build(),
-        )
-        .build()
+        );
+    }
+    d.tag_specifications.get_or_insert_with(Vec::new).push(
+        LaunchTemplateTagSpecificationRequest::builder()
+            .resource_type(ResourceType::Instance)
+            .set_tags(Some(tags(&spec.instance_tags)))
+            .build(),
+    );
+    d
 }
 
 /// The error code of a CreateLaunchTemplate whose name is taken.
@@ -163,7 +185,7 @@ pub const ALREADY_EXISTS: &str = "InvalidLaunchTemplateName.AlreadyExistsExcepti
 pub async fn create(
     client: &Client,
     name: &str,
-    spec: &LaunchSpec,
+    (spec, base): (&LaunchSpec, Option<&Launch>),
     user_data: Option<&[u8]>,
     template_tags: &BTreeMap<String, String>,
 ) -> Result<String, ProviderError> {
@@ -171,7 +193,7 @@ pub async fn create(
         .create_launch_template()
         .launch_template_name(name)
         .version_description(description(spec))
-        .launch_template_data(data(spec, user_data))
+        .launch_template_data(data(spec, user_data, base))
         .tag_specifications(
             TagSpecification::builder()
                 .resource_type(ResourceType::LaunchTemplate)
@@ -192,14 +214,14 @@ pub async fn create(
 pub async fn create_version(
     client: &Client,
     id: &str,
-    spec: &LaunchSpec,
+    (spec, base): (&LaunchSpec, Option<&Launch>),
     user_data: Option<&[u8]>,
 ) -> Result<i64, ProviderError> {
     let out = client
         .create_launch_template_version()
         .launch_template_id(id)
         .version_description(description(spec))
-        .launch_template_data(data(spec, user_data))
+        .launch_template_data(data(spec, user_data, base))
         .send()
         .await
         .map_err(|e| ProviderError::from_sdk("ec2:CreateLaunchTemplateVersion", &e))?;
@@ -253,5 +275,12 @@ fn description(spec: &LaunchSpec) -> String {
         .instance_tags
         .get("version")
         .map_or(String::new(), |v| format!(" version {v}"));
-    format!("switchyard deploy-standby:{version} {}", spec.image_id)
+    let platform = spec
+        .platform
+        .as_ref()
+        .map_or(String::new(), |p| format!(" platform {p}"));
+    format!(
+        "switchyard deploy-standby:{version} {}{platform}",
+        spec.image_id
+    )
 }

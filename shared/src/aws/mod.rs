@@ -10,6 +10,7 @@ pub mod launch_template;
 pub mod metric_alarms;
 #[cfg(test)]
 pub mod mocked;
+pub mod platform;
 pub mod route53;
 
 pub use config::{

@@ -123,14 +123,40 @@ pub struct UpArgs {
     #[arg(long, env = "SWITCHYARD_IMAGE", value_name = "AMI")]
     pub image: Option<String>,
 
-    /// Instance type
+    /// Instance type [default: the base launch template's, else t3.micro]
+    #[arg(long, env = "SWITCHYARD_INSTANCE_TYPE", value_name = "TYPE")]
+    pub instance_type: Option<String>,
+
+    /// A launch template whose settings every color's version keeps (instance profile, security
+    /// groups, key pair, block devices, network interfaces, metadata options, tags); only the image,
+    /// user data and switchyard's tags are replaced. VERSION: a number, $Default (default) or $Latest
     #[arg(
         long,
-        env = "SWITCHYARD_INSTANCE_TYPE",
-        default_value = "t3.micro",
-        value_name = "TYPE"
+        env = "SWITCHYARD_LAUNCH_TEMPLATE",
+        value_name = "NAME|ID[:VERSION]"
     )]
-    pub instance_type: String,
+    pub launch_template: Option<String>,
+
+    /// Instance profile (name or ARN) the instances run with, e.g. the role register-host uses
+    #[arg(long, env = "SWITCHYARD_INSTANCE_PROFILE", value_name = "NAME|ARN")]
+    pub instance_profile: Option<String>,
+
+    /// Security group id of the instances, in place of the base template's (repeatable)
+    #[arg(
+        long = "security-group",
+        env = "SWITCHYARD_SECURITY_GROUPS",
+        value_delimiter = ',',
+        value_name = "SG"
+    )]
+    pub security_groups: Vec<String>,
+
+    /// Key pair of the instances
+    #[arg(long, env = "SWITCHYARD_KEY_NAME", value_name = "NAME")]
+    pub key_name: Option<String>,
+
+    /// Size of the instances' root volume, in GiB
+    #[arg(long, env = "SWITCHYARD_ROOT_VOLUME_SIZE", value_name = "GIB", value_parser = clap::value_parser!(i32).range(1..=65536))]
+    pub root_volume_size: Option<i32>,
 
     /// File whose content becomes the instances' user-data (only its sha256 goes into the state)
     #[arg(long, env = "SWITCHYARD_USER_DATA", value_name = "FILE")]

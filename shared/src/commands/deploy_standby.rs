@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
+use crate::aws::platform::{BaseTemplate, Platform};
 use crate::aws::{self, iam, AwsSettings};
 use crate::cli::deploy_standby::{
     Command as Sub, DeployStandbyArgs, Driver, RollingArgs, Strategy, UpArgs,
@@ -87,6 +88,10 @@ impl Command for DeployStandby {
             Driver::Command if s.args.rolling.strategy != Strategy::Rolling => iam::Policy::new(),
             _ => crate::stack::asg_policy(retire),
         };
+        // Launching with an instance profile passes its role to EC2.
+        if let (false, Some(role)) = (retire, s.asg.platform.role_arn()) {
+            policy.allow("PassInstanceRole", &["iam:PassRole"], [role]);
+        }
         policy.merge(&ReleaseLock::policy(&s.args.common.state));
         policy
     }
@@ -201,12 +206,14 @@ fn settings(args: DeployStandbyArgs) -> Result<Settings, Failure> {
         ));
     }
     let user_data = read_user_data(up.user_data.as_deref())?;
-    if up.instance_type.trim().is_empty() || !up.instance_type.contains('.') {
-        return Err(Failure::usage(format!(
-            "--instance-type {:?} is not an instance type (e.g. t3.micro)",
-            up.instance_type
-        )));
+    if let Some(t) = &up.instance_type {
+        if t.trim().is_empty() || !t.contains('.') {
+            return Err(Failure::usage(format!(
+                "--instance-type {t:?} is not an instance type (e.g. t3.micro)"
+            )));
+        }
     }
+    let platform = platform(up)?;
     if let (Some(image), Driver::Asg) = (&up.image, args.stack.driver) {
         if !image.starts_with("ami-") {
             return Err(Failure::usage(format!(
@@ -229,6 +236,7 @@ fn settings(args: DeployStandbyArgs) -> Result<Settings, Failure> {
     let asg = AsgSettings {
         group_pattern: args.stack.group_pattern.clone(),
         instance_type: up.instance_type.clone(),
+        platform,
         user_data,
         health_check_type: up.health_check_type,
         grace_period: up.health_check_grace,
@@ -247,6 +255,49 @@ fn settings(args: DeployStandbyArgs) -> Result<Settings, Failure> {
         subnets,
         target_groups,
         retire_gate,
+    })
+}
+
+/// The platform's settings every instance keeps, checked.
+fn platform(up: &UpArgs) -> Result<Platform, Failure> {
+    let base = up
+        .launch_template
+        .as_deref()
+        .map(BaseTemplate::parse)
+        .transpose()
+        .map_err(Failure::usage)?;
+    for sg in &up.security_groups {
+        if !sg.starts_with("sg-") || sg.len() < 4 {
+            return Err(Failure::usage(format!(
+                "--security-group {sg:?} is not a security group id (sg-...)"
+            )));
+        }
+    }
+    if let Some(profile) = &up.instance_profile {
+        let ok = if profile.starts_with("arn:") {
+            profile.contains(":instance-profile/")
+        } else {
+            !profile.is_empty()
+                && profile.len() <= 128
+                && profile
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
+        };
+        if !ok {
+            return Err(Failure::usage(format!(
+                "--instance-profile {profile:?} is neither an instance profile name nor its ARN (arn:aws:iam::ACCOUNT:instance-profile/NAME)"
+            )));
+        }
+    }
+    if up.key_name.as_deref().is_some_and(|k| k.trim().is_empty()) {
+        return Err(Failure::usage("--key-name is empty"));
+    }
+    Ok(Platform {
+        base,
+        instance_profile: up.instance_profile.clone(),
+        security_groups: up.security_groups.clone(),
+        key_name: up.key_name.clone(),
+        root_volume_gib: up.root_volume_size,
     })
 }
 
@@ -421,7 +472,10 @@ async fn asg_drivers(s: &Settings, step: &Step) -> Result<Vec<Region>, Failure> 
         settings.target_groups = s.target_groups.get(&region).cloned().unwrap_or_default();
         drivers.push(Region {
             name: region,
-            driver: standby::Driver::Asg(AsgDriver::new(AsgClients::new(&config), settings)),
+            driver: standby::Driver::Asg(Box::new(AsgDriver::new(
+                AsgClients::new(&config),
+                settings,
+            ))),
         });
     }
     Ok(drivers)

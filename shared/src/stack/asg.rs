@@ -27,6 +27,7 @@ use crate::aws::autoscaling::{self as asg, Group, NewGroup, Policy};
 use crate::aws::elbv2::{self, Target};
 use crate::aws::launch_template::{self as lt, LaunchSpec};
 use crate::aws::metric_alarms::{self, CpuAlarm};
+use crate::aws::platform::{self, Launch, Platform};
 use crate::aws::ProviderError;
 use crate::wait::progress::Pace;
 use crate::wait::{self, Backoff, WaitEnd};
@@ -111,8 +112,12 @@ impl HealthCheckType {
 pub struct AsgSettings {
     /// The group (and launch template) name, with `{service}`, `{color}`, `{region}`.
     pub group_pattern: String,
-    /// The instance type, e.g. `t3.micro`.
-    pub instance_type: String,
+    /// The instance type, e.g. `t3.micro` [default: the base template's, else `t3.micro`].
+    pub instance_type: Option<String>,
+    /// The platform's settings every instance keeps: a base launch
+    /// template and the direct flags (instance profile, security groups,
+    /// key pair, root volume size).
+    pub platform: Platform,
     /// The user-data body (only its sha256 is ever written to the state).
     pub user_data: Option<Vec<u8>>,
     /// Subnet ids for a new group.
@@ -145,7 +150,8 @@ impl Default for AsgSettings {
     fn default() -> Self {
         Self {
             group_pattern: "{service}-{color}".to_owned(),
-            instance_type: "t3.micro".to_owned(),
+            instance_type: None,
+            platform: Platform::default(),
             user_data: None,
             subnets: Vec::new(),
             target_groups: Vec::new(),
@@ -282,25 +288,48 @@ impl AsgDriver {
             .map(|g| g.desired))
     }
 
-    fn launch_spec(&self, spec: &StackSpec) -> Result<LaunchSpec, StackError> {
+    /// What the color's version launches, and the platform's settings it
+    /// keeps (read from the base template, when there is one).
+    async fn launch_spec(
+        &self,
+        spec: &StackSpec,
+    ) -> Result<(LaunchSpec, Option<Launch>), StackError> {
         let image = spec.image.clone().filter(|i| !i.is_empty()).ok_or_else(|| {
             StackError::Invalid(format!(
                 "no image for {} in {}: pass --image, or run bake-ami first so the state holds one for that region",
                 spec.service, spec.region
             ))
         })?;
-        Ok(LaunchSpec {
+        let platform = &self.settings.platform;
+        let base = if platform.is_empty() {
+            None
+        } else {
+            Some(platform::resolve(&self.clients.ec2, platform, &image).await?)
+        };
+        let mut instance_tags: BTreeMap<String, String> = base
+            .iter()
+            .flat_map(|b| b.instance_tags.iter().cloned())
+            .collect();
+        instance_tags.extend([
+            ("service".to_owned(), spec.service.clone()),
+            ("color".to_owned(), spec.color.clone()),
+            ("version".to_owned(), spec.version.clone()),
+            ("managed-by".to_owned(), "switchyard".to_owned()),
+        ]);
+        let launch = LaunchSpec {
             image_id: image,
-            instance_type: self.settings.instance_type.clone(),
+            instance_type: self
+                .settings
+                .instance_type
+                .clone()
+                .or_else(|| base.as_ref().and_then(|b| b.instance_type.clone()))
+                .unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.to_owned()),
             user_data_sha256: self.settings.user_data.as_deref().map(lt::sha256_hex),
-            imdsv2_required: true,
-            instance_tags: BTreeMap::from([
-                ("service".to_owned(), spec.service.clone()),
-                ("color".to_owned(), spec.color.clone()),
-                ("version".to_owned(), spec.version.clone()),
-                ("managed-by".to_owned(), "switchyard".to_owned()),
-            ]),
-        })
+            imdsv2_required: base.as_ref().is_none_or(|b| b.imdsv2_required),
+            instance_tags,
+            platform: base.as_ref().map(|b| b.fingerprint.clone()),
+        };
+        Ok((launch, base))
     }
 
     async fn capacity(
@@ -347,7 +376,7 @@ impl AsgDriver {
         changes: &mut Changes,
         wait: Option<&Wait>,
     ) -> Result<Converged, StackError> {
-        let launch = self.launch_spec(spec)?;
+        let (launch, base) = self.launch_spec(spec).await?;
         let name = self.group_of(spec);
         let group = asg::describe_group(&self.clients.autoscaling, &name).await?;
         let (desired, min, max) = self.capacity(spec, group.as_ref()).await?;
@@ -357,7 +386,9 @@ impl AsgDriver {
                 spec.region
             )));
         }
-        let (template_id, version) = self.converge_template(&name, &launch, changes).await?;
+        let (template_id, version) = self
+            .converge_template(&name, (&launch, base.as_ref()), changes)
+            .await?;
         let target = GroupTarget {
             name: name.clone(),
             template: template_id
@@ -389,7 +420,7 @@ impl AsgDriver {
     async fn converge_template(
         &self,
         name: &str,
-        launch: &LaunchSpec,
+        (launch, base): (&LaunchSpec, Option<&Launch>),
         changes: &mut Changes,
     ) -> Result<(Option<String>, i64), StackError> {
         let user_data = self.settings.user_data.as_deref();
@@ -400,7 +431,8 @@ impl AsgDriver {
                 changes.note(format!("create launch template {name} (version 1: {what})"));
                 if changes.apply {
                     let tags = &launch.instance_tags;
-                    match lt::create(&self.clients.ec2, name, launch, user_data, tags).await {
+                    match lt::create(&self.clients.ec2, name, (launch, base), user_data, tags).await
+                    {
                         Ok(id) => (Some(id), 1),
                         // Made by an earlier attempt whose answer was lost:
                         // taken when it launches the same.
@@ -425,7 +457,7 @@ impl AsgDriver {
                     "create launch template {name} version {next} ({what})"
                 ));
                 let v = if changes.apply {
-                    lt::create_version(&self.clients.ec2, &t.id, launch, user_data).await?
+                    lt::create_version(&self.clients.ec2, &t.id, (launch, base), user_data).await?
                 } else {
                     next
                 };
@@ -898,9 +930,12 @@ fn pairs(map: &BTreeMap<String, String>) -> String {
         .join(", ")
 }
 
+/// The instance type when neither the flag nor a base template names one.
+pub const DEFAULT_INSTANCE_TYPE: &str = "t3.micro";
+
 fn describe_launch(l: &LaunchSpec) -> String {
     format!(
-        "image {}, {}, {}IMDSv2 required, tags {}",
+        "image {}, {}, {}IMDSv2 {}, {}tags {}",
         l.image_id,
         l.instance_type,
         l.user_data_sha256
@@ -909,6 +944,14 @@ fn describe_launch(l: &LaunchSpec) -> String {
                 "user-data sha256 {}, ",
                 &h[..h.len().min(12)]
             )),
+        if l.imdsv2_required {
+            "required"
+        } else {
+            "optional"
+        },
+        l.platform
+            .as_ref()
+            .map_or(String::new(), |p| format!("platform settings {p}, ")),
         pairs(&l.instance_tags)
     )
 }

@@ -132,8 +132,8 @@ pub struct Region<D = Driver> {
 /// The drivers deploy-standby runs.
 #[derive(Debug, Clone)]
 pub enum Driver {
-    /// One Auto Scaling group per color.
-    Asg(AsgDriver),
+    /// One Auto Scaling group per color (boxed: its settings are large).
+    Asg(Box<AsgDriver>),
     /// Templated commands for any orchestrator.
     Command(CommandDriver),
 }
@@ -162,7 +162,7 @@ impl StackDriver for Driver {
 
     fn capacity_from(&self, color: &str) -> Self {
         match self {
-            Self::Asg(d) => Self::Asg(d.capacity_from(color)),
+            Self::Asg(d) => Self::Asg(Box::new(d.capacity_from(color))),
             Self::Command(d) => Self::Command(d.capacity_from(color)),
         }
     }
