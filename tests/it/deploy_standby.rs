@@ -1248,3 +1248,74 @@ fn a_base_launch_template_s_settings_are_kept_and_the_flags_override_them() {
         "{policy:#}"
     );
 }
+
+/// `verify-health --via target-health`: a stack judged by its target
+/// groups as the load balancer sees them, found from the state (the stack's
+/// Auto Scaling group, its target groups, its instances), probing nothing;
+/// the verdict names the evidence. A target group without the stack's
+/// instances is unhealthy evidence (exit 1).
+#[test]
+fn verify_health_judges_a_stack_by_its_target_groups() {
+    let f = Fixture::new();
+    let region = "us-east-1";
+    let subnet = subnet(&f.moto, region);
+    let (ami, _) = images(&f.moto, region);
+    let vpc = first(&f.moto, region, &["ec2", "describe-vpcs"], "Vpcs[0].VpcId");
+    let green_tg = aws_cli::create_target_group(&f.moto, "web-green", &vpc, &[]);
+    let empty_tg = aws_cli::create_target_group(&f.moto, "web-empty", &vpc, &[]);
+    let state = f.path("state.json");
+    let mut args: Vec<&str> = green_from_nothing("web", &ami, &subnet).to_vec();
+    args.extend(["--target-group", &green_tg]);
+    let out = run(&mut f.command("deploy-standby", &state, &args, None));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+
+    let verify = |extra: &[&str]| {
+        let mut a = vec![
+            "--stack",
+            "green",
+            "--via",
+            "target-health",
+            "--output",
+            "json",
+        ];
+        a.extend(["--interval", "100ms", "--attempts", "3"]);
+        a.extend(extra);
+        run(&mut f.command("verify-health", &state, &a, None))
+    };
+    let out = verify(&[]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let report = ok_json(&out);
+    assert_eq!(report["verdict"], "healthy", "{report:#}");
+    assert!(report.get("probes").is_none(), "nothing probed: {report:#}");
+    let targets = report["targets"]["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 2, "the stack's two instances: {report:#}");
+    assert!(
+        report["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("2/2 targets healthy in 1 target group(s)"),
+        "{report:#}"
+    );
+    let doc = read_json(&state);
+    assert_eq!(doc["health"]["green"]["status"], "healthy", "{doc:#}");
+    assert!(
+        doc["health"]["green"]["endpoints"][0]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("target:i-"),
+        "{doc:#}"
+    );
+
+    let out = verify(&["--target-group", &empty_tg]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("no target of the stack in 1 target group(s)"),
+        "{}",
+        out.stdout
+    );
+
+    let out = verify(&["--url", "http://127.0.0.1:9/"]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("probes nothing"), "{}", out.stderr);
+}

@@ -215,6 +215,39 @@ pub async fn target_health(
     })
 }
 
+/// Every target of the group `arn` with its health, in one call.
+pub async fn group_health(
+    client: &Client,
+    arn: &str,
+) -> Result<Vec<(Target, TargetHealth)>, ProviderError> {
+    let out = client
+        .describe_target_health()
+        .target_group_arn(arn)
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_sdk("elbv2:DescribeTargetHealth", &e))?;
+    Ok(out
+        .target_health_descriptions()
+        .iter()
+        .filter_map(|d| {
+            let t = d.target()?;
+            let target = Target {
+                id: t.id()?.to_owned(),
+                port: t.port().and_then(|p| u16::try_from(p).ok()).unwrap_or(0),
+                availability_zone: t.availability_zone().map(str::to_owned),
+            };
+            let health = d
+                .target_health()
+                .map_or_else(TargetHealth::absent, |h| TargetHealth {
+                    state: h.state().map_or("unknown", |s| s.as_str()).to_owned(),
+                    reason: h.reason().map(|r| r.as_str().to_owned()),
+                    description: h.description().map(str::to_owned),
+                });
+            Some((target, health))
+        })
+        .collect())
+}
+
 /// The error code of a listener that does not exist.
 pub const LISTENER_NOT_FOUND: &str = "ListenerNotFound";
 

@@ -1,5 +1,6 @@
 //! Answers of the AWS APIs as the SDK-mocked unit tests give them: error
-//! bodies in each protocol's shape, and Route53's change and listing outputs.
+//! bodies in each protocol's shape, Route53's change and listing outputs,
+//! and ELB target health.
 
 use aws_sdk_route53::operation::change_resource_record_sets::ChangeResourceRecordSetsOutput;
 use aws_sdk_route53::operation::list_resource_record_sets::ListResourceRecordSetsOutput;
@@ -49,4 +50,37 @@ pub fn listing(sets: Vec<ResourceRecordSet>) -> ListResourceRecordSetsOutput {
         .max_items(100)
         .build()
         .expect("the page is set")
+}
+
+/// The answer to a DescribeTargetHealth: each of `targets` (instance id) on
+/// `port` in `state`, for `reason`.
+#[allow(clippy::needless_pass_by_value)]
+pub fn target_health(
+    targets: &[&str],
+    port: i32,
+    state: aws_sdk_elasticloadbalancingv2::types::TargetHealthStateEnum,
+    reason: Option<aws_sdk_elasticloadbalancingv2::types::TargetHealthReasonEnum>,
+) -> aws_sdk_elasticloadbalancingv2::operation::describe_target_health::DescribeTargetHealthOutput {
+    use aws_sdk_elasticloadbalancingv2::types::{
+        TargetDescription, TargetHealth, TargetHealthDescription,
+    };
+    aws_sdk_elasticloadbalancingv2::operation::describe_target_health::DescribeTargetHealthOutput::builder()
+        .set_target_health_descriptions(Some(
+            targets
+                .iter()
+                .map(|id| {
+                    TargetHealthDescription::builder()
+                        .target(TargetDescription::builder().id(*id).port(port).build())
+                        .target_health(
+                            TargetHealth::builder()
+                                .state(state.clone())
+                                .set_reason(reason.clone())
+                                .description("as the load balancer sees it")
+                                .build(),
+                        )
+                        .build()
+                })
+                .collect(),
+        ))
+        .build()
 }

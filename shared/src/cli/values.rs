@@ -7,6 +7,7 @@ use clap::ValueEnum;
 
 use crate::health::alarms::InsufficientData;
 use crate::health::route53::CheckKind;
+use crate::health::target_health::Via;
 use crate::outcome::OutputFormat;
 use crate::stack::asg::HealthCheckType;
 use crate::stack::standby::Color;
@@ -37,6 +38,21 @@ impl ValueEnum for Role {
             Self::Retired => {
                 PossibleValue::new("retired").help("A stack scaled down after a release")
             }
+        })
+    }
+}
+
+impl ValueEnum for Via {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Self::Probes, Self::TargetHealth]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            Self::Probes => PossibleValue::new("probes").help("HTTP(S) probes from where the step runs"),
+            Self::TargetHealth => PossibleValue::new("target-health").help(
+                "The stack's target groups' health (DescribeTargetHealth): no probe has to reach the stack",
+            ),
         })
     }
 }

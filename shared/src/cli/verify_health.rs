@@ -8,6 +8,7 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 use super::{parse_duration, CommonArgs, StepArgs};
 use crate::health::alarms::InsufficientData;
 use crate::health::route53::CheckKind;
+use crate::health::target_health::Via;
 
 /// Decide whether a stack is healthy.
 ///
@@ -105,6 +106,19 @@ pub struct VerifyArgs {
     /// File of URLs or host[:port] endpoints, one per line
     #[arg(long, env = "SWITCHYARD_URLS_FILE", value_name = "FILE")]
     pub urls_file: Option<PathBuf>,
+    /// What judges the stack: HTTP probes from here, or its target groups' health as the load
+    /// balancer sees it (for runners that cannot reach the stack's private addresses)
+    #[arg(long, env = "SWITCHYARD_VIA", value_enum, default_value_t = Via::Probes)]
+    pub via: Via,
+    /// Target group ARN whose health judges the stack (--via target-health; repeatable)
+    /// [default: the target groups of the stack's Auto Scaling group, from the state]
+    #[arg(
+        long = "target-group",
+        env = "SWITCHYARD_TARGET_GROUPS",
+        value_delimiter = ',',
+        value_name = "ARN"
+    )]
+    pub target_groups: Vec<String>,
     /// Scheme for endpoints given as host[:port]
     #[arg(long, default_value = "http", value_parser = ["http", "https"])]
     pub scheme: String,

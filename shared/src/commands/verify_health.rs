@@ -12,11 +12,12 @@ use crate::health::alarms::AlarmGate;
 use crate::health::probe::{self, BodyRule, JsonCheck, ProbeSpec, StatusSet};
 use crate::health::report::HealthReport;
 use crate::health::route53::{self as checks, CheckSpec, EnsureReport, StatusReport};
+use crate::health::target_health::{TargetGate, Via};
 use crate::health::targets::{self, UrlTemplate};
 use crate::health::{HttpProbe, ProbePolicy, Verification};
 use crate::outcome::report::Plan;
 use crate::outcome::{Code, Failure};
-use crate::state::{steps, StateDocument, StateFile};
+use crate::state::{steps, Stack, StateDocument, StateFile};
 use crate::step::{Command, Step};
 use crate::wait::progress::short;
 
@@ -73,6 +74,7 @@ impl Command for VerifyHealth {
         match args.command {
             None => {
                 let v = args.verify;
+                check_via(&v)?;
                 let probe = HttpProbe::with_spec(probe_spec(&v)?)
                     .map_err(|e| Failure::new(Code::Usage, e))?;
                 let policy = probe_policy(&v, args.common.timeout);
@@ -90,10 +92,27 @@ impl Command for VerifyHealth {
 
     fn policy(settings: &Settings) -> iam::Policy {
         match settings {
-            Settings::Verify(v) if v.args.alarms.is_empty() && v.args.alarm_prefixes.is_empty() => {
-                iam::Policy::new()
+            Settings::Verify(v) => {
+                let mut policy = iam::Policy::new();
+                if !(v.args.alarms.is_empty() && v.args.alarm_prefixes.is_empty()) {
+                    policy.merge(&crate::health::alarms::policy());
+                }
+                if v.args.via == Via::TargetHealth {
+                    policy.allow(
+                        "TargetHealth",
+                        &["elasticloadbalancing:DescribeTargetHealth"],
+                        ["*"],
+                    );
+                    if v.args.target_groups.is_empty() {
+                        policy.allow(
+                            "StackGroups",
+                            &["autoscaling:DescribeAutoScalingGroups"],
+                            ["*"],
+                        );
+                    }
+                }
+                policy
             }
-            Settings::Verify(_) => crate::health::alarms::policy(),
             Settings::Ensure { group, .. } => checks::policy(&group.zone_id, true),
             Settings::Status(group) => checks::policy(&group.zone_id, false),
         }
@@ -159,10 +178,29 @@ async fn verify(v: Verify, step: &mut Step) -> Result<Report, Failure> {
         policy,
     } = v;
     let doc = step.state.load().await?;
-    let (stack, urls) = endpoints(&args, &doc)?;
+    let (stack, urls) = match args.via {
+        Via::Probes => endpoints(&args, &doc)?,
+        Via::TargetHealth => (args.stack.clone(), Vec::new()),
+    };
+    let found = match (&args.via, &args.stack) {
+        (Via::TargetHealth, Some(name)) => {
+            Some(targets::find_stack(&doc, name).map_err(Failure::usage)?)
+        }
+        _ => None,
+    };
+    let stack = found.as_ref().map(|(n, _)| n.clone()).or(stack);
     if step.dry_run {
-        return Ok(Plan::dry_run(plan(&args, stack.as_deref(), &urls)).into());
+        let mut lines = plan(&args, stack.as_deref(), &urls);
+        if args.via == Via::TargetHealth {
+            lines.insert(0, target_plan(&args, found.as_ref().map(|(_, s)| s)));
+        }
+        return Ok(Plan::dry_run(lines).into());
     }
+    let target_gate = match found.as_ref() {
+        None if args.via == Via::TargetHealth => Some(target_gate(&args, None, step).await?),
+        None => None,
+        Some((_, s)) => Some(target_gate(&args, Some(s), step).await?),
+    };
     let alarms = if args.alarms.is_empty() && args.alarm_prefixes.is_empty() {
         None
     } else {
@@ -182,6 +220,7 @@ async fn verify(v: Verify, step: &mut Step) -> Result<Report, Failure> {
         probe,
         policy,
         alarms,
+        targets: target_gate,
     };
     let mut env = doc.hook_env();
     env.set_opt("SWITCHYARD_STACK", stack.as_deref());
@@ -199,6 +238,112 @@ async fn verify(v: Verify, step: &mut Step) -> Result<Report, Failure> {
         })?;
     }
     Ok(report.into())
+}
+
+/// `--via target-health` needs a stack or target groups, and probes nothing.
+fn check_via(v: &VerifyArgs) -> Result<(), Failure> {
+    match v.via {
+        Via::TargetHealth => {
+            if !v.urls.is_empty() || v.urls_file.is_some() {
+                return Err(Failure::usage(
+                    "--via target-health judges by the target groups and probes nothing: drop --url/--urls-file, or use --via probes",
+                ));
+            }
+            if v.stack.is_none() && v.target_groups.is_empty() {
+                return Err(Failure::usage(
+                    "--via target-health needs --stack (its instances and groups come from the state) or --target-group",
+                ));
+            }
+            for arn in &v.target_groups {
+                if !arn.starts_with("arn:") || !arn.contains(":targetgroup/") {
+                    return Err(Failure::usage(format!(
+                        "--target-group {arn:?} is not a target group ARN (arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/NAME/ID)"
+                    )));
+                }
+            }
+            Ok(())
+        }
+        Via::Probes if !v.target_groups.is_empty() => {
+            Err(Failure::usage("--target-group is for --via target-health"))
+        }
+        Via::Probes => Ok(()),
+    }
+}
+
+/// What `--via target-health` would read, for a dry run.
+fn target_plan(v: &VerifyArgs, stack: Option<&Stack>) -> String {
+    let instances = stack.map_or(0, |s| instance_ids(s).len());
+    if v.target_groups.is_empty() {
+        format!(
+            "would read the target health of the stack's Auto Scaling groups' target groups ({instances} instance(s) in the state)"
+        )
+    } else {
+        format!(
+            "would read the target health of {} ({instances} instance(s) in the state)",
+            v.target_groups.join(", ")
+        )
+    }
+}
+
+/// The instance ids a stack's state entry names.
+fn instance_ids(stack: &Stack) -> Vec<String> {
+    stack
+        .ids
+        .iter()
+        .filter(|id| id.starts_with("i-"))
+        .cloned()
+        .collect()
+}
+
+/// What `--via target-health` reads: the given groups, or those of the
+/// stack's Auto Scaling groups (one call per group), judged on the stack's
+/// instances.
+async fn target_gate(
+    v: &VerifyArgs,
+    stack: Option<&Stack>,
+    step: &Step,
+) -> Result<(aws_sdk_elasticloadbalancingv2::Client, TargetGate), Failure> {
+    let config = aws::load(&step.aws).await;
+    let mut groups = v.target_groups.clone();
+    if groups.is_empty() {
+        let names: Vec<&String> = stack
+            .map(|s| {
+                s.regions
+                    .values()
+                    .filter_map(|r| r.group.as_ref())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if names.is_empty() {
+            return Err(Failure::usage(
+                "the state names no Auto Scaling group for the stack; pass --target-group",
+            ));
+        }
+        let client = aws_sdk_autoscaling::Client::new(&config);
+        for name in names {
+            let found = crate::aws::autoscaling::describe_group(&client, name)
+                .await
+                .map_err(|e| Failure::new(Code::Provider, e))?;
+            if let Some(g) = found {
+                groups.extend(g.target_groups);
+            }
+        }
+        if groups.is_empty() {
+            return Err(Failure::usage(
+                "the stack's Auto Scaling groups have no target groups; pass --target-group, or use --via probes",
+            ));
+        }
+    }
+    Ok((
+        aws_sdk_elasticloadbalancingv2::Client::new(&config),
+        TargetGate {
+            groups,
+            instances: stack.map(instance_ids).unwrap_or_default(),
+            quorum: v.quorum,
+            interval: v.interval,
+            attempts: v.attempts,
+        },
+    ))
 }
 
 /// The stack (if one) and the URLs to probe: given URLs, a file of them, or

@@ -1,6 +1,6 @@
 //! Deciding whether a stack is healthy: HTTP(S) probes judged by a probe
-//! policy (thresholds, quorum, latency limits), CloudWatch alarms, Route53
-//! health checks; reports for people, programs, Jenkins and GitHub; and the
+//! policy (thresholds, quorum, latency limits), its target groups' health
+//! (the load balancer's view), CloudWatch alarms, Route53 health checks; reports for people, programs, Jenkins and GitHub; and the
 //! gates a traffic shift must pass.
 
 pub mod alarms;
@@ -9,12 +9,13 @@ pub mod policy;
 pub mod probe;
 pub mod report;
 pub mod route53;
+pub mod target_health;
 pub mod targets;
 
 pub use gate::{Gate, GatePolicy, GateVerdict};
 pub use policy::{ProbePolicy, ProbeReport};
 pub use probe::{HttpProbe, ProbeResult, ProbeSpec};
-pub use report::HealthReport;
+pub use report::{Evidence, HealthReport};
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +36,11 @@ pub struct Verification {
     pub policy: ProbePolicy,
     /// Alarms that must stay OK, with the client to read them.
     pub alarms: Option<(aws_sdk_cloudwatch::Client, alarms::AlarmGate)>,
+    /// Target groups whose health judges the stack, with the client to read them.
+    pub targets: Option<(
+        aws_sdk_elasticloadbalancingv2::Client,
+        target_health::TargetGate,
+    )>,
 }
 
 /// Errors that stop a verification before it reaches a verdict.
@@ -42,6 +48,8 @@ pub struct Verification {
 pub enum VerifyError {
     #[error(transparent)]
     Alarms(#[from] alarms::AlarmError),
+    #[error(transparent)]
+    Targets(#[from] crate::aws::ProviderError),
     #[error("interrupted before a verdict")]
     Interrupted,
 }
@@ -50,6 +58,7 @@ impl ExitStatus for VerifyError {
     fn exit_code(&self) -> Code {
         match self {
             Self::Alarms(e) => e.exit_code(),
+            Self::Targets(_) => Code::Provider,
             Self::Interrupted => Code::Interrupted,
         }
     }
@@ -75,13 +84,27 @@ impl Verification {
                     .map(|r| r.map(Some)),
             }
         };
-        let (probes, alarms) = tokio::join!(probes, watch);
+        let targets = async {
+            match &self.targets {
+                None => Ok(Ok(None)),
+                Some((client, gate)) => target_health::watch(client, gate, cancel)
+                    .await
+                    .map(|r| r.map(Some)),
+            }
+        };
+        let (probes, alarms, targets) = tokio::join!(probes, watch, targets);
         let probes = probes.map_err(|_: WaitEnd| VerifyError::Interrupted)?;
         let alarms = alarms?.map_err(|_| VerifyError::Interrupted)?;
+        let targets = targets?
+            .map_err(|_| VerifyError::Interrupted)?
+            .map(Box::new);
         Ok(HealthReport::combine(
             self.stack.clone(),
-            probes,
-            alarms,
+            Evidence {
+                probes,
+                targets,
+                alarms,
+            },
             started.elapsed(),
         ))
     }

@@ -11,10 +11,22 @@ use serde::Serialize;
 
 use super::alarms::AlarmsReport;
 use super::policy::{EndpointState, ProbeReport};
+use super::target_health::TargetsReport;
 use crate::outcome::{Code, Failure, StepReport};
 use crate::state::{
     steps, EndpointVerdict, Health, JournalEntry, Outcome, StateError, StateFile, Verdict,
 };
+
+/// What a verification found, by kind of evidence.
+#[derive(Debug, Clone, Default)]
+pub struct Evidence {
+    /// The HTTP probes'.
+    pub probes: Option<ProbeReport>,
+    /// The target groups' (boxed: reports stay small).
+    pub targets: Option<Box<TargetsReport>>,
+    /// The alarms'.
+    pub alarms: Option<AlarmsReport>,
+}
 
 /// Everything one run of verify-health found.
 #[derive(Debug, Clone, Serialize)]
@@ -33,25 +45,30 @@ pub struct HealthReport {
     /// The HTTP probes' evidence.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probes: Option<ProbeReport>,
+    /// The target groups' evidence (`--via target-health`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub targets: Option<Box<TargetsReport>>,
     /// The alarms' evidence.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alarms: Option<AlarmsReport>,
 }
 
 impl HealthReport {
-    /// Combines the probes' and the alarms' verdicts: any unhealthy makes it
-    /// unhealthy, else any inconclusive makes it inconclusive.
-    pub fn combine(
-        stack: Option<String>,
-        probes: Option<ProbeReport>,
-        alarms: Option<AlarmsReport>,
-        elapsed: Duration,
-    ) -> Self {
-        let verdicts: Vec<Health> = probes
+    /// Combines the evidence's verdicts: any unhealthy makes it unhealthy,
+    /// else any inconclusive (or none at all) makes it inconclusive.
+    pub fn combine(stack: Option<String>, evidence: Evidence, elapsed: Duration) -> Self {
+        let Evidence {
+            probes,
+            targets,
+            alarms,
+        } = evidence;
+        let parts: Vec<(Health, &str)> = probes
             .iter()
-            .map(|p| p.verdict)
-            .chain(alarms.iter().map(|a| a.verdict))
+            .map(|p| (p.verdict, p.summary.as_str()))
+            .chain(targets.iter().map(|t| (t.verdict, t.summary.as_str())))
+            .chain(alarms.iter().map(|a| (a.verdict, a.summary.as_str())))
             .collect();
+        let verdicts: Vec<Health> = parts.iter().map(|(v, _)| *v).collect();
         let verdict = if verdicts.contains(&Health::Unhealthy) {
             Health::Unhealthy
         } else if verdicts.contains(&Health::Inconclusive) || verdicts.is_empty() {
@@ -59,18 +76,15 @@ impl HealthReport {
         } else {
             Health::Healthy
         };
-        let summary: Vec<&str> = probes
-            .iter()
-            .map(|p| p.summary.as_str())
-            .chain(alarms.iter().map(|a| a.summary.as_str()))
-            .collect();
+        let summary = parts.iter().map(|(_, s)| *s).collect::<Vec<_>>().join("; ");
         Self {
             stack,
             verdict,
-            summary: summary.join("; "),
+            summary,
             at: Utc::now(),
             elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             probes,
+            targets,
             alarms,
         }
     }
@@ -104,6 +118,15 @@ impl HealthReport {
                 ]
                 .into(),
             );
+        }
+        if let Some(t) = &self.targets {
+            v.endpoints
+                .extend(t.targets.iter().map(|t| EndpointVerdict {
+                    url: format!("target:{}:{}", t.target.id, t.target.port),
+                    pass: t.health.is_serving(),
+                    latency_ms: 0,
+                    last: t.health.describe(),
+                }));
         }
         v
     }
@@ -185,6 +208,37 @@ impl HealthReport {
                 suite.add_test_case(case);
             }
         }
+        if let Some(t) = &self.targets {
+            for target in &t.targets {
+                let status = match (target.health.is_serving(), healthy) {
+                    (true, _) => TestCaseStatus::success(),
+                    (false, true) => {
+                        let mut s = TestCaseStatus::skipped();
+                        s.set_message(format!(
+                            "tolerated: {} of {} targets healthy, {} needed; {}",
+                            t.serving,
+                            t.total,
+                            t.needed,
+                            target.health.describe()
+                        ));
+                        s.set_type(target.health.state.clone());
+                        s
+                    }
+                    (false, false) => {
+                        let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                        s.set_message(target.health.describe());
+                        s.set_type(target.health.state.clone());
+                        s
+                    }
+                };
+                let mut case = TestCase::new(
+                    format!("target {}:{}", target.target.id, target.target.port),
+                    status,
+                );
+                case.set_classname(format!("verify-health.{name}.targets"));
+                suite.add_test_case(case);
+            }
+        }
         if let Some(a) = &self.alarms {
             for alarm in &a.alarms {
                 let status = if alarm.verdict == Health::Healthy {
@@ -226,6 +280,17 @@ impl StepReport for HealthReport {
                 let _ = writeln!(t, "  ... and {} more", failing.len() - 20);
             }
         }
+        if let Some(targets) = &self.targets {
+            for target in targets.targets.iter().filter(|t| !t.health.is_serving()) {
+                let _ = writeln!(
+                    t,
+                    "  target {}:{} is {}",
+                    target.target.id,
+                    target.target.port,
+                    target.health.describe()
+                );
+            }
+        }
         if let Some(a) = &self.alarms {
             for alarm in a.alarms.iter().filter(|a| a.verdict != Health::Healthy) {
                 let _ = writeln!(
@@ -247,6 +312,10 @@ impl StepReport for HealthReport {
             out.push(("healthy".into(), p.healthy.to_string()));
             out.push(("total".into(), p.total.to_string()));
             out.push(("p95-ms".into(), p.latency.p95_ms.to_string()));
+        }
+        if let Some(t) = &self.targets {
+            out.push(("targets-healthy".into(), t.serving.to_string()));
+            out.push(("targets-total".into(), t.total.to_string()));
         }
         out
     }
@@ -293,6 +362,19 @@ impl StepReport for HealthReport {
                 for e in failing {
                     let _ = writeln!(s, "| {} | {} |", e.url, e.last.replace('|', "\\|"));
                 }
+            }
+        }
+        if let Some(t) = &self.targets {
+            s.push_str("\n| target | group | health |\n|---|---|---|\n");
+            for target in &t.targets {
+                let _ = writeln!(
+                    s,
+                    "| {}:{} | {} | {} |",
+                    target.target.id,
+                    target.target.port,
+                    target.group.rsplit('/').nth(1).unwrap_or(&target.group),
+                    target.health.describe().replace('|', "\\|")
+                );
             }
         }
         if let Some(a) = &self.alarms {

@@ -2,7 +2,7 @@
 //! role such as `--stack standby`), URLs given directly, or a file of them,
 //! turned into URLs with the configured scheme, port and path.
 
-use crate::state::{Role, StateDocument};
+use crate::state::{Role, Stack, StateDocument};
 
 /// How a bare endpoint (`host`, `host:port`) becomes a URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,8 +58,8 @@ pub fn endpoint_url(endpoint: &str, t: &UrlTemplate) -> Result<String, String> {
     Ok(url.to_string())
 }
 
-/// The stack named `name` (or holding the role `active`/`standby`) and its endpoints.
-pub fn stack_endpoints(doc: &StateDocument, name: &str) -> Result<(String, Vec<String>), String> {
+/// The stack named `name`, or holding the role `active`/`standby`, and its name.
+pub fn find_stack(doc: &StateDocument, name: &str) -> Result<(String, Stack), String> {
     let role = match name {
         "active" => Some(Role::Active),
         "standby" => Some(Role::Standby),
@@ -99,6 +99,12 @@ pub fn stack_endpoints(doc: &StateDocument, name: &str) -> Result<(String, Vec<S
             (name.to_owned(), stack.clone())
         }
     };
+    Ok((found, stack))
+}
+
+/// The endpoints of stack `name` (a stack's name, or `active`/`standby`).
+pub fn stack_endpoints(doc: &StateDocument, name: &str) -> Result<(String, Vec<String>), String> {
+    let (found, stack) = find_stack(doc, name)?;
     if stack.endpoints.is_empty() {
         return Err(format!(
             "stack {found} has no endpoints in the state file; give --url or --urls-file"

@@ -16,8 +16,8 @@ use aws_sdk_elasticloadbalancingv2::operation::describe_target_groups::DescribeT
 use aws_sdk_elasticloadbalancingv2::operation::describe_target_health::DescribeTargetHealthOutput;
 use aws_sdk_elasticloadbalancingv2::operation::register_targets::RegisterTargetsOutput;
 use aws_sdk_elasticloadbalancingv2::types::{
-    TargetDescription, TargetGroup, TargetGroupAttribute, TargetHealth, TargetHealthDescription,
-    TargetHealthReasonEnum, TargetHealthStateEnum, TargetTypeEnum,
+    TargetGroup, TargetGroupAttribute, TargetHealthReasonEnum, TargetHealthStateEnum,
+    TargetTypeEnum,
 };
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use serde_json::Value;
@@ -103,20 +103,7 @@ fn health(
     state: TargetHealthStateEnum,
     reason: Option<TargetHealthReasonEnum>,
 ) -> DescribeTargetHealthOutput {
-    DescribeTargetHealthOutput::builder()
-        .target_health_descriptions(
-            TargetHealthDescription::builder()
-                .target(TargetDescription::builder().id(INSTANCE).port(9000).build())
-                .target_health(
-                    TargetHealth::builder()
-                        .state(state)
-                        .set_reason(reason)
-                        .description("as the load balancer sees it")
-                        .build(),
-                )
-                .build(),
-        )
-        .build()
+    crate::aws::mocked::target_health(&[INSTANCE], 9000, state, reason)
 }
 
 fn healthy() -> DescribeTargetHealthOutput {
