@@ -166,7 +166,7 @@ fn a_dry_run_of_every_mode_changes_nothing() {
             "verify-health",
             with(&["route53", "ensure"], &route)
                 .into_iter()
-                .chain(["--member".into(), "blue=http://203.0.113.10/".into()])
+                .chain(["--member".into(), "blue=http://52.94.236.10/".into()])
                 .collect(),
         ),
         (

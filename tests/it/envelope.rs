@@ -180,7 +180,7 @@ fn every_mode_of_every_executable_answers_json_with_the_envelope() {
         on_route(
             "verify-health",
             &["route53", "ensure"],
-            &["--member", "blue=http://203.0.113.10/", "--dry-run"],
+            &["--member", "blue=http://52.94.236.10/", "--dry-run"],
             Some(0),
         ),
         on_route("verify-health", &["route53", "status"], &[], None),

@@ -33,15 +33,15 @@ fn mixed_spec() -> Value {
         {"zone_id": "ZONE", "name": "api.example.com", "type": "A", "members": [
             {"set_identifier": "us-east", "weight": 50,
              "alias": alias("api-use1-111.us-east-1.elb.amazonaws.com", "Z35SXDOTRQ7X7K"),
-             "health_check": check("198.51.100.1")},
+             "health_check": check("52.94.236.11")},
             {"set_identifier": "us-west", "weight": 50,
              "alias": alias("api-usw2-222.us-west-2.elb.amazonaws.com", "Z1H1FL5HABSF5"),
-             "health_check": check("198.51.100.2")}]},
+             "health_check": check("52.94.236.12")}]},
         {"zone_id": "ZONE", "name": "lat.example.com", "type": "A", "ttl": 30, "members": [
             {"set_identifier": "eu", "region": "eu-west-1", "values": ["198.51.100.3"],
-             "health_check": check("198.51.100.3")},
+             "health_check": check("52.94.236.13")},
             {"set_identifier": "ap", "region": "ap-southeast-2", "values": ["198.51.100.4"],
-             "health_check": {"type": "tcp", "host": "198.51.100.4", "port": 443}}]},
+             "health_check": {"type": "tcp", "host": "52.94.236.14", "port": 443}}]},
         {"zone_id": "ZONE", "name": "geo.example.com", "type": "CNAME", "ttl": 300, "members": [
             {"set_identifier": "europe", "geo": {"continent": "EU"}, "values": ["eu.other-cloud.example.net"],
              "health_check": {"type": "https", "host": "eu.other-cloud.example.net", "path": "/status"}},

@@ -36,7 +36,8 @@ fn two_regions(
     n: usize,
 ) -> (String, [String; 2], [String; 2]) {
     let name = format!("svc{n}.{domain}");
-    let (east, west) = (format!("10.1.{n}.1"), format!("10.2.{n}.1"));
+    // Public addresses: Route53 refuses checks of private ones.
+    let (east, west) = (format!("52.94.{n}.1"), format!("54.239.{n}.1"));
     aws_cli::create_weighted(
         moto,
         zone,
@@ -627,7 +628,10 @@ fn route53_health_checks_are_created_once_and_associated_with_their_records() {
         &moto,
         &zone,
         name,
-        &[("us-east", 50, "10.1.0.1"), ("eu-west", 50, "10.2.0.1")],
+        &[
+            ("us-east", 50, "52.94.236.1"),
+            ("eu-west", 50, "54.239.28.1"),
+        ],
         60,
     );
     let dir = tempfile::tempdir().unwrap();
@@ -644,9 +648,9 @@ fn route53_health_checks_are_created_once_and_associated_with_their_records() {
                 "--record-name",
                 name,
                 "--member",
-                "us-east=http://10.1.0.1:8080/health",
+                "us-east=http://52.94.236.1:8080/health",
                 "--member",
-                "eu-west=http://10.2.0.1:8080/health",
+                "eu-west=http://54.239.28.1:8080/health",
                 "--type",
                 "http",
                 "--request-interval",
@@ -685,7 +689,7 @@ fn route53_health_checks_are_created_once_and_associated_with_their_records() {
     assert_eq!(checks.len(), 2);
     let config = &checks
         .iter()
-        .find(|c| c["HealthCheckConfig"]["IPAddress"] == "10.1.0.1")
+        .find(|c| c["HealthCheckConfig"]["IPAddress"] == "52.94.236.1")
         .unwrap()["HealthCheckConfig"];
     assert_eq!(config["Type"], "HTTP");
     assert_eq!(config["Port"], 8080);

@@ -176,6 +176,9 @@ pub fn parse_member(text: &str, spec: &CheckSpec) -> Result<Member, HealthCheckE
         .ok_or_else(|| bad("no host"))?
         .trim_matches(['[', ']'])
         .to_owned();
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        checkable_address(ip).map_err(|why| bad(&why))?;
+    }
     let port = url.port().unwrap_or(default_port);
     let path = if url.path().is_empty() {
         "/".to_owned()
@@ -188,6 +191,61 @@ pub fn parse_member(text: &str, spec: &CheckSpec) -> Result<Member, HealthCheckE
         port,
         path,
     })
+}
+
+/// Refuses an address Route53's checkers cannot reach, as Route53 does
+/// (local, private, non-routable, documentation and multicast ranges of RFC
+/// 5735, RFC 6598 and RFC 5156), before any call: a health check on one
+/// would be refused, or would fail for ever.
+pub fn checkable_address(ip: std::net::IpAddr) -> Result<(), String> {
+    use std::net::{IpAddr, Ipv4Addr};
+    let v4_refused = |v4: Ipv4Addr| -> Option<&'static str> {
+        let [a, b, c, _] = v4.octets();
+        match (a, b, c) {
+            _ if v4.is_private() => Some("a private (RFC 1918) address"),
+            _ if v4.is_loopback() => Some("a loopback address"),
+            _ if v4.is_link_local() => Some("a link-local address"),
+            (0, ..) => Some("an address of 0.0.0.0/8"),
+            (100, 64..=127, _) => Some("a shared (carrier-grade NAT, RFC 6598) address"),
+            (192, 0, 0) => Some("an IETF protocol assignment (192.0.0.0/24)"),
+            (192, 0, 2) | (198, 51, 100) | (203, 0, 113) => {
+                Some("a documentation address (RFC 5737)")
+            }
+            (198, 18..=19, _) => Some("a benchmarking address (198.18.0.0/15)"),
+            (224..=239, ..) => Some("a multicast address"),
+            (240..=255, ..) => Some("a reserved address (240.0.0.0/4)"),
+            _ => None,
+        }
+    };
+    let why = match ip {
+        IpAddr::V4(v4) => v4_refused(v4),
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                v4_refused(v4)
+            } else if v6.is_loopback() || v6.is_unspecified() {
+                Some("a loopback or unspecified address")
+            } else if first & 0xfe00 == 0xfc00 {
+                Some("a unique local address (fc00::/7)")
+            } else if first & 0xffc0 == 0xfe80 {
+                Some("a link-local address (fe80::/10)")
+            } else if first & 0xff00 == 0xff00 {
+                Some("a multicast address")
+            } else if first == 0x2001 && v6.segments()[1] == 0x0db8 {
+                Some("a documentation address (2001:db8::/32)")
+            } else {
+                None
+            }
+        }
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => Err(format!(
+            "{ip} is {why}: Route53's health checkers cannot reach it, and Route53 refuses such a \
+             check. Check a public address or name (an Elastic IP, the load balancer), or judge \
+             the stack with verify-health --via target-health"
+        )),
+    }
 }
 
 impl CheckSpec {
@@ -686,25 +744,58 @@ mod tests {
     #[test]
     fn members_parse_urls_and_host_ports() {
         let m = parse_member(
-            "blue=https://10.0.0.1:8443/healthz",
+            "blue=https://52.94.236.1:8443/healthz",
             &spec(CheckKind::Https),
         )
         .unwrap();
         assert_eq!(
             (m.host.as_str(), m.port, m.path.as_str()),
-            ("10.0.0.1", 8443, "/healthz")
+            ("52.94.236.1", 8443, "/healthz")
         );
         let m = parse_member("eu=api.example.eu", &spec(CheckKind::Https)).unwrap();
         assert_eq!((m.host.as_str(), m.port), ("api.example.eu", 443));
-        let m = parse_member("db=10.0.0.2:5432", &spec(CheckKind::Tcp)).unwrap();
-        assert_eq!((m.host.as_str(), m.port), ("10.0.0.2", 5432));
+        let m = parse_member("db=52.94.236.2:5432", &spec(CheckKind::Tcp)).unwrap();
+        assert_eq!((m.host.as_str(), m.port), ("52.94.236.2", 5432));
         assert!(parse_member("nourl", &spec(CheckKind::Http)).is_err());
         assert!(parse_member("=http://x", &spec(CheckKind::Http)).is_err());
     }
 
+    /// Route53 refuses checks of addresses its checkers cannot reach; so
+    /// does the step, before any call (moto accepts them).
+    #[test]
+    fn unreachable_addresses_are_refused_before_any_call() {
+        for (address, why) in [
+            ("10.1.0.1", "private"),
+            ("172.16.5.4", "private"),
+            ("192.168.1.1", "private"),
+            ("127.0.0.1", "loopback"),
+            ("169.254.169.254", "link-local"),
+            ("100.64.0.1", "carrier-grade NAT"),
+            ("203.0.113.7", "documentation"),
+            ("[::1]", "loopback"),
+            ("[fd00::1]", "unique local"),
+            ("[fe80::1]", "link-local"),
+            ("[::ffff:10.0.0.1]", "private"),
+        ] {
+            let err = parse_member(
+                &format!("m=http://{address}/health"),
+                &spec(CheckKind::Http),
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains(why), "{address}: {err}");
+            assert_eq!(err.exit_code(), Code::Usage);
+        }
+        for public in ["52.94.236.1", "[2600:1f18::1]", "api.example.com"] {
+            assert!(
+                parse_member(&format!("m=http://{public}/health"), &spec(CheckKind::Http)).is_ok(),
+                "{public}"
+            );
+        }
+    }
+
     #[test]
     fn caller_reference_follows_the_configuration() {
-        let m = parse_member("blue=http://10.0.0.1/health", &spec(CheckKind::Http)).unwrap();
+        let m = parse_member("blue=http://52.94.236.1/health", &spec(CheckKind::Http)).unwrap();
         let a = caller_reference("Z1", "app.example.com.", &m, &spec(CheckKind::Http));
         assert_eq!(
             a,

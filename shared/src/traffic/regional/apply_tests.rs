@@ -187,8 +187,8 @@ fn options(dry_run: bool, prune: bool) -> ApplyOptions {
 }
 
 const WEIGHTED_WITH_CHECKS: &str = r#"{"groups": [{"zone_id": "/hostedzone/Z1", "name": "api.example.com", "type": "A", "ttl": 60, "members": [
-    {"set_identifier": "us-east", "weight": 100, "values": ["10.0.0.1"], "health_check": {"type": "http", "host": "10.0.0.1", "path": "/health"}},
-    {"set_identifier": "us-west", "weight": 0, "values": ["10.0.0.2"], "health_check": {"type": "http", "host": "10.0.0.2", "path": "/health"}}]}]}"#;
+    {"set_identifier": "us-east", "weight": 100, "values": ["10.0.0.1"], "health_check": {"type": "http", "host": "52.94.236.1", "path": "/health"}},
+    {"set_identifier": "us-west", "weight": 0, "values": ["10.0.0.2"], "health_check": {"type": "http", "host": "52.94.236.2", "path": "/health"}}]}]}"#;
 
 #[tokio::test(start_paused = true)]
 async fn a_simple_record_becomes_weighted_in_one_batch_and_a_second_apply_changes_nothing() {
@@ -494,7 +494,7 @@ async fn records_the_spec_does_not_name_are_deleted_only_with_prune_and_a_dry_ru
     assert!(!file.path().exists(), "a dry run writes no state");
     let text = plan.text();
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines[0].starts_with("would create health check for us-east of route53:Z1/api.example.com./A: http 10.0.0.1:80/health every 30s"), "{text}");
+    assert!(lines[0].starts_with("would create health check for us-east of route53:Z1/api.example.com./A: http 52.94.236.1:80/health every 30s"), "{text}");
     assert!(
         lines.iter().any(|l| l.starts_with("  DELETE eu (weight 0")),
         "{text}"

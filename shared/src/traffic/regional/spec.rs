@@ -632,8 +632,11 @@ fn check_health(set_id: &str, h: &HealthCheckSpec) -> Result<(checks::Member, Ch
     if host.is_empty() {
         return Err("\"health_check.host\" is empty".into());
     }
-    if host.parse::<std::net::IpAddr>().is_err() {
-        check_name(&host).map_err(|e| format!("\"health_check.host\": {e}"))?;
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => {
+            checks::checkable_address(ip).map_err(|e| format!("\"health_check.host\": {e}"))?;
+        }
+        Err(_) => check_name(&host).map_err(|e| format!("\"health_check.host\": {e}"))?,
     }
     let https = matches!(h.kind, CheckKind::Https | CheckKind::HttpsStrMatch);
     let port = h.port.unwrap_or(if https { 443 } else { 80 });

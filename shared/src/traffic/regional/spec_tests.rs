@@ -87,7 +87,7 @@ fn one_group(members: &str) -> String {
 
 #[test]
 fn bad_specs_are_refused_naming_the_group_member_and_field() {
-    let hc = r#""health_check": {"type": "http", "host": "10.0.0.1"}"#;
+    let hc = r#""health_check": {"type": "http", "host": "52.94.236.1"}"#;
     let cases: Vec<(String, &str)> = vec![
         (
             one_group(r#"{"set_identifier": "a", "weight": 10, "values": ["10.0.0.1"]}, {"set_identifier": "b", "region": "eu-west-1", "values": ["10.0.0.2"]}"#),
@@ -134,7 +134,7 @@ fn bad_specs_are_refused_naming_the_group_member_and_field() {
             r#"member "a": "health_check.interval" 20 must be 10 or 30 (seconds)"#,
         ),
         (
-            one_group(r#"{"set_identifier": "a", "weight": 1, "values": ["10.0.0.1"], "health_check": {"type": "tcp", "host": "10.0.0.1", "path": "/x"}}"#),
+            one_group(r#"{"set_identifier": "a", "weight": 1, "values": ["10.0.0.1"], "health_check": {"type": "tcp", "host": "52.94.236.1", "path": "/x"}}"#),
             r#"member "a": "health_check.path" is for http kinds"#,
         ),
         (
