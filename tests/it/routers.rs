@@ -405,7 +405,10 @@ fn haproxy_reload_keeps_the_runtime_weights_and_the_lease_is_exclusive() {
         .iter()
         .any(|e| e["action"] == "lock-released");
     assert!(released, "the release is journaled");
-    // Expired: taken over, and the rollback restores the first shift's start.
+    // Expired: taken over, and the rollback restores the weights from before
+    // green's first 30%: the shift to 100% continued that one (the same
+    // member, from where it left the weights), as a promotion continues a
+    // canary.
     std::fs::write(
         &lock,
         "switchyard-lease=1;token=0000000000001-other;since=1;expires=2;holder=jenkins@ci-9\n",
@@ -415,7 +418,7 @@ fn haproxy_reload_keeps_the_runtime_weights_and_the_lease_is_exclusive() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
         proxy.weights(),
-        BTreeMap::from([("blue1", 35), ("blue2", 35), ("green1", 30)])
+        BTreeMap::from([("blue1", 50), ("blue2", 50), ("green1", 0)])
     );
 }
 
