@@ -360,6 +360,7 @@ pub fn sdk_config(endpoint: &str, region: &'static str) -> aws_config::SdkConfig
     aws_config::SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(endpoint)
+        .http_client(switchyard::aws::config::http_client())
         .region(Region::from_static(region))
         .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
             "testing", "testing", None, None, "test",

@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use aws_config::meta::region::RegionProviderChain;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -121,19 +120,38 @@ pub fn timeouts() -> TimeoutConfig {
         .build()
 }
 
-/// Loads the SDK configuration.
+/// The HTTPS client every SDK client uses: hyper with rustls on ring (the
+/// crypto stack reqwest uses too) and the system's root certificates. One
+/// client, so connections are pooled across the services of a step.
+pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}
+
+/// Loads the SDK configuration. Without a region from the settings, the SDK's
+/// own chain (environment, the profile named, IMDS) runs with the same HTTP
+/// client, then [`DEFAULT_REGION`].
 pub async fn load(settings: &AwsSettings) -> SdkConfig {
-    let region = RegionProviderChain::first_try(settings.region.clone().map(Region::new))
-        .or_default_provider()
-        .or_else(Region::from_static(DEFAULT_REGION));
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .region(region)
+        .http_client(http_client())
         .retry_config(retry_policy())
         .timeout_config(timeouts());
+    if let Some(region) = &settings.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
     if let Some(profile) = &settings.profile {
         loader = loader.profile_name(profile);
     }
-    loader.load().await
+    let config = loader.load().await;
+    if config.region().is_some() {
+        return config;
+    }
+    config
+        .into_builder()
+        .region(Region::from_static(DEFAULT_REGION))
+        .build()
 }
 
 #[cfg(test)]
