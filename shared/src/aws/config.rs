@@ -135,7 +135,13 @@ pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
 /// client, then [`DEFAULT_REGION`].
 pub async fn load(settings: &AwsSettings) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http_client())
+        .http_client(if plain_http_only(std::env::vars()) {
+            // An emulator on plain HTTP (moto, LocalStack): no TLS, so no
+            // trust store read from disk at start-up (hundreds of files).
+            aws_smithy_http_client::Builder::new().build_http()
+        } else {
+            http_client()
+        })
         .retry_config(retry_policy())
         .timeout_config(timeouts());
     if let Some(region) = &settings.region {
@@ -154,9 +160,46 @@ pub async fn load(settings: &AwsSettings) -> SdkConfig {
         .build()
 }
 
+/// Whether every endpoint a step calls is plain `http://`, as the
+/// environment says: `AWS_ENDPOINT_URL` is, every service-specific
+/// `AWS_ENDPOINT_URL_<SERVICE>` is too, and they are not ignored.
+fn plain_http_only(vars: impl Iterator<Item = (String, String)>) -> bool {
+    let mut global = false;
+    for (k, v) in vars {
+        match k.as_str() {
+            "AWS_ENDPOINT_URL" => global = v.starts_with("http://"),
+            "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS" if v.eq_ignore_ascii_case("true") => {
+                return false
+            }
+            _ if k.starts_with("AWS_ENDPOINT_URL_") && !v.starts_with("http://") => return false,
+            _ => {}
+        }
+    }
+    global
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_all_plain_http_setup_goes_without_tls() {
+        let env = |vars: &[(&str, &str)]| {
+            plain_http_only(
+                vars.iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+            )
+        };
+        let moto = ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000");
+        assert!(env(&[moto]));
+        assert!(env(&[moto, ("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:5001")]));
+        assert!(!env(&[("AWS_ENDPOINT_URL", "https://proxy.example.com")]));
+        assert!(!env(&[]));
+        assert!(!env(&[moto, ("AWS_ENDPOINT_URL_S3", "https://s3.example.com")]));
+        assert!(!env(&[moto, ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")]));
+    }
 
     #[test]
     fn region_names_are_checked_in_one_place() {

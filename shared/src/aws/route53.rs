@@ -94,7 +94,28 @@ pub async fn list_group(
     name: &str,
     rtype: &RrType,
 ) -> Result<Vec<ResourceRecordSet>, ProviderError> {
+    Ok(list_group_and(client, zone_id, (name, rtype), None)
+        .await?
+        .0)
+}
+
+/// A group read as [`list_group`] does, and the record sets of a second name
+/// and type that Route53 lists after it (a name under the group's, such as its
+/// lease `_switchyard-lock.<name>`), seen in the same pages: `Some(sets)` when
+/// the listing reached past the follower's place (or ended), so the sets seen
+/// are all of them; `None` when the pages stopped short, and only a read of its
+/// own tells.
+pub async fn list_group_and(
+    client: &Client,
+    zone_id: &str,
+    (name, rtype): (&str, &RrType),
+    follower: Option<(&str, &RrType)>,
+) -> Result<(Vec<ResourceRecordSet>, Option<Vec<ResourceRecordSet>>), ProviderError> {
     let wanted = normalize_name(name);
+    // Only a name listed after the group's can be seen on the way.
+    let follower = follower
+        .map(|(n, t)| (normalize_name(n), t))
+        .filter(|(n, t)| listing_order(n, t) > listing_order(&wanted, rtype));
     let mut sets = Vec::new();
     let mut start_name = wanted.clone();
     let mut start_type = rtype.clone();
@@ -110,27 +131,59 @@ pub async fn list_group(
             .send()
             .await
             .map_err(|e| ProviderError::from_sdk("route53:ListResourceRecordSets", &e))?;
-        let mut past_group = false;
-        for set in page.resource_record_sets() {
+        let listed = page.resource_record_sets();
+        let mut past_group = None;
+        for (i, set) in listed.iter().enumerate() {
             if normalize_name(set.name()) == wanted && set.r#type() == rtype {
                 sets.push(set.clone());
             } else if !sets.is_empty() || normalize_name(set.name()) != wanted {
-                past_group = true;
+                past_group = Some(i);
                 break;
             }
         }
-        if past_group || !page.is_truncated() {
-            return Ok(sets);
-        }
-        match (page.next_record_name(), page.next_record_type()) {
-            (Some(n), Some(t)) if normalize_name(n) == wanted && t == rtype => {
-                n.clone_into(&mut start_name);
-                start_type = t.clone();
-                start_id = page.next_record_identifier().map(str::to_owned);
+        let Some(rest) = past_group else {
+            let more = match (page.next_record_name(), page.next_record_type()) {
+                (Some(n), Some(t)) if normalize_name(n) == wanted && t == rtype => {
+                    n.clone_into(&mut start_name);
+                    start_type = t.clone();
+                    start_id = page.next_record_identifier().map(str::to_owned);
+                    true
+                }
+                _ => false,
+            };
+            if page.is_truncated() && more {
+                continue;
             }
-            _ => return Ok(sets),
+            // The group ended with the page: the follower comes on the next
+            // page, if the listing has one.
+            let follows = if follower.is_some() && !page.is_truncated() {
+                Some(Vec::new())
+            } else {
+                None
+            };
+            return Ok((sets, follows));
+        };
+        let Some((f_name, f_type)) = &follower else {
+            return Ok((sets, None));
+        };
+        let mut seen = Vec::new();
+        for set in &listed[rest..] {
+            let here = (normalize_name(set.name()), set.r#type());
+            if &here.0 == f_name && here.1 == *f_type {
+                seen.push(set.clone());
+            } else if listing_order(&here.0, here.1) > listing_order(f_name, f_type) {
+                return Ok((sets, Some(seen)));
+            }
         }
+        return Ok((sets, (!page.is_truncated()).then_some(seen)));
     }
+}
+
+/// Where Route53 lists a record set: by name with its labels reversed
+/// (`com.example.app`), then by type.
+fn listing_order<'a>(name: &str, rtype: &'a RrType) -> (String, &'a str) {
+    let labels: Vec<&str> = name.trim_end_matches('.').rsplit('.').collect();
+    (labels.join("."), rtype.as_str())
 }
 
 /// Submits one change batch: all of it applies, or none of it.

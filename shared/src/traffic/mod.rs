@@ -167,7 +167,8 @@ impl<R: Router> LeaseStore for R {
 /// Something that splits traffic between members by weight: Route53 weighted
 /// records, an ALB listener's target groups, an HAProxy backend's servers.
 ///
-/// Every change is one atomic provider call, and is read back afterwards.
+/// Every change is one atomic provider call, and is read back afterwards
+/// unless the provider's acceptance already proves it ([`Router::confirms_changes`]).
 #[allow(async_fn_in_trait)]
 pub trait Router {
     /// The router kind as written in the state: `route53`, `alb`, `haproxy`.
@@ -194,6 +195,13 @@ pub trait Router {
         cancel: &CancellationToken,
     ) -> Result<(), TrafficError>;
 
+    /// Whether an accepted change is itself proof that the weights are exactly
+    /// as sent (a Route53 change batch applies whole or not at all), so that
+    /// reading them back would tell nothing new.
+    fn confirms_changes(&self) -> bool {
+        false
+    }
+
     /// A one-line description of the call that `apply` would make, for plans.
     fn describe_change(&self, from: &Weights, to: &Weights) -> String;
 
@@ -208,6 +216,19 @@ pub trait Router {
 
     /// Gives the lease back.
     async fn release_lease(&self, lease: &Lease) -> Result<(), TrafficError>;
+
+    /// Sets `weights` and gives `lease` back in the same atomic call, where
+    /// the provider allows it (Route53: one change batch, which also fails
+    /// whole if the lease is no longer this run's). `None` when it does not:
+    /// the caller applies, then releases.
+    async fn apply_releasing(
+        &self,
+        weights: &Weights,
+        lease: &Lease,
+    ) -> Option<Result<Applied, TrafficError>> {
+        let _ = (weights, lease);
+        None
+    }
 
     /// The leases held on this route now (none when it is free).
     async fn leases(&self) -> Result<Vec<Lease>, TrafficError>;

@@ -197,6 +197,18 @@ impl Router for AnyRouter {
         each!(self, r => r.wait_applied(applied, deadline, cancel).await)
     }
 
+    fn confirms_changes(&self) -> bool {
+        each!(self, r => r.confirms_changes())
+    }
+
+    async fn apply_releasing(
+        &self,
+        weights: &Weights,
+        lease: &Lease,
+    ) -> Option<Result<Applied, TrafficError>> {
+        each!(self, r => r.apply_releasing(weights, lease).await)
+    }
+
     fn describe_change(&self, from: &Weights, to: &Weights) -> String {
         each!(self, r => r.describe_change(from, to))
     }

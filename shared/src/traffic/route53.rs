@@ -32,6 +32,10 @@ pub struct Route53Router {
     backoff: Backoff,
     /// The record sets as last read; `apply` rewrites them with new weights.
     sets: Mutex<Vec<ResourceRecordSet>>,
+    /// The lease records seen by the last `read` on the same pages (they are
+    /// listed right after the group), for the next `acquire_lease` to use
+    /// once instead of a read of its own; `None` when the pages did not tell.
+    leases_seen: Mutex<Option<Vec<ResourceRecordSet>>>,
 }
 
 impl Route53Router {
@@ -44,6 +48,7 @@ impl Route53Router {
             rtype,
             backoff: crate::aws::route53::CHANGE_BACKOFF,
             sets: Mutex::new(Vec::new()),
+            leases_seen: Mutex::new(None),
         }
     }
 
@@ -78,21 +83,69 @@ impl Route53Router {
     async fn read_leases(&self) -> Result<Vec<(ResourceRecordSet, Option<Lease>)>, TrafficError> {
         let sets =
             api::list_group(&self.client, &self.zone_id, &self.lock_name(), &RrType::Txt).await?;
-        Ok(sets
-            .into_iter()
-            .map(|set| {
-                let lease = set
-                    .resource_records()
-                    .iter()
-                    .find_map(|r| Lease::decode(r.value()));
-                (set, lease)
-            })
-            .collect())
+        Ok(with_leases(sets))
+    }
+
+    /// The lease records as the last `read` saw them, if it did (once), or
+    /// as read now.
+    async fn seen_or_read_leases(
+        &self,
+    ) -> Result<Vec<(ResourceRecordSet, Option<Lease>)>, TrafficError> {
+        let seen = self.leases_seen.lock().ok().and_then(|mut s| s.take());
+        match seen {
+            Some(sets) => Ok(with_leases(sets)),
+            None => self.read_leases().await,
+        }
+    }
+
+    /// The change that sets `weights` on the record sets as last read: one
+    /// UPSERT per member whose weight changes.
+    fn upserts(&self, weights: &Weights) -> Vec<aws_sdk_route53::types::Change> {
+        let mut changes = Vec::new();
+        for set in self.cached_sets() {
+            let Some(id) = set.set_identifier() else {
+                continue;
+            };
+            let Some(&want) = weights.get(id) else {
+                continue;
+            };
+            if set.weight() == Some(i64::from(want)) {
+                continue;
+            }
+            let mut updated = set.clone();
+            updated.weight = Some(i64::from(want));
+            changes.push(api::change(ChangeAction::Upsert, updated));
+        }
+        changes
+    }
+
+    /// Records `weights` as set, after Route53 accepted them.
+    fn remember_weights(&self, weights: &Weights) {
+        if let Ok(mut sets) = self.sets.lock() {
+            for set in sets.iter_mut() {
+                if let Some(&w) = set.set_identifier().and_then(|id| weights.get(id)) {
+                    set.weight = Some(i64::from(w));
+                }
+            }
+        }
     }
 
     fn cached_sets(&self) -> Vec<ResourceRecordSet> {
         self.sets.lock().map(|s| s.clone()).unwrap_or_default()
     }
+}
+
+/// Each lease record with the lease it holds.
+fn with_leases(sets: Vec<ResourceRecordSet>) -> Vec<(ResourceRecordSet, Option<Lease>)> {
+    sets.into_iter()
+        .map(|set| {
+            let lease = set
+                .resource_records()
+                .iter()
+                .find_map(|r| Lease::decode(r.value()));
+            (set, lease)
+        })
+        .collect()
 }
 
 fn is_duplicate_create(err: &crate::aws::ProviderError) -> bool {
@@ -122,7 +175,17 @@ impl Router for Route53Router {
     }
 
     async fn read(&self) -> Result<Group, TrafficError> {
-        let sets = api::list_group(&self.client, &self.zone_id, &self.name, &self.rtype).await?;
+        let lock = self.lock_name();
+        let (sets, leases) = api::list_group_and(
+            &self.client,
+            &self.zone_id,
+            (&self.name, &self.rtype),
+            Some((&lock, &RrType::Txt)),
+        )
+        .await?;
+        if let Ok(mut seen) = self.leases_seen.lock() {
+            *seen = leases;
+        }
         if sets.is_empty() {
             return Err(TrafficError::NoSuchGroup(self.id()));
         }
@@ -153,21 +216,7 @@ impl Router for Route53Router {
     }
 
     async fn apply(&self, weights: &Weights) -> Result<Applied, TrafficError> {
-        let mut changes = Vec::new();
-        for set in self.cached_sets() {
-            let Some(id) = set.set_identifier() else {
-                continue;
-            };
-            let Some(&want) = weights.get(id) else {
-                continue;
-            };
-            if set.weight() == Some(i64::from(want)) {
-                continue;
-            }
-            let mut updated = set.clone();
-            updated.weight = Some(i64::from(want));
-            changes.push(api::change(ChangeAction::Upsert, updated));
-        }
+        let changes = self.upserts(weights);
         if changes.is_empty() {
             return Ok(Applied {
                 reference: None,
@@ -176,10 +225,47 @@ impl Router for Route53Router {
         }
         let comment = format!("switchyard shift-weight: {}", format_weights(weights));
         let submitted = api::submit(&self.client, &self.zone_id, changes, &comment).await?;
+        self.remember_weights(weights);
         Ok(Applied {
             reference: Some(submitted.id),
             in_sync: submitted.in_sync,
         })
+    }
+
+    async fn apply_releasing(
+        &self,
+        weights: &Weights,
+        lease: &Lease,
+    ) -> Option<Result<Applied, TrafficError>> {
+        let mut changes = self.upserts(weights);
+        if changes.is_empty() {
+            return None;
+        }
+        changes.push(api::change(ChangeAction::Delete, self.lock_set(lease)));
+        let comment = format!(
+            "switchyard shift-weight: {}; lease released",
+            format_weights(weights)
+        );
+        Some(
+            match api::submit(&self.client, &self.zone_id, changes, &comment).await {
+                Ok(submitted) => {
+                    self.remember_weights(weights);
+                    Ok(Applied {
+                        reference: Some(submitted.id),
+                        in_sync: submitted.in_sync,
+                    })
+                }
+                // Refused whole: nothing changed. When the lease's DELETE is what
+                // no longer matches, the lease is not this run's any more.
+                Err(e) if e.code.as_deref() == Some("InvalidChangeBatch") => {
+                    match self.whose(lease.clone()).await {
+                        Ok(_) => Err(e.into()),
+                        Err(lost) => Err(lost),
+                    }
+                }
+                Err(e) => Err(e.into()),
+            },
+        )
     }
 
     async fn wait_applied(
@@ -202,6 +288,10 @@ impl Router for Route53Router {
                 InsyncError::Cancelled { .. } => TrafficError::Interrupted(e.to_string()),
                 InsyncError::Provider(p) => TrafficError::Provider(p),
             })
+    }
+
+    fn confirms_changes(&self) -> bool {
+        true
     }
 
     fn describe_change(&self, from: &Weights, to: &Weights) -> String {
@@ -233,7 +323,7 @@ impl Router for Route53Router {
         // Read first: it names the holder in the message. The CREATE below is
         // the guard against a race between two takers: Route53 refuses a
         // CREATE of a record set that exists.
-        let existing = self.read_leases().await?;
+        let existing = self.seen_or_read_leases().await?;
         let Some((set, held)) = existing.into_iter().next() else {
             return match api::submit(&self.client, &self.zone_id, vec![create], &comment).await {
                 Ok(_) => Ok(lease),

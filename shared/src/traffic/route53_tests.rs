@@ -338,15 +338,18 @@ async fn non_weighted_records_are_refused_as_bad_input() {
 
 #[tokio::test(start_paused = true)]
 async fn a_lease_held_by_another_deployment_exits_5_before_any_change() {
+    // Route53 lists `_switchyard-lock.<name>` right after the group: the one
+    // page that holds the group names the holder too.
+    let far = chrono::Utc::now().timestamp() + 3600;
     let group = mock!(Client::list_resource_record_sets)
         .match_requests(|r| !is_lock_listing(r))
-        .then_output(|| {
+        .then_output(move || {
             listing(vec![
                 weighted("blue", 100, "10.0.0.1"),
                 weighted("green", 0, "10.0.0.2"),
+                lock_record(far),
             ])
         });
-    let far = chrono::Utc::now().timestamp() + 3600;
     let lock = mock!(Client::list_resource_record_sets)
         .match_requests(is_lock_listing)
         .then_output(move || listing(vec![lock_record(far)]));
@@ -371,6 +374,8 @@ async fn a_lease_held_by_another_deployment_exits_5_before_any_change() {
     assert_eq!(err.exit_code(), Code::Conflict);
     assert!(err.to_string().contains("locked by jenkins@ci-7"), "{err}");
     assert_eq!(change.num_calls(), 0, "nothing changed");
+    assert_eq!(group.num_calls(), 1);
+    assert_eq!(lock.num_calls(), 0, "the group's page showed the lease");
 }
 
 #[tokio::test(start_paused = true)]

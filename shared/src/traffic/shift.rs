@@ -317,6 +317,7 @@ pub async fn run<R: Router>(
         deadline,
         settle,
         steps: Vec::new(),
+        released: false,
     };
     let result = run.execute(&decision, &group.weights, &lease).await;
     run.release(&lease).await;
@@ -734,10 +735,11 @@ fn describe_plan<R: Router>(
             plan.len(),
             router.describe_change(&from, weights)
         ));
-        lines.push(format!(
-            "  wait until in effect, read back {}",
-            format_weights(weights)
-        ));
+        lines.push(if router.confirms_changes() {
+            format!("  wait until in effect: {}", format_weights(weights))
+        } else {
+            format!("  wait until in effect, read back {}", format_weights(weights))
+        });
         if (options.gate.is_some() || !last) && !settle.is_zero() {
             lines.push(format!("  wait {} for clients to catch up", short(settle)));
         }
@@ -790,11 +792,17 @@ struct Run<'a, R: Router> {
     deadline: Instant,
     settle: Duration,
     steps: Vec<StepOutcome>,
+    /// Whether the lease went back with the last step's change.
+    released: bool,
 }
 
 impl<R: Router> Run<'_, R> {
-    /// Gives the lease back, whatever happened before.
+    /// Gives the lease back, whatever happened before (unless it went back
+    /// with the last step's change).
     async fn release(&mut self, lease: &Lease) {
+        if self.released {
+            return;
+        }
         match self.router.release_lease(lease).await {
             Ok(()) => {
                 if let Some(route) = self.doc.traffic.get_mut(&self.route_id) {
@@ -854,9 +862,13 @@ impl<R: Router> Run<'_, R> {
         self.first_gate(previous).await?;
         let total = decision.plan.len();
         let mut now = current.clone();
+        // Nothing after the last step needs the lease unless a gate follows
+        // it (its failure rolls back): it goes back in the same change.
+        let release_with_last = decision.mode == Mode::Rollback || self.options.gate.is_none();
         for (i, weights) in decision.plan.iter().enumerate() {
             let step = i + 1;
-            now = match self.apply_step(Some(step), &now, weights).await {
+            let release = (step == total && release_with_last).then_some(lease);
+            now = match self.apply_step(Some(step), &now, weights, release).await {
                 Ok(w) => w,
                 Err(e) => return Err(self.fail(e).await),
             };
@@ -1072,19 +1084,36 @@ impl<R: Router> Run<'_, R> {
         )))
         .await
     }
-    /// One step: one atomic change, wait until in effect, read back.
-    /// `step` is the plan step this is (`None` for the rollback after a failed gate).
+    /// One step: one atomic change, wait until in effect, read back (unless
+    /// the router's acceptance proves the weights). `step` is the plan step
+    /// this is (`None` for the rollback after a failed gate); with `release`,
+    /// the lease goes back in the same change where the router allows it.
     async fn apply_step(
         &mut self,
         step: Option<usize>,
         from: &Weights,
         to: &Weights,
+        release: Option<&Lease>,
     ) -> Result<Weights, TrafficError> {
         let began = Instant::now();
         let total = self.shift().plan.len();
-        let label = step.map_or_else(|| "rollback".to_owned(), |n| format!("step {n}/{total}"));
+        let mut label =
+            step.map_or_else(|| "rollback".to_owned(), |n| format!("step {n}/{total}"));
         tracing::info!("{label}: {}", self.router.describe_change(from, to));
-        let applied = self.router.apply(to).await?;
+        let releasing = match release {
+            Some(lease) => self.router.apply_releasing(to, lease).await,
+            None => None,
+        };
+        let applied = match releasing {
+            Some(applied) => {
+                let applied = applied?;
+                self.released = true;
+                lease::forget(&mut self.route().extra, "lease");
+                label.push_str(", lease released in the same change");
+                applied
+            }
+            None => self.router.apply(to).await?,
+        };
         self.shift().pending_change.clone_from(&applied.reference);
         let change = Change {
             resource: self.route_id.clone(),
@@ -1103,14 +1132,21 @@ impl<R: Router> Run<'_, R> {
             .wait_applied(&applied, self.deadline, self.cancel)
             .await?;
         let in_sync = began.elapsed();
-        let back = self.router.read().await?.weights;
-        if to.iter().any(|(k, v)| back.get(k) != Some(v)) {
-            return Err(TrafficError::ReadBack {
-                route: self.route_id.clone(),
-                expected: format_weights(to),
-                found: format_weights(&back),
-            });
-        }
+        let (back, how) = if self.router.confirms_changes() {
+            let mut set = self.route().weights.clone();
+            set.extend(to.iter().map(|(k, v)| (k.clone(), *v)));
+            (set, "in effect")
+        } else {
+            let back = self.router.read().await?.weights;
+            if to.iter().any(|(k, v)| back.get(k) != Some(v)) {
+                return Err(TrafficError::ReadBack {
+                    route: self.route_id.clone(),
+                    expected: format_weights(to),
+                    found: format_weights(&back),
+                });
+            }
+            (back, "read back")
+        };
         self.route().weights.clone_from(&back);
         let shift = self.shift();
         if let Some(n) = step {
@@ -1119,7 +1155,7 @@ impl<R: Router> Run<'_, R> {
         shift.pending_change = None;
         self.journal(
             JournalEntry::new(STEP, "weights-verified", Outcome::Ok).detail(format!(
-                "{label}: read back {} after {}",
+                "{label}: {how} {} after {}",
                 format_weights(&back),
                 short(in_sync)
             )),
@@ -1196,7 +1232,7 @@ impl<R: Router> Run<'_, R> {
         before: &Weights,
         reason: String,
     ) -> ShiftError {
-        let result = self.apply_step(None, now, before).await;
+        let result = self.apply_step(None, now, before, None).await;
         self.steps.pop();
         match result {
             Ok(back) => {
