@@ -194,11 +194,20 @@ mod tests {
         };
         let moto = ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000");
         assert!(env(&[moto]));
-        assert!(env(&[moto, ("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:5001")]));
+        assert!(env(&[
+            moto,
+            ("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:5001")
+        ]));
         assert!(!env(&[("AWS_ENDPOINT_URL", "https://proxy.example.com")]));
         assert!(!env(&[]));
-        assert!(!env(&[moto, ("AWS_ENDPOINT_URL_S3", "https://s3.example.com")]));
-        assert!(!env(&[moto, ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")]));
+        assert!(!env(&[
+            moto,
+            ("AWS_ENDPOINT_URL_S3", "https://s3.example.com")
+        ]));
+        assert!(!env(&[
+            moto,
+            ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")
+        ]));
     }
 
     #[test]

@@ -255,13 +255,8 @@ impl Router for Route53Router {
                         in_sync: submitted.in_sync,
                     })
                 }
-                // Refused whole: nothing changed. When the lease's DELETE is what
-                // no longer matches, the lease is not this run's any more.
                 Err(e) if e.code.as_deref() == Some("InvalidChangeBatch") => {
-                    match self.whose(lease.clone()).await {
-                        Ok(_) => Err(e.into()),
-                        Err(lost) => Err(lost),
-                    }
+                    self.after_refused_release(weights, lease, e).await
                 }
                 Err(e) => Err(e.into()),
             },
@@ -396,6 +391,58 @@ impl Router for Route53Router {
 }
 
 impl Route53Router {
+    /// Route53 refused the batch that sets `weights` and deletes `lease`
+    /// whole. Either an earlier attempt of the same batch went through (the
+    /// SDK sent it again after a lost answer: the weights are set and no lease
+    /// is left), or the lease is someone else's now (taken over after it
+    /// expired: nothing was changed), or the refusal is about the weights.
+    async fn after_refused_release(
+        &self,
+        weights: &Weights,
+        lease: &Lease,
+        refused: crate::aws::ProviderError,
+    ) -> Result<Applied, TrafficError> {
+        let lock = self.lock_name();
+        let (sets, seen) = api::list_group_and(
+            &self.client,
+            &self.zone_id,
+            (&self.name, &self.rtype),
+            Some((&lock, &RrType::Txt)),
+        )
+        .await?;
+        let leases = match seen {
+            Some(sets) => with_leases(sets),
+            None => self.read_leases().await?,
+        };
+        let held: Vec<Lease> = leases.into_iter().filter_map(|(_, l)| l).collect();
+        let set_as_sent =
+            sets.iter().all(
+                |set| match set.set_identifier().and_then(|id| weights.get(id)) {
+                    Some(&w) => set.weight() == Some(i64::from(w)),
+                    None => true,
+                },
+            );
+        if held.is_empty() && set_as_sent {
+            tracing::info!(
+                "the last change was refused as a repeat ({}); an earlier attempt set {} and released the lease",
+                refused.message,
+                format_weights(weights)
+            );
+            self.remember_weights(weights);
+            return Ok(Applied {
+                reference: None,
+                in_sync: false,
+            });
+        }
+        if held.iter().any(|l| l.same_run(lease)) {
+            return Err(refused.into());
+        }
+        Err(lease_held(
+            self.lock_name(),
+            first_live(&held, Utc::now()).or(held.first()),
+        ))
+    }
+
     /// Reads the lease record after Route53 refused our change to it: it is
     /// ours (a retried call whose first attempt went through) if it carries
     /// our token; otherwise another run holds it.

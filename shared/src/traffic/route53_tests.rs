@@ -557,3 +557,140 @@ async fn an_insync_wait_that_times_out_exits_3_and_the_state_says_where_it_stopp
         "the released lease is not kept"
     );
 }
+
+/// A shift without a gate in the fewest calls: one page shows the group and
+/// that no lease is held, one CREATE takes the lease, and the weights go out
+/// with the lease's DELETE in one batch, whose acceptance proves them.
+#[tokio::test(start_paused = true)]
+async fn a_shift_without_a_gate_takes_three_calls_and_releases_with_its_last_change() {
+    let group = mock!(Client::list_resource_record_sets).then_output(|| {
+        listing(vec![
+            weighted("blue", 100, "10.0.0.1"),
+            weighted("green", 0, "10.0.0.2"),
+        ])
+    });
+    let batches = Arc::new(Mutex::new(Vec::new()));
+    let seen = batches.clone();
+    let change = mock!(Client::change_resource_record_sets)
+        .match_requests(move |r| {
+            let actions: Vec<String> = r
+                .change_batch()
+                .map(|b| {
+                    b.changes()
+                        .iter()
+                        .map(|c| {
+                            let set = c.resource_record_set().unwrap();
+                            format!(
+                                "{} {} {}",
+                                c.action().as_str(),
+                                set.set_identifier().unwrap_or(set.name()),
+                                set.weight().unwrap_or(-1)
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            seen.lock().unwrap().push(actions);
+            true
+        })
+        .then_output(|| submitted("C1", ChangeStatus::Insync));
+    let dir = tempfile::tempdir().unwrap();
+    let file = StateFile::new(dir.path().join("state.json"));
+    let report = shift::run(
+        &router(client(&[&group, &change])),
+        &file,
+        Request::Shift(Intent::To {
+            member: "green".into(),
+            steps: vec![50],
+        }),
+        &options(Duration::from_secs(60)),
+        &mut crate::hooks::StepHooks::none("shift-weight"),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        crate::traffic::format_weights(&report.weights),
+        "blue=50,green=50"
+    );
+    assert_eq!(
+        group.num_calls(),
+        1,
+        "no second read of the lease, no read-back"
+    );
+    let batches = batches.lock().unwrap().clone();
+    assert_eq!(batches.len(), 2, "{batches:?}");
+    assert_eq!(batches[0], ["CREATE _switchyard-lock.app.example.com. -1"]);
+    assert_eq!(
+        batches[1],
+        [
+            "UPSERT blue 50",
+            "UPSERT green 50",
+            "DELETE _switchyard-lock.app.example.com. -1"
+        ]
+    );
+    let doc = file.read_now();
+    let route = doc.traffic.values().next().unwrap();
+    assert!(!route.extra.contains_key("lease"), "{:?}", route.extra);
+}
+
+/// The last batch refused because an earlier attempt of it went through
+/// (its answer was lost and the SDK sent it again): the weights are set and
+/// no lease is left, so the shift completed.
+#[tokio::test(start_paused = true)]
+async fn a_last_batch_refused_as_a_repeat_of_one_that_went_through_is_a_success() {
+    let group = mock!(Client::list_resource_record_sets)
+        .sequence()
+        .output(|| {
+            listing(vec![
+                weighted("blue", 100, "10.0.0.1"),
+                weighted("green", 0, "10.0.0.2"),
+            ])
+        })
+        .output(|| {
+            listing(vec![
+                weighted("blue", 0, "10.0.0.1"),
+                weighted("green", 100, "10.0.0.2"),
+            ])
+        })
+        .build();
+    let create = mock!(Client::change_resource_record_sets)
+        .match_requests(|r| first_action(r) == Some(ChangeAction::Create))
+        .then_output(|| submitted("C1", ChangeStatus::Insync));
+    let repeat = mock!(Client::change_resource_record_sets)
+        .match_requests(|r| first_action(r) == Some(ChangeAction::Upsert))
+        .sequence()
+        .http_status(
+            400,
+            Some(error_body(
+                "InvalidChangeBatch",
+                "[Tried to delete resource record set [name='_switchyard-lock.app.example.com.', type='TXT'] but it was not found]",
+            )),
+        )
+        .build();
+    let dir = tempfile::tempdir().unwrap();
+    let file = StateFile::new(dir.path().join("state.json"));
+    let report = shift::run(
+        &router(client(&[&group, &create, &repeat])),
+        &file,
+        Request::Shift(Intent::To {
+            member: "green".into(),
+            steps: vec![100],
+        }),
+        &options(Duration::from_secs(60)),
+        &mut crate::hooks::StepHooks::none("shift-weight"),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        crate::traffic::format_weights(&report.weights),
+        "blue=0,green=100"
+    );
+    assert_eq!(repeat.num_calls(), 1);
+    assert_eq!(
+        group.num_calls(),
+        2,
+        "the group and the lease read once after the refusal"
+    );
+}

@@ -738,7 +738,10 @@ fn describe_plan<R: Router>(
         lines.push(if router.confirms_changes() {
             format!("  wait until in effect: {}", format_weights(weights))
         } else {
-            format!("  wait until in effect, read back {}", format_weights(weights))
+            format!(
+                "  wait until in effect, read back {}",
+                format_weights(weights)
+            )
         });
         if (options.gate.is_some() || !last) && !settle.is_zero() {
             lines.push(format!("  wait {} for clients to catch up", short(settle)));
@@ -1097,8 +1100,7 @@ impl<R: Router> Run<'_, R> {
     ) -> Result<Weights, TrafficError> {
         let began = Instant::now();
         let total = self.shift().plan.len();
-        let mut label =
-            step.map_or_else(|| "rollback".to_owned(), |n| format!("step {n}/{total}"));
+        let mut label = step.map_or_else(|| "rollback".to_owned(), |n| format!("step {n}/{total}"));
         tracing::info!("{label}: {}", self.router.describe_change(from, to));
         let releasing = match release {
             Some(lease) => self.router.apply_releasing(to, lease).await,
