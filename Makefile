@@ -13,7 +13,7 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build release deps test test-unit ci fmt fmt-check lint bench demo schema clean-demo dist lint-pipelines pipeline-tools docs
+.PHONY: all build release deps bench-deps build-tests test test-unit ci fmt fmt-check lint bench demo schema clean-demo dist lint-pipelines pipeline-tools docs
 
 all: build
 
@@ -27,6 +27,11 @@ deps:
 	  || { echo "installing openssl and curl"; apt-get update -qq && apt-get install -y -qq openssl curl >/dev/null; }
 	@command -v haproxy >/dev/null 2>&1 || command -v /usr/sbin/haproxy >/dev/null 2>&1 \
 	  || { echo "installing haproxy"; apt-get update -qq && apt-get install -y -qq haproxy >/dev/null; }
+
+## bench-deps: ApacheBench, the yardstick of verify-health's probes
+bench-deps: deps
+	@command -v ab >/dev/null 2>&1 \
+	  || { echo "installing apache2-utils (ab)"; apt-get update -qq && apt-get install -y -qq apache2-utils >/dev/null; }
 
 build:
 	$(CARGO) build --workspace --bins
@@ -44,14 +49,21 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## test: everything; the integration tests start moto_server (and HAProxy) on loopback themselves;
-## then the demo runs on the debug build
-## The executables are built together with the tests, in one feature set: a
-## separate `cargo build` would compile the AWS SDK a second time (the tests'
-## aws-smithy-mocks turns on the SDK's test-util features), doubling the time
-## and the disk the build takes.
-test: deps fmt-check lint lint-pipelines
-	$(CARGO) build --workspace --bins --tests
-	@set -o pipefail; $(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
+## then the demo runs on the debug build.
+## The workspace's own crates are compiled by clippy-driver (-D warnings and
+## the workspace's [lints]) in the same build that makes the test executables:
+## one build gives the lints and the tests, where `cargo clippy` would
+## type-check every dependency a second time. `make lint` is plain clippy.
+CLIPPY_DRIVER := $(shell rustup which clippy-driver 2>/dev/null || command -v clippy-driver 2>/dev/null)
+LINTED := RUSTC_WORKSPACE_WRAPPER=$(CLIPPY_DRIVER) CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
+
+## build-tests: the executables and the tests, linted as they compile
+build-tests:
+	@test -n "$(CLIPPY_DRIVER)" || { echo "clippy-driver not found: rustup component add clippy"; exit 1; }
+	$(LINTED) $(CARGO) build --workspace --bins --tests
+
+test: deps fmt-check lint-pipelines build-tests
+	@set -o pipefail; $(LINTED) $(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f; exit (f > 0) }' target/test-output.txt
 	@echo "demo (debug build): a release with 0 failed requests, a broken one rolled back"
 	@set -o pipefail; SWITCHYARD_BIN_DIR=$(CURDIR)/target/debug bash pipelines/demo/run.sh 2>&1 | tee target/demo-output.txt | tail -28
@@ -59,13 +71,15 @@ test: deps fmt-check lint lint-pipelines
 ci: test
 
 ## bench: release builds, measured side by side in one run
-bench: deps
+bench: bench-deps
 	$(CARGO) build --workspace --bins --release
 	$(CARGO) run --release -p switchyard-tests --bin bench
 
+## demo: on the debug build that `make test` uses too (the same artifacts; a
+## release build with LTO costs a newcomer minutes and the demo nothing)
 demo: deps
-	$(CARGO) build --workspace --bins --release
-	bash pipelines/demo/run.sh
+	$(CARGO) build --workspace --bins
+	SWITCHYARD_BIN_DIR=$(CURDIR)/target/debug bash pipelines/demo/run.sh
 
 ## schema: regenerate schema/state-v1.schema.json and schema/routes-v1.schema.json from
 ## the Rust types, with their insta snapshots (their tests, run with INSTA_UPDATE=always)

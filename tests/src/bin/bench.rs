@@ -169,6 +169,8 @@ fn health_bench(work: &Path) -> Result<()> {
 
     let (curl_wall, curl_rss) = curl_pipeline(&file, work, count)?;
     eprintln!("xargs -P 64 curl: {}", ms(curl_wall));
+    let ab = apache_bench(&urls[0], count)?;
+    eprintln!("ab -n {count} -c 64: {}", ms(ab.wall));
 
     let our_median = median(&ours);
     let our_rss = ours.iter().map(|s| s.max_rss_kib).max().unwrap_or(0);
@@ -184,11 +186,21 @@ fn health_bench(work: &Path) -> Result<()> {
     );
     println!(
         "{:<40} {:>10} {:>12}",
+        format!("ab -n {count} -c 64 (one URL)"),
+        ms(ab.wall),
+        mib(ab.max_rss_kib)
+    );
+    println!(
+        "{:<40} {:>10} {:>12}",
         "xargs -P 64 curl (largest process)",
         ms(curl_wall),
         mib(curl_rss)
     );
     println!();
+    println!(
+        "verify-health / ApacheBench: {:.2}x ApacheBench's speed (>= 1.0 is as fast or faster)",
+        ab.wall.as_secs_f64() / our_median.as_secs_f64()
+    );
     println!(
         "verify-health is {:.1}x faster than the curl pipeline; {} endpoints in {:.2} s; {} requests served in all",
         curl_wall.as_secs_f64() / our_median.as_secs_f64(),
@@ -197,6 +209,26 @@ fn health_bench(work: &Path) -> Result<()> {
         farm.served()
     );
     Ok(())
+}
+
+/// ApacheBench (C, fresh connections, no keep-alive) making the same number
+/// of requests, 64 at a time, to one of the same listeners.
+fn apache_bench(url: &str, count: usize) -> Result<Sample> {
+    let started = Instant::now();
+    let child = Command::new("ab")
+        .args(["-q", "-n", &count.to_string(), "-c", "64", url])
+        .env_remove("http_proxy")
+        .stdout(Stdio::null())
+        .stdin(Stdio::null())
+        .spawn()
+        .context("cannot start ab (apache2-utils; make deps installs it)")?;
+    let (status, rss) = wait_with_peak_rss(child.id())?;
+    let wall = started.elapsed();
+    ensure!(ExitStatus::from_raw(status).success(), "ab failed");
+    Ok(Sample {
+        wall,
+        max_rss_kib: rss,
+    })
 }
 
 /// The same probes by `xargs -P 64 curl`, one process per probe.
@@ -1195,6 +1227,7 @@ mod rollback {
         eprintln!("\nrollback: HAProxy on loopback under 1,000 requests/s, then an ALB listener on moto; {ROUNDS} rounds each");
         let (haproxy, failures, requests) = haproxy_rounds(work)?;
         let alb = alb_rounds(work)?;
+        let route53 = route53_rounds(work)?;
         println!();
         println!("Rollback after a failing gate: from the gate's verdict to the rollback's read-back (the tool's own time, from its journal)");
         println!();
@@ -1206,7 +1239,11 @@ mod rollback {
             "--rollback process",
             "--rollback decision->back"
         );
-        for (name, f) in [("haproxy", &haproxy), ("alb", &alb)] {
+        for (name, f) in [
+            ("haproxy", &haproxy),
+            ("alb", &alb),
+            ("route53 x5", &route53),
+        ] {
             println!(
                 "{name:<10} {:>18} {:>18} {:>22} {:>26}",
                 super::ms(median(&f.in_shift)),
@@ -1221,10 +1258,15 @@ mod rollback {
              sessions and putting green in maint. A --rollback process also starts, reads the state, takes and releases \
              the lease (for alb a tag, confirmed after its 1 s write limit) and journals."
         );
+        println!(
+            "route53 x5: a weighted group of five members (blue=100, four at 0) on moto, shifted to green and back, \
+             while the machine serves 1,000 requests/s to another server; settle 0 s, GetChange skipped when INSYNC."
+        );
         let worst = haproxy
             .in_shift
             .iter()
             .chain(&alb.in_shift)
+            .chain(&route53.in_shift)
             .copied()
             .max()
             .unwrap_or_default();
@@ -1401,6 +1443,100 @@ mod rollback {
                 super::ms(figures.process[round - 1])
             );
         }
+        Ok(figures)
+    }
+
+    /// A Route53 weighted group of five members on moto, blue=100 and four at
+    /// 0, shifted and rolled back while the machine serves 1,000 requests/s.
+    fn route53_rounds(work: &Path) -> Result<Figures> {
+        let moto = Moto::start_direct()?;
+        let zone = aws(
+            &moto,
+            &[
+                "route53",
+                "create-hosted-zone",
+                "--name",
+                "five.switchyard.test",
+                "--caller-reference",
+                "bench-five",
+            ],
+        )?;
+        let zone = text(&zone["HostedZone"]["Id"])?
+            .trim_start_matches("/hostedzone/")
+            .to_owned();
+        let name = "app.five.switchyard.test";
+        let members = ["blue", "green", "east", "west", "north"];
+        let changes: Vec<Value> = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                serde_json::json!({
+                    "Action": "CREATE",
+                    "ResourceRecordSet": {
+                        "Name": name, "Type": "A", "SetIdentifier": m,
+                        "Weight": if *m == "blue" { 100 } else { 0 }, "TTL": 60,
+                        "ResourceRecords": [{"Value": format!("52.94.7.{}", i + 1)}]
+                    }
+                })
+            })
+            .collect();
+        let batch = serde_json::json!({ "Changes": changes }).to_string();
+        aws(
+            &moto,
+            &[
+                "route53",
+                "change-resource-record-sets",
+                "--hosted-zone-id",
+                &zone,
+                "--change-batch",
+                &batch,
+            ],
+        )?;
+        let target = VersionServer::start("other")?;
+        let load = Load::start(target.addr(), 1000, 8)?;
+        let state = work.join("rollback-route53.json");
+        let mut env = moto.env();
+        env.push(("SWITCHYARD_STATE".to_owned(), state.display().to_string()));
+        let router: Vec<String> = ["--zone-id", &zone, "--record-name", name, "--settle", "0s"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let figures = rounds("route53 x5", &router, &env, &state, || {
+            let listed = aws(
+                &moto,
+                &[
+                    "route53",
+                    "list-resource-record-sets",
+                    "--hosted-zone-id",
+                    &zone,
+                ],
+            )?;
+            let weights: Vec<(String, i64)> = listed["ResourceRecordSets"]
+                .as_array()
+                .context("no record sets")?
+                .iter()
+                .filter(|s| s["Type"] == "A")
+                .map(|s| {
+                    (
+                        s["SetIdentifier"].as_str().unwrap_or_default().to_owned(),
+                        s["Weight"].as_i64().unwrap_or(-1),
+                    )
+                })
+                .collect();
+            ensure!(
+                weights
+                    .iter()
+                    .all(|(m, w)| *w == if m == "blue" { 100 } else { 0 }),
+                "after the rollback the aws CLI reads {weights:?}"
+            );
+            Ok(())
+        })?;
+        let report = load.stop();
+        ensure!(
+            report.failures() == 0,
+            "{} of the background requests failed",
+            report.failures()
+        );
         Ok(figures)
     }
 
