@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -216,11 +215,8 @@ pub async fn verify(
         let pending: Vec<usize> = (0..total)
             .filter(|&i| endpoints[i].state == EndpointState::Undecided)
             .collect();
-        let results: Vec<(usize, ProbeResult)> = tokio::select! {
-            r = stream::iter(pending)
-                .map(|i| async move { (i, probe.check(&urls[i]).await) })
-                .buffer_unordered(policy.concurrency)
-                .collect() => r,
+        let results = tokio::select! {
+            r = probe_round(urls, &pending, probe, policy.concurrency) => r,
             () = cancel.cancelled() => return Err(WaitEnd::Cancelled),
         };
         for (i, result) in results {
@@ -243,6 +239,34 @@ pub async fn verify(
         }
     }
     Ok(judge(endpoints, policy, needed, rounds))
+}
+
+/// One round: each of `pending` probed once, `concurrency` at a time, each
+/// probe a task of its own so that every worker thread of the runtime takes
+/// its share (one task polling them all would keep them on one core).
+async fn probe_round(
+    urls: &[String],
+    pending: &[usize],
+    probe: &HttpProbe,
+    concurrency: usize,
+) -> Vec<(usize, ProbeResult)> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut next = pending.iter().copied();
+    let mut results = Vec::with_capacity(pending.len());
+    loop {
+        while tasks.len() < concurrency {
+            let Some(i) = next.next() else { break };
+            let (probe, url) = (probe.clone(), urls[i].clone());
+            tasks.spawn(async move { (i, probe.check(&url).await) });
+        }
+        match tasks.join_next().await {
+            Some(Ok(done)) => results.push(done),
+            // A probe's task cannot panic short of a bug; its endpoint then
+            // stays undecided this round.
+            Some(Err(e)) => tracing::warn!("a probe's task failed: {e}"),
+            None => return results,
+        }
+    }
 }
 
 fn ignore_deadline(end: WaitEnd) -> Result<(), WaitEnd> {
