@@ -870,8 +870,8 @@ impl<R: Router> Run<'_, R> {
         let release_with_last = decision.mode == Mode::Rollback || self.options.gate.is_none();
         for (i, weights) in decision.plan.iter().enumerate() {
             let step = i + 1;
-            let release = (step == total && release_with_last).then_some(lease);
-            now = match self.apply_step(Some(step), &now, weights, release).await {
+            let closing = (step == total && release_with_last).then_some(lease);
+            now = match self.apply_step(Some(step), &now, weights, closing).await {
                 Ok(w) => w,
                 Err(e) => return Err(self.fail(e).await),
             };
@@ -1089,20 +1089,25 @@ impl<R: Router> Run<'_, R> {
     }
     /// One step: one atomic change, wait until in effect, read back (unless
     /// the router's acceptance proves the weights). `step` is the plan step
-    /// this is (`None` for the rollback after a failed gate); with `release`,
-    /// the lease goes back in the same change where the router allows it.
+    /// this is (`None` for the rollback after a failed gate). `closing` says
+    /// it is the run's last change and nothing follows it but its record: the
+    /// lease goes back in the same change where the router allows it, and the
+    /// step's record is saved with the run's end.
+    ///
+    /// A change already in effect when accepted is recorded submitted and
+    /// verified in one save: there is no wait between the two to recover from.
     async fn apply_step(
         &mut self,
         step: Option<usize>,
         from: &Weights,
         to: &Weights,
-        release: Option<&Lease>,
+        closing: Option<&Lease>,
     ) -> Result<Weights, TrafficError> {
         let began = Instant::now();
         let total = self.shift().plan.len();
         let mut label = step.map_or_else(|| "rollback".to_owned(), |n| format!("step {n}/{total}"));
         tracing::info!("{label}: {}", self.router.describe_change(from, to));
-        let releasing = match release {
+        let releasing = match closing {
             Some(lease) => self.router.apply_releasing(to, lease).await,
             None => None,
         };
@@ -1123,13 +1128,16 @@ impl<R: Router> Run<'_, R> {
             after: serde_json::to_value(to).ok(),
             reference: applied.reference.clone(),
         };
-        self.journal(
-            JournalEntry::new(STEP, "weights-submitted", Outcome::Ok)
-                .change(change)
-                .detail(label.clone()),
-        )
-        .await
-        .map_err(|e| TrafficError::State(e.to_string()))?;
+        let submitted = JournalEntry::new(STEP, "weights-submitted", Outcome::Ok)
+            .change(change)
+            .detail(label.clone());
+        if applied.in_sync {
+            self.doc.record(submitted);
+        } else {
+            self.journal(submitted)
+                .await
+                .map_err(|e| TrafficError::State(e.to_string()))?;
+        }
         self.router
             .wait_applied(&applied, self.deadline, self.cancel)
             .await?;
@@ -1155,15 +1163,18 @@ impl<R: Router> Run<'_, R> {
             shift.steps_done = n;
         }
         shift.pending_change = None;
-        self.journal(
-            JournalEntry::new(STEP, "weights-verified", Outcome::Ok).detail(format!(
-                "{label}: {how} {} after {}",
-                format_weights(&back),
-                short(in_sync)
-            )),
-        )
-        .await
-        .map_err(|e| TrafficError::State(e.to_string()))?;
+        let verified = JournalEntry::new(STEP, "weights-verified", Outcome::Ok).detail(format!(
+            "{label}: {how} {} after {}",
+            format_weights(&back),
+            short(in_sync)
+        ));
+        if closing.is_some() {
+            self.doc.record(verified);
+        } else {
+            self.journal(verified)
+                .await
+                .map_err(|e| TrafficError::State(e.to_string()))?;
+        }
         self.steps.push(StepOutcome {
             weights: back.clone(),
             change: applied.reference,
