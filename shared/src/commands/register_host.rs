@@ -3,10 +3,12 @@
 //! ([`crate::host::fleet`]); the cloud-init user-data that does both for every
 //! host a launch template starts ([`crate::host::user_data`]).
 
+use std::time::Duration;
+
 use crate::aws::{self, iam};
 use crate::cli::register_host::{
     Command as Sub, HostArgs, JoinArgs, LeaveArgs, ListArgs, RegisterHostArgs, TargetArgs,
-    UserDataArgs,
+    UserDataArgs, WatchArgs,
 };
 use crate::cli::CommonArgs;
 use crate::host::fleet::{self, FleetQuery, FleetReport};
@@ -17,6 +19,7 @@ use crate::host::registration::{
     LifecycleHook, RegistrationOptions, TargetGroupArn,
 };
 use crate::host::user_data::{self, UserData, UserDataSpec};
+use crate::host::watch::{self, WatchReport, WatchRequest};
 use crate::host::{HostClients, InputError};
 use crate::outcome::Failure;
 use crate::state::steps;
@@ -41,6 +44,12 @@ pub enum Settings {
         elb_region: Option<String>,
         source: Source,
     },
+    /// Wait for termination, then leave and complete the hook.
+    Watch {
+        request: WatchRequest,
+        elb_region: Option<String>,
+        imds: ImdsSettings,
+    },
     /// The hosts of a service.
     List {
         query: FleetQuery,
@@ -57,6 +66,8 @@ crate::step_reports! {
         Joined(JoinReport),
         /// The host left.
         Left(LeaveReport),
+        /// The host watched for its termination (and left).
+        Watched(WatchReport),
         /// The fleet.
         Fleet(FleetReport),
         /// The user-data document.
@@ -88,6 +99,14 @@ impl Command for RegisterHost {
                     source,
                 })
             }
+            Sub::Watch(a) => {
+                let (request, elb_region, imds) = watch_settings(a, &args.common)?;
+                Ok(Settings::Watch {
+                    request,
+                    elb_region,
+                    imds,
+                })
+            }
             Sub::List(a) => Ok(Settings::List {
                 query: list_query(a)?,
                 regions: a.regions.clone(),
@@ -102,6 +121,7 @@ impl Command for RegisterHost {
                 request, source, ..
             } => registration::join_policy(request, matches!(source, Source::Imds(_))),
             Settings::Leave { request, .. } => registration::leave_policy(request),
+            Settings::Watch { request, .. } => watch::watch_policy(request),
             Settings::List { .. } => fleet::list_policy(),
             Settings::UserData(_) => iam::Policy::new(),
         }
@@ -138,6 +158,30 @@ impl Command for RegisterHost {
                 let report = registration::leave(
                     &clients,
                     &identity,
+                    &request,
+                    &options,
+                    &step.state,
+                    &step.cancel,
+                )
+                .await?;
+                Ok(report.into())
+            }
+            Settings::Watch {
+                request,
+                elb_region,
+                imds,
+            } => {
+                let (identity, clients, options) = prepare(
+                    step,
+                    ("watch", None),
+                    Source::Imds(imds.clone()),
+                    elb_region.as_deref(),
+                )
+                .await?;
+                let report = watch::watch(
+                    &clients,
+                    &identity,
+                    imds,
                     &request,
                     &options,
                     &step.state,
@@ -248,6 +292,40 @@ fn leave_settings(
         lifecycle,
     };
     Ok((request, elb_region, source(&a.host)?))
+}
+
+/// Checks every flag of `watch` before the first network call.
+fn watch_settings(
+    a: &WatchArgs,
+    common: &CommonArgs,
+) -> Result<(WatchRequest, Option<String>, ImdsSettings), Failure> {
+    let (target_groups, elb_region) = target_groups(&a.targets, common.region.as_deref())?;
+    let hook = LifecycleHook::from_flags(Some(&a.lifecycle_hook), Some(&a.asg))?
+        .ok_or_else(|| Failure::usage("--lifecycle-hook and --asg are needed"))?;
+    if a.poll_interval < Duration::from_millis(100) || a.poll_interval > Duration::from_secs(60) {
+        return Err(Failure::usage(format!(
+            "--poll-interval {} is outside 100ms to 1m: the instance waits on the hook only \
+             until its heartbeat time-out, so read the lifecycle state every few seconds",
+            crate::wait::progress::short(a.poll_interval)
+        )));
+    }
+    if a.heartbeat_every < Duration::from_secs(1) {
+        return Err(Failure::usage(
+            "--heartbeat-every must be 1s or more (and under the hook's heartbeat time-out)",
+        ));
+    }
+    let request = WatchRequest {
+        leave: LeaveRequest {
+            target_groups,
+            port: a.targets.port,
+            lifecycle: None,
+        },
+        hook,
+        poll: a.poll_interval,
+        heartbeat_every: a.heartbeat_every,
+        exit_outside_group: a.exit_outside_group,
+    };
+    Ok((request, elb_region, ImdsSettings::from_env()?))
 }
 
 /// What a join and a leave do first: who the host is, its clients, and the
