@@ -879,6 +879,40 @@ fn parse_yaml(document: &str) -> Value {
     serde_json::from_slice(&out.stdout).expect("JSON from python3")
 }
 
+/// Checks `document` with cloud-init's own schema check (`cloud-init schema
+/// --config-file`, Debian package `cloud-init`, installed by `make deps`),
+/// and that the check refuses a broken document (so it is not a no-op).
+/// Skipped, with the reason printed, where cloud-init is not installed.
+fn cloud_init_schema(dir: &Path, document: &str) {
+    let check = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        Command::new("cloud-init")
+            .args(["schema", "--config-file"])
+            .arg(&path)
+            .output()
+    };
+    let out = match check("user-data.yaml", document) {
+        Ok(out) => out,
+        Err(e) => {
+            println!("skipped cloud-init's schema check: cloud-init cannot run ({e}); `make deps` installs it");
+            return;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "cloud-init schema refused the user-data: {}{}\n{document}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let broken = document.replacen("    owner: 'root:root'", "    ownr: 'root:root'", 1);
+    let out = check("broken.yaml", &broken).expect("cloud-init runs");
+    assert!(
+        !out.status.success(),
+        "cloud-init schema took a broken document"
+    );
+}
+
 fn bash_n(script: &Path) {
     let out = Command::new("bash")
         .arg("-n")
@@ -944,7 +978,7 @@ fn user_data_is_a_cloud_config_document_whose_script_runs_join_and_leave() {
 
     let parsed = parse_yaml(&document);
     let files = parsed["write_files"].as_array().expect("write_files");
-    assert_eq!(files.len(), 2);
+    assert_eq!(files.len(), 3);
     assert_eq!(
         files[0]["path"],
         "/usr/local/lib/switchyard/register-host.sh"
@@ -964,6 +998,29 @@ fn user_data_is_a_cloud_config_document_whose_script_runs_join_and_leave() {
     ] {
         assert!(unit.lines().any(|l| l == line), "{line:?} not in\n{unit}");
     }
+    // With a termination hook, the watcher runs from boot.
+    assert_eq!(
+        files[2]["path"],
+        "/etc/systemd/system/switchyard-register-host-watch.service"
+    );
+    let watcher = files[2]["content"].as_str().unwrap();
+    for line in [
+        "ExecStart=/usr/local/lib/switchyard/register-host.sh watch",
+        "Type=simple",
+        "Restart=on-failure",
+        "After=network-online.target go-auth.service",
+        "WantedBy=multi-user.target",
+    ] {
+        assert!(
+            watcher.lines().any(|l| l == line),
+            "{line:?} not in\n{watcher}"
+        );
+    }
+    assert_eq!(
+        parsed["runcmd"][1],
+        "systemctl enable --now --no-block switchyard-register-host.service switchyard-register-host-watch.service"
+    );
+    cloud_init_schema(dir.path(), &document);
 
     // The shell parts parse: the script, and every runcmd line.
     let script = dir.path().join("register-host.sh");
@@ -977,8 +1034,8 @@ fn user_data_is_a_cloud_config_document_whose_script_runs_join_and_leave() {
         bash_n(&path);
     }
 
-    // And runs: join and leave reach the executable with their words intact.
-    for action in ["join", "leave"] {
+    // And runs: join, leave and watch reach the executable with their words intact.
+    for action in ["join", "leave", "watch"] {
         let out = Command::new("bash")
             .arg(&script)
             .arg(action)
@@ -1020,6 +1077,18 @@ fn user_data_is_a_cloud_config_document_whose_script_runs_join_and_leave() {
         runs[1],
         [
             "leave",
+            "--target-group",
+            group,
+            "--port",
+            "9000",
+            "--timeout",
+            "600s"
+        ]
+    );
+    assert_eq!(
+        runs[2],
+        [
+            "watch",
             "--target-group",
             group,
             "--port",

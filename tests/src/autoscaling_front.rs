@@ -193,10 +193,14 @@ mod tests {
         assert_eq!(call.refusal(true, true, &[]), None);
         assert!(call.refusal(false, true, &[]).is_some());
         assert!(call.refusal(true, false, &[]).is_some());
-        assert!(call.refusal(true, true, &[call.clone()]).is_some());
+        assert!(call
+            .refusal(true, true, std::slice::from_ref(&call))
+            .is_some());
         let beat = LifecycleCall::from_form("RecordLifecycleActionHeartbeat", &fields);
-        assert_eq!(beat.refusal(true, true, &[beat.clone()]), None);
-        assert!(beat.refusal(true, true, &[call.clone()]).is_some());
+        assert_eq!(beat.refusal(true, true, std::slice::from_ref(&beat)), None);
+        assert!(beat
+            .refusal(true, true, std::slice::from_ref(&call))
+            .is_some());
         fields.insert("LifecycleActionResult".into(), "GO".into());
         let bad = LifecycleCall::from_form("CompleteLifecycleAction", &fields);
         assert!(bad.refusal(true, true, &[]).is_some());

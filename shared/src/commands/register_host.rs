@@ -55,8 +55,11 @@ pub enum Settings {
         query: FleetQuery,
         regions: Vec<String>,
     },
-    /// The cloud-init user-data, rendered.
-    UserData(UserData),
+    /// The cloud-init user-data, rendered, and the policy of the hosts' role.
+    UserData {
+        document: UserData,
+        role: iam::Policy,
+    },
 }
 
 crate::step_reports! {
@@ -111,7 +114,13 @@ impl Command for RegisterHost {
                 query: list_query(a)?,
                 regions: a.regions.clone(),
             }),
-            Sub::UserData(a) => Ok(Settings::UserData(user_data::render(&user_data_spec(a)?)?)),
+            Sub::UserData(a) => {
+                let spec = user_data_spec(a)?;
+                Ok(Settings::UserData {
+                    document: user_data::render(&spec)?,
+                    role: host_role_policy(&spec),
+                })
+            }
         }
     }
 
@@ -123,7 +132,8 @@ impl Command for RegisterHost {
             Settings::Leave { request, .. } => registration::leave_policy(request),
             Settings::Watch { request, .. } => watch::watch_policy(request),
             Settings::List { .. } => fleet::list_policy(),
-            Settings::UserData(_) => iam::Policy::new(),
+            // What the hosts' instance role needs for what the document runs.
+            Settings::UserData { role, .. } => role.clone(),
         }
     }
 
@@ -195,7 +205,7 @@ impl Command for RegisterHost {
                 let clients = aws::ec2_per_region(&config, &regions);
                 Ok(fleet::list(&clients, &query).await?.into())
             }
-            Settings::UserData(document) => Ok(document.into()),
+            Settings::UserData { document, .. } => Ok(document.into()),
         }
     }
 }
@@ -384,6 +394,36 @@ fn list_query(a: &ListArgs) -> Result<FleetQuery, Failure> {
         service: a.service.clone(),
         labels: Labels::parse(&a.labels)?,
     })
+}
+
+/// The policy of the role of hosts that run the user-data of `spec`: join
+/// (tagging themselves), leave, and with a lifecycle hook the watcher's
+/// heartbeat and completion of it on their group.
+fn host_role_policy(spec: &UserDataSpec) -> iam::Policy {
+    let join = JoinRequest {
+        service: spec.service.clone(),
+        labels: spec.labels.clone(),
+        target_groups: spec.target_groups.clone(),
+        port: spec.port,
+        wait: Some(spec.wait_healthy),
+    };
+    let leave = LeaveRequest {
+        target_groups: spec.target_groups.clone(),
+        port: spec.port,
+        lifecycle: None,
+    };
+    let mut policy = registration::join_policy(&join, true);
+    policy.merge(&registration::leave_policy(&leave));
+    if let Some(hook) = &spec.lifecycle {
+        policy.merge(&watch::watch_policy(&WatchRequest {
+            leave,
+            hook: hook.clone(),
+            poll: Duration::from_secs(5),
+            heartbeat_every: Duration::from_secs(60),
+            exit_outside_group: false,
+        }));
+    }
+    policy
 }
 
 /// Checks every flag of `user-data`.
@@ -579,6 +619,37 @@ mod tests {
                 .unwrap_err()
                 .starts_with("2: --after \"go-auth\" is not a systemd unit name")
         );
+    }
+
+    #[test]
+    fn the_user_data_policy_is_the_hosts_role() {
+        let args = parse(&[
+            "user-data",
+            "--service",
+            "go-auth",
+            "--target-group",
+            ARN,
+            "--lifecycle-hook",
+            "switchyard-drain",
+            "--asg",
+            "go-auth-green",
+        ]);
+        let settings = RegisterHost::settings(args).unwrap();
+        let policy = RegisterHost::policy(&settings);
+        for action in [
+            "ec2:CreateTags",
+            "elasticloadbalancing:RegisterTargets",
+            "elasticloadbalancing:DeregisterTargets",
+            "elasticloadbalancing:DescribeTargetHealth",
+            "autoscaling:CompleteLifecycleAction",
+            "autoscaling:RecordLifecycleActionHeartbeat",
+        ] {
+            assert!(policy.allows(action), "{action}");
+        }
+        let args = parse(&["user-data", "--service", "go-auth", "--target-group", ARN]);
+        let policy = RegisterHost::policy(&RegisterHost::settings(args).unwrap());
+        assert!(policy.allows("elasticloadbalancing:DeregisterTargets"));
+        assert!(!policy.allows("autoscaling:CompleteLifecycleAction"));
     }
 
     #[test]

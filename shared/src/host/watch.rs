@@ -76,7 +76,7 @@ pub struct WatchReport {
     pub heartbeats: u32,
     /// The leave (with the lifecycle action), once termination was noticed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub leave: Option<LeaveReport>,
+    pub leave: Option<Box<LeaveReport>>,
     /// Time from `Terminated` read until the lifecycle action was completed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub left_after_ms: Option<u64>,
@@ -162,9 +162,18 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// What every phase of a watch works with.
+struct Watcher<'a> {
+    clients: &'a HostClients,
+    identity: &'a Identity,
+    request: &'a WatchRequest,
+    options: &'a RegistrationOptions,
+    state: &'a StateFile,
+    cancel: &'a CancellationToken,
+}
+
 /// Watches until the group terminates this instance, then leaves and
 /// completes the lifecycle action (see the module documentation).
-#[allow(clippy::too_many_arguments)]
 pub async fn watch(
     clients: &HostClients,
     identity: &Identity,
@@ -194,15 +203,49 @@ pub async fn watch(
         left_after_ms: None,
         plan: Vec::new(),
     };
+    let watcher = Watcher {
+        clients,
+        identity,
+        request,
+        options,
+        state,
+        cancel,
+    };
     if options.dry_run {
+        watcher.plan(&mut imds, &mut report).await?;
+        return Ok(report);
+    }
+    if !watcher.wait_for_termination(&mut imds, &mut report).await? {
+        return Ok(report);
+    }
+    let noticed = Instant::now();
+    report.noticed_after_ms = Some(ms(noticed.duration_since(began)));
+    let left = watcher.leave(noticed, &mut report).await?;
+    report.left_after_ms = Some(ms(noticed.elapsed()));
+    report.leave = Some(Box::new(left));
+    Ok(report)
+}
+
+impl Watcher<'_> {
+    /// A dry run: the lifecycle state now, and what a termination would do.
+    async fn plan(&self, imds: &mut Imds, report: &mut WatchReport) -> Result<(), HostError> {
+        let request = self.request;
         report.polls = 1;
-        report.lifecycle_state = match read(&mut imds).await? {
+        report.lifecycle_state = match read(imds).await? {
             Read::State(s) => Some(s),
             Read::Outside => None,
         };
         let mut leave = request.leave.clone();
         leave.lifecycle = Some(request.hook.clone());
-        let plan = registration::leave(clients, identity, &leave, options, state, cancel).await?;
+        let plan = registration::leave(
+            self.clients,
+            self.identity,
+            &leave,
+            self.options,
+            self.state,
+            self.cancel,
+        )
+        .await?;
         report.plan.push(format!(
             "read {LIFECYCLE_STATE_PATH} every {} (now {}) until it is {TERMINATED}; then:",
             short(request.poll),
@@ -216,104 +259,127 @@ pub async fn watch(
             "while draining, record a lifecycle action heartbeat every {}",
             short(request.heartbeat_every)
         ));
-        return Ok(report);
+        Ok(())
     }
-    let mut last: Option<String> = None;
-    let mut said_outside = false;
-    let mut last_error: Option<String> = None;
-    loop {
-        report.polls += 1;
-        match read(&mut imds).await {
-            Ok(Read::State(s)) => {
-                last_error = None;
-                said_outside = false;
-                if last.as_deref() != Some(s.as_str()) {
-                    tracing::info!("{}: lifecycle state {s}", identity.host_id);
-                    last = Some(s.clone());
-                }
-                report.lifecycle_state = Some(s.clone());
-                if s == TERMINATED {
-                    break;
-                }
-            }
-            Ok(Read::Outside) => {
-                last_error = None;
-                report.lifecycle_state = None;
-                if request.exit_outside_group {
-                    return Ok(report);
-                }
-                if !said_outside {
-                    tracing::info!(
-                        "{}: in no Auto Scaling lifecycle ({LIFECYCLE_STATE_PATH} answers 404); \
-                         reading it on every {}",
-                        identity.host_id,
-                        short(request.poll)
-                    );
-                    said_outside = true;
-                }
-            }
-            Err(e) => {
-                let text = e.to_string();
-                if last_error.as_deref() != Some(text.as_str()) {
-                    tracing::warn!("{text}; reading it again in {}", short(request.poll));
-                    last_error = Some(text);
-                }
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(request.poll) => {}
-            () = cancel.cancelled() => {
-                return Err(HostError::Interrupted {
-                    doing: "watching for termination (nothing was changed)".to_owned(),
-                });
-            }
-        }
-    }
-    let noticed = Instant::now();
-    report.noticed_after_ms = Some(ms(noticed.duration_since(began)));
-    let host = &identity.host_id;
-    registration::journal(
-        state,
-        JournalEntry::new(STEP, "terminating", Outcome::Ok).detail(format!(
-            "{host}: {LIFECYCLE_STATE_PATH} is {TERMINATED} (hook {} of {}); leaving",
-            request.hook.hook, request.hook.group
-        )),
-    )
-    .await?;
-    // The leave's deadline (--timeout) runs from here, not from the (long) watch.
-    let mut leave = request.leave.clone();
-    leave.lifecycle = None;
-    let leaving = registration::leave(clients, identity, &leave, options, state, cancel);
-    tokio::pin!(leaving);
-    let mut beat =
-        tokio::time::interval_at(noticed + request.heartbeat_every, request.heartbeat_every);
-    let mut left = loop {
-        tokio::select! {
-            out = &mut leaving => break out?,
-            _ = beat.tick() => {
-                match autoscaling::record_lifecycle_action_heartbeat(
-                    &clients.autoscaling,
-                    &request.hook.hook,
-                    &request.hook.group,
-                    host,
-                ).await {
-                    Ok(()) => {
-                        report.heartbeats += 1;
-                        tracing::info!(
-                            "still draining after {}: lifecycle action heartbeat sent",
-                            short(noticed.elapsed())
-                        );
+
+    /// Reads the lifecycle state every `poll` until it is `Terminated`
+    /// (true), or, when asked, until it answers 404 (false).
+    async fn wait_for_termination(
+        &self,
+        imds: &mut Imds,
+        report: &mut WatchReport,
+    ) -> Result<bool, HostError> {
+        let (request, host) = (self.request, &self.identity.host_id);
+        let mut last: Option<String> = None;
+        let mut said_outside = false;
+        let mut last_error: Option<String> = None;
+        loop {
+            report.polls += 1;
+            match read(imds).await {
+                Ok(Read::State(s)) => {
+                    last_error = None;
+                    said_outside = false;
+                    if last.as_deref() != Some(s.as_str()) {
+                        tracing::info!("{host}: lifecycle state {s}");
+                        last = Some(s.clone());
                     }
-                    // The drain goes on; the hook's time-out is the worst case.
-                    Err(e) => tracing::warn!("lifecycle action heartbeat failed: {e}"),
+                    let terminated = s == TERMINATED;
+                    report.lifecycle_state = Some(s);
+                    if terminated {
+                        return Ok(true);
+                    }
+                }
+                Ok(Read::Outside) => {
+                    last_error = None;
+                    report.lifecycle_state = None;
+                    if request.exit_outside_group {
+                        return Ok(false);
+                    }
+                    if !said_outside {
+                        tracing::info!(
+                            "{host}: in no Auto Scaling lifecycle ({LIFECYCLE_STATE_PATH} \
+                             answers 404); reading it on every {}",
+                            short(request.poll)
+                        );
+                        said_outside = true;
+                    }
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    if last_error.as_deref() != Some(text.as_str()) {
+                        tracing::warn!("{text}; reading it again in {}", short(request.poll));
+                        last_error = Some(text);
+                    }
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(request.poll) => {}
+                () = self.cancel.cancelled() => {
+                    return Err(HostError::Interrupted {
+                        doing: "watching for termination (nothing was changed)".to_owned(),
+                    });
                 }
             }
         }
-    };
-    left.lifecycle = Some(registration::complete(clients, identity, state, &request.hook).await?);
-    report.left_after_ms = Some(ms(noticed.elapsed()));
-    report.leave = Some(left);
-    Ok(report)
+    }
+
+    /// Leaves as `leave` does (its deadline, --timeout, runs from the
+    /// notice), with heartbeats while it drains, then completes the hook.
+    async fn leave(
+        &self,
+        noticed: Instant,
+        report: &mut WatchReport,
+    ) -> Result<LeaveReport, HostError> {
+        let (request, host) = (self.request, &self.identity.host_id);
+        registration::journal(
+            self.state,
+            JournalEntry::new(STEP, "terminating", Outcome::Ok).detail(format!(
+                "{host}: {LIFECYCLE_STATE_PATH} is {TERMINATED} (hook {} of {}); leaving",
+                request.hook.hook, request.hook.group
+            )),
+        )
+        .await?;
+        let mut leave = request.leave.clone();
+        leave.lifecycle = None;
+        let leaving = registration::leave(
+            self.clients,
+            self.identity,
+            &leave,
+            self.options,
+            self.state,
+            self.cancel,
+        );
+        tokio::pin!(leaving);
+        let mut beat =
+            tokio::time::interval_at(noticed + request.heartbeat_every, request.heartbeat_every);
+        let mut left = loop {
+            tokio::select! {
+                out = &mut leaving => break out?,
+                _ = beat.tick() => {
+                    match autoscaling::record_lifecycle_action_heartbeat(
+                        &self.clients.autoscaling,
+                        &request.hook.hook,
+                        &request.hook.group,
+                        host,
+                    ).await {
+                        Ok(()) => {
+                            report.heartbeats += 1;
+                            tracing::info!(
+                                "still draining after {}: lifecycle action heartbeat sent",
+                                short(noticed.elapsed())
+                            );
+                        }
+                        // The drain goes on; the hook's time-out is the worst case.
+                        Err(e) => tracing::warn!("lifecycle action heartbeat failed: {e}"),
+                    }
+                }
+            }
+        };
+        left.lifecycle = Some(
+            registration::complete(self.clients, self.identity, self.state, &request.hook).await?,
+        );
+        Ok(left)
+    }
 }
 
 /// The IAM policy `watch` needs: `leave`'s (with the lifecycle action) and

@@ -670,7 +670,10 @@ async fn a_group_that_exists_already_when_created_is_updated_to_the_same_setting
     assert_eq!(put.num_calls(), 1);
 }
 
-fn hooks_output(hooks: &[(&str, &str, i32, &str)]) -> DescribeLifecycleHooksOutput {
+/// A hook as DescribeLifecycleHooks lists it: name, transition, heartbeat, default result.
+type HookRow<'a> = (&'a str, &'a str, i32, &'a str);
+
+fn hooks_output(hooks: &[HookRow<'_>]) -> DescribeLifecycleHooksOutput {
     DescribeLifecycleHooksOutput::builder()
         .set_lifecycle_hooks(Some(
             hooks
@@ -762,7 +765,7 @@ async fn an_existing_group_gets_the_hook_only_when_missing_or_different() {
         })
         .then_output(|| PutLifecycleHookOutput::builder().build());
     let hook = TerminationHook::new("drain", Duration::from_secs(900)).unwrap();
-    let cases: [(&[(&str, &str, i32, &str)], Option<&str>); 4] = [
+    let cases: [(&[HookRow<'_>], Option<&str>); 4] = [
         // Missing (another hook of the group is left alone).
         (
             &[("warm-up", "autoscaling:EC2_INSTANCE_LAUNCHING", 300, "ABANDON")],
@@ -785,7 +788,7 @@ async fn an_existing_group_gets_the_hook_only_when_missing_or_different() {
         ),
     ];
     for (have, line) in cases {
-        let have: Vec<(&str, &str, i32, &str)> = have.to_vec();
+        let have: Vec<HookRow<'_>> = have.to_vec();
         let hooks = mock!(aws_sdk_autoscaling::Client::describe_lifecycle_hooks)
             .match_requests(|r| r.auto_scaling_group_name() == Some(GROUP))
             .then_output(move || hooks_output(&have));
