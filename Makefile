@@ -17,7 +17,7 @@ export CARGO_TERM_COLOR ?= never
 
 all: build
 
-## deps: tools the tests start for real (moto's server, the aws CLI, a JUnit parser, openssl, curl, HAProxy)
+## deps: tools the tests start for real (moto's server, the aws CLI, a JUnit parser, openssl, curl, HAProxy, cloud-init's schema check)
 deps:
 	@command -v moto_server >/dev/null 2>&1 && $(PYTHON) -c 'import flask, flask_cors, yaml' 2>/dev/null \
 	  || { echo "installing moto[server]"; $(PIP) install --quiet 'moto[server]>=5,<6'; }
@@ -27,6 +27,8 @@ deps:
 	  || { echo "installing openssl and curl"; apt-get update -qq && apt-get install -y -qq openssl curl >/dev/null; }
 	@command -v haproxy >/dev/null 2>&1 || command -v /usr/sbin/haproxy >/dev/null 2>&1 \
 	  || { echo "installing haproxy"; apt-get update -qq && apt-get install -y -qq haproxy >/dev/null; }
+	@command -v cloud-init >/dev/null 2>&1 \
+	  || { echo "installing cloud-init (its schema check of register-host's user-data)"; apt-get update -qq && apt-get install -y -qq --no-install-recommends cloud-init >/dev/null; }
 
 ## bench-deps: ApacheBench, the yardstick of verify-health's probes
 bench-deps: deps

@@ -356,6 +356,78 @@ fn blue_active_green_up_then_retire_after_promotion() {
         "standby-unchanged"
     );
 
+    // The termination hook: made with the group (the recording proxy puts
+    // CreateAutoScalingGroup's hook specifications into moto, as AWS makes
+    // them), left alone by the identical run, put again when it differs.
+    let hooks = || {
+        aws_in(
+            &f.moto,
+            region,
+            &[
+                "autoscaling",
+                "describe-lifecycle-hooks",
+                "--auto-scaling-group-name",
+                "go-auth-green",
+            ],
+        )["LifecycleHooks"]
+            .clone()
+    };
+    let hook = hooks();
+    assert_eq!(hook.as_array().unwrap().len(), 1, "{hook}");
+    assert_eq!(hook[0]["LifecycleHookName"], "switchyard-drain");
+    assert_eq!(
+        hook[0]["LifecycleTransition"],
+        "autoscaling:EC2_INSTANCE_TERMINATING"
+    );
+    assert_eq!(hook[0]["HeartbeatTimeout"], 600);
+    assert_eq!(hook[0]["DefaultResult"], "CONTINUE");
+    let recorder = f.moto.recorder().expect("the recording proxy");
+    let hook_calls = |from: usize| -> Vec<String> {
+        recorder.calls()[from..]
+            .iter()
+            .filter(|c| c.user_agent.contains("aws-sdk-rust"))
+            .map(|c| c.action.clone())
+            .filter(|a| a.contains("LifecycleHook") || a == "CreateAutoScalingGroup")
+            .collect()
+    };
+    let before = recorder.calls().len();
+    let again = ok_json(&f.run("deploy-standby", &green_args));
+    assert_eq!(again["changed"], false, "{again}");
+    assert_eq!(hook_calls(before), ["DescribeLifecycleHooks"]);
+    let mut longer = green_args.to_vec();
+    longer.extend(["--termination-heartbeat", "15m"]);
+    let before = recorder.calls().len();
+    let changed = ok_json(&f.run("deploy-standby", &longer));
+    assert_eq!(
+        changed["regions"][0]["changes"],
+        json!(["put termination lifecycle hook switchyard-drain (heartbeat 900s, then CONTINUE) on group go-auth-green (was autoscaling:EC2_INSTANCE_TERMINATING, heartbeat 600s, then CONTINUE)"])
+    );
+    assert_eq!(
+        hook_calls(before),
+        ["DescribeLifecycleHooks", "PutLifecycleHook"]
+    );
+    assert_eq!(hooks()[0]["HeartbeatTimeout"], 900);
+    assert_eq!(
+        f.doc()["stacks"]["green"]["regions"][region]["termination_hook"],
+        "switchyard-drain"
+    );
+    // Bad heartbeats are exit 2 before any call.
+    for (value, shown) in [("29s", "29s"), ("7201s", "7201s"), ("90500ms", "90.500s")] {
+        let mut bad = green_args.to_vec();
+        bad.extend(["--termination-heartbeat", value]);
+        let before = recorder.calls().len();
+        let out = f.run("deploy-standby", &bad);
+        assert_eq!(out.code, 2, "{value}: {}{}", out.stdout, out.stderr);
+        assert!(
+            out.stderr.contains(&format!(
+                "--termination-heartbeat {shown} is outside what Auto Scaling takes"
+            )),
+            "{}",
+            out.stderr
+        );
+        assert_eq!(recorder.calls().len(), before, "no call");
+    }
+
     // Retire refuses before the promotion, and changes nothing.
     let out = f.run(
         "deploy-standby",

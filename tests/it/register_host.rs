@@ -13,8 +13,9 @@ use std::ops::Deref;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use switchyard_tests::aws_cli::{self, aws};
@@ -22,11 +23,17 @@ use switchyard_tests::steps::{run, step, StepOutput};
 
 use crate::fixture::{self, env_of, json, state_validates, with_state, write_script};
 
+/// Metadata values by path under `latest/meta-data/`, changeable while served.
+type Values = Arc<Mutex<BTreeMap<&'static str, String>>>;
+
+/// The lifecycle state path under `latest/meta-data/`.
+const LIFECYCLE_STATE: &str = "autoscaling/target-lifecycle-state";
+
 /// What the stand-in metadata service answers.
 #[derive(Debug, Clone)]
 enum Metadata {
-    /// An instance: id, region, zone, private address.
-    Instance(BTreeMap<&'static str, String>),
+    /// An instance: id, region, zone, private address (and, in a group, its lifecycle state).
+    Instance(Values),
     /// 403 to every token request (metadata turned off for the instance).
     RefuseToken,
 }
@@ -35,6 +42,9 @@ enum Metadata {
 /// that asks for one; metadata only for GETs that carry it.
 struct Imds {
     addr: SocketAddr,
+    values: Option<Values>,
+    /// Each lifecycle state served, with when it was first served.
+    served: Arc<Mutex<Vec<(String, Instant)>>>,
     requests: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -47,6 +57,12 @@ impl Imds {
         let requests = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (count, stopped) = (requests.clone(), stop.clone());
+        let values = match &metadata {
+            Metadata::Instance(v) => Some(v.clone()),
+            Metadata::RefuseToken => None,
+        };
+        let served: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+        let seen = served.clone();
         let thread = std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if stopped.load(Ordering::SeqCst) {
@@ -54,12 +70,19 @@ impl Imds {
                 }
                 if let Ok(stream) = stream {
                     count.fetch_add(1, Ordering::SeqCst);
-                    let _ = answer(stream, &metadata);
+                    if let Ok(Some(state)) = answer(stream, &metadata) {
+                        let mut seen = seen.lock().expect("served lock");
+                        if seen.last().is_none_or(|(s, _)| *s != state) {
+                            seen.push((state, Instant::now()));
+                        }
+                    }
                 }
             }
         });
         Self {
             addr,
+            values,
+            served,
             requests,
             stop,
             thread: Some(thread),
@@ -72,6 +95,26 @@ impl Imds {
 
     fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Serves `value` at `path` (under `latest/meta-data/`) from now on.
+    fn set(&self, path: &'static str, value: &str) {
+        self.values
+            .as_ref()
+            .expect("an instance's metadata")
+            .lock()
+            .expect("values lock")
+            .insert(path, value.to_owned());
+    }
+
+    /// When `state` was first served as the lifecycle state (after a change to it).
+    fn first_served(&self, state: &str) -> Option<Instant> {
+        self.served
+            .lock()
+            .expect("served lock")
+            .iter()
+            .find(|(s, _)| s == state)
+            .map(|(_, at)| *at)
     }
 }
 
@@ -87,7 +130,8 @@ impl Drop for Imds {
 
 const TOKEN: &str = "stand-in-token";
 
-fn answer(stream: TcpStream, metadata: &Metadata) -> std::io::Result<()> {
+/// Answers one request; returns the lifecycle state when that is what it served.
+fn answer(stream: TcpStream, metadata: &Metadata) -> std::io::Result<Option<String>> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut first = String::new();
     reader.read_line(&mut first)?;
@@ -103,6 +147,7 @@ fn answer(stream: TcpStream, metadata: &Metadata) -> std::io::Result<()> {
     }
     let mut parts = first.split(' ');
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let mut lifecycle = None;
     let (status, extra, body) = match (metadata, method) {
         (Metadata::RefuseToken, _) => (403, String::new(), String::new()),
         (Metadata::Instance(_), "PUT") if path == "/latest/api/token" => {
@@ -121,8 +166,14 @@ fn answer(stream: TcpStream, metadata: &Metadata) -> std::io::Result<()> {
             (401, String::new(), String::new())
         }
         (Metadata::Instance(values), "GET") => {
-            match values.get(path.trim_start_matches("/latest/meta-data/")) {
-                Some(v) => (200, String::new(), v.clone()),
+            let key = path.trim_start_matches("/latest/meta-data/");
+            match values.lock().expect("values lock").get(key) {
+                Some(v) => {
+                    if key == LIFECYCLE_STATE {
+                        lifecycle = Some(v.clone());
+                    }
+                    (200, String::new(), v.clone())
+                }
                 None => (404, String::new(), String::new()),
             }
         }
@@ -134,7 +185,8 @@ fn answer(stream: TcpStream, metadata: &Metadata) -> std::io::Result<()> {
         "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}",
         body.len()
     )?;
-    stream.flush()
+    stream.flush()?;
+    Ok(lifecycle)
 }
 
 /// One test's world: a moto server, a VPC, a temp dir for the state file.
@@ -210,7 +262,7 @@ impl World {
                     .to_owned(),
             ),
         ]);
-        Imds::start(Metadata::Instance(values))
+        Imds::start(Metadata::Instance(Arc::new(Mutex::new(values))))
     }
 
     /// Runs register-host with moto's environment, the state file, and the
@@ -827,6 +879,40 @@ fn parse_yaml(document: &str) -> Value {
     serde_json::from_slice(&out.stdout).expect("JSON from python3")
 }
 
+/// Checks `document` with cloud-init's own schema check (`cloud-init schema
+/// --config-file`, Debian package `cloud-init`, installed by `make deps`),
+/// and that the check refuses a broken document (so it is not a no-op).
+/// Skipped, with the reason printed, where cloud-init is not installed.
+fn cloud_init_schema(dir: &Path, document: &str) {
+    let check = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        Command::new("cloud-init")
+            .args(["schema", "--config-file"])
+            .arg(&path)
+            .output()
+    };
+    let out = match check("user-data.yaml", document) {
+        Ok(out) => out,
+        Err(e) => {
+            println!("skipped cloud-init's schema check: cloud-init cannot run ({e}); `make deps` installs it");
+            return;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "cloud-init schema refused the user-data: {}{}\n{document}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let broken = document.replacen("    owner: 'root:root'", "    ownr: 'root:root'", 1);
+    let out = check("broken.yaml", &broken).expect("cloud-init runs");
+    assert!(
+        !out.status.success(),
+        "cloud-init schema took a broken document"
+    );
+}
+
 fn bash_n(script: &Path) {
     let out = Command::new("bash")
         .arg("-n")
@@ -892,7 +978,7 @@ fn user_data_is_a_cloud_config_document_whose_script_runs_join_and_leave() {
 
     let parsed = parse_yaml(&document);
     let files = parsed["write_files"].as_array().expect("write_files");
-    assert_eq!(files.len(), 2);
+    assert_eq!(files.len(), 3);
     assert_eq!(
         files[0]["path"],
         "/usr/local/lib/switchyard/register-host.sh"
@@ -912,6 +998,29 @@ fn user_data_is_a_cloud_config_document_whose_script_runs_join_and_leave() {
     ] {
         assert!(unit.lines().any(|l| l == line), "{line:?} not in\n{unit}");
     }
+    // With a termination hook, the watcher runs from boot.
+    assert_eq!(
+        files[2]["path"],
+        "/etc/systemd/system/switchyard-register-host-watch.service"
+    );
+    let watcher = files[2]["content"].as_str().unwrap();
+    for line in [
+        "ExecStart=/usr/local/lib/switchyard/register-host.sh watch",
+        "Type=simple",
+        "Restart=on-failure",
+        "After=network-online.target go-auth.service",
+        "WantedBy=multi-user.target",
+    ] {
+        assert!(
+            watcher.lines().any(|l| l == line),
+            "{line:?} not in\n{watcher}"
+        );
+    }
+    assert_eq!(
+        parsed["runcmd"][1],
+        "systemctl enable --now --no-block switchyard-register-host.service switchyard-register-host-watch.service"
+    );
+    cloud_init_schema(dir.path(), &document);
 
     // The shell parts parse: the script, and every runcmd line.
     let script = dir.path().join("register-host.sh");
@@ -925,8 +1034,8 @@ fn user_data_is_a_cloud_config_document_whose_script_runs_join_and_leave() {
         bash_n(&path);
     }
 
-    // And runs: join and leave reach the executable with their words intact.
-    for action in ["join", "leave"] {
+    // And runs: join, leave and watch reach the executable with their words intact.
+    for action in ["join", "leave", "watch"] {
         let out = Command::new("bash")
             .arg(&script)
             .arg(action)
@@ -968,6 +1077,18 @@ fn user_data_is_a_cloud_config_document_whose_script_runs_join_and_leave() {
         runs[1],
         [
             "leave",
+            "--target-group",
+            group,
+            "--port",
+            "9000",
+            "--timeout",
+            "600s"
+        ]
+    );
+    assert_eq!(
+        runs[2],
+        [
+            "watch",
             "--target-group",
             group,
             "--port",
@@ -1147,4 +1268,293 @@ fn join_and_leave_complete_or_stop_cleanly_under_20_percent_injected_faults() {
         member.assert_left(&id, &context);
     }
     tally.report("register-host", &proxy);
+}
+
+/// An Auto Scaling group `name` of one instance, made with the termination
+/// hook `hook` in its CreateAutoScalingGroup call (as deploy-standby makes
+/// its groups); returns the instance as describe-instances shows it.
+fn group_with_hook(world: &World, name: &str, hook: &str) -> Value {
+    aws(
+        &world.moto,
+        &[
+            "ec2",
+            "create-launch-template",
+            "--launch-template-name",
+            name,
+            "--launch-template-data",
+            r#"{"ImageId":"ami-12c6146b","InstanceType":"t3.micro"}"#,
+        ],
+    );
+    let hooks = format!(
+        r#"[{{"LifecycleHookName":"{hook}","LifecycleTransition":"autoscaling:EC2_INSTANCE_TERMINATING","HeartbeatTimeout":600,"DefaultResult":"CONTINUE"}}]"#
+    );
+    aws(
+        &world.moto,
+        &[
+            "autoscaling",
+            "create-auto-scaling-group",
+            "--auto-scaling-group-name",
+            name,
+            "--launch-template",
+            &format!("LaunchTemplateName={name},Version=$Latest"),
+            "--min-size",
+            "1",
+            "--max-size",
+            "1",
+            "--desired-capacity",
+            "1",
+            "--availability-zones",
+            "us-east-1a",
+            "--lifecycle-hook-specification-list",
+            &hooks,
+        ],
+    );
+    let group = aws_cli::auto_scaling_group(&world.moto, "us-east-1", name);
+    let id = group["Instances"][0]["InstanceId"]
+        .as_str()
+        .expect("the group's instance")
+        .to_owned();
+    aws_cli::instances(&world.moto, &["--instance-ids", &id])
+        .first()
+        .cloned()
+        .expect("the instance")
+}
+
+/// The watcher: a host of an Auto Scaling group waits (reading the
+/// metadata's target-lifecycle-state every 200 ms) while it is InService;
+/// when the stand-in metadata flips to Terminated, it deregisters, waits
+/// for the drain and completes the lifecycle action with CONTINUE, which the
+/// fault proxy answers as Auto Scaling does (moto does not implement it) and
+/// records. The times from the flip are measured and printed.
+#[test]
+fn watch_leaves_and_completes_the_lifecycle_action_when_the_group_terminates_the_host() {
+    let world = World::new();
+    let target_group = world.target_group("go-auth-green", "instance");
+    let instance = group_with_hook(&world, "go-auth-green", "switchyard-drain");
+    let id = instance["InstanceId"].as_str().unwrap().to_owned();
+    let hooks = aws(
+        &world.moto,
+        &[
+            "autoscaling",
+            "describe-lifecycle-hooks",
+            "--auto-scaling-group-name",
+            "go-auth-green",
+        ],
+    );
+    assert_eq!(
+        hooks["LifecycleHooks"][0]["LifecycleHookName"], "switchyard-drain",
+        "the group is made with its hook: {hooks}"
+    );
+    let imds = World::imds_for(&instance);
+    imds.set(LIFECYCLE_STATE, "InService");
+    let recorder = world.moto.recorder().expect("the recording proxy");
+
+    let join = [
+        "join",
+        "--service",
+        "go-auth",
+        "--target-group",
+        &target_group,
+        "--port",
+        "9000",
+        "--wait-healthy",
+        "30s",
+    ];
+    let out = world.step(&imds.endpoint(), &join);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(world.health(&target_group).len(), 1);
+
+    let watch = [
+        "watch",
+        "--target-group",
+        &target_group,
+        "--port",
+        "9000",
+        "--asg",
+        "go-auth-green",
+        "--poll-interval",
+        "200ms",
+        "--output",
+        "json",
+    ];
+    // The plan first: nothing changes.
+    let mut dry = watch.to_vec();
+    dry.push("--dry-run");
+    let out = world.step(&imds.endpoint(), &dry);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let plan = json(&out)["plan"].clone();
+    assert!(
+        plan[0]
+            .as_str()
+            .unwrap()
+            .contains("(now InService) until it is Terminated"),
+        "{plan}"
+    );
+    assert!(
+        plan.as_array().unwrap().iter().any(|l| l
+            == &Value::from(format!("complete the lifecycle action of hook switchyard-drain in group go-auth-green for {id} with CONTINUE"))),
+        "{plan}"
+    );
+    assert_eq!(world.health(&target_group).len(), 1);
+
+    let mut env = host_env(world.moto.env(), &imds.endpoint(), &world.state());
+    env.push(("SWITCHYARD_LOG".into(), "info".into()));
+    let mut cmd = step("register-host", &env);
+    cmd.args(watch);
+    let watcher = std::thread::spawn(move || run(&mut cmd));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!watcher.is_finished(), "the watcher waits while InService");
+    assert_eq!(world.health(&target_group).len(), 1, "still registered");
+    assert!(recorder.lifecycle_calls().is_empty());
+
+    let flipped = Instant::now();
+    imds.set(LIFECYCLE_STATE, "Terminated");
+    let deadline = flipped + Duration::from_secs(60);
+    while !watcher.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the watcher did not end within 60s of the flip"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = watcher.join().expect("the watcher thread");
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let report = json(&out);
+    assert_eq!(report["lifecycle_state"], "Terminated");
+    assert_eq!(report["leave"]["targets"][0]["deregistered"], true);
+    assert_eq!(report["leave"]["lifecycle"]["result"], "CONTINUE");
+    assert!(world.health(&target_group).is_empty(), "deregistered");
+
+    let calls = recorder.lifecycle_calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let call = &calls[0];
+    assert_eq!(call.action, "CompleteLifecycleAction");
+    assert_eq!(
+        (
+            call.group.as_str(),
+            call.hook.as_str(),
+            call.instance.as_str()
+        ),
+        ("go-auth-green", "switchyard-drain", id.as_str())
+    );
+    assert_eq!(call.result.as_deref(), Some("CONTINUE"));
+    assert_eq!(call.refused, None);
+
+    let noticed = imds
+        .first_served("Terminated")
+        .expect("Terminated was read")
+        .duration_since(flipped);
+    let done = call.at.duration_since(flipped);
+    println!(
+        "watch: flip -> noticed {} ms, flip -> left and completed {} ms (poll every 200 ms)",
+        noticed.as_millis(),
+        done.as_millis()
+    );
+    assert!(noticed < Duration::from_secs(2), "{noticed:?}");
+    assert!(done >= noticed);
+
+    let doc = world.doc();
+    assert!(doc["hosts"].get(id.as_str()).is_none(), "{doc}");
+    let journal = actions(&doc);
+    assert_eq!(
+        journal[journal.len() - 4..],
+        [
+            "terminating:ok",
+            "leave:ok",
+            "drained:ok",
+            "lifecycle-action:ok"
+        ]
+    );
+    assert!(state_validates(&world.state()));
+
+    // The action is completed: Auto Scaling (here the proxy) refuses a second completion.
+    let out = world.step(
+        &imds.endpoint(),
+        &[
+            "leave",
+            "--lifecycle-hook",
+            "switchyard-drain",
+            "--asg",
+            "go-auth-green",
+        ],
+    );
+    assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("No active Lifecycle Action found"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Outside an Auto Scaling lifecycle (the metadata path answers 404) the
+/// watcher keeps polling, or with --exit-outside-group ends at once; bad
+/// intervals are exit 2 before any call.
+#[test]
+fn watch_outside_a_group_polls_on_or_exits_and_bad_intervals_exit_2() {
+    let world = World::new();
+    let instance = world.instance("us-east-1", &[]);
+    let imds = World::imds_for(&instance);
+    let base = [
+        "watch",
+        "--asg",
+        "go-auth-green",
+        "--poll-interval",
+        "100ms",
+    ];
+    let mut args = base.to_vec();
+    args.push("--exit-outside-group");
+    let out = world.step(&imds.endpoint(), &args);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("is in no Auto Scaling lifecycle"),
+        "{}",
+        out.stdout
+    );
+
+    // Without the flag it polls on; --timeout does not end the watch itself.
+    let mut env = host_env(world.moto.env(), &imds.endpoint(), &world.state());
+    env.push(("SWITCHYARD_TIMEOUT".into(), "1s".into()));
+    let mut cmd = step("register-host", &env);
+    cmd.args(base);
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the watcher starts");
+    let before = imds.requests();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(child.try_wait().unwrap().is_none(), "still watching");
+    assert!(
+        imds.requests() >= before + 10,
+        "polled on: {}",
+        imds.requests()
+    );
+    // SIGTERM (systemd stopping it at shutdown): exit 130, nothing changed.
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+
+    for (flag, value, why) in [
+        (
+            "--poll-interval",
+            "2m",
+            "--poll-interval 2m00s is outside 100ms to 1m",
+        ),
+        ("--poll-interval", "10ms", "outside 100ms to 1m"),
+        (
+            "--heartbeat-every",
+            "0s",
+            "--heartbeat-every must be 1s or more",
+        ),
+    ] {
+        let out = world.step(&closed_endpoint(), &["watch", "--asg", "web", flag, value]);
+        assert_eq!(out.code, 2, "{flag} {value}: {}", out.stderr);
+        assert!(out.stderr.contains(why), "{}", out.stderr);
+    }
+    let out = world.step(&closed_endpoint(), &["watch"]);
+    assert_eq!(out.code, 2, "--asg is required: {}", out.stderr);
 }

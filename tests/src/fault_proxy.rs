@@ -18,6 +18,12 @@
 //! with `InvalidChangeBatch` (see [`crate::route53_front`]), so the Route53
 //! the tests see is as strict as the real one.
 //!
+//! Auto Scaling's lifecycle hooks are made and completed as AWS does, which
+//! moto does not (see [`crate::autoscaling_front`]): the hooks of a
+//! CreateAutoScalingGroup call are put into moto with the group, and
+//! CompleteLifecycleAction and RecordLifecycleActionHeartbeat are answered
+//! (and recorded with their arguments) here.
+//!
 //! Every call is recorded as `service:Action` (from the SigV4 credential scope
 //! and the query protocol's `Action=` or Route53's REST path), which is how the
 //! least-privilege tests compare what a step called with the IAM policy it
@@ -39,6 +45,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use crate::autoscaling_front::{self, LifecycleCall};
 use crate::route53_front;
 
 /// How often each fault is injected, as a probability per request (0.0–1.0).
@@ -131,6 +138,7 @@ pub struct FaultProxy {
     faults: Arc<Mutex<Faults>>,
     drawn: Arc<Mutex<Drawn>>,
     in_flight: Arc<AtomicUsize>,
+    lifecycle: Arc<tokio::sync::Mutex<Vec<LifecycleCall>>>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -147,7 +155,9 @@ impl FaultProxy {
         let drawn: Arc<Mutex<Drawn>> = Arc::default();
         let (stop, stopped) = oneshot::channel();
         let in_flight: Arc<AtomicUsize> = Arc::default();
+        let lifecycle: Arc<tokio::sync::Mutex<Vec<LifecycleCall>>> = Arc::default();
         let shared = Arc::new(Shared {
+            lifecycle: lifecycle.clone(),
             in_flight: in_flight.clone(),
             upstream: upstream.trim_end_matches('/').to_owned(),
             // A fresh connection per call: moto's server closes idle
@@ -180,6 +190,7 @@ impl FaultProxy {
             faults,
             drawn,
             in_flight,
+            lifecycle,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -193,6 +204,12 @@ impl FaultProxy {
     /// Every call seen so far.
     pub fn calls(&self) -> Vec<Call> {
         self.calls.lock().expect("calls lock").clone()
+    }
+
+    /// Every CompleteLifecycleAction and RecordLifecycleActionHeartbeat the
+    /// proxy answered (see [`crate::autoscaling_front`]), in order.
+    pub fn lifecycle_calls(&self) -> Vec<LifecycleCall> {
+        self.lifecycle.blocking_lock().clone()
     }
 
     /// How many requests ended each way.
@@ -267,6 +284,8 @@ struct Shared {
     /// Held while a Route53 change batch is checked and forwarded: Route53
     /// applies one batch after the other.
     route53_changes: tokio::sync::Mutex<()>,
+    /// The lifecycle actions answered; held while one is judged.
+    lifecycle: Arc<tokio::sync::Mutex<Vec<LifecycleCall>>>,
 }
 
 /// Calls and faults since the rates were last set.
@@ -379,7 +398,7 @@ async fn handle_counted(
         .to_owned();
     shared.calls.lock().expect("calls lock").push(Call {
         service: service.clone(),
-        action,
+        action: action.clone(),
         outcome,
         user_agent,
     });
@@ -430,11 +449,110 @@ async fn handle_counted(
     } else {
         None
     };
-    let response = forward(shared, parts, body).await;
+    let response = match (service.as_str(), action.as_str()) {
+        ("autoscaling", "CompleteLifecycleAction" | "RecordLifecycleActionHeartbeat") => {
+            lifecycle_action(shared, &parts, &body, &action).await
+        }
+        ("autoscaling", "CreateAutoScalingGroup") => {
+            let hooks = autoscaling_front::hook_specifications(&autoscaling_front::form(&body));
+            let auth = parts.headers.get("authorization").cloned();
+            let response = forward(shared, parts, body).await;
+            if response.status().is_success() {
+                for hook in &hooks {
+                    if let Err(e) = upstream_form(shared, auth.as_ref(), hook).await {
+                        return Ok(plain(502, &format!("autoscaling front: {e}")));
+                    }
+                }
+            }
+            response
+        }
+        _ => forward(shared, parts, body).await,
+    };
     if outcome == Outcome::DroppedAfter {
         return Err(Dropped);
     }
     Ok(response)
+}
+
+/// Sends a query-protocol call to moto with the signature of the call that
+/// led to it (moto tells services apart by its credential scope); returns
+/// the answer's body, or why there was none or it was an error.
+async fn upstream_form(
+    shared: &Shared,
+    authorization: Option<&hyper::header::HeaderValue>,
+    fields: &BTreeMap<String, String>,
+) -> Result<String, String> {
+    let authorization = authorization.ok_or("the call is not signed")?;
+    let answer = shared
+        .client
+        .post(format!("{}/", shared.upstream))
+        .header("authorization", authorization.as_bytes())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(autoscaling_front::encode(fields))
+        .send()
+        .await
+        .map_err(|e| format!("moto unreachable: {e}"))?;
+    let status = answer.status();
+    let text = answer.text().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!(
+            "{} answered {status}: {text}",
+            fields.get("Action").map_or("", String::as_str)
+        ));
+    }
+    Ok(text)
+}
+
+/// Answers CompleteLifecycleAction or RecordLifecycleActionHeartbeat as
+/// Auto Scaling does, judged against what moto holds (the group's hooks and
+/// instances) and the actions completed before; records it.
+async fn lifecycle_action(
+    shared: &Shared,
+    parts: &hyper::http::request::Parts,
+    body: &[u8],
+    action: &str,
+) -> Response<Full<Bytes>> {
+    let fields = autoscaling_front::form(body);
+    let mut call = LifecycleCall::from_form(action, &fields);
+    let auth = parts.headers.get("authorization");
+    let mut answered = shared.lifecycle.lock().await;
+    let hooks_query = BTreeMap::from([
+        ("Action".to_owned(), "DescribeLifecycleHooks".to_owned()),
+        ("Version".to_owned(), "2011-01-01".to_owned()),
+        ("AutoScalingGroupName".to_owned(), call.group.clone()),
+    ]);
+    let groups_query = BTreeMap::from([
+        ("Action".to_owned(), "DescribeAutoScalingGroups".to_owned()),
+        ("Version".to_owned(), "2011-01-01".to_owned()),
+        (
+            "AutoScalingGroupNames.member.1".to_owned(),
+            call.group.clone(),
+        ),
+    ]);
+    let hooks = upstream_form(shared, auth, &hooks_query).await;
+    let groups = upstream_form(shared, auth, &groups_query).await;
+    let (hooks, groups) = match (hooks, groups) {
+        (Ok(h), Ok(g)) => (h, g),
+        (Err(e), _) | (_, Err(e)) => return plain(502, &format!("autoscaling front: {e}")),
+    };
+    call.refused = call.refusal(
+        autoscaling_front::names_hook(&hooks, &call.hook),
+        autoscaling_front::lists_instance(&groups, &call.instance),
+        &answered,
+    );
+    let response = match &call.refused {
+        None => {
+            let mut r = Response::new(Full::new(Bytes::from(autoscaling_front::ok_body(action))));
+            r.headers_mut().insert(
+                "content-type",
+                hyper::header::HeaderValue::from_static("text/xml"),
+            );
+            r
+        }
+        Some(why) => error_response("autoscaling", 400, "ValidationError", why),
+    };
+    answered.push(call);
+    response
 }
 
 /// Why Route53 would refuse the change batch `body` to the zone in its

@@ -5,6 +5,7 @@
 //! stopped when dropped, the step executables run as processes, the aws CLI
 //! pointed at moto, and the check of the generated files that are checked in.
 
+pub mod autoscaling_front;
 pub mod aws_cli;
 pub mod fault_proxy;
 pub mod haproxy;

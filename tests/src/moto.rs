@@ -74,6 +74,11 @@ impl Moto {
             .map_or_else(|| self.direct_endpoint(), FaultProxy::endpoint)
     }
 
+    /// The recording proxy in front of moto, when there is one.
+    pub fn recorder(&self) -> Option<&FaultProxy> {
+        self.recorder.as_ref()
+    }
+
     /// moto's own endpoint URL, bypassing the recording proxy.
     pub fn direct_endpoint(&self) -> String {
         format!("http://{}", self.addr)

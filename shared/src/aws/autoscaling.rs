@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_autoscaling::types::{
-    LaunchTemplateSpecification, MetricType, PredefinedMetricSpecification, Tag,
-    TargetTrackingConfiguration,
+    LaunchTemplateSpecification, LifecycleHookSpecification, MetricType,
+    PredefinedMetricSpecification, Tag, TargetTrackingConfiguration,
 };
 use aws_sdk_autoscaling::Client;
 
@@ -49,6 +49,97 @@ pub async fn complete_lifecycle_action(
         .send()
         .await
         .map_err(|e| ProviderError::from_sdk("autoscaling:CompleteLifecycleAction", &e))?;
+    Ok(())
+}
+
+/// Records a heartbeat of the lifecycle action of `hook` in group `group`
+/// for `instance_id`: the hook's heartbeat time-out starts again, so the
+/// instance keeps waiting (up to the hook's global time-out, 48 hours or 100
+/// heartbeats, whichever is less).
+pub async fn record_lifecycle_action_heartbeat(
+    client: &Client,
+    hook: &str,
+    group: &str,
+    instance_id: &str,
+) -> Result<(), ProviderError> {
+    client
+        .record_lifecycle_action_heartbeat()
+        .lifecycle_hook_name(hook)
+        .auto_scaling_group_name(group)
+        .instance_id(instance_id)
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_sdk("autoscaling:RecordLifecycleActionHeartbeat", &e))?;
+    Ok(())
+}
+
+/// The API name of the transition that makes a terminating instance wait.
+pub const TERMINATING: &str = "autoscaling:EC2_INSTANCE_TERMINATING";
+
+/// A lifecycle hook of a group, as PutLifecycleHook and
+/// DescribeLifecycleHooks spell it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    /// Its name.
+    pub name: String,
+    /// `autoscaling:EC2_INSTANCE_TERMINATING` or `..._LAUNCHING`.
+    pub transition: String,
+    /// Seconds an instance waits without a heartbeat before `default_result` is taken.
+    pub heartbeat_secs: u32,
+    /// `CONTINUE` or `ABANDON`.
+    pub default_result: String,
+}
+
+impl Hook {
+    fn specification(&self) -> LifecycleHookSpecification {
+        LifecycleHookSpecification::builder()
+            .lifecycle_hook_name(&self.name)
+            .lifecycle_transition(&self.transition)
+            .heartbeat_timeout(int(self.heartbeat_secs))
+            .default_result(&self.default_result)
+            .build()
+    }
+}
+
+/// The lifecycle hooks of group `group`.
+pub async fn describe_lifecycle_hooks(
+    client: &Client,
+    group: &str,
+) -> Result<Vec<Hook>, ProviderError> {
+    let out = client
+        .describe_lifecycle_hooks()
+        .auto_scaling_group_name(group)
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_sdk("autoscaling:DescribeLifecycleHooks", &e))?;
+    Ok(out
+        .lifecycle_hooks()
+        .iter()
+        .map(|h| Hook {
+            name: h.lifecycle_hook_name().unwrap_or_default().to_owned(),
+            transition: h.lifecycle_transition().unwrap_or_default().to_owned(),
+            heartbeat_secs: u32::try_from(h.heartbeat_timeout().unwrap_or(3600)).unwrap_or(0),
+            default_result: h.default_result().unwrap_or("ABANDON").to_owned(),
+        })
+        .collect())
+}
+
+/// Creates or replaces the lifecycle hook `hook.name` of group `group`.
+pub async fn put_lifecycle_hook(
+    client: &Client,
+    group: &str,
+    hook: &Hook,
+) -> Result<(), ProviderError> {
+    client
+        .put_lifecycle_hook()
+        .auto_scaling_group_name(group)
+        .lifecycle_hook_name(&hook.name)
+        .lifecycle_transition(&hook.transition)
+        .heartbeat_timeout(int(hook.heartbeat_secs))
+        .default_result(&hook.default_result)
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_sdk("autoscaling:PutLifecycleHook", &e))?;
     Ok(())
 }
 
@@ -169,6 +260,8 @@ pub struct NewGroup {
     pub grace_period_secs: u32,
     /// Tags of the group, propagated to its instances at launch.
     pub tags: BTreeMap<String, String>,
+    /// Lifecycle hooks made with the group, before its first instance launches.
+    pub hooks: Vec<Hook>,
 }
 
 fn int(n: u32) -> i32 {
@@ -215,7 +308,12 @@ pub async fn create_group(client: &Client, group: &NewGroup) -> Result<(), Provi
                 group.desired,
             )
             .await?;
-            tag_group(client, &group.name, &group.tags).await
+            tag_group(client, &group.name, &group.tags).await?;
+            let have = describe_lifecycle_hooks(client, &group.name).await?;
+            for hook in group.hooks.iter().filter(|h| !have.contains(h)) {
+                put_lifecycle_hook(client, &group.name, hook).await?;
+            }
+            Ok(())
         }
         other => other,
     }
@@ -236,6 +334,10 @@ async fn create_group_once(client: &Client, group: &NewGroup) -> Result<(), Prov
         .health_check_type(&group.health_check_type)
         .health_check_grace_period(int(group.grace_period_secs))
         .set_tags(Some(group_tags(&group.name, &group.tags)))
+        .set_lifecycle_hook_specification_list(
+            (!group.hooks.is_empty())
+                .then(|| group.hooks.iter().map(Hook::specification).collect()),
+        )
         .send()
         .await
         .map_err(|e| ProviderError::from_sdk("autoscaling:CreateAutoScalingGroup", &e))?;

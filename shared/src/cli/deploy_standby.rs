@@ -248,6 +248,24 @@ pub struct UpArgs {
     #[arg(long, env = "SWITCHYARD_NO_SCALING", value_parser = BoolishValueParser::new())]
     pub no_scaling: bool,
 
+    /// EC2_INSTANCE_TERMINATING lifecycle hook every group gets: a terminating instance waits
+    /// until `register-host watch` on it has drained it and completed the hook
+    #[arg(
+        long,
+        env = "SWITCHYARD_TERMINATION_HOOK",
+        default_value = crate::stack::asg::TerminationHook::DEFAULT_NAME,
+        value_name = "NAME"
+    )]
+    pub termination_hook: String,
+
+    /// Heartbeat time-out of the termination hook (30s to 2h); then the termination goes on
+    #[arg(long, env = "SWITCHYARD_TERMINATION_HEARTBEAT", value_parser = parse_duration, default_value = "10m", value_name = "DURATION")]
+    pub termination_heartbeat: Duration,
+
+    /// Put no termination hook on the groups (hooks already there are left alone)
+    #[arg(long, env = "SWITCHYARD_NO_TERMINATION_HOOK", value_parser = BoolishValueParser::new())]
+    pub no_termination_hook: bool,
+
     /// Port the service listens on, for the endpoints
     #[arg(
         long,

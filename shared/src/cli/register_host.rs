@@ -34,6 +34,9 @@ pub enum Command {
     Join(JoinArgs),
     /// Deregister this host, wait until drained, then complete the lifecycle action if asked
     Leave(LeaveArgs),
+    /// Wait until the Auto Scaling group terminates this instance, then leave while its
+    /// termination hook holds it, and complete the hook (CONTINUE)
+    Watch(WatchArgs),
     /// List the hosts of a service by labels: running EC2 instances, found by their tags
     List(ListArgs),
     /// Print the cloud-init user-data that joins at boot and leaves at shutdown
@@ -133,6 +136,39 @@ pub struct LeaveArgs {
 
     #[command(flatten)]
     pub lifecycle: LifecycleArgs,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub targets: TargetArgs,
+
+    /// The group's termination lifecycle hook (deploy-standby's --termination-hook)
+    #[arg(
+        long,
+        env = "SWITCHYARD_LIFECYCLE_HOOK",
+        default_value = crate::stack::asg::TerminationHook::DEFAULT_NAME,
+        value_name = "NAME"
+    )]
+    pub lifecycle_hook: String,
+
+    /// This instance's Auto Scaling group
+    #[arg(long, env = "SWITCHYARD_ASG", value_name = "NAME")]
+    pub asg: String,
+
+    /// How often to read the instance metadata's autoscaling/target-lifecycle-state
+    #[arg(long, env = "SWITCHYARD_POLL_INTERVAL", value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
+    pub poll_interval: Duration,
+
+    /// How often to record a lifecycle action heartbeat while draining; keep it under the
+    /// hook's heartbeat time-out
+    #[arg(long, env = "SWITCHYARD_HEARTBEAT_EVERY", value_parser = parse_duration, default_value = "1m", value_name = "DURATION")]
+    pub heartbeat_every: Duration,
+
+    /// Exit 0 when the instance is in no Auto Scaling lifecycle (the metadata answers 404)
+    /// [default: keep reading it]
+    #[arg(long, env = "SWITCHYARD_EXIT_OUTSIDE_GROUP", value_parser = clap::builder::BoolishValueParser::new())]
+    pub exit_outside_group: bool,
 }
 
 #[derive(Debug, ClapArgs)]

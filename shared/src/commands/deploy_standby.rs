@@ -21,7 +21,9 @@ use crate::lease::beside_state::ReleaseLock;
 use crate::lease::{self, LeaseRequest, LeaseStore};
 use crate::outcome::report::Plan;
 use crate::outcome::{Code, Failure, StepReport};
-use crate::stack::asg::{AlarmScaling, AsgClients, AsgDriver, AsgSettings, Scaling};
+use crate::stack::asg::{
+    AlarmScaling, AsgClients, AsgDriver, AsgSettings, Scaling, TerminationHook,
+};
 use crate::stack::command::{CommandDriver, CommandTemplates};
 use crate::stack::rolling::{self, RollingReport, RollingSettings};
 use crate::stack::standby::{
@@ -91,6 +93,19 @@ impl Command for DeployStandby {
         // Launching with an instance profile passes its role to EC2.
         if let (false, Some(role)) = (retire, s.asg.platform.role_arn()) {
             policy.allow("PassInstanceRole", &["iam:PassRole"], [role]);
+        }
+        // The asg driver's groups get their termination hook (a rolling
+        // update changes an existing group's instances only).
+        let colors = s.args.stack.driver == Driver::Asg && !retire && !s.rolling();
+        if colors && s.asg.termination_hook.is_some() {
+            policy.allow(
+                "TerminationHook",
+                &[
+                    "autoscaling:DescribeLifecycleHooks",
+                    "autoscaling:PutLifecycleHook",
+                ],
+                ["*"],
+            );
         }
         policy.merge(&ReleaseLock::policy(&s.args.common.state));
         policy
@@ -233,6 +248,14 @@ fn settings(args: DeployStandbyArgs) -> Result<Settings, Failure> {
     }
     let subnets = subnets(up, &args.regions)?;
     let target_groups = target_groups(up)?;
+    let termination_hook = if up.no_termination_hook {
+        None
+    } else {
+        Some(
+            TerminationHook::new(&up.termination_hook, up.termination_heartbeat)
+                .map_err(Failure::usage)?,
+        )
+    };
     let asg = AsgSettings {
         group_pattern: args.stack.group_pattern.clone(),
         instance_type: up.instance_type.clone(),
@@ -246,6 +269,7 @@ fn settings(args: DeployStandbyArgs) -> Result<Settings, Failure> {
         scaling: scaling(up)?,
         port: up.port,
         endpoint_template: up.endpoint_template.clone(),
+        termination_hook,
         ..AsgSettings::default()
     };
     let retire_gate = retire_gate(&args)?;

@@ -3,10 +3,12 @@
 //! ([`crate::host::fleet`]); the cloud-init user-data that does both for every
 //! host a launch template starts ([`crate::host::user_data`]).
 
+use std::time::Duration;
+
 use crate::aws::{self, iam};
 use crate::cli::register_host::{
     Command as Sub, HostArgs, JoinArgs, LeaveArgs, ListArgs, RegisterHostArgs, TargetArgs,
-    UserDataArgs,
+    UserDataArgs, WatchArgs,
 };
 use crate::cli::CommonArgs;
 use crate::host::fleet::{self, FleetQuery, FleetReport};
@@ -17,6 +19,7 @@ use crate::host::registration::{
     LifecycleHook, RegistrationOptions, TargetGroupArn,
 };
 use crate::host::user_data::{self, UserData, UserDataSpec};
+use crate::host::watch::{self, WatchReport, WatchRequest};
 use crate::host::{HostClients, InputError};
 use crate::outcome::Failure;
 use crate::state::steps;
@@ -41,13 +44,22 @@ pub enum Settings {
         elb_region: Option<String>,
         source: Source,
     },
+    /// Wait for termination, then leave and complete the hook.
+    Watch {
+        request: WatchRequest,
+        elb_region: Option<String>,
+        imds: ImdsSettings,
+    },
     /// The hosts of a service.
     List {
         query: FleetQuery,
         regions: Vec<String>,
     },
-    /// The cloud-init user-data, rendered.
-    UserData(UserData),
+    /// The cloud-init user-data, rendered, and the policy of the hosts' role.
+    UserData {
+        document: UserData,
+        role: iam::Policy,
+    },
 }
 
 crate::step_reports! {
@@ -57,6 +69,8 @@ crate::step_reports! {
         Joined(JoinReport),
         /// The host left.
         Left(LeaveReport),
+        /// The host watched for its termination (and left).
+        Watched(WatchReport),
         /// The fleet.
         Fleet(FleetReport),
         /// The user-data document.
@@ -88,11 +102,25 @@ impl Command for RegisterHost {
                     source,
                 })
             }
+            Sub::Watch(a) => {
+                let (request, elb_region, imds) = watch_settings(a, &args.common)?;
+                Ok(Settings::Watch {
+                    request,
+                    elb_region,
+                    imds,
+                })
+            }
             Sub::List(a) => Ok(Settings::List {
                 query: list_query(a)?,
                 regions: a.regions.clone(),
             }),
-            Sub::UserData(a) => Ok(Settings::UserData(user_data::render(&user_data_spec(a)?)?)),
+            Sub::UserData(a) => {
+                let spec = user_data_spec(a)?;
+                Ok(Settings::UserData {
+                    document: user_data::render(&spec)?,
+                    role: host_role_policy(&spec),
+                })
+            }
         }
     }
 
@@ -102,8 +130,10 @@ impl Command for RegisterHost {
                 request, source, ..
             } => registration::join_policy(request, matches!(source, Source::Imds(_))),
             Settings::Leave { request, .. } => registration::leave_policy(request),
+            Settings::Watch { request, .. } => watch::watch_policy(request),
             Settings::List { .. } => fleet::list_policy(),
-            Settings::UserData(_) => iam::Policy::new(),
+            // What the hosts' instance role needs for what the document runs.
+            Settings::UserData { role, .. } => role.clone(),
         }
     }
 
@@ -146,12 +176,36 @@ impl Command for RegisterHost {
                 .await?;
                 Ok(report.into())
             }
+            Settings::Watch {
+                request,
+                elb_region,
+                imds,
+            } => {
+                let (identity, clients, options) = prepare(
+                    step,
+                    ("watch", None),
+                    Source::Imds(imds.clone()),
+                    elb_region.as_deref(),
+                )
+                .await?;
+                let report = watch::watch(
+                    &clients,
+                    &identity,
+                    imds,
+                    &request,
+                    &options,
+                    &step.state,
+                    &step.cancel,
+                )
+                .await?;
+                Ok(report.into())
+            }
             Settings::List { query, regions } => {
                 let config = aws::load(&step.aws).await;
                 let clients = aws::ec2_per_region(&config, &regions);
                 Ok(fleet::list(&clients, &query).await?.into())
             }
-            Settings::UserData(document) => Ok(document.into()),
+            Settings::UserData { document, .. } => Ok(document.into()),
         }
     }
 }
@@ -250,6 +304,40 @@ fn leave_settings(
     Ok((request, elb_region, source(&a.host)?))
 }
 
+/// Checks every flag of `watch` before the first network call.
+fn watch_settings(
+    a: &WatchArgs,
+    common: &CommonArgs,
+) -> Result<(WatchRequest, Option<String>, ImdsSettings), Failure> {
+    let (target_groups, elb_region) = target_groups(&a.targets, common.region.as_deref())?;
+    let hook = LifecycleHook::from_flags(Some(&a.lifecycle_hook), Some(&a.asg))?
+        .ok_or_else(|| Failure::usage("--lifecycle-hook and --asg are needed"))?;
+    if a.poll_interval < Duration::from_millis(100) || a.poll_interval > Duration::from_secs(60) {
+        return Err(Failure::usage(format!(
+            "--poll-interval {} is outside 100ms to 1m: the instance waits on the hook only \
+             until its heartbeat time-out, so read the lifecycle state every few seconds",
+            crate::wait::progress::short(a.poll_interval)
+        )));
+    }
+    if a.heartbeat_every < Duration::from_secs(1) {
+        return Err(Failure::usage(
+            "--heartbeat-every must be 1s or more (and under the hook's heartbeat time-out)",
+        ));
+    }
+    let request = WatchRequest {
+        leave: LeaveRequest {
+            target_groups,
+            port: a.targets.port,
+            lifecycle: None,
+        },
+        hook,
+        poll: a.poll_interval,
+        heartbeat_every: a.heartbeat_every,
+        exit_outside_group: a.exit_outside_group,
+    };
+    Ok((request, elb_region, ImdsSettings::from_env()?))
+}
+
 /// What a join and a leave do first: who the host is, its clients, and the
 /// pre-hook (with the action, and for a join the service).
 async fn prepare(
@@ -306,6 +394,36 @@ fn list_query(a: &ListArgs) -> Result<FleetQuery, Failure> {
         service: a.service.clone(),
         labels: Labels::parse(&a.labels)?,
     })
+}
+
+/// The policy of the role of hosts that run the user-data of `spec`: join
+/// (tagging themselves), leave, and with a lifecycle hook the watcher's
+/// heartbeat and completion of it on their group.
+fn host_role_policy(spec: &UserDataSpec) -> iam::Policy {
+    let join = JoinRequest {
+        service: spec.service.clone(),
+        labels: spec.labels.clone(),
+        target_groups: spec.target_groups.clone(),
+        port: spec.port,
+        wait: Some(spec.wait_healthy),
+    };
+    let leave = LeaveRequest {
+        target_groups: spec.target_groups.clone(),
+        port: spec.port,
+        lifecycle: None,
+    };
+    let mut policy = registration::join_policy(&join, true);
+    policy.merge(&registration::leave_policy(&leave));
+    if let Some(hook) = &spec.lifecycle {
+        policy.merge(&watch::watch_policy(&WatchRequest {
+            leave,
+            hook: hook.clone(),
+            poll: Duration::from_secs(5),
+            heartbeat_every: Duration::from_secs(60),
+            exit_outside_group: false,
+        }));
+    }
+    policy
 }
 
 /// Checks every flag of `user-data`.
@@ -501,6 +619,37 @@ mod tests {
                 .unwrap_err()
                 .starts_with("2: --after \"go-auth\" is not a systemd unit name")
         );
+    }
+
+    #[test]
+    fn the_user_data_policy_is_the_hosts_role() {
+        let args = parse(&[
+            "user-data",
+            "--service",
+            "go-auth",
+            "--target-group",
+            ARN,
+            "--lifecycle-hook",
+            "switchyard-drain",
+            "--asg",
+            "go-auth-green",
+        ]);
+        let settings = RegisterHost::settings(args).unwrap();
+        let policy = RegisterHost::policy(&settings);
+        for action in [
+            "ec2:CreateTags",
+            "elasticloadbalancing:RegisterTargets",
+            "elasticloadbalancing:DeregisterTargets",
+            "elasticloadbalancing:DescribeTargetHealth",
+            "autoscaling:CompleteLifecycleAction",
+            "autoscaling:RecordLifecycleActionHeartbeat",
+        ] {
+            assert!(policy.allows(action), "{action}");
+        }
+        let args = parse(&["user-data", "--service", "go-auth", "--target-group", ARN]);
+        let policy = RegisterHost::policy(&RegisterHost::settings(args).unwrap());
+        assert!(policy.allows("elasticloadbalancing:DeregisterTargets"));
+        assert!(!policy.allows("autoscaling:CompleteLifecycleAction"));
     }
 
     #[test]

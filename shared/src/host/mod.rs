@@ -8,6 +8,9 @@
 //! - [`registration`] joins (tags, RegisterTargets, the wait until healthy)
 //!   and leaves (DeregisterTargets, the wait until drained, the Auto Scaling
 //!   lifecycle action), recorded in the state document and its journal.
+//! - [`watch`] waits on an Auto Scaling instance until its group terminates
+//!   it (the instance metadata's target-lifecycle-state), then leaves while
+//!   the termination hook holds the instance, and completes the hook.
 //! - [`fleet`] lists the fleet by labels (DescribeInstances with tag filters).
 //! - [`user_data`] renders the cloud-init document that makes every host of
 //!   a launch template join at boot and leave at shutdown.
@@ -30,6 +33,7 @@ pub mod identity;
 pub mod labels;
 pub mod registration;
 pub mod user_data;
+pub mod watch;
 
 use crate::aws::ProviderError;
 use crate::outcome::{Code, ExitStatus};

@@ -1207,6 +1207,35 @@ async fn drain(
     }
 }
 
+/// Appends `entry` to the state's journal (the newest document, re-read).
+pub async fn journal(state: &StateFile, entry: JournalEntry) -> Result<(), HostError> {
+    update(state, |doc| doc.record(entry)).await
+}
+
+/// Completes the lifecycle action of `hook` for this host with CONTINUE and
+/// journals it (as `leave` does once drained); returns what the report shows.
+pub async fn complete(
+    clients: &HostClients,
+    identity: &Identity,
+    state: &StateFile,
+    hook: &LifecycleHook,
+) -> Result<Value, HostError> {
+    let cancel = CancellationToken::new();
+    let run = Run {
+        clients,
+        identity,
+        state,
+        cancel: &cancel,
+        backoff: TARGET_HEALTH,
+    };
+    complete_lifecycle_action(&run, hook).await
+}
+
+/// The ARN pattern of Auto Scaling group `group` in any region and account.
+pub fn group_arn(group: &str) -> String {
+    format!("arn:aws:autoscaling:*:*:autoScalingGroup:*:autoScalingGroupName/{group}")
+}
+
 /// Completes the lifecycle action (CONTINUE) once the host has drained; journals it.
 async fn complete_lifecycle_action(
     run: &Run<'_>,
@@ -1331,10 +1360,7 @@ pub fn leave_policy(request: &LeaveRequest) -> crate::aws::iam::Policy {
         policy.allow(
             "CompleteLifecycleAction",
             &["autoscaling:CompleteLifecycleAction"],
-            [format!(
-                "arn:aws:autoscaling:*:*:autoScalingGroup:*:autoScalingGroupName/{}",
-                hook.group
-            )],
+            [group_arn(&hook.group)],
         );
     }
     policy

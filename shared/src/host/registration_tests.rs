@@ -924,3 +924,182 @@ mod checks {
         assert!(target_for(&group("lambda"), &ec2, None).is_err());
     }
 }
+
+/// A loopback IMDSv2 stand-in that answers a token to a token PUT and
+/// `state` to a GET of the lifecycle state path (404 to anything else, and
+/// to that path when `state` is `None`).
+async fn lifecycle_imds(state: Option<&'static str>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = 0;
+                while !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf[got..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got += n,
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf[..got]).into_owned();
+                let (status, body) = if head.starts_with("PUT /latest/api/token") {
+                    (200, "token")
+                } else if let (Some(state), true) = (
+                    state,
+                    head.starts_with(&format!(
+                        "GET /{}",
+                        crate::host::watch::LIFECYCLE_STATE_PATH
+                    )),
+                ) {
+                    (200, state)
+                } else {
+                    (404, "")
+                };
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    endpoint
+}
+
+#[tokio::test]
+async fn watch_heartbeats_while_draining_then_completes_once() {
+    use aws_sdk_autoscaling::operation::record_lifecycle_action_heartbeat::RecordLifecycleActionHeartbeatOutput;
+
+    use crate::host::identity::ImdsSettings;
+    use crate::host::watch::{self, WatchRequest};
+
+    let order: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+    let groups = group_rule(TargetTypeEnum::Instance);
+    let delay = delay_rule(300);
+    let deregister = deregister_rule();
+    // Healthy before the leave, then draining for a while, then gone.
+    let health = mock!(aws_sdk_elasticloadbalancingv2::Client::describe_target_health)
+        .sequence()
+        .output(healthy)
+        .times(1)
+        .output(draining)
+        .times(8)
+        .output(not_registered)
+        .build();
+    let seen = order.clone();
+    let beat = mock!(aws_sdk_autoscaling::Client::record_lifecycle_action_heartbeat)
+        .match_requests(move |req| {
+            seen.lock().unwrap().push("heartbeat");
+            req.lifecycle_hook_name() == Some("switchyard-drain")
+                && req.auto_scaling_group_name() == Some("go-auth-green")
+                && req.instance_id() == Some(INSTANCE)
+        })
+        .then_output(|| RecordLifecycleActionHeartbeatOutput::builder().build());
+    let seen = order.clone();
+    let complete = mock!(aws_sdk_autoscaling::Client::complete_lifecycle_action)
+        .match_requests(move |req| {
+            seen.lock().unwrap().push("complete");
+            req.lifecycle_hook_name() == Some("switchyard-drain")
+                && req.auto_scaling_group_name() == Some("go-auth-green")
+                && req.instance_id() == Some(INSTANCE)
+                && req.lifecycle_action_result() == Some("CONTINUE")
+        })
+        .then_output(|| CompleteLifecycleActionOutput::builder().build());
+    let clients = clients(
+        &[],
+        &[&groups, &delay, &deregister, &health],
+        &[&beat, &complete],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateFile::new(dir.path().join("state.json"));
+    let request = WatchRequest {
+        leave: leave_request(None),
+        hook: LifecycleHook {
+            hook: "switchyard-drain".into(),
+            group: "go-auth-green".into(),
+        },
+        poll: Duration::from_millis(100),
+        heartbeat_every: Duration::from_millis(150),
+        exit_outside_group: false,
+    };
+    let options = RegistrationOptions {
+        backoff: Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(100),
+        },
+        ..options(Duration::from_secs(60))
+    };
+    let imds = ImdsSettings::with_endpoint(&lifecycle_imds(Some("Terminated")).await).unwrap();
+    let report = watch::watch(
+        &clients,
+        &ec2_host(),
+        imds,
+        &request,
+        &options,
+        &state,
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.lifecycle_state.as_deref(), Some("Terminated"));
+    assert_eq!(report.polls, 1);
+    assert_eq!(complete.num_calls(), 1);
+    assert_eq!(beat.num_calls(), report.heartbeats as usize);
+    assert!(report.heartbeats >= 2, "{} heartbeats", report.heartbeats);
+    let order = order.lock().unwrap().clone();
+    assert_eq!(order.last(), Some(&"complete"), "{order:?}");
+    assert!(order[..order.len() - 1].iter().all(|c| *c == "heartbeat"));
+    let leave = report.leave.as_ref().unwrap();
+    assert!(leave.targets[0].deregistered);
+    assert_eq!(leave.lifecycle.as_ref().unwrap()["result"], "CONTINUE");
+    assert_eq!(
+        journal(&read(state.path())),
+        [
+            "terminating:ok",
+            "leave:ok",
+            "drained:ok",
+            "lifecycle-action:ok"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn watch_outside_a_group_ends_when_asked() {
+    use crate::host::identity::ImdsSettings;
+    use crate::host::watch::{self, WatchRequest};
+
+    // The lifecycle path answers 404: no Auto Scaling lifecycle.
+    let imds = ImdsSettings::with_endpoint(&lifecycle_imds(None).await).unwrap();
+    let clients = clients(&[], &[], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateFile::new(dir.path().join("state.json"));
+    let request = WatchRequest {
+        leave: leave_request(None),
+        hook: LifecycleHook {
+            hook: "switchyard-drain".into(),
+            group: "go-auth-green".into(),
+        },
+        poll: Duration::from_millis(100),
+        heartbeat_every: Duration::from_secs(60),
+        exit_outside_group: true,
+    };
+    let report = watch::watch(
+        &clients,
+        &ec2_host(),
+        imds,
+        &request,
+        &options(Duration::from_secs(60)),
+        &state,
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.lifecycle_state, None);
+    assert!(report.leave.is_none());
+    assert!(crate::outcome::StepReport::text(&report).contains("is in no Auto Scaling lifecycle"));
+}

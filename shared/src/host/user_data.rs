@@ -12,7 +12,13 @@
 //!   shutdown, so the host is drained while the application still serves.
 //!   Exit 1 of join (registered, not healthy in time) counts as started, so
 //!   that leave still runs at shutdown;
-//! - `runcmd` enables and starts the unit without waiting for it, so that
+//! - with a termination lifecycle hook (`--lifecycle-hook`, `--asg`), a
+//!   second unit that runs `register-host watch` from boot: when the group
+//!   terminates the instance, the watcher leaves while the hook holds it in
+//!   Terminating:Wait and completes the hook. At shutdown the first unit's
+//!   leave then finds nothing left to do; it no longer completes the hook,
+//!   which by then was completed (or timed out);
+//! - `runcmd` enables and starts the units without waiting for them, so that
 //!   cloud-init is not held up by the health wait.
 
 use std::fmt::Write as _;
@@ -32,6 +38,10 @@ pub const SCRIPT_PATH: &str = "/usr/local/lib/switchyard/register-host.sh";
 pub const UNIT_NAME: &str = "switchyard-register-host.service";
 /// Where the unit is written.
 pub const UNIT_PATH: &str = "/etc/systemd/system/switchyard-register-host.service";
+/// The watcher unit's name.
+pub const WATCH_UNIT_NAME: &str = "switchyard-register-host-watch.service";
+/// Where the watcher unit is written.
+pub const WATCH_UNIT_PATH: &str = "/etc/systemd/system/switchyard-register-host-watch.service";
 /// EC2 takes at most 16 KiB of user-data (before base64).
 pub const MAX_USER_DATA: usize = 16 * 1024;
 /// Where the image carries the executable, unless `--binary` says otherwise.
@@ -180,11 +190,15 @@ fn script(spec: &UserDataSpec) -> String {
     join.push(format!("--timeout {}s", seconds(spec.wait_healthy) + 30));
     let mut leave = vec!["leave".to_owned()];
     leave.extend(targets.iter().cloned());
-    if let Some(hook) = &spec.lifecycle {
-        leave.push(format!("--lifecycle-hook {}", quote(&hook.hook)));
-        leave.push(format!("--asg {}", quote(&hook.group)));
-    }
     leave.push(format!("--timeout {}s", seconds(spec.leave_timeout)));
+    let watch = spec.lifecycle.as_ref().map(|hook| {
+        let mut watch = vec!["watch".to_owned()];
+        watch.extend(targets.iter().cloned());
+        watch.push(format!("--lifecycle-hook {}", quote(&hook.hook)));
+        watch.push(format!("--asg {}", quote(&hook.group)));
+        watch.push(format!("--timeout {}s", seconds(spec.leave_timeout)));
+        format!("  watch)\n{}\n    ;;\n", command(&watch))
+    });
     format!(
         r#"#!/bin/bash
 # switchyard register-host: this host joins the fleet of {service} at boot and
@@ -206,8 +220,8 @@ case "${{1:-}}" in
   leave)
 {leave}
     ;;
-  *)
-    echo "usage: $0 join|leave" >&2
+{watch}  *)
+    echo "usage: $0 {usage}" >&2
     exit 2
     ;;
 esac
@@ -217,6 +231,39 @@ esac
         state = quote(&spec.state_file),
         join = command(&join),
         leave = command(&leave),
+        usage = if watch.is_some() {
+            "join|leave|watch"
+        } else {
+            "join|leave"
+        },
+        watch = watch.as_deref().unwrap_or_default(),
+    )
+}
+
+fn watch_unit(spec: &UserDataSpec) -> String {
+    let mut after = String::from("network-online.target");
+    for u in &spec.after {
+        let _ = write!(after, " {u}");
+    }
+    format!(
+        "[Unit]
+Description=switchyard: this {service} host leaves the fleet before its Auto Scaling group terminates it
+Wants=network-online.target
+After={after}
+
+[Service]
+Type=simple
+ExecStart={SCRIPT_PATH} watch
+Restart=on-failure
+RestartSec=5
+# 130: stopped (SIGTERM) while watching, e.g. at a reboot.
+SuccessExitStatus=130
+TimeoutStopSec=30
+
+[Install]
+WantedBy=multi-user.target
+",
+        service = spec.service,
     )
 }
 
@@ -300,14 +347,31 @@ write_files:
     owner: 'root:root'
     permissions: '0644'
     content: |
-{unit}runcmd:
+{unit}{watcher}runcmd:
   - systemctl daemon-reload
-  - systemctl enable --now --no-block {UNIT_NAME}
+  - systemctl enable --now --no-block {UNIT_NAME}{watch_name}
 ",
         service = spec.service,
         binary = spec.binary,
         script = indent(&script(spec), 6),
         unit = indent(&unit(spec), 6),
+        watcher = if spec.lifecycle.is_some() {
+            format!(
+                "  - path: {WATCH_UNIT_PATH}
+    owner: 'root:root'
+    permissions: '0644'
+    content: |
+{}",
+                indent(&watch_unit(spec), 6)
+            )
+        } else {
+            String::new()
+        },
+        watch_name = if spec.lifecycle.is_some() {
+            format!(" {WATCH_UNIT_NAME}")
+        } else {
+            String::new()
+        },
     );
     let bytes = doc.len();
     if bytes > MAX_USER_DATA {
@@ -366,8 +430,10 @@ mod tests {
             "      --port 9000 \\\n",
             "      --lifecycle-hook 'drain' \\\n",
             "      --asg 'go-auth-green' \\\n",
+            "      ExecStart=/usr/local/lib/switchyard/register-host.sh watch\n",
+            "  - path: /etc/systemd/system/switchyard-register-host-watch.service\n",
             "      --wait-healthy 300s \\\n",
-            "  - systemctl enable --now --no-block switchyard-register-host.service\n",
+            "  - systemctl enable --now --no-block switchyard-register-host.service switchyard-register-host-watch.service\n",
         ] {
             assert!(doc.contains(needle), "{needle:?} not in\n{doc}");
         }
@@ -384,6 +450,15 @@ mod tests {
         ] {
             assert!(!doc.contains(word), "{word} in\n{doc}");
         }
+        // The watcher completes the hook; the leave at shutdown does not.
+        let leave = &doc[doc.find("  leave)").unwrap()..doc.find("  watch)").unwrap()];
+        assert!(!leave.contains("--lifecycle-hook"), "{leave}");
+        // Without a hook there is no watcher.
+        let mut plain = spec();
+        plain.lifecycle = None;
+        let doc = render(&plain).unwrap().user_data;
+        assert!(!doc.contains("watch"), "{doc}");
+        assert!(doc.contains("echo \"usage: $0 join|leave\""), "{doc}");
     }
 
     #[test]

@@ -7,7 +7,13 @@
 //! makes it the template's default; creates the group when it is missing, or
 //! points it at that version; sizes it (desired = the active color's desired
 //! capacity unless given, max twice that); puts the CPU scaling policies and
-//! their alarms (or a target-tracking policy); then waits, polling with
+//! their alarms (or a target-tracking policy); puts the termination
+//! lifecycle hook (`switchyard-drain` by default: a terminating instance
+//! waits in Terminating:Wait until `register-host watch` on it has drained it
+//! and completed the action, or until the heartbeat time-out, then CONTINUE),
+//! with a new group in its CreateAutoScalingGroup call so that no instance
+//! launches before the hook exists, on an existing group with
+//! PutLifecycleHook only when it is missing or different; then waits, polling with
 //! backoff, until the desired number of instances are InService and healthy
 //! (and healthy in every target group of the group), and returns their
 //! endpoints. Instances of an older version in the standby group are
@@ -142,8 +148,96 @@ pub struct AsgSettings {
     pub port: u16,
     /// How an instance's endpoint is written: `{ip}`, `{port}`, `{instance}`.
     pub endpoint_template: String,
+    /// The termination lifecycle hook of every group (`None`: hooks are left alone).
+    pub termination_hook: Option<TerminationHook>,
     /// Delays between polls.
     pub backoff: Backoff,
+}
+
+/// The `EC2_INSTANCE_TERMINATING` lifecycle hook that holds a terminating
+/// instance in Terminating:Wait until it has drained (its watcher completes
+/// the action), or until `heartbeat` passes without a heartbeat; either way
+/// the termination then goes on (DefaultResult CONTINUE).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TerminationHook {
+    /// The hook's name.
+    pub name: String,
+    /// The heartbeat time-out: 30 s to 7200 s, whole seconds.
+    pub heartbeat: Duration,
+}
+
+impl TerminationHook {
+    /// The name unless `--termination-hook` says otherwise; `register-host
+    /// watch` completes the hook of this name by default.
+    pub const DEFAULT_NAME: &'static str = "switchyard-drain";
+    /// The heartbeat time-out unless `--termination-heartbeat` says otherwise.
+    pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(600);
+    /// The shortest heartbeat time-out Auto Scaling takes.
+    pub const MIN_HEARTBEAT: Duration = Duration::from_secs(30);
+    /// The longest heartbeat time-out Auto Scaling takes.
+    pub const MAX_HEARTBEAT: Duration = Duration::from_secs(7200);
+
+    /// A hook, checked: a name Auto Scaling takes (1-255 of letters, digits,
+    /// `-`, `_`, `/`) and a heartbeat of whole seconds within 30 s-7200 s.
+    pub fn new(name: &str, heartbeat: Duration) -> Result<Self, String> {
+        let name = name.trim();
+        if name.is_empty()
+            || name.len() > 255
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '/'))
+        {
+            return Err(format!(
+                "--termination-hook {name:?} is not a lifecycle hook name: 1 to 255 letters, \
+                 digits, '-', '_' or '/'"
+            ));
+        }
+        if heartbeat.subsec_nanos() != 0
+            || heartbeat < Self::MIN_HEARTBEAT
+            || heartbeat > Self::MAX_HEARTBEAT
+        {
+            return Err(format!(
+                "--termination-heartbeat {} is outside what Auto Scaling takes: whole seconds \
+                 from 30s to 7200s (2h); cover the target groups' deregistration delay",
+                if heartbeat.subsec_nanos() == 0 {
+                    format!("{}s", heartbeat.as_secs())
+                } else {
+                    format!("{:.3}s", heartbeat.as_secs_f64())
+                }
+            ));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            heartbeat,
+        })
+    }
+
+    /// The hook as the API spells it.
+    pub fn api(&self) -> asg::Hook {
+        asg::Hook {
+            name: self.name.clone(),
+            transition: asg::TERMINATING.to_owned(),
+            heartbeat_secs: u32::try_from(self.heartbeat.as_secs()).unwrap_or(u32::MAX),
+            default_result: asg::LifecycleResult::Continue.as_str().to_owned(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "termination lifecycle hook {} (heartbeat {}s, then CONTINUE)",
+            self.name,
+            self.heartbeat.as_secs()
+        )
+    }
+}
+
+impl Default for TerminationHook {
+    fn default() -> Self {
+        Self {
+            name: Self::DEFAULT_NAME.to_owned(),
+            heartbeat: Self::DEFAULT_HEARTBEAT,
+        }
+    }
 }
 
 impl Default for AsgSettings {
@@ -164,6 +258,7 @@ impl Default for AsgSettings {
             scaling: Scaling::Alarms(AlarmScaling::default()),
             port: 80,
             endpoint_template: "{ip}:{port}".to_owned(),
+            termination_hook: Some(TerminationHook::default()),
             backoff: Backoff::ASG_INSTANCES,
         }
     }
@@ -402,7 +497,10 @@ impl AsgDriver {
         };
         match &group {
             None => self.create_group(&target, changes).await?,
-            Some(g) => self.update_group(g, &target, changes, wait).await?,
+            Some(g) => {
+                self.update_group(g, &target, changes, wait).await?;
+                self.converge_hook(&name, changes).await?;
+            }
         }
         self.converge_scaling(&name, group.is_some(), changes)
             .await?;
@@ -481,7 +579,7 @@ impl AsgDriver {
     async fn create_group(&self, t: &GroupTarget, changes: &mut Changes) -> Result<(), StackError> {
         let s = &self.settings;
         changes.note(format!(
-            "create group {}: launch template {} version {}, desired {} (min {}, max {}), subnets {}, {}health check {} (grace {}s), tags propagated at launch",
+            "create group {}: launch template {} version {}, desired {} (min {}, max {}), subnets {}, {}health check {} (grace {}s), tags propagated at launch{}",
             t.name,
             t.template,
             t.version,
@@ -496,6 +594,9 @@ impl AsgDriver {
             },
             s.health_check_type.api(),
             s.grace_period.as_secs(),
+            s.termination_hook
+                .as_ref()
+                .map_or_else(String::new, |h| format!(", {}", h.describe())),
         ));
         if changes.apply {
             let group = NewGroup {
@@ -510,6 +611,11 @@ impl AsgDriver {
                 health_check_type: s.health_check_type.api().to_owned(),
                 grace_period_secs: u32::try_from(s.grace_period.as_secs()).unwrap_or(u32::MAX),
                 tags: t.tags.clone(),
+                hooks: s
+                    .termination_hook
+                    .iter()
+                    .map(TerminationHook::api)
+                    .collect(),
             };
             asg::create_group(&self.clients.autoscaling, &group).await?;
         }
@@ -576,6 +682,35 @@ impl AsgDriver {
             if changes.apply {
                 asg::tag_group(client, name, &missing).await?;
             }
+        }
+        Ok(())
+    }
+
+    /// Puts the termination hook on an existing group when it is missing
+    /// or differs (a group made before hooks were, a changed heartbeat);
+    /// other hooks of the group are left alone.
+    async fn converge_hook(&self, name: &str, changes: &mut Changes) -> Result<(), StackError> {
+        let Some(hook) = &self.settings.termination_hook else {
+            return Ok(());
+        };
+        let want = hook.api();
+        let have = asg::describe_lifecycle_hooks(&self.clients.autoscaling, name).await?;
+        let now = have.iter().find(|h| h.name == want.name);
+        if now == Some(&want) {
+            return Ok(());
+        }
+        changes.note(match now {
+            None => format!("put {} on group {name}", hook.describe()),
+            Some(h) => format!(
+                "put {} on group {name} (was {}, heartbeat {}s, then {})",
+                hook.describe(),
+                h.transition,
+                h.heartbeat_secs,
+                h.default_result
+            ),
+        });
+        if changes.apply {
+            asg::put_lifecycle_hook(&self.clients.autoscaling, name, &want).await?;
         }
         Ok(())
     }
@@ -1035,6 +1170,9 @@ impl StackDriver for AsgDriver {
         ]);
         if let Some(h) = self.settings.user_data.as_deref().map(lt::sha256_hex) {
             detail.insert("user_data_sha256".to_owned(), h);
+        }
+        if let Some(hook) = &self.settings.termination_hook {
+            detail.insert("termination_hook".to_owned(), hook.name.clone());
         }
         if !lost.is_empty() {
             detail.insert("lost_while_launching".to_owned(), lost.join(","));

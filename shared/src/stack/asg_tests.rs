@@ -2,10 +2,13 @@
 //! emulate (instances that stay Pending, an instance terminated while
 //! launching, throttling) and the launch template comparison.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_autoscaling::operation::describe_auto_scaling_groups::DescribeAutoScalingGroupsOutput;
+use aws_sdk_autoscaling::operation::describe_lifecycle_hooks::DescribeLifecycleHooksOutput;
 use aws_sdk_autoscaling::operation::describe_policies::DescribePoliciesOutput;
+use aws_sdk_autoscaling::operation::put_lifecycle_hook::PutLifecycleHookOutput;
 use aws_sdk_autoscaling::types::{
     AutoScalingGroup, Instance as AsgInstance, LaunchTemplateSpecification, LifecycleState,
 };
@@ -23,7 +26,7 @@ use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{AsgClients, AsgDriver, AsgSettings, Scaling};
+use super::{AsgClients, AsgDriver, AsgSettings, Scaling, TerminationHook};
 use crate::aws::config::retry_policy;
 use crate::outcome::{Code, ExitStatus};
 use crate::stack::{StackDriver, StackError, StackSpec, Wait};
@@ -47,6 +50,8 @@ fn settings() -> AsgSettings {
         desired: Some(2),
         scaling: Scaling::Unmanaged,
         port: 8080,
+        // The hook has tests of its own below.
+        termination_hook: None,
         backoff: Backoff {
             initial: Duration::from_secs(5),
             max: Duration::from_secs(30),
@@ -631,10 +636,15 @@ async fn a_group_that_exists_already_when_created_is_updated_to_the_same_setting
     let tags = mock!(aws_sdk_autoscaling::Client::create_or_update_tags)
         .match_requests(|r| r.tags().iter().any(|t| t.key() == Some("version")))
         .then_output(|| CreateOrUpdateTagsOutput::builder().build());
+    let hooks = mock!(aws_sdk_autoscaling::Client::describe_lifecycle_hooks)
+        .then_output(|| DescribeLifecycleHooksOutput::builder().build());
+    let put = mock!(aws_sdk_autoscaling::Client::put_lifecycle_hook)
+        .match_requests(|r| r.lifecycle_hook_name() == Some("switchyard-drain"))
+        .then_output(|| PutLifecycleHookOutput::builder().build());
     let client = mock_client!(
         aws_sdk_autoscaling,
         RuleMode::MatchAny,
-        [&create, &update, &tags],
+        [&create, &update, &tags, &hooks, &put],
         |c| c.retry_config(retry_policy())
     );
     let group = NewGroup {
@@ -649,11 +659,172 @@ async fn a_group_that_exists_already_when_created_is_updated_to_the_same_setting
         health_check_type: "EC2".into(),
         grace_period_secs: 60,
         tags: [("version".to_owned(), "v2".to_owned())].into(),
+        hooks: vec![TerminationHook::default().api()],
     };
     create_group(&client, &group).await.unwrap();
     assert_eq!(create.num_calls(), 1);
     assert_eq!(update.num_calls(), 1);
     assert_eq!(tags.num_calls(), 1);
+    // The lost create may have made the group without its hook: put when missing.
+    assert_eq!(hooks.num_calls(), 1);
+    assert_eq!(put.num_calls(), 1);
+}
+
+/// A hook as DescribeLifecycleHooks lists it: name, transition, heartbeat, default result.
+type HookRow<'a> = (&'a str, &'a str, i32, &'a str);
+
+fn hooks_output(hooks: &[HookRow<'_>]) -> DescribeLifecycleHooksOutput {
+    DescribeLifecycleHooksOutput::builder()
+        .set_lifecycle_hooks(Some(
+            hooks
+                .iter()
+                .map(|(name, transition, heartbeat, result)| {
+                    aws_sdk_autoscaling::types::LifecycleHook::builder()
+                        .lifecycle_hook_name(*name)
+                        .auto_scaling_group_name(GROUP)
+                        .lifecycle_transition(*transition)
+                        .heartbeat_timeout(*heartbeat)
+                        .default_result(*result)
+                        .build()
+                })
+                .collect(),
+        ))
+        .build()
+}
+
+#[tokio::test]
+async fn a_new_group_is_created_with_its_termination_hook_in_the_same_call() {
+    use aws_sdk_autoscaling::operation::create_auto_scaling_group::CreateAutoScalingGroupOutput;
+
+    use crate::aws::autoscaling::{create_group, NewGroup};
+
+    let create = mock!(aws_sdk_autoscaling::Client::create_auto_scaling_group)
+        .match_requests(|r| {
+            let specs = r.lifecycle_hook_specification_list();
+            specs.len() == 1
+                && specs[0].lifecycle_hook_name() == Some("switchyard-drain")
+                && specs[0].lifecycle_transition() == Some("autoscaling:EC2_INSTANCE_TERMINATING")
+                && specs[0].heartbeat_timeout() == Some(600)
+                && specs[0].default_result() == Some("CONTINUE")
+        })
+        .then_output(|| CreateAutoScalingGroupOutput::builder().build());
+    let client = mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, [&create], |c| c
+        .retry_config(retry_policy()));
+    let group = NewGroup {
+        name: GROUP.into(),
+        template_id: TEMPLATE.into(),
+        template_version: "3".into(),
+        min: 2,
+        max: 4,
+        desired: 2,
+        subnets: vec!["subnet-1".into()],
+        target_groups: Vec::new(),
+        health_check_type: "EC2".into(),
+        grace_period_secs: 60,
+        tags: BTreeMap::new(),
+        hooks: vec![TerminationHook::default().api()],
+    };
+    create_group(&client, &group).await.unwrap();
+    assert_eq!(create.num_calls(), 1);
+
+    // The plan of a group to create says so.
+    let (list, versions) = template_rules("ami-new");
+    let none = mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_groups)
+        .then_output(|| DescribeAutoScalingGroupsOutput::builder().build());
+    let mut s = settings();
+    s.subnets = vec!["subnet-1".into()];
+    s.termination_hook = Some(TerminationHook::default());
+    let driver = driver(&[&list, &versions], &[&none], s);
+    let plan = driver.plan(&spec("ami-new")).await.unwrap();
+    assert!(
+        plan[0].ends_with(
+            ", termination lifecycle hook switchyard-drain (heartbeat 600s, then CONTINUE)"
+        ),
+        "{plan:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_existing_group_gets_the_hook_only_when_missing_or_different() {
+    let (list, versions) = template_rules("ami-new");
+    let serving = || {
+        group(vec![
+            instance("i-1", LifecycleState::InService, "Healthy"),
+            instance("i-2", LifecycleState::InService, "Healthy"),
+        ])
+    };
+    let groups =
+        mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_groups).then_output(serving);
+    let put = mock!(aws_sdk_autoscaling::Client::put_lifecycle_hook)
+        .match_requests(|r| {
+            r.auto_scaling_group_name() == Some(GROUP)
+                && r.lifecycle_hook_name() == Some("drain")
+                && r.lifecycle_transition() == Some("autoscaling:EC2_INSTANCE_TERMINATING")
+                && r.heartbeat_timeout() == Some(900)
+                && r.default_result() == Some("CONTINUE")
+        })
+        .then_output(|| PutLifecycleHookOutput::builder().build());
+    let hook = TerminationHook::new("drain", Duration::from_secs(900)).unwrap();
+    let cases: [(&[HookRow<'_>], Option<&str>); 4] = [
+        // Missing (another hook of the group is left alone).
+        (
+            &[("warm-up", "autoscaling:EC2_INSTANCE_LAUNCHING", 300, "ABANDON")],
+            Some("put termination lifecycle hook drain (heartbeat 900s, then CONTINUE) on group go-auth-green"),
+        ),
+        // Another heartbeat.
+        (
+            &[("drain", "autoscaling:EC2_INSTANCE_TERMINATING", 600, "CONTINUE")],
+            Some("put termination lifecycle hook drain (heartbeat 900s, then CONTINUE) on group go-auth-green (was autoscaling:EC2_INSTANCE_TERMINATING, heartbeat 600s, then CONTINUE)"),
+        ),
+        // Another default result.
+        (
+            &[("drain", "autoscaling:EC2_INSTANCE_TERMINATING", 900, "ABANDON")],
+            Some("put termination lifecycle hook drain (heartbeat 900s, then CONTINUE) on group go-auth-green (was autoscaling:EC2_INSTANCE_TERMINATING, heartbeat 900s, then ABANDON)"),
+        ),
+        // As wanted: no call, no change.
+        (
+            &[("drain", "autoscaling:EC2_INSTANCE_TERMINATING", 900, "CONTINUE")],
+            None,
+        ),
+    ];
+    for (have, line) in cases {
+        let have: Vec<HookRow<'_>> = have.to_vec();
+        let hooks = mock!(aws_sdk_autoscaling::Client::describe_lifecycle_hooks)
+            .match_requests(|r| r.auto_scaling_group_name() == Some(GROUP))
+            .then_output(move || hooks_output(&have));
+        let mut s = settings();
+        s.termination_hook = Some(hook.clone());
+        let ips = ips();
+        let driver = driver(&[&list, &versions, &ips], &[&groups, &hooks, &put], s);
+        let plan = driver.plan(&spec("ami-new")).await.unwrap();
+        let calls = put.num_calls();
+        let status = driver.up(&spec("ami-new"), &wait_for(60)).await.unwrap();
+        assert_eq!(status.changes, line.into_iter().collect::<Vec<_>>());
+        assert_eq!(plan.len(), status.changes.len() + 1, "{plan:?}");
+        assert_eq!(put.num_calls() - calls, usize::from(line.is_some()));
+        assert_eq!(status.detail["termination_hook"], "drain");
+    }
+}
+
+#[test]
+fn termination_hook_flags_are_checked() {
+    assert!(TerminationHook::new("switchyard-drain", Duration::from_secs(30)).is_ok());
+    assert!(TerminationHook::new("a/b_c-1", Duration::from_secs(7200)).is_ok());
+    for (name, secs, millis, why) in [
+        ("drain", 29, 0, "--termination-heartbeat 29s is outside"),
+        ("drain", 7201, 0, "--termination-heartbeat 7201s is outside"),
+        ("drain", 0, 0, "--termination-heartbeat 0s is outside"),
+        ("drain", 60, 500, "whole seconds"),
+        ("", 60, 0, "--termination-hook \"\" is not"),
+        ("a b", 60, 0, "--termination-hook \"a b\" is not"),
+    ] {
+        let err = TerminationHook::new(
+            name,
+            Duration::from_secs(secs) + Duration::from_millis(millis),
+        )
+        .unwrap_err();
+        assert!(err.contains(why), "{name} {secs}: {err}");
+    }
 }
 
 fn error_body(code: &str, message: &str) -> String {

@@ -1214,7 +1214,11 @@ fn regional(status: &StackStatus, s: &StackSpec, now: DateTime<Utc>) -> Regional
             .unwrap_or_default(),
         endpoints: status.endpoints.clone(),
         updated_at: Some(now),
-        extra: crate::state::document::Extra::new(),
+        // The asg driver's termination lifecycle hook, by name.
+        extra: get("termination_hook")
+            .map(|h| ("termination_hook".to_owned(), h.into()))
+            .into_iter()
+            .collect(),
     }
 }
 
