@@ -167,8 +167,7 @@ impl<R: Router> LeaseStore for R {
 /// Something that splits traffic between members by weight: Route53 weighted
 /// records, an ALB listener's target groups, an HAProxy backend's servers.
 ///
-/// Every change is one atomic provider call, and is read back afterwards
-/// unless the provider's acceptance already proves it ([`Router::confirms_changes`]).
+/// Every change is one atomic provider call, and is read back afterwards.
 #[allow(async_fn_in_trait)]
 pub trait Router {
     /// The router kind as written in the state: `route53`, `alb`, `haproxy`.
@@ -194,13 +193,6 @@ pub trait Router {
         deadline: Instant,
         cancel: &CancellationToken,
     ) -> Result<(), TrafficError>;
-
-    /// Whether an accepted change is itself proof that the weights are exactly
-    /// as sent (a Route53 change batch applies whole or not at all), so that
-    /// reading them back would tell nothing new.
-    fn confirms_changes(&self) -> bool {
-        false
-    }
 
     /// A one-line description of the call that `apply` would make, for plans.
     fn describe_change(&self, from: &Weights, to: &Weights) -> String;

@@ -197,10 +197,6 @@ impl Router for AnyRouter {
         each!(self, r => r.wait_applied(applied, deadline, cancel).await)
     }
 
-    fn confirms_changes(&self) -> bool {
-        each!(self, r => r.confirms_changes())
-    }
-
     async fn apply_releasing(
         &self,
         weights: &Weights,

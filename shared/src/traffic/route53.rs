@@ -285,10 +285,6 @@ impl Router for Route53Router {
             })
     }
 
-    fn confirms_changes(&self) -> bool {
-        true
-    }
-
     fn describe_change(&self, from: &Weights, to: &Weights) -> String {
         let upserts: Vec<String> = to
             .iter()

@@ -559,16 +559,25 @@ async fn an_insync_wait_that_times_out_exits_3_and_the_state_says_where_it_stopp
 }
 
 /// A shift without a gate in the fewest calls: one page shows the group and
-/// that no lease is held, one CREATE takes the lease, and the weights go out
-/// with the lease's DELETE in one batch, whose acceptance proves them.
+/// that no lease is held, one CREATE takes the lease, the weights go out with
+/// the lease's DELETE in one batch, and one read checks them.
 #[tokio::test(start_paused = true)]
-async fn a_shift_without_a_gate_takes_three_calls_and_releases_with_its_last_change() {
-    let group = mock!(Client::list_resource_record_sets).then_output(|| {
-        listing(vec![
-            weighted("blue", 100, "10.0.0.1"),
-            weighted("green", 0, "10.0.0.2"),
-        ])
-    });
+async fn a_shift_without_a_gate_takes_four_calls_and_releases_with_its_last_change() {
+    let group = mock!(Client::list_resource_record_sets)
+        .sequence()
+        .output(|| {
+            listing(vec![
+                weighted("blue", 100, "10.0.0.1"),
+                weighted("green", 0, "10.0.0.2"),
+            ])
+        })
+        .output(|| {
+            listing(vec![
+                weighted("blue", 50, "10.0.0.1"),
+                weighted("green", 50, "10.0.0.2"),
+            ])
+        })
+        .build();
     let batches = Arc::new(Mutex::new(Vec::new()));
     let seen = batches.clone();
     let change = mock!(Client::change_resource_record_sets)
@@ -615,8 +624,8 @@ async fn a_shift_without_a_gate_takes_three_calls_and_releases_with_its_last_cha
     );
     assert_eq!(
         group.num_calls(),
-        1,
-        "no second read of the lease, no read-back"
+        2,
+        "the group and its lease on one page, then the read-back"
     );
     let batches = batches.lock().unwrap().clone();
     assert_eq!(batches.len(), 2, "{batches:?}");
@@ -653,6 +662,7 @@ async fn a_last_batch_refused_as_a_repeat_of_one_that_went_through_is_a_success(
                 weighted("green", 100, "10.0.0.2"),
             ])
         })
+        .times(2)
         .build();
     let create = mock!(Client::change_resource_record_sets)
         .match_requests(|r| first_action(r) == Some(ChangeAction::Create))
@@ -690,7 +700,7 @@ async fn a_last_batch_refused_as_a_repeat_of_one_that_went_through_is_a_success(
     assert_eq!(repeat.num_calls(), 1);
     assert_eq!(
         group.num_calls(),
-        2,
-        "the group and the lease read once after the refusal"
+        3,
+        "the group, once after the refusal, then the read-back"
     );
 }

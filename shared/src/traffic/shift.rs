@@ -735,14 +735,10 @@ fn describe_plan<R: Router>(
             plan.len(),
             router.describe_change(&from, weights)
         ));
-        lines.push(if router.confirms_changes() {
-            format!("  wait until in effect: {}", format_weights(weights))
-        } else {
-            format!(
-                "  wait until in effect, read back {}",
-                format_weights(weights)
-            )
-        });
+        lines.push(format!(
+            "  wait until in effect, read back {}",
+            format_weights(weights)
+        ));
         if (options.gate.is_some() || !last) && !settle.is_zero() {
             lines.push(format!("  wait {} for clients to catch up", short(settle)));
         }
@@ -1087,8 +1083,8 @@ impl<R: Router> Run<'_, R> {
         )))
         .await
     }
-    /// One step: one atomic change, wait until in effect, read back (unless
-    /// the router's acceptance proves the weights). `step` is the plan step
+    /// One step: one atomic change, wait until in effect, read back (safety
+    /// rule 2: even an accepted batch is checked). `step` is the plan step
     /// this is (`None` for the rollback after a failed gate). `closing` says
     /// it is the run's last change and nothing follows it but its record: the
     /// lease goes back in the same change where the router allows it, and the
@@ -1142,21 +1138,14 @@ impl<R: Router> Run<'_, R> {
             .wait_applied(&applied, self.deadline, self.cancel)
             .await?;
         let in_sync = began.elapsed();
-        let (back, how) = if self.router.confirms_changes() {
-            let mut set = self.route().weights.clone();
-            set.extend(to.iter().map(|(k, v)| (k.clone(), *v)));
-            (set, "in effect")
-        } else {
-            let back = self.router.read().await?.weights;
-            if to.iter().any(|(k, v)| back.get(k) != Some(v)) {
-                return Err(TrafficError::ReadBack {
-                    route: self.route_id.clone(),
-                    expected: format_weights(to),
-                    found: format_weights(&back),
-                });
-            }
-            (back, "read back")
-        };
+        let back = self.router.read().await?.weights;
+        if to.iter().any(|(k, v)| back.get(k) != Some(v)) {
+            return Err(TrafficError::ReadBack {
+                route: self.route_id.clone(),
+                expected: format_weights(to),
+                found: format_weights(&back),
+            });
+        }
         self.route().weights.clone_from(&back);
         let shift = self.shift();
         if let Some(n) = step {
@@ -1164,7 +1153,7 @@ impl<R: Router> Run<'_, R> {
         }
         shift.pending_change = None;
         let verified = JournalEntry::new(STEP, "weights-verified", Outcome::Ok).detail(format!(
-            "{label}: {how} {} after {}",
+            "{label}: read back {} after {}",
             format_weights(&back),
             short(in_sync)
         ));
