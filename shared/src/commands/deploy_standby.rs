@@ -246,6 +246,7 @@ fn settings(args: DeployStandbyArgs) -> Result<Settings, Failure> {
         scaling: scaling(up)?,
         port: up.port,
         endpoint_template: up.endpoint_template.clone(),
+        keep_versions: up.keep_versions,
         ..AsgSettings::default()
     };
     let retire_gate = retire_gate(&args)?;
