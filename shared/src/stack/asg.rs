@@ -490,7 +490,8 @@ impl AsgDriver {
     /// After a new version of template `name` (`id`) was written (or, in a
     /// plan, would be), deletes the versions beyond the newest
     /// `keep_versions`, never the default (`version`, the new one) nor one a
-    /// group of the service or its instances use.
+    /// group of the service or its instances use. A refusal is reported in
+    /// the changes and the log; it does not fail the deploy.
     async fn prune_versions(
         &self,
         spec: &StackSpec,
@@ -549,7 +550,19 @@ impl AsgDriver {
             ));
             return Ok(());
         }
-        let refused = lt::delete_versions(&self.clients.ec2, id, &old).await?;
+        // Housekeeping: the deploy itself is done, so a refused call is
+        // reported, not a failure of the step.
+        let refused = match lt::delete_versions(&self.clients.ec2, id, &old).await {
+            Ok(refused) => refused,
+            Err(e) => {
+                tracing::warn!("launch template {name}: {e}");
+                changes.note(format!(
+                    "could not delete launch template {name} version(s) {}: {e}",
+                    list(&old)
+                ));
+                return Ok(());
+            }
+        };
         let deleted: Vec<i64> = old
             .iter()
             .copied()
