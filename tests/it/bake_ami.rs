@@ -271,7 +271,11 @@ fn a_bake_from_a_filtered_base_image_lands_in_two_regions_then_is_reused_and_for
             .contains(&format!("from {base} (switchyard-base-2026.01)")),
         "{plan}"
     );
-    assert_eq!(plan["plan"].as_array().unwrap().len(), 7, "{plan}");
+    assert_eq!(plan["plan"].as_array().unwrap().len(), 8, "{plan}");
+    assert_eq!(
+        plan["plan"][7],
+        "remove no image of go-auth: none beyond the newest 5 in us-east-1, eu-west-1"
+    );
     assert!(fx.instances(&[]).is_empty(), "a dry run launches nothing");
 
     let (out, builder) = fx.bake_with_poweroff(&bake_args(&[
@@ -779,7 +783,24 @@ fn bake_ami_killed_at_every_call_and_at_random_resumes_leaving_nothing_behind() 
         );
         assert_eq!(half, Vec::<Value>::new(), "no half-made image in {region}");
         let complete = fx.images(region, &["Name=tag:switchyard:bake-status,Values=complete"]);
-        assert_eq!(complete.len(), round, "one image per release in {region}");
+        // One image per release, the newest 5 kept (--keep's default); a
+        // run killed between DeregisterImage and DeleteSnapshot leaves a
+        // snapshot that the next run deletes: one snapshot per image.
+        assert_eq!(
+            complete.len(),
+            round.min(5),
+            "the newest releases' images in {region}"
+        );
+        let snapshots = snapshots(
+            &fx,
+            region,
+            &["Name=tag:switchyard:bake-status,Values=complete"],
+        );
+        assert_eq!(
+            snapshots.len(),
+            complete.len(),
+            "one snapshot per image in {region}"
+        );
     }
 }
 
@@ -864,4 +885,187 @@ fn bake_ami_completes_or_stops_cleanly_under_20_percent_injected_faults() {
         assert_baked(&fx, &ec2, &rt, &version, &context);
     }
     tally.report("bake-ami", &proxy);
+}
+
+/// `ec2 describe-snapshots` of this account in `region` with `filters`.
+fn snapshots(fx: &Fixture, region: &str, filters: &[&str]) -> Vec<Value> {
+    let mut args = vec![
+        "ec2",
+        "describe-snapshots",
+        "--owner-ids",
+        "self",
+        "--region",
+        region,
+    ];
+    if !filters.is_empty() {
+        args.push("--filters");
+        args.extend_from_slice(filters);
+    }
+    aws(&fx.moto, &args)["Snapshots"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn seven_bakes_with_keep_5_leave_5_images_and_their_snapshots_and_spare_one_a_template_uses() {
+    let fx = Fixture::new();
+    fx.base_image("switchyard-base-2026.01");
+    let complete = ["Name=tag:switchyard:bake-status,Values=complete"];
+    let service_snapshots = [
+        "Name=tag:switchyard:service,Values=go-auth",
+        "Name=tag:switchyard:bake-status,Values=complete",
+    ];
+    let version_of = |image: &Value| tags(image)["switchyard:version"].clone();
+    let mut first = String::new();
+    for n in 1..=7 {
+        let version = format!("1.{n}.0");
+        if n == 6 {
+            // A launch template of the service (deploy-standby tags its
+            // templates so) whose only version launches the first image.
+            let data = format!(r#"{{"ImageId":"{first}","InstanceType":"t3.micro"}}"#);
+            aws(
+                &fx.moto,
+                &[
+                    "ec2",
+                    "create-launch-template",
+                    "--launch-template-name",
+                    "go-auth-blue",
+                    "--launch-template-data",
+                    &data,
+                    "--tag-specifications",
+                    "ResourceType=launch-template,Tags=[{Key=service,Value=go-auth}]",
+                ],
+            );
+            // A dry run before the sixth bake: it counts the image it would
+            // bake, lists the second image (the first is spared) and changes nothing.
+            let before = fx.images("us-east-1", &complete).len();
+            let out = fx.run(&bake_args(&[
+                "--app-version",
+                &version,
+                "--force",
+                "--copy-to",
+                "eu-west-1",
+                "--keep",
+                "4",
+                "--dry-run",
+            ]));
+            let plan = ok_json(&out);
+            let retention = &plan["retention"];
+            assert_eq!(retention["keep"], "4", "{plan}");
+            let gone: Vec<(&str, &str)> = retention["retired"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (
+                        r["region"].as_str().unwrap(),
+                        r["version"].as_str().unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                gone,
+                [
+                    ("us-east-1", "1.2.0"),
+                    ("eu-west-1", "1.2.0"),
+                    ("eu-west-1", "1.1.0")
+                ],
+                "{plan}"
+            );
+            assert_eq!(retention["spared"][0]["image"], first.as_str());
+            assert!(out
+                .stdout
+                .contains("the default version of launch template go-auth-blue"));
+            assert_eq!(fx.images("us-east-1", &complete).len(), before);
+            assert_eq!(fx.images("eu-west-1", &complete).len(), before);
+        }
+        let (out, _) = fx.bake_with_poweroff(&bake_args(&[
+            "--app-version",
+            &version,
+            "--force",
+            "--copy-to",
+            "eu-west-1",
+            "--keep",
+            "5",
+        ]));
+        let report = ok_json(&out);
+        if n == 1 {
+            first = report["amis"]["us-east-1"].as_str().unwrap().to_owned();
+        }
+        // Each region keeps the newest 5; home also the one the template uses.
+        let home = fx.images("us-east-1", &complete);
+        let copies = fx.images("eu-west-1", &complete);
+        assert_eq!(home.len(), if n <= 5 { n } else { 6 }, "after bake {n}");
+        assert_eq!(copies.len(), n.min(5), "after bake {n}");
+        let retired = report["retention"]["retired"].as_array().unwrap().len();
+        assert_eq!(retired, [0, 0, 0, 0, 0, 1, 2][n - 1], "bake {n}: {report}");
+    }
+    let home = fx.images("us-east-1", &complete);
+    let mut versions: Vec<String> = home.iter().map(version_of).collect();
+    versions.sort();
+    assert_eq!(
+        versions,
+        ["1.1.0", "1.3.0", "1.4.0", "1.5.0", "1.6.0", "1.7.0"]
+    );
+    assert!(home.iter().any(|i| i["ImageId"] == first.as_str()));
+    let mut versions: Vec<String> = fx
+        .images("eu-west-1", &complete)
+        .iter()
+        .map(version_of)
+        .collect();
+    versions.sort();
+    assert_eq!(versions, ["1.3.0", "1.4.0", "1.5.0", "1.6.0", "1.7.0"]);
+    // Every remaining image's snapshots remain, and no other: the removed
+    // images' snapshots went with them.
+    for region in ["us-east-1", "eu-west-1"] {
+        let mut used: Vec<String> = fx
+            .images(region, &complete)
+            .iter()
+            .flat_map(|i| {
+                i["BlockDeviceMappings"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|m| m["Ebs"]["SnapshotId"].as_str().map(str::to_owned))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        used.sort();
+        let mut kept: Vec<String> = snapshots(&fx, region, &service_snapshots)
+            .iter()
+            .map(|s| s["SnapshotId"].as_str().unwrap().to_owned())
+            .collect();
+        kept.sort();
+        assert_eq!(kept, used, "{region}");
+        assert_eq!(kept.len(), if region == "us-east-1" { 6 } else { 5 });
+    }
+    // Journaled: each removal, image and snapshot, in the bake's region.
+    let doc = fx.doc();
+    let removed: Vec<String> = doc["journal"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "images-retired")
+        .flat_map(|e| e["changes"].as_array().unwrap().clone())
+        .map(|c| c["resource"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(removed.len(), 6, "{removed:?}");
+    assert_eq!(removed.iter().filter(|r| r.contains("/image/")).count(), 3);
+    assert!(crate::fixture::state_validates(&fx.state()));
+
+    // --keep all removes nothing; --keep 0 is refused before any call.
+    let out = fx.run(&bake_args(&["--app-version", "1.8.0", "--keep", "0"]));
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("keep 1 or more"), "{}", out.stderr);
+    let (out, _) = fx.bake_with_poweroff(&bake_args(&[
+        "--app-version",
+        "1.8.0",
+        "--force",
+        "--keep",
+        "all",
+    ]));
+    let report = ok_json(&out);
+    assert!(report.get("retention").is_none(), "{report}");
+    assert_eq!(fx.images("us-east-1", &complete).len(), 7);
 }

@@ -1391,3 +1391,91 @@ fn verify_health_judges_a_stack_by_its_target_groups() {
     assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("probes nothing"), "{}", out.stderr);
 }
+
+/// The version numbers of launch template `name`, as the aws CLI lists them, ascending.
+fn template_versions(f: &Fixture, region: &str, name: &str) -> Vec<i64> {
+    let mut versions: Vec<i64> = aws_in(
+        &f.moto,
+        region,
+        &[
+            "ec2",
+            "describe-launch-template-versions",
+            "--launch-template-name",
+            name,
+        ],
+    )["LaunchTemplateVersions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["VersionNumber"].as_i64().unwrap())
+        .collect();
+    versions.sort_unstable();
+    versions
+}
+
+/// moto does not implement DeleteLaunchTemplateVersions (it answers 500):
+/// the deletion itself, a refusal and what is journaled are tested with the
+/// SDK mocked (`stack::asg::tests::keep_versions_*`); here, against moto, which
+/// versions a deploy would delete, that a dry run deletes nothing, `all`
+/// and the refusal of 0.
+#[test]
+fn keep_versions_lists_the_old_launch_template_versions_a_deploy_would_delete() {
+    let f = Fixture::new();
+    let region = "us-east-1";
+    let subnet = subnet(&f.moto, region);
+    let (ami, _) = images(&f.moto, region);
+    let deploy = |release: &str, keep: &str, extra: &[&str]| {
+        let mut args = vec![
+            "--service",
+            "go-auth",
+            "--release",
+            release,
+            "--color",
+            "green",
+            "--image",
+            &ami,
+            "--desired",
+            "1",
+            "--subnet",
+            &subnet,
+            "--keep-versions",
+            keep,
+        ];
+        args.extend_from_slice(extra);
+        f.run("deploy-standby", &args)
+    };
+    for n in 1..=5 {
+        let out = deploy(&format!("v{n}"), "all", &["--output", "json"]);
+        ok_json(&out);
+        assert!(
+            !out.stdout.contains("delete launch template"),
+            "{}",
+            out.stdout
+        );
+    }
+    let all: Vec<i64> = (1..=5).collect();
+    assert_eq!(template_versions(&f, region, "go-auth-green"), all);
+    let state = std::fs::read(f.state()).unwrap();
+    // The sixth deploy would write version 6 and keep 6, 5 (what moto says
+    // the group's instance runs: the default version) and 4.
+    let out = deploy("v6", "3", &["--dry-run"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("delete launch template go-auth-green version(s) 3, 2, 1 (beyond the newest 3, none in use)"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(template_versions(&f, region, "go-auth-green"), all);
+    assert_eq!(
+        std::fs::read(f.state()).unwrap(),
+        state,
+        "a dry run writes no state"
+    );
+    // 0 is refused before any call.
+    let out = deploy("v6", "0", &[]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("keep 1 or more"), "{}", out.stderr);
+    assert_eq!(template_versions(&f, region, "go-auth-green"), all);
+}

@@ -130,6 +130,38 @@ fn a_dry_run_of_every_mode_changes_nothing() {
         .expect("a subnet")
         .to_owned();
     finished_rolling_update(&world);
+    // Two complete images of go-auth, as bakes leave them: a bake with
+    // --keep 1 would remove both.
+    for name in ["go-auth-1-bake", "go-auth-2-bake"] {
+        let image = aws(
+            &world.moto,
+            &[
+                "ec2",
+                "register-image",
+                "--name",
+                name,
+                "--root-device-name",
+                "/dev/xvda",
+                "--block-device-mappings",
+                r#"[{"DeviceName":"/dev/xvda","Ebs":{"VolumeSize":8}}]"#,
+            ],
+        )["ImageId"]
+            .as_str()
+            .expect("an image id")
+            .to_owned();
+        aws(
+            &world.moto,
+            &[
+                "ec2",
+                "create-tags",
+                "--resources",
+                &image,
+                "--tags",
+                "Key=switchyard:service,Value=go-auth",
+                "Key=switchyard:bake-status,Value=complete",
+            ],
+        );
+    }
     // Every service read once, so that moto's data holds them all before.
     aws(&world.moto, &["cloudwatch", "describe-alarms"]);
     aws(&world.moto, &["route53", "list-health-checks"]);
@@ -208,6 +240,27 @@ fn a_dry_run_of_every_mode_changes_nothing() {
             "deploy-standby",
             with(
                 &[
+                    "--service",
+                    "go-auth",
+                    "--color",
+                    "blue",
+                    "--app-version",
+                    "2",
+                ],
+                &[
+                    "--image",
+                    "ami-1234abcd",
+                    "--subnet",
+                    &subnet,
+                    "--keep-versions",
+                    "1",
+                ],
+            ),
+        ),
+        (
+            "deploy-standby",
+            with(
+                &[
                     "--driver",
                     "command",
                     "--service",
@@ -245,6 +298,13 @@ fn a_dry_run_of_every_mode_changes_nothing() {
             with(
                 &["--service", "go-auth", "--app-version", "2"],
                 &["--source-ami", IMAGE],
+            ),
+        ),
+        (
+            "bake-ami",
+            with(
+                &["--service", "go-auth", "--app-version", "2", "--keep", "1"],
+                &["--source-ami", IMAGE, "--force"],
             ),
         ),
         ("bake-ami", with(&["sweep", "--older-than", "0s"], &[])),
@@ -287,4 +347,28 @@ fn a_dry_run_of_every_mode_changes_nothing() {
         );
         assert!(!touched.exists(), "{what} ran the --up command");
     }
+    // The retention of that bake's dry run lists both images it would remove.
+    let out = world.run(
+        "bake-ami",
+        &[
+            "--service",
+            "go-auth",
+            "--app-version",
+            "2",
+            "--keep",
+            "1",
+            "--source-ami",
+            IMAGE,
+            "--force",
+            "--dry-run",
+            "--output",
+            "json",
+        ],
+    );
+    let plan = crate::fixture::ok_json(&out);
+    let retired = plan["retention"]["retired"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(retired.len(), 2, "{}{}", out.stdout, out.stderr);
 }

@@ -445,3 +445,62 @@ fn shift_weight_drains_a_region_of_a_regional_group_gated_keeping_aliases_and_he
         "rollback target kept"
     );
 }
+
+#[test]
+fn a_health_check_replaced_by_route_apply_is_deleted_once_no_record_uses_it() {
+    let world = World::new();
+    let spec_with = |threshold: u32| {
+        json!({"groups": [
+            {"zone_id": "ZONE", "name": "hc.example.com", "type": "A", "ttl": 60, "members": [
+                {"set_identifier": "us-east", "weight": 50, "values": ["52.94.236.21"],
+                 "health_check": {"type": "http", "host": "52.94.236.21", "port": 8080,
+                                  "path": "/health", "interval": 10, "threshold": threshold}},
+                {"set_identifier": "eu-west", "weight": 50, "values": ["54.239.28.21"],
+                 "health_check": check("54.239.28.21")}]}]})
+    };
+    let spec = write_spec(&world, &spec_with(2));
+    let out = world.switchyard(&["route", "apply", "--spec", &spec]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let first = world.health_check_ids();
+    assert_eq!(first.len(), 2);
+    let used_by_us_east = |world: &World| {
+        world
+            .records("hc.example.com")
+            .iter()
+            .find(|r| r["SetIdentifier"] == "us-east")
+            .and_then(|r| r["HealthCheckId"].as_str().map(str::to_owned))
+            .expect("us-east has a check")
+    };
+    let old = used_by_us_east(&world);
+
+    // us-east's check changes: the plan lists the old one to delete, and deletes nothing.
+    let spec = write_spec(&world, &spec_with(3));
+    let plan = world.switchyard(&["route", "apply", "--dry-run", "--spec", &spec]);
+    assert_eq!(plan.code, 0, "{}{}", plan.stdout, plan.stderr);
+    assert!(
+        plan.stdout.contains(&format!(
+            "would delete health check {old}, which us-east of route53:{}/hc.example.com./A no longer uses",
+            world.zone
+        )),
+        "{}",
+        plan.stdout
+    );
+    assert_eq!(world.health_check_ids(), first);
+
+    let out = world.switchyard(&["route", "apply", "--spec", &spec]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(&format!("deleted health check {old}")),
+        "{}",
+        out.stdout
+    );
+    let now = world.health_check_ids();
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert!(!now.contains(&old), "the replaced check is gone");
+    let new = used_by_us_east(&world);
+    assert!(now.contains(&new) && new != old);
+    assert_eq!(
+        journal_actions(&world.doc()).last().unwrap(),
+        "health-checks-deleted"
+    );
+}

@@ -883,3 +883,127 @@ fn route53_ensure_killed_at_every_call_and_at_random_resumes_without_duplicate_c
         ran
     });
 }
+
+#[test]
+fn a_replaced_route53_health_check_is_deleted_unless_switchyard_did_not_create_it() {
+    let moto = Moto::start().unwrap();
+    let zone = aws_cli::create_zone(&moto, "example.net");
+    let name = "svc.example.net";
+    aws_cli::create_weighted(
+        &moto,
+        &zone,
+        name,
+        &[
+            ("us-east", 50, "52.94.236.1"),
+            ("eu-west", 50, "54.239.28.1"),
+        ],
+        60,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = moto.env();
+    env.extend(state_in(dir.path()));
+    let ensure = |threshold: &str, extra: &[&str]| {
+        let mut args = vec![
+            "route53",
+            "ensure",
+            "--zone-id",
+            &zone,
+            "--record-name",
+            name,
+            "--member",
+            "us-east=http://52.94.236.1:8080/health",
+            "--member",
+            "eu-west=http://54.239.28.1:8080/health",
+            "--failure-threshold",
+            threshold,
+        ];
+        args.extend_from_slice(extra);
+        verify(&env, &args)
+    };
+    let ids = || -> Vec<String> {
+        let mut ids: Vec<String> = aws(&moto, &["route53", "list-health-checks"])["HealthChecks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["Id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let out = ensure("2", &["--output", "json"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let first = ids();
+    assert_eq!(first.len(), 2);
+
+    // A dry run with another threshold lists the checks it would delete.
+    let out = ensure("3", &["--dry-run"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    for old in &first {
+        assert!(
+            out.stdout
+                .contains(&format!("would delete health check {old}")),
+            "{}",
+            out.stdout
+        );
+    }
+    assert_eq!(ids(), first, "a dry run deletes nothing");
+
+    // The real run replaces both and deletes the old ones once the records use the new ones.
+    let out = ensure("3", &["--output", "json"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let report: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["replaced_deleted"] == true && c["replaced"].is_string()));
+    let second = ids();
+    assert_eq!(second.len(), 2, "the old checks are gone: {second:?}");
+    assert!(second.iter().all(|id| !first.contains(id)));
+    for record in aws_cli::records(&moto, &zone)
+        .iter()
+        .filter(|r| r["Type"] == "A")
+    {
+        assert!(second
+            .iter()
+            .any(|id| record["HealthCheckId"] == id.as_str()));
+    }
+    let doc = read_json(&dir.path().join("state.json"));
+    let deleted: Vec<&Value> = doc["journal"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["changes"].as_array().unwrap().iter())
+        .filter(|c| c["after"] == "deleted")
+        .collect();
+    assert_eq!(deleted.len(), 2, "{doc}");
+
+    // A check someone else made and put on a record is replaced but kept.
+    let manual = aws(
+        &moto,
+        &[
+            "route53",
+            "create-health-check",
+            "--caller-reference",
+            "made-by-hand-1",
+            "--health-check-config",
+            r#"{"IPAddress":"52.94.236.1","Port":80,"Type":"TCP"}"#,
+        ],
+    )["HealthCheck"]["Id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    aws_cli::change(
+        &moto,
+        &zone,
+        &json!([{"Action": "UPSERT", "ResourceRecordSet": {
+            "Name": name, "Type": "A", "SetIdentifier": "us-east", "Weight": 50, "TTL": 60,
+            "HealthCheckId": manual, "ResourceRecords": [{"Value": "52.94.236.1"}]}}]),
+    );
+    let out = ensure("3", &["--output", "json"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let report: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["checks"][0]["replaced"], manual.as_str());
+    assert!(report["checks"][0].get("replaced_deleted").is_none());
+    assert!(ids().contains(&manual), "not switchyard's: kept");
+}

@@ -205,9 +205,38 @@ pub async fn describe_group(client: &Client, name: &str) -> Result<Option<Group>
     else {
         return Ok(None);
     };
+    Ok(Some(group_from(g)))
+}
+
+/// Every group tagged `service=<service>` (deploy-standby tags its groups
+/// so), across every page.
+pub async fn groups_of_service(
+    client: &Client,
+    service: &str,
+) -> Result<Vec<Group>, ProviderError> {
+    let mut groups = Vec::new();
+    let mut pages = client
+        .describe_auto_scaling_groups()
+        .filters(
+            aws_sdk_autoscaling::types::Filter::builder()
+                .name("tag:service")
+                .values(service)
+                .build(),
+        )
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page =
+            page.map_err(|e| ProviderError::from_sdk("autoscaling:DescribeAutoScalingGroups", &e))?;
+        groups.extend(page.auto_scaling_groups().iter().map(group_from));
+    }
+    Ok(groups)
+}
+
+fn group_from(g: &aws_sdk_autoscaling::types::AutoScalingGroup) -> Group {
     let size = |v: Option<i32>| u32::try_from(v.unwrap_or(0)).unwrap_or(0);
-    Ok(Some(Group {
-        name: name.to_owned(),
+    Group {
+        name: g.auto_scaling_group_name().unwrap_or_default().to_owned(),
         desired: size(g.desired_capacity()),
         min: size(g.min_size()),
         max: size(g.max_size()),
@@ -239,7 +268,7 @@ pub async fn describe_group(client: &Client, name: &str) -> Result<Option<Group>
             .iter()
             .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or("").to_owned())))
             .collect(),
-    }))
+    }
 }
 
 /// What a new group is made of.

@@ -89,6 +89,15 @@ pub fn ec2_in(config: &SdkConfig, region: &str) -> aws_sdk_ec2::Client {
     )
 }
 
+/// An EC2 Auto Scaling client of `config` that calls `region`.
+pub fn autoscaling_in(config: &SdkConfig, region: &str) -> aws_sdk_autoscaling::Client {
+    aws_sdk_autoscaling::Client::from_conf(
+        aws_sdk_autoscaling::config::Builder::from(config)
+            .region(Region::new(region.to_owned()))
+            .build(),
+    )
+}
+
 /// Where and as whom to call AWS.
 #[derive(Debug, Clone, Default)]
 pub struct AwsSettings {

@@ -188,7 +188,9 @@ pub async fn terminate_instance(client: &Client, instance_id: &str) -> Result<()
 
 /// Deregisters an image and deletes the snapshots behind it (DeregisterImage
 /// alone leaves them, and they are billed). Returns the snapshot ids deleted;
-/// an image or snapshot that is already gone counts as done.
+/// an image or snapshot that is already gone counts as done. A snapshot that
+/// another image still uses (`InvalidSnapshot.InUse`) is kept and left out
+/// of the answer.
 pub async fn delete_image(client: &Client, image_id: &str) -> Result<Vec<String>, ProviderError> {
     let snapshots = match describe_image(client, image_id).await? {
         Some(image) => snapshot_ids(&image),
@@ -199,11 +201,21 @@ pub async fn delete_image(client: &Client, image_id: &str) -> Result<Vec<String>
         Err(e) if not_found(&e) => {}
         Err(e) => return Err(ProviderError::from_sdk("ec2:DeregisterImage", &e)),
     }
-    for snapshot in &snapshots {
-        delete_snapshot(client, snapshot).await?;
+    let mut deleted = Vec::new();
+    for snapshot in snapshots {
+        match delete_snapshot(client, &snapshot).await {
+            Ok(()) => deleted.push(snapshot),
+            Err(e) if e.code.as_deref() == Some(SNAPSHOT_IN_USE) => {
+                tracing::warn!("kept snapshot {snapshot} of {image_id}: {}", e.message);
+            }
+            Err(e) => return Err(e),
+        }
     }
-    Ok(snapshots)
+    Ok(deleted)
 }
+
+/// EC2's answer to a DeleteSnapshot of a snapshot an image still uses.
+pub const SNAPSHOT_IN_USE: &str = "InvalidSnapshot.InUse";
 
 /// Deletes a snapshot; one that is already gone counts as done.
 pub async fn delete_snapshot(client: &Client, snapshot_id: &str) -> Result<(), ProviderError> {

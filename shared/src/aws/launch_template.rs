@@ -284,3 +284,186 @@ fn description(spec: &LaunchSpec) -> String {
         spec.image_id
     )
 }
+
+/// A launch template as listed: its id, name and version numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Its id, `lt-...`.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its default version number.
+    pub default_version: i64,
+    /// Its latest version number.
+    pub latest_version: i64,
+}
+
+/// Every launch template tagged `service=<service>` (deploy-standby tags
+/// the templates it makes so), across every page.
+pub async fn of_service(client: &Client, service: &str) -> Result<Vec<Listed>, ProviderError> {
+    let mut found = Vec::new();
+    let mut pages = client
+        .describe_launch_templates()
+        .filters(super::ec2::filter("tag:service", &[service]))
+        .max_results(200)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| ProviderError::from_sdk("ec2:DescribeLaunchTemplates", &e))?;
+        for t in page.launch_templates() {
+            found.push(Listed {
+                id: t.launch_template_id().unwrap_or_default().to_owned(),
+                name: t.launch_template_name().unwrap_or_default().to_owned(),
+                default_version: t.default_version_number().unwrap_or(1),
+                latest_version: t.latest_version_number().unwrap_or(1),
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// The image each of `versions` of template `id` launches (`3`, `$Latest`,
+/// `$Default`), keyed by version number; a version without an image is left
+/// out. Nothing is sent for an empty list.
+pub async fn images_of_versions(
+    client: &Client,
+    id: &str,
+    versions: &[String],
+) -> Result<BTreeMap<i64, String>, ProviderError> {
+    let mut images = BTreeMap::new();
+    // DescribeLaunchTemplateVersions takes up to 200 versions a call.
+    for chunk in versions.chunks(200) {
+        let out = client
+            .describe_launch_template_versions()
+            .launch_template_id(id)
+            .set_versions(Some(chunk.to_vec()))
+            .send()
+            .await
+            .map_err(|e| ProviderError::from_sdk("ec2:DescribeLaunchTemplateVersions", &e))?;
+        for v in out.launch_template_versions() {
+            if let (Some(number), Some(image)) = (
+                v.version_number(),
+                v.launch_template_data().and_then(|d| d.image_id()),
+            ) {
+                images.insert(number, image.to_owned());
+            }
+        }
+    }
+    Ok(images)
+}
+
+/// The version numbers of template `id`, newest first, across every page.
+pub async fn version_numbers(client: &Client, id: &str) -> Result<Vec<i64>, ProviderError> {
+    let mut numbers = Vec::new();
+    let mut pages = client
+        .describe_launch_template_versions()
+        .launch_template_id(id)
+        .max_results(200)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page =
+            page.map_err(|e| ProviderError::from_sdk("ec2:DescribeLaunchTemplateVersions", &e))?;
+        numbers.extend(
+            page.launch_template_versions()
+                .iter()
+                .filter_map(aws_sdk_ec2::types::LaunchTemplateVersion::version_number),
+        );
+    }
+    numbers.sort_unstable_by(|a, b| b.cmp(a));
+    numbers.dedup();
+    Ok(numbers)
+}
+
+/// Deletes `versions` of template `id` (up to 200 a call); returns the ones
+/// EC2 refused, each with its reason. A version already gone counts as deleted.
+pub async fn delete_versions(
+    client: &Client,
+    id: &str,
+    versions: &[i64],
+) -> Result<Vec<(i64, String)>, ProviderError> {
+    let mut refused = Vec::new();
+    for chunk in versions.chunks(200) {
+        let out = client
+            .delete_launch_template_versions()
+            .launch_template_id(id)
+            .set_versions(Some(chunk.iter().map(ToString::to_string).collect()))
+            .send()
+            .await
+            .map_err(|e| ProviderError::from_sdk("ec2:DeleteLaunchTemplateVersions", &e))?;
+        for r in out.unsuccessfully_deleted_launch_template_versions() {
+            let Some(number) = r.version_number() else {
+                continue;
+            };
+            let error = r.response_error();
+            let code = error.and_then(|e| e.code()).map_or("", |c| c.as_str());
+            if code == "launchTemplateVersionDoesNotExist" {
+                continue;
+            }
+            refused.push((
+                number,
+                format!(
+                    "{code}: {}",
+                    error.and_then(|e| e.message()).unwrap_or("no message")
+                ),
+            ));
+        }
+    }
+    Ok(refused)
+}
+
+/// The versions of launch templates that are in use, and why: each of
+/// `templates`' default and latest version, and the version each of `groups`
+/// launches from and its instances were launched from. Keyed by template id,
+/// then version (a number; `$Latest` or `$Default` only for a group's
+/// template that is not among `templates`).
+pub fn versions_in_use(
+    templates: &[Listed],
+    groups: &[super::autoscaling::Group],
+) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut used: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut mark = |id: &str, version: String, why: String| {
+        used.entry(id.to_owned())
+            .or_default()
+            .entry(version)
+            .or_insert(why);
+    };
+    for t in templates {
+        mark(
+            &t.id,
+            t.default_version.to_string(),
+            format!("the default version of launch template {}", t.name),
+        );
+        mark(
+            &t.id,
+            t.latest_version.to_string(),
+            format!("the latest version of launch template {}", t.name),
+        );
+    }
+    for g in groups {
+        let Some((id, version)) = &g.launch_template else {
+            continue;
+        };
+        let known = templates.iter().find(|t| &t.id == id);
+        let resolve = |v: &str| match (v, known) {
+            ("$Latest", Some(t)) => t.latest_version.to_string(),
+            ("$Default", Some(t)) => t.default_version.to_string(),
+            _ => v.to_owned(),
+        };
+        mark(
+            id,
+            resolve(version),
+            format!("launched from by Auto Scaling group {}", g.name),
+        );
+        for i in &g.instances {
+            if let Some(v) = &i.template_version {
+                mark(
+                    id,
+                    resolve(v),
+                    format!("instance {} of Auto Scaling group {} runs it", i.id, g.name),
+                );
+            }
+        }
+    }
+    used
+}

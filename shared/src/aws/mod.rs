@@ -6,6 +6,7 @@ pub mod config;
 pub mod ec2;
 pub mod elbv2;
 pub mod iam;
+mod keep;
 pub mod launch_template;
 pub mod metric_alarms;
 #[cfg(test)]
@@ -14,8 +15,10 @@ pub mod platform;
 pub mod route53;
 
 pub use config::{
-    check_region, ec2_in, ec2_per_region, load, region_of, AwsSettings, RegionError, DEFAULT_REGION,
+    autoscaling_in, check_region, ec2_in, ec2_per_region, load, region_of, AwsSettings,
+    RegionError, DEFAULT_REGION,
 };
+pub use keep::Keep;
 
 use aws_smithy_types::error::display::DisplayErrorContext;
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 
 use super::{parse_duration, CommonArgs, StepArgs};
+use crate::image::retention::Keep;
 use crate::image::spec::DEFAULT_MARKER;
 
 /// Bake a machine image from a base image and a provisioning script.
@@ -21,6 +22,8 @@ use crate::image::spec::DEFAULT_MARKER;
 /// deadline, SIGINT or SIGTERM the builder is terminated and any half-made
 /// image deregistered with its snapshots; `bake-ami sweep` removes what a
 /// killed run left. The image ids go into the state file (image.amis).
+/// Then the service's images beyond the newest --keep are removed in each
+/// of those regions, with their snapshots, unless still in use.
 ///
 /// Every wait has its own deadline (--wait-stopped, --wait-console,
 /// --wait-image), and --timeout, the deadline of the whole step, caps them
@@ -132,6 +135,13 @@ pub struct BakeArgs {
     /// Bake even when an image baked from the same inputs exists
     #[arg(long, env = "SWITCHYARD_FORCE", value_parser = clap::builder::BoolishValueParser::new())]
     pub force: bool,
+
+    /// How many of the service's images to keep in each region the bake wrote to, newest
+    /// first (a number of 1 or more, or `all`). Older ones are deregistered with their
+    /// snapshots after a successful bake, except images that a launch template version in
+    /// use or the state file names
+    #[arg(long, env = "SWITCHYARD_KEEP", value_parser = Keep::parse, default_value = "5", value_name = "N|all")]
+    pub keep: Keep,
 
     /// Also write a Packer-compatible manifest (builds[].artifact_id "region:ami,..."); appended to
     #[arg(long, env = "SWITCHYARD_MANIFEST", value_name = "FILE")]

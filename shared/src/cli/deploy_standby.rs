@@ -7,6 +7,7 @@ use clap::builder::BoolishValueParser;
 use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use super::{parse_duration, CommonArgs, LockArgs, StepArgs};
+use crate::aws::Keep;
 use crate::stack::asg::HealthCheckType;
 use crate::stack::standby::Color;
 
@@ -283,6 +284,12 @@ pub struct UpArgs {
         value_name = "TEMPLATE"
     )]
     pub endpoint_template: String,
+
+    /// How many versions of each launch template to keep, newest first (a number of 1 or more,
+    /// or `all`). When a deploy writes a new version, older ones are deleted, never the default
+    /// version nor one an Auto Scaling group of the service or its instances use
+    #[arg(long, env = "SWITCHYARD_KEEP_VERSIONS", value_parser = Keep::parse, default_value = "5", value_name = "N|all")]
+    pub keep_versions: Keep,
 }
 
 /// Flags of the rolling strategy.

@@ -9,6 +9,7 @@ use crate::aws::{self, iam};
 use crate::cli::bake_ami::{BakeAmiArgs, BakeArgs, Command as Sub};
 use crate::cli::CommonArgs;
 use crate::image::bake::{self, BakeClients, BakeOptions, BakeReport};
+use crate::image::retention::{self, Keep, RegionClients};
 use crate::image::spec::{BakeSpec, Script, Source};
 use crate::image::sweep::{self, SweepReport};
 use crate::outcome::Failure;
@@ -72,7 +73,10 @@ impl Command for BakeAmi {
     }
 
     fn policy(settings: &Settings) -> iam::Policy {
-        crate::image::policy(matches!(settings, Settings::Sweep { .. }))
+        match settings {
+            Settings::Sweep { .. } => crate::image::policy(true, false),
+            Settings::Bake { args, .. } => crate::image::policy(false, args.keep != Keep::All),
+        }
     }
 
     async fn run(settings: Settings, step: &mut Step) -> Result<Report, Failure> {
@@ -93,7 +97,33 @@ impl Command for BakeAmi {
                 env.set("SWITCHYARD_SERVICE", &spec.service);
                 env.set("SWITCHYARD_VERSION", &spec.version);
                 step.hooks.before_change(&env).await?;
-                let report = bake::bake(&clients, &spec, &opts, &step.state, &step.cancel).await?;
+                let mut report =
+                    bake::bake(&clients, &spec, &opts, &step.state, &step.cancel).await?;
+                if args.keep != Keep::All {
+                    let regions: Vec<String> = std::iter::once(home.clone())
+                        .chain(spec.copy_to.iter().cloned())
+                        .collect();
+                    let retention = retention::retire(
+                        &RegionClients::new(&config, &regions),
+                        &spec.service,
+                        args.keep,
+                        &report.amis,
+                        (opts.dry_run, opts.dry_run && !report.reused),
+                        &step.state,
+                    )
+                    .await?;
+                    let mut lines = retention.lines(opts.dry_run);
+                    if lines.is_empty() && opts.dry_run {
+                        lines.push(format!(
+                            "remove no image of {}: none beyond the newest {} in {}",
+                            spec.service,
+                            args.keep,
+                            regions.join(", ")
+                        ));
+                    }
+                    report.plan.extend(lines);
+                    report.retention = Some(Box::new(retention));
+                }
                 step.hooks.set(
                     "SWITCHYARD_AMI",
                     report.amis.get(&home).map_or("", String::as_str),

@@ -270,6 +270,7 @@ fn settings(args: DeployStandbyArgs) -> Result<Settings, Failure> {
         port: up.port,
         endpoint_template: up.endpoint_template.clone(),
         termination_hook,
+        keep_versions: up.keep_versions,
         ..AsgSettings::default()
     };
     let retire_gate = retire_gate(&args)?;

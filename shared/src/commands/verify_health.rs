@@ -126,21 +126,28 @@ impl Command for VerifyHealth {
                 members,
                 spec,
             } => {
-                if step.dry_run {
-                    return Ok(Plan::dry_run(
-                        members
-                            .iter()
-                            .map(|m| {
-                                format!(
-                                    "would ensure a {:?} health check of {}:{}{} for {} and associate it with its record set",
-                                    spec.kind, m.host, m.port, m.path, m.set_id
-                                )
-                            })
-                            .collect(),
-                    )
-                    .into());
-                }
                 let client = aws_sdk_route53::Client::new(&aws::load(&step.aws).await);
+                if step.dry_run {
+                    let mut lines: Vec<String> = members
+                        .iter()
+                        .map(|m| {
+                            format!(
+                                "would ensure a {:?} health check of {}:{}{} for {} and associate it with its record set",
+                                spec.kind, m.host, m.port, m.path, m.set_id
+                            )
+                        })
+                        .collect();
+                    for (set_id, old, ours) in
+                        checks::would_replace(&client, &group, &members, &spec).await?
+                    {
+                        lines.push(if ours {
+                            format!("would delete health check {old}, which {set_id} would no longer use")
+                        } else {
+                            format!("would keep health check {old}, which {set_id} would no longer use: switchyard did not create it")
+                        });
+                    }
+                    return Ok(Plan::dry_run(lines).into());
+                }
                 let report = checks::ensure(
                     &client,
                     &group,

@@ -337,6 +337,10 @@ pub struct EnsuredCheck {
     /// The check it replaced on the record set, if any (no longer used by it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replaced: Option<String>,
+    /// Whether the replaced check was deleted: switchyard made it (its
+    /// CallerReference says so) and no record set of the group uses it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replaced_deleted: bool,
 }
 
 /// What `ensure` did.
@@ -375,6 +379,16 @@ impl EnsureReport {
                 after: Some(c.health_check_id.clone().into()),
                 reference: self.change.clone(),
             });
+        }
+        for c in self.checks.iter().filter(|c| c.replaced_deleted) {
+            if let Some(old) = &c.replaced {
+                entry = entry.change(Change {
+                    resource: format!("route53:healthcheck/{old}"),
+                    before: Some(format!("replaced on {}#{}", self.route, c.set_id).into()),
+                    after: Some("deleted".into()),
+                    reference: None,
+                });
+            }
         }
         doc.record(entry);
         file.save(&mut doc).await
@@ -428,6 +442,7 @@ pub async fn ensure(
             health_check_id: id,
             created,
             associated,
+            replaced_deleted: false,
         });
     }
     let change = if changes.is_empty() {
@@ -450,11 +465,98 @@ pub async fn ensure(
         .await?;
         Some(submitted.id)
     };
+    // The record sets no longer use the replaced checks (the change is
+    // INSYNC): the ones switchyard made go, so they are not billed forever.
+    let still_used: Vec<String> = checks.iter().map(|c| c.health_check_id.clone()).collect();
+    for c in &mut checks {
+        let Some(old) = c.replaced.clone() else {
+            continue;
+        };
+        if still_used.contains(&old) || !made_by_switchyard(&existing, &old) {
+            continue;
+        }
+        c.replaced_deleted = delete_check(client, &old).await?;
+    }
     Ok(EnsureReport {
         route,
         checks,
         change,
     })
+}
+
+/// Whether check `id` is one switchyard created (its CallerReference is one
+/// of [`caller_reference`]'s), among `existing`.
+pub fn made_by_switchyard(existing: &[(String, String)], id: &str) -> bool {
+    existing
+        .iter()
+        .any(|(reference, i)| i == id && reference.starts_with("switchyard-"))
+}
+
+/// Deletes health check `id`; one already gone counts as deleted. One that
+/// a record set still uses (`HealthCheckInUse`, e.g. outside the group) is
+/// kept: returns false.
+pub async fn delete_check(client: &Client, id: &str) -> Result<bool, ProviderError> {
+    match client
+        .delete_health_check()
+        .health_check_id(id)
+        .send()
+        .await
+    {
+        Ok(_) => {
+            tracing::info!("deleted Route53 health check {id}, which no record set uses any more");
+            Ok(true)
+        }
+        Err(e) => {
+            let code = e
+                .as_service_error()
+                .and_then(aws_smithy_types::error::metadata::ProvideErrorMetadata::code);
+            match code {
+                Some("NoSuchHealthCheck") => Ok(true),
+                Some("HealthCheckInUse") => {
+                    tracing::warn!("kept Route53 health check {id}: a record set still uses it");
+                    Ok(false)
+                }
+                _ => Err(ProviderError::from_sdk("route53:DeleteHealthCheck", &e)),
+            }
+        }
+    }
+}
+
+/// What `ensure` would replace: per member whose record set uses another
+/// check than the one its settings name, that check's id, and whether
+/// switchyard made it (and so would delete it). Reads only.
+pub async fn would_replace(
+    client: &Client,
+    group: &RecordGroup,
+    members: &[Member],
+    spec: &CheckSpec,
+) -> Result<Vec<(String, String, bool)>, HealthCheckError> {
+    let (zone_id, _, sets) = group.read(client).await?;
+    let name = api::normalize_name(&group.name);
+    let existing = existing_checks(client).await?;
+    let mut out = Vec::new();
+    for m in members {
+        let reference = caller_reference(&zone_id, &name, m, spec);
+        let wanted = existing
+            .iter()
+            .find(|(r, _)| *r == reference)
+            .map(|(_, id)| id.as_str());
+        let Some(old) = sets
+            .iter()
+            .find(|s| s.set_identifier() == Some(m.set_id.as_str()))
+            .and_then(|s| s.health_check_id())
+        else {
+            continue;
+        };
+        if wanted != Some(old) {
+            out.push((
+                m.set_id.clone(),
+                old.to_owned(),
+                made_by_switchyard(&existing, old),
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// The check of `member` (found by its CallerReference among `existing`, see
@@ -611,6 +713,9 @@ impl StepReport for EnsureReport {
             );
             if let Some(old) = &c.replaced {
                 let _ = write!(t, "; replaced {old}, which this record no longer uses");
+                if c.replaced_deleted {
+                    let _ = write!(t, " (deleted)");
+                }
             }
             t.push('\n');
         }
@@ -724,6 +829,12 @@ pub fn policy(zone_id: &str, create: bool) -> crate::aws::iam::Policy {
             &["route53:CreateHealthCheck", "route53:ListHealthChecks"],
             ["*"],
         );
+        // The checks it replaced, once no record set uses them.
+        policy.allow(
+            "DeleteReplacedHealthChecks",
+            &["route53:DeleteHealthCheck"],
+            [arn::ROUTE53_HEALTH_CHECKS],
+        );
     }
     policy
 }
@@ -731,6 +842,58 @@ pub fn policy(zone_id: &str, create: bool) -> crate::aws::iam::Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replaced_check_in_use_is_kept_one_gone_counts_as_deleted_and_throttling_is_retried()
+    {
+        use aws_sdk_route53::operation::delete_health_check::DeleteHealthCheckOutput;
+        use aws_smithy_mocks::{mock, mock_client, RuleMode};
+
+        use crate::aws::mocked::route53_error;
+        let refused = |code: &'static str, status: u16| {
+            move || {
+                aws_smithy_runtime_api::http::Response::new(
+                    aws_smithy_runtime_api::http::StatusCode::try_from(status).unwrap(),
+                    aws_smithy_types::body::SdkBody::from(route53_error(code, "as Route53 says")),
+                )
+            }
+        };
+        let in_use = mock!(aws_sdk_route53::Client::delete_health_check)
+            .match_requests(|r| r.health_check_id() == Some("hc-used"))
+            .then_http_response(refused("HealthCheckInUse", 400));
+        let gone = mock!(aws_sdk_route53::Client::delete_health_check)
+            .match_requests(|r| r.health_check_id() == Some("hc-gone"))
+            .then_http_response(refused("NoSuchHealthCheck", 404));
+        let throttled = mock!(aws_sdk_route53::Client::delete_health_check)
+            .match_requests(|r| r.health_check_id() == Some("hc-old"))
+            .sequence()
+            .http_status(400, Some(route53_error("Throttling", "Rate exceeded")))
+            .times(2)
+            .output(|| DeleteHealthCheckOutput::builder().build())
+            .build();
+        let denied = mock!(aws_sdk_route53::Client::delete_health_check)
+            .match_requests(|r| r.health_check_id() == Some("hc-denied"))
+            .then_http_response(refused("AccessDenied", 403));
+        let client = mock_client!(
+            aws_sdk_route53,
+            RuleMode::MatchAny,
+            &[&in_use, &gone, &throttled, &denied],
+            |c| c.retry_config(crate::aws::config::retry_policy())
+        );
+        assert!(!delete_check(&client, "hc-used").await.unwrap());
+        assert!(delete_check(&client, "hc-gone").await.unwrap());
+        assert!(delete_check(&client, "hc-old").await.unwrap());
+        assert_eq!(throttled.num_calls(), 3);
+        let err = delete_check(&client, "hc-denied").await.unwrap_err();
+        assert_eq!(err.operation, "route53:DeleteHealthCheck");
+        let existing = vec![
+            ("switchyard-0123".to_owned(), "hc-ours".to_owned()),
+            ("terraform-1".to_owned(), "hc-theirs".to_owned()),
+        ];
+        assert!(made_by_switchyard(&existing, "hc-ours"));
+        assert!(!made_by_switchyard(&existing, "hc-theirs"));
+        assert!(!made_by_switchyard(&existing, "hc-unknown"));
+    }
 
     fn spec(kind: CheckKind) -> CheckSpec {
         CheckSpec {

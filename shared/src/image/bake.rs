@@ -168,6 +168,9 @@ pub struct BakeReport {
     pub manifest: Option<String>,
     /// How long it took.
     pub timings: Timings,
+    /// The service's older images removed (`--keep`), or in a dry run to be.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Box<super::retention::Retention>>,
 }
 
 impl StepReport for BakeReport {
@@ -220,6 +223,13 @@ impl StepReport for BakeReport {
             ("input-hash".into(), self.input_hash.clone()),
             ("reused".into(), self.reused.to_string()),
             ("bake-id".into(), self.bake_id.clone().unwrap_or_default()),
+            (
+                "retired".into(),
+                self.retention
+                    .as_ref()
+                    .map_or(0, |r| r.retired.len())
+                    .to_string(),
+            ),
         ]
     }
 
@@ -234,6 +244,19 @@ impl StepReport for BakeReport {
             let _ = writeln!(text, "| {region} | `{ami}` |");
         }
         let _ = writeln!(text, "\ninput hash `{}`", self.input_hash);
+        if let Some(r) = self.retention.as_ref().filter(|r| !r.retired.is_empty()) {
+            let _ = writeln!(
+                text,
+                "\n{} {} older image(s) beyond the newest {}",
+                if self.dry_run {
+                    "would remove"
+                } else {
+                    "removed"
+                },
+                r.retired.len(),
+                r.keep
+            );
+        }
         text
     }
 }
@@ -341,6 +364,7 @@ impl Run<'_> {
             plan: Vec::new(),
             manifest: self.opts.manifest.as_ref().map(|p| p.display().to_string()),
             timings: Timings::default(),
+            retention: None,
         }
     }
 

@@ -23,14 +23,17 @@
 
 pub mod bake;
 pub mod manifest;
+pub mod retention;
 pub mod spec;
 pub mod sweep;
 
-/// The IAM policy of a bake (`sweep` false) or of a sweep. EC2's image and
-/// instance calls here have no useful resource level before the resources
-/// exist, so they name `*`; a policy can narrow them with tag conditions
-/// (`switchyard:bake-id`).
-pub fn policy(sweep: bool) -> crate::aws::iam::Policy {
+/// The IAM policy of a bake (`sweep` false) or of a sweep; `retention`: a
+/// bake that removes the service's older images (`--keep N`), which reads
+/// launch templates and Auto Scaling groups to spare images in use. EC2's
+/// image and instance calls here have no useful resource level before the
+/// resources exist, so they name `*`; a policy can narrow them with tag
+/// conditions (`switchyard:bake-id`, `switchyard:service`).
+pub fn policy(sweep: bool, retention: bool) -> crate::aws::iam::Policy {
     let mut policy = crate::aws::iam::Policy::new();
     policy.allow(
         "Read",
@@ -59,6 +62,17 @@ pub fn policy(sweep: bool) -> crate::aws::iam::Policy {
                 "ec2:GetConsoleOutput",
                 "ec2:CreateImage",
                 "ec2:CopyImage",
+            ],
+            ["*"],
+        );
+    }
+    if retention && !sweep {
+        policy.allow(
+            "RetainImages",
+            &[
+                "ec2:DescribeLaunchTemplates",
+                "ec2:DescribeLaunchTemplateVersions",
+                "autoscaling:DescribeAutoScalingGroups",
             ],
             ["*"],
         );

@@ -34,7 +34,7 @@ use crate::aws::elbv2::{self, Target};
 use crate::aws::launch_template::{self as lt, LaunchSpec};
 use crate::aws::metric_alarms::{self, CpuAlarm};
 use crate::aws::platform::{self, Launch, Platform};
-use crate::aws::ProviderError;
+use crate::aws::{Keep, ProviderError};
 use crate::wait::progress::Pace;
 use crate::wait::{self, Backoff, WaitEnd};
 
@@ -152,6 +152,8 @@ pub struct AsgSettings {
     pub termination_hook: Option<TerminationHook>,
     /// Delays between polls.
     pub backoff: Backoff,
+    /// How many versions of the template to keep when a new one is written.
+    pub keep_versions: Keep,
 }
 
 /// The `EC2_INSTANCE_TERMINATING` lifecycle hook that holds a terminating
@@ -260,6 +262,7 @@ impl Default for AsgSettings {
             endpoint_template: "{ip}:{port}".to_owned(),
             termination_hook: Some(TerminationHook::default()),
             backoff: Backoff::ASG_INSTANCES,
+            keep_versions: Keep::DEFAULT,
         }
     }
 }
@@ -481,7 +484,7 @@ impl AsgDriver {
                 spec.region
             )));
         }
-        let (template_id, version) = self
+        let (template_id, version, written) = self
             .converge_template(&name, (&launch, base.as_ref()), changes)
             .await?;
         let target = GroupTarget {
@@ -504,6 +507,10 @@ impl AsgDriver {
         }
         self.converge_scaling(&name, group.is_some(), changes)
             .await?;
+        if let (true, Some(id)) = (written, &template_id) {
+            self.prune_versions(spec, (&name, id, version), changes)
+                .await?;
+        }
         Ok(Converged {
             group: name,
             desired,
@@ -514,13 +521,14 @@ impl AsgDriver {
 
     /// Makes sure the latest version of template `name` launches `launch`,
     /// and that it is the default; returns the template id (unknown in a plan
-    /// that creates it) and the version.
+    /// that creates it), the version, and whether that version is new in an
+    /// existing template (or, in a plan, would be).
     async fn converge_template(
         &self,
         name: &str,
         (launch, base): (&LaunchSpec, Option<&Launch>),
         changes: &mut Changes,
-    ) -> Result<(Option<String>, i64), StackError> {
+    ) -> Result<(Option<String>, i64, bool), StackError> {
         let user_data = self.settings.user_data.as_deref();
         let what = describe_launch(launch);
         let template = lt::find(&self.clients.ec2, name).await?;
@@ -573,7 +581,101 @@ impl AsgDriver {
                 lt::set_default_version(&self.clients.ec2, id, version).await?;
             }
         }
-        Ok((template_id, version))
+        let written = template.as_ref().is_some_and(|t| t.latest != *launch);
+        Ok((template_id, version, written))
+    }
+
+    /// After a new version of template `name` (`id`) was written (or, in a
+    /// plan, would be), deletes the versions beyond the newest
+    /// `keep_versions`, never the default (`version`, the new one) nor one a
+    /// group of the service or its instances use. A refusal is reported in
+    /// the changes and the log; it does not fail the deploy.
+    async fn prune_versions(
+        &self,
+        spec: &StackSpec,
+        (name, id, version): (&str, &str, i64),
+        changes: &mut Changes,
+    ) -> Result<(), StackError> {
+        let Some(count) = self.settings.keep_versions.count() else {
+            return Ok(());
+        };
+        let mut numbers = lt::version_numbers(&self.clients.ec2, id).await?;
+        if !numbers.contains(&version) {
+            // A plan: the version it would write is the newest.
+            numbers.insert(0, version);
+        }
+        if numbers.len() <= count {
+            return Ok(());
+        }
+        let template = lt::Listed {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            default_version: version,
+            latest_version: numbers[0],
+        };
+        let mut groups = asg::groups_of_service(&self.clients.autoscaling, &spec.service).await?;
+        for g in &mut groups {
+            // This group launches from the new version once converged.
+            if g.name == name {
+                g.launch_template = Some((id.to_owned(), version.to_string()));
+            }
+        }
+        let in_use = lt::versions_in_use(std::slice::from_ref(&template), &groups)
+            .remove(id)
+            .unwrap_or_default();
+        let mut old = Vec::new();
+        for v in numbers.iter().skip(count) {
+            match in_use.get(&v.to_string()) {
+                Some(why) => tracing::info!(
+                    "keep launch template {name} version {v} beyond the newest {count}: {why}"
+                ),
+                None => old.push(*v),
+            }
+        }
+        if old.is_empty() {
+            return Ok(());
+        }
+        let list = |vs: &[i64]| {
+            vs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if !changes.apply {
+            changes.note(format!(
+                "delete launch template {name} version(s) {} (beyond the newest {count}, none in use)",
+                list(&old)
+            ));
+            return Ok(());
+        }
+        // Housekeeping: the deploy itself is done, so a refused call is
+        // reported, not a failure of the step.
+        let refused = match lt::delete_versions(&self.clients.ec2, id, &old).await {
+            Ok(refused) => refused,
+            Err(e) => {
+                tracing::warn!("launch template {name}: {e}");
+                changes.note(format!(
+                    "could not delete launch template {name} version(s) {}: {e}",
+                    list(&old)
+                ));
+                return Ok(());
+            }
+        };
+        let deleted: Vec<i64> = old
+            .iter()
+            .copied()
+            .filter(|v| !refused.iter().any(|(r, _)| r == v))
+            .collect();
+        if !deleted.is_empty() {
+            changes.note(format!(
+                "delete launch template {name} version(s) {} (beyond the newest {count}, none in use)",
+                list(&deleted)
+            ));
+        }
+        for (v, why) in refused {
+            tracing::warn!("launch template {name} version {v} was not deleted: {why}");
+        }
+        Ok(())
     }
 
     async fn create_group(&self, t: &GroupTarget, changes: &mut Changes) -> Result<(), StackError> {

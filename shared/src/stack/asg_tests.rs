@@ -834,3 +834,124 @@ fn error_body(code: &str, message: &str) -> String {
         message,
     )
 }
+
+#[tokio::test(start_paused = true)]
+async fn keep_versions_deletes_old_versions_but_not_one_an_instance_runs_and_reports_refusals() {
+    let (list, versions) = template_rules("ami-old");
+    // Every version of the template: 1 to 4 (4 the one this run writes).
+    let all_versions = mock!(aws_sdk_ec2::Client::describe_launch_template_versions)
+        .match_requests(|r| r.versions().is_empty())
+        .then_output(|| {
+            DescribeLaunchTemplateVersionsOutput::builder()
+                .set_launch_template_versions(Some(
+                    (1..=4)
+                        .map(|n| {
+                            LaunchTemplateVersion::builder()
+                                .launch_template_id(TEMPLATE)
+                                .version_number(n)
+                                .build()
+                        })
+                        .collect(),
+                ))
+                .build()
+        });
+    let create = mock!(aws_sdk_ec2::Client::create_launch_template_version).then_output(|| {
+        CreateLaunchTemplateVersionOutput::builder()
+            .launch_template_version(
+                LaunchTemplateVersion::builder()
+                    .launch_template_id(TEMPLATE)
+                    .version_number(4)
+                    .build(),
+            )
+            .build()
+    });
+    let default = mock!(aws_sdk_ec2::Client::modify_launch_template)
+        .then_output(|| ModifyLaunchTemplateOutput::builder().build());
+    // Versions 3 and 1 go (version 2 is what an instance of the group still
+    // runs); EC2 refuses version 3.
+    let delete = delete_3_and_1_refusing_3();
+    let of_service = mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_groups)
+        .match_requests(|r| !r.filters().is_empty())
+        .then_output(|| {
+            group(vec![instance_at(
+                "i-9",
+                LifecycleState::InService,
+                "Healthy",
+                "2",
+            )])
+        });
+    let groups =
+        mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_groups).then_output(|| {
+            group(vec![
+                instance_at("i-1", LifecycleState::InService, "Healthy", "4"),
+                instance_at("i-2", LifecycleState::InService, "Healthy", "4"),
+            ])
+        });
+    let update = mock!(aws_sdk_autoscaling::Client::update_auto_scaling_group).then_output(|| {
+        aws_sdk_autoscaling::operation::update_auto_scaling_group::UpdateAutoScalingGroupOutput::builder().build()
+    });
+    let mut s = settings();
+    s.keep_versions = crate::aws::Keep::parse("1").unwrap();
+    let driver = driver(
+        &[
+            &all_versions,
+            &list,
+            &versions,
+            &create,
+            &default,
+            &delete,
+            &ips(),
+        ],
+        &[&of_service, &groups, &update],
+        s,
+    );
+    let plan = driver.plan(&spec("ami-new")).await.unwrap();
+    assert!(
+        plan.contains(&"delete launch template go-auth-green version(s) 3, 1 (beyond the newest 1, none in use)".to_owned()),
+        "{plan:?}"
+    );
+    assert_eq!(delete.num_calls(), 0, "a plan changes nothing");
+    let status = driver.up(&spec("ami-new"), &wait_for(600)).await.unwrap();
+    assert_eq!(delete.num_calls(), 1);
+    assert!(
+        status.changes.contains(
+            &"delete launch template go-auth-green version(s) 1 (beyond the newest 1, none in use)"
+                .to_owned()
+        ),
+        "only what EC2 deleted: {:?}",
+        status.changes
+    );
+}
+
+/// DeleteLaunchTemplateVersions of versions 3 and 1: 1 deleted, 3 refused.
+fn delete_3_and_1_refusing_3() -> Rule {
+    use aws_sdk_ec2::operation::delete_launch_template_versions::DeleteLaunchTemplateVersionsOutput;
+    use aws_sdk_ec2::types::{
+        DeleteLaunchTemplateVersionsResponseErrorItem,
+        DeleteLaunchTemplateVersionsResponseSuccessItem, ResponseError,
+    };
+    mock!(aws_sdk_ec2::Client::delete_launch_template_versions)
+        .match_requests(|r| r.launch_template_id() == Some(TEMPLATE) && r.versions() == ["3", "1"])
+        .then_output(|| {
+            DeleteLaunchTemplateVersionsOutput::builder()
+                .successfully_deleted_launch_template_versions(
+                    DeleteLaunchTemplateVersionsResponseSuccessItem::builder()
+                        .launch_template_id(TEMPLATE)
+                        .version_number(1)
+                        .build(),
+                )
+                .unsuccessfully_deleted_launch_template_versions(
+                    DeleteLaunchTemplateVersionsResponseErrorItem::builder()
+                        .launch_template_id(TEMPLATE)
+                        .version_number(3)
+                        .response_error(
+                            ResponseError::builder()
+                                .code("unexpectedError".into())
+                                .message("try again later")
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+        })
+}

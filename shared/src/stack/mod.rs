@@ -234,6 +234,8 @@ pub fn asg_policy(retire: bool) -> crate::aws::iam::Policy {
             "ec2:CreateLaunchTemplate",
             "ec2:CreateLaunchTemplateVersion",
             "ec2:ModifyLaunchTemplate",
+            // --keep-versions: versions beyond the newest N.
+            "ec2:DeleteLaunchTemplateVersions",
             "ec2:DescribeInstances",
             "ec2:DescribeImages",
             // A group launching from a template launches as its caller.

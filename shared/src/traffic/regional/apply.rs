@@ -73,6 +73,7 @@ pub async fn apply(
     refuse_unasked_prune(routes, &plans, options.prune)?;
 
     if options.dry_run {
+        mark_replaced(routes, &current, &existing, &mut check_lines);
         let batches = planned_batches(routes, &plans);
         let kept = kept_all(routes, &current, options.reset_weights);
         return Ok(report(
@@ -120,12 +121,68 @@ pub async fn apply(
         });
     }
     read_back(client, routes, &plans, &ids, !options.reset_weights).await?;
+    // The records use the new checks now: the replaced ones switchyard made go.
+    mark_replaced(routes, &current, &existing, &mut check_lines);
+    delete_replaced(client, &mut check_lines, &mut doc).await?;
 
     let kept = kept_all(routes, &current, options.reset_weights);
     let report = report(routes, &plans, &ids, &kept, check_lines, batches, false);
     record_routes(&mut doc, routes, &report);
     file.save(&mut doc).await?;
     Ok(report)
+}
+
+/// Marks each member whose record set uses another check than its new one
+/// with the old one, and whether it goes: switchyard made it and no member
+/// of the spec keeps it.
+fn mark_replaced(
+    routes: &Routes,
+    current: &[Vec<ResourceRecordSet>],
+    existing: &[(String, String)],
+    lines: &mut [CheckLine],
+) {
+    let kept: Vec<String> = lines.iter().map(|l| l.health_check_id.clone()).collect();
+    for l in lines.iter_mut() {
+        let Some(i) = routes.groups.iter().position(|g| g.route() == l.route) else {
+            continue;
+        };
+        let old = current[i]
+            .iter()
+            .find(|s| s.set_identifier() == Some(l.set_id.as_str()))
+            .and_then(ResourceRecordSet::health_check_id);
+        if let Some(old) = old.filter(|o| *o != l.health_check_id) {
+            l.replaced = Some(old.to_owned());
+            l.replaced_deleted =
+                !kept.iter().any(|k| k == old) && checks::made_by_switchyard(existing, old);
+        }
+    }
+}
+
+/// Deletes the replaced checks marked to go; journals them.
+async fn delete_replaced(
+    client: &Client,
+    lines: &mut [CheckLine],
+    doc: &mut StateDocument,
+) -> Result<(), RouteError> {
+    let mut entry = JournalEntry::new(steps::SWITCHYARD, "health-checks-deleted", Outcome::Ok);
+    let mut any = false;
+    for l in lines.iter_mut().filter(|l| l.replaced_deleted) {
+        let old = l.replaced.clone().unwrap_or_default();
+        l.replaced_deleted = checks::delete_check(client, &old).await?;
+        if l.replaced_deleted {
+            any = true;
+            entry = entry.change(Change {
+                resource: format!("route53:healthcheck/{old}"),
+                before: Some(format!("replaced on {}#{}", l.route, l.set_id).into()),
+                after: Some("deleted".into()),
+                reference: None,
+            });
+        }
+    }
+    if any {
+        doc.record(entry.detail("health checks replaced and no longer used"));
+    }
+    Ok(())
 }
 
 /// Reads every group, refusing a route whose shift is unfinished or whose
@@ -397,6 +454,14 @@ pub fn policy(routes: &Routes, apply: bool) -> crate::aws::iam::Policy {
         &["route53:ListHealthChecks"]
     };
     policy.allow("HealthChecks", checks, ["*"]);
+    if apply {
+        // The checks it replaced, once no record of the spec uses them.
+        policy.allow(
+            "DeleteReplacedHealthChecks",
+            &["route53:DeleteHealthCheck"],
+            [arn::ROUTE53_HEALTH_CHECKS],
+        );
+    }
     policy
 }
 

@@ -354,6 +354,8 @@ pub(super) fn known_checks(
                 created: found.is_none(),
                 health_check_id: found.unwrap_or_default(),
                 detail: describe_check(cm, spec),
+                replaced: None,
+                replaced_deleted: false,
             });
         }
         ids.push(map);
@@ -482,6 +484,13 @@ pub struct CheckLine {
     pub created: bool,
     /// What it checks.
     pub detail: String,
+    /// The check the member's record set used before, when this replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<String>,
+    /// Whether the replaced check was (or, in a dry run, would be) deleted:
+    /// switchyard made it and no record of the spec uses it any more.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replaced_deleted: bool,
 }
 
 /// One submitted change batch.
@@ -539,6 +548,17 @@ impl StepReport for ApplyReport {
                     format!(" ({})", c.health_check_id)
                 }
             );
+        }
+        for c in &self.health_checks {
+            if let (Some(old), true) = (&c.replaced, c.replaced_deleted) {
+                let _ = writeln!(
+                    t,
+                    "{} health check {old}, which {} of {} no longer uses",
+                    verb("deleted", "would delete"),
+                    c.set_id,
+                    c.route
+                );
+            }
         }
         for g in &self.groups {
             let _ = writeln!(t, "{} ({}):", g.route, g.policy.as_str());
