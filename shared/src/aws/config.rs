@@ -153,11 +153,24 @@ pub async fn load(settings: &AwsSettings) -> SdkConfig {
         })
         .retry_config(retry_policy())
         .timeout_config(timeouts());
-    if let Some(region) = &settings.region {
-        loader = loader.region(Region::new(region.clone()));
+    // Where the environment already answers what the standard chains would
+    // find first (a region in AWS_REGION or AWS_DEFAULT_REGION, keys in
+    // AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), the rest of the chain is
+    // not built: no profile files read for them, no IMDS, ECS or web identity
+    // clients made. With --profile the chains run as the SDK orders them.
+    let region = settings
+        .region
+        .clone()
+        .or_else(|| settings.profile.is_none().then(env_region).flatten());
+    if let Some(region) = region {
+        loader = loader.region(Region::new(region));
     }
     if let Some(profile) = &settings.profile {
         loader = loader.profile_name(profile);
+    } else if env_keys() {
+        loader = loader.credentials_provider(
+            aws_config::environment::credentials::EnvironmentVariableCredentialsProvider::new(),
+        );
     }
     let config = loader.load().await;
     if config.region().is_some() {
@@ -167,6 +180,21 @@ pub async fn load(settings: &AwsSettings) -> SdkConfig {
         .into_builder()
         .region(Region::from_static(DEFAULT_REGION))
         .build()
+}
+
+/// The region the SDK's environment provider would read first.
+fn env_region() -> Option<String> {
+    ["AWS_REGION", "AWS_DEFAULT_REGION"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok())
+        .find(|v| !v.trim().is_empty())
+}
+
+/// Whether the environment holds access keys (the credential chain's first link).
+fn env_keys() -> bool {
+    ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+        .iter()
+        .all(|k| std::env::var(k).is_ok_and(|v| !v.trim().is_empty()))
 }
 
 /// Whether every endpoint a step calls is plain `http://`, as the
