@@ -86,6 +86,23 @@ impl Route53Router {
         Ok(with_leases(sets))
     }
 
+    /// The group's record sets, noting the lease records listed on the same
+    /// pages (right after the group) for the next [`Self::seen_or_read_leases`].
+    async fn list_group_seeing_leases(&self) -> Result<Vec<ResourceRecordSet>, TrafficError> {
+        let lock = self.lock_name();
+        let (sets, leases) = api::list_group_and(
+            &self.client,
+            &self.zone_id,
+            (&self.name, &self.rtype),
+            Some((&lock, &RrType::Txt)),
+        )
+        .await?;
+        if let Ok(mut seen) = self.leases_seen.lock() {
+            *seen = leases;
+        }
+        Ok(sets)
+    }
+
     /// The lease records as the last `read` saw them, if it did (once), or
     /// as read now.
     async fn seen_or_read_leases(
@@ -175,17 +192,7 @@ impl Router for Route53Router {
     }
 
     async fn read(&self) -> Result<Group, TrafficError> {
-        let lock = self.lock_name();
-        let (sets, leases) = api::list_group_and(
-            &self.client,
-            &self.zone_id,
-            (&self.name, &self.rtype),
-            Some((&lock, &RrType::Txt)),
-        )
-        .await?;
-        if let Ok(mut seen) = self.leases_seen.lock() {
-            *seen = leases;
-        }
+        let sets = self.list_group_seeing_leases().await?;
         if sets.is_empty() {
             return Err(TrafficError::NoSuchGroup(self.id()));
         }
@@ -398,18 +405,8 @@ impl Route53Router {
         lease: &Lease,
         refused: crate::aws::ProviderError,
     ) -> Result<Applied, TrafficError> {
-        let lock = self.lock_name();
-        let (sets, seen) = api::list_group_and(
-            &self.client,
-            &self.zone_id,
-            (&self.name, &self.rtype),
-            Some((&lock, &RrType::Txt)),
-        )
-        .await?;
-        let leases = match seen {
-            Some(sets) => with_leases(sets),
-            None => self.read_leases().await?,
-        };
+        let sets = self.list_group_seeing_leases().await?;
+        let leases = self.seen_or_read_leases().await?;
         let held: Vec<Lease> = leases.into_iter().filter_map(|(_, l)| l).collect();
         let set_as_sent =
             sets.iter().all(
