@@ -269,3 +269,298 @@ async fn a_batch_that_fails_its_check_rolls_the_group_back() {
         assert_eq!(images(&moto, &now), BTreeSet::from([OLD_IMAGE.to_owned()]));
     }
 }
+
+/// Groups for the rolling campaigns, made in process with the SDK (the aws
+/// CLI takes most of a second a call, and a campaign makes dozens): each a
+/// launch template on OLD_IMAGE and a group of three behind one target group.
+struct Groups {
+    rt: tokio::runtime::Runtime,
+    ec2: aws_sdk_ec2::Client,
+    asg: aws_sdk_autoscaling::Client,
+    target_group: String,
+}
+
+impl Groups {
+    fn new(moto: &Moto) -> Self {
+        let config = sdk_config(&moto.direct_endpoint(), "us-east-1");
+        let rt = crate::fixture::runtime();
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        let elbv2 = aws_sdk_elasticloadbalancingv2::Client::new(&config);
+        let target_group = rt.block_on(async {
+            let vpc = ec2.describe_vpcs().send().await.unwrap().vpcs()[0]
+                .vpc_id()
+                .unwrap()
+                .to_owned();
+            elbv2
+                .create_target_group()
+                .name("rolling")
+                .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+                .port(8080)
+                .vpc_id(vpc)
+                .send()
+                .await
+                .unwrap()
+                .target_groups()[0]
+                .target_group_arn()
+                .unwrap()
+                .to_owned()
+        });
+        Self {
+            rt,
+            ec2,
+            asg: aws_sdk_autoscaling::Client::new(&config),
+            target_group,
+        }
+    }
+
+    /// Group `name` of three instances on OLD_IMAGE; returns their ids.
+    fn create(&self, name: &str) -> BTreeSet<String> {
+        use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
+        use aws_sdk_ec2::types::{InstanceType, RequestLaunchTemplateData};
+        self.rt.block_on(async {
+            self.ec2
+                .create_launch_template()
+                .launch_template_name(name)
+                .launch_template_data(
+                    RequestLaunchTemplateData::builder()
+                        .image_id(OLD_IMAGE)
+                        .instance_type(InstanceType::T3Micro)
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap();
+            self.asg
+                .create_auto_scaling_group()
+                .auto_scaling_group_name(name)
+                .launch_template(
+                    LaunchTemplateSpecification::builder()
+                        .launch_template_name(name)
+                        .version("$Latest")
+                        .build(),
+                )
+                .min_size(0)
+                .max_size(4)
+                .desired_capacity(3)
+                .availability_zones("us-east-1a")
+                .target_group_arns(&self.target_group)
+                .send()
+                .await
+                .unwrap();
+        });
+        self.live(name).0
+    }
+
+    /// The group's live instances, its desired capacity and the version it names.
+    fn live(&self, name: &str) -> (BTreeSet<String>, i32, String) {
+        let out = self
+            .rt
+            .block_on(
+                self.asg
+                    .describe_auto_scaling_groups()
+                    .auto_scaling_group_names(name)
+                    .send(),
+            )
+            .unwrap();
+        let g = &out.auto_scaling_groups()[0];
+        let ids = g
+            .instances()
+            .iter()
+            .filter(|i| {
+                i.lifecycle_state()
+                    .is_some_and(|s| !s.as_str().starts_with("Terminat"))
+            })
+            .filter_map(|i| i.instance_id().map(str::to_owned))
+            .collect();
+        let version = g
+            .launch_template()
+            .and_then(|t| t.version())
+            .unwrap_or_default()
+            .to_owned();
+        (ids, g.desired_capacity().unwrap_or(0), version)
+    }
+
+    /// Versions of the template `name`, and the running instances of the
+    /// group by image.
+    fn versions_and_images(&self, name: &str) -> (usize, Vec<String>) {
+        self.rt.block_on(async {
+            let versions = self
+                .ec2
+                .describe_launch_template_versions()
+                .launch_template_name(name)
+                .send()
+                .await
+                .unwrap()
+                .launch_template_versions()
+                .len();
+            let images = self
+                .ec2
+                .describe_instances()
+                .filters(
+                    aws_sdk_ec2::types::Filter::builder()
+                        .name("tag:aws:autoscaling:groupName")
+                        .values(name)
+                        .build(),
+                )
+                .filters(
+                    aws_sdk_ec2::types::Filter::builder()
+                        .name("instance-state-name")
+                        .values("pending")
+                        .values("running")
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap()
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .filter_map(|i| i.image_id().map(str::to_owned))
+                .collect();
+            (versions, images)
+        })
+    }
+
+    /// Checks that group `name` (first `original`) ended as one clean
+    /// rolling update leaves it: on version 2 of its template (with
+    /// `extra_versions` more that moto made for retried creates), three
+    /// instances, none of the original ones, every running one of the group
+    /// on the new image (no extra instance), and the state recording the
+    /// update as finished.
+    fn assert_rolled(
+        &self,
+        name: &str,
+        original: &BTreeSet<String>,
+        state: &std::path::Path,
+        context: &str,
+        extra_versions: usize,
+    ) {
+        let (live, desired, version) = self.live(name);
+        assert_eq!(version, "2", "{context}");
+        assert_eq!(desired, 3, "{context}");
+        assert_eq!(live.len(), 3, "{context}: {live:?}");
+        assert!(live.is_disjoint(original), "{context}: old left {live:?}");
+        let (versions, images) = self.versions_and_images(name);
+        assert_eq!(versions, 2 + extra_versions, "{context}: template versions");
+        assert_eq!(images.len(), 3, "{context}: no extra instance: {images:?}");
+        assert!(
+            images.iter().all(|i| i == NEW_IMAGE),
+            "{context}: {images:?}"
+        );
+        assert!(crate::fixture::state_validates(state), "{context}");
+        let doc = read_json(state);
+        let p = &doc["stacks"][name]["rolling"];
+        assert_eq!(p["status"], "finished", "{context}: {p:#}");
+        assert_eq!(p["new_version"], "2", "{context}");
+    }
+}
+
+/// The rolling update through the step, as CI runs it: three instances,
+/// batches of one (start-first on odd rounds, stop-first on even ones),
+/// judged by their target group's health (the runner cannot reach their
+/// private addresses).
+fn rolling_args(name: &str, start_first: bool) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--strategy",
+        "rolling",
+        "--group",
+        name,
+        "--release",
+        "2.0.0",
+        "--image",
+        NEW_IMAGE,
+        "--batch-size",
+        "1",
+        "--batch-check",
+        "target-health",
+        "--timeout",
+        "60s",
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect();
+    if start_first {
+        args.push("--start-first".into());
+    }
+    args
+}
+
+/// Kill and resume: the rolling update killed just after each AWS call of
+/// a whole run and at random, each round a new group; the retry must
+/// converge on exactly what one clean run makes: one new template version,
+/// three instances on the new image and none of the old, no extra
+/// instance, a state that validates with the update finished.
+#[test]
+fn rolling_update_killed_at_every_call_and_at_random_resumes_to_a_consistent_end() {
+    use crate::fixture::with_state;
+    use crate::kill_resume::{campaign, run_and_kill};
+    use switchyard_tests::steps::{run, step};
+    let moto = Moto::start().unwrap();
+    let groups = Groups::new(&moto);
+    let dir = tempfile::tempdir().unwrap();
+    let mut round = 0;
+    campaign("deploy-standby-rolling", 10, |at| {
+        round += 1;
+        let name = format!("roll{round}");
+        let original = groups.create(&name);
+        let state = dir.path().join(format!("state-{round}.json"));
+        let command = || {
+            let mut cmd = step("deploy-standby", &with_state(moto.env(), &state));
+            cmd.args(rolling_args(&name, round % 2 == 1));
+            cmd
+        };
+        let ran = run_and_kill(command(), &state, at);
+        moto.wait_idle();
+        let out = run(&mut command());
+        let context = format!("round {round} ({at:?})");
+        assert_eq!(out.code, 0, "{context}: {}{}", out.stdout, out.stderr);
+        groups.assert_rolled(&name, &original, &state, &context, 0);
+        ran
+    });
+}
+
+/// Faults: the rolling update through the fault-injecting proxy, each
+/// round a new group; every run exits 0, or 3 with a state that validates
+/// and then converges when run again.
+#[test]
+fn rolling_update_completes_or_stops_cleanly_under_20_percent_injected_faults() {
+    use crate::faults::{through, Tally, FAULT_RATE};
+    use crate::fixture::with_state;
+    use switchyard_tests::fault_proxy::{FaultProxy, Faults, Outcome};
+    use switchyard_tests::steps::{run, step};
+    let moto = Moto::start().unwrap();
+    let proxy = FaultProxy::start(&moto.direct_endpoint(), Faults::spread(FAULT_RATE)).unwrap();
+    let groups = Groups::new(&moto);
+    let dir = tempfile::tempdir().unwrap();
+    let mut tally = Tally::default();
+    for round in 0..6 {
+        let name = format!("faulty{round}");
+        let original = groups.create(&name);
+        let state = dir.path().join(format!("faults-{round}.json"));
+        let context = format!("round {round}");
+        let before = proxy.calls().len();
+        tally.until_done(&context, &state, || {
+            let mut env = with_state(through(moto.env(), &proxy), &state);
+            env.push(("SWITCHYARD_NO_HOOKS".into(), "1".into()));
+            let mut cmd = step("deploy-standby", &env);
+            cmd.args(rolling_args(&name, round % 2 == 0));
+            run(&mut cmd)
+        });
+        moto.wait_idle();
+        // moto ignores CreateLaunchTemplateVersion's client token (AWS
+        // answers a retry with the version the first call made): each
+        // retried create that reached it made one more version. Those are moto's.
+        let creates = proxy.calls()[before..]
+            .iter()
+            .filter(|c| {
+                c.action == "CreateLaunchTemplateVersion"
+                    && matches!(
+                        c.outcome,
+                        Outcome::Forwarded | Outcome::Slow | Outcome::DroppedAfter
+                    )
+            })
+            .count();
+        groups.assert_rolled(&name, &original, &state, &context, creates.max(1) - 1);
+    }
+    tally.report("deploy-standby-rolling", &proxy);
+}

@@ -104,6 +104,13 @@ impl TargetHealth {
                     == Some(TargetHealthReasonEnum::HealthCheckDisabled.as_str()))
     }
 
+    /// Whether the load balancer has judged the target: healthy, unhealthy
+    /// or unavailable; not `initial` (checks not done yet), draining, or
+    /// not registered (yet).
+    pub fn is_judged(&self) -> bool {
+        matches!(self.state.as_str(), "healthy" | "unhealthy" | "unavailable")
+    }
+
     /// `state (reason: description)`, for messages.
     pub fn describe(&self) -> String {
         match (&self.reason, &self.description) {

@@ -340,6 +340,20 @@ pub struct RollingArgs {
     /// Rolling: time-out of one health probe
     #[arg(long, env = "SWITCHYARD_HEALTH_TIMEOUT", value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
     pub health_timeout: Duration,
+
+    /// Rolling: what judges each batch's new instances: HTTP probes of their private addresses
+    /// from here, or their health in the group's target groups (for a runner outside the VPC)
+    #[arg(long, env = "SWITCHYARD_BATCH_CHECK", value_enum, default_value_t = BatchCheck::Probes)]
+    pub batch_check: BatchCheck,
+}
+
+/// What judges a rolling update's batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BatchCheck {
+    /// HTTP probes of --health-path on each new instance's private address, at --port
+    Probes,
+    /// Each new instance healthy in every target group of the group (DescribeTargetHealth)
+    TargetHealth,
 }
 
 #[derive(Debug, Subcommand)]

@@ -13,7 +13,7 @@ use chrono::Utc;
 use crate::aws::platform::{BaseTemplate, Platform};
 use crate::aws::{self, iam, AwsSettings};
 use crate::cli::deploy_standby::{
-    Command as Sub, DeployStandbyArgs, Driver, RollingArgs, Strategy, UpArgs,
+    BatchCheck, Command as Sub, DeployStandbyArgs, Driver, RollingArgs, Strategy, UpArgs,
 };
 use crate::health::{Gate, GatePolicy};
 use crate::host::registration::TargetGroupArn;
@@ -696,17 +696,27 @@ async fn rolling_run(s: &Settings, step: &Step) -> Result<Report, Failure> {
             );
             return Ok(Plan::dry_run(lines).into());
         }
-        let check = rolling::HealthBatchCheck {
-            probe: crate::health::HttpProbe::new(r.health_timeout)
-                .map_err(|e| Failure::usage(e.to_string()))?,
-            policy: crate::health::policy::ProbePolicy::default(),
-            url: crate::health::targets::UrlTemplate {
-                scheme: "http".to_owned(),
-                port: Some(s.args.up.port),
-                path: r.health_path.clone(),
-            },
-        };
-        rolling::update(&clients, &settings, &check, &step.state, &wait).await?
+        match r.batch_check {
+            BatchCheck::Probes => {
+                let check = rolling::HealthBatchCheck {
+                    probe: crate::health::HttpProbe::new(r.health_timeout)
+                        .map_err(|e| Failure::usage(e.to_string()))?,
+                    policy: crate::health::policy::ProbePolicy::default(),
+                    url: crate::health::targets::UrlTemplate {
+                        scheme: "http".to_owned(),
+                        port: Some(s.args.up.port),
+                        path: r.health_path.clone(),
+                    },
+                };
+                rolling::update(&clients, &settings, &check, &step.state, &wait).await?
+            }
+            BatchCheck::TargetHealth => {
+                let check = rolling::TargetHealthBatchCheck {
+                    client: clients.elbv2.clone(),
+                };
+                rolling::update(&clients, &settings, &check, &step.state, &wait).await?
+            }
+        }
     };
     Ok(RollingOutput(report).into())
 }

@@ -147,6 +147,9 @@ pub struct Batch {
     pub of: usize,
     /// The instances this batch launched.
     pub instances: Vec<NewInstance>,
+    /// The target groups of the group (their health judges the batch with
+    /// [`TargetHealthBatchCheck`]).
+    pub target_groups: Vec<String>,
 }
 
 /// An instance launched by the update.
@@ -171,6 +174,13 @@ pub enum BatchVerdict {
 /// (HTTP probes on the new instances), tests plug their own.
 #[allow(async_fn_in_trait)]
 pub trait BatchCheck {
+    /// Whether this check can judge batches of `group`, whose target groups
+    /// are `target_groups`; asked before any change (`Err`: exit 2).
+    fn accepts(&self, group: &str, target_groups: &[String]) -> Result<(), StackError> {
+        let _ = (group, target_groups);
+        Ok(())
+    }
+
     /// Judges the new instances of `batch`. `Err` stops the update (no rollback).
     async fn check(
         &self,
@@ -234,6 +244,54 @@ impl BatchCheck for HealthBatchCheck {
     }
 }
 
+/// The load balancer's view of the new instances (`--batch-check
+/// target-health`, for a runner that cannot reach their private addresses):
+/// each must be healthy in every target group of the group, as
+/// DescribeTargetHealth reports it (one call per target group).
+#[derive(Debug, Clone)]
+pub struct TargetHealthBatchCheck {
+    /// The ELBv2 client.
+    pub client: aws_sdk_elasticloadbalancingv2::Client,
+}
+
+impl BatchCheck for TargetHealthBatchCheck {
+    fn accepts(&self, group: &str, target_groups: &[String]) -> Result<(), StackError> {
+        if target_groups.is_empty() {
+            return Err(StackError::Invalid(format!(
+                "--batch-check target-health judges new instances by their target groups, and \
+                 group {group} has none: attach them, or use --batch-check probes"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn check(
+        &self,
+        batch: &Batch,
+        _: &CancellationToken,
+    ) -> Result<BatchVerdict, StackError> {
+        let mut failed = Vec::new();
+        for arn in &batch.target_groups {
+            let health = elbv2::group_health(&self.client, arn).await?;
+            let name = arn.split('/').nth(1).unwrap_or(arn);
+            for instance in &batch.instances {
+                match health.iter().find(|(t, _)| t.id == instance.id) {
+                    Some((_, h)) if h.is_serving() => {}
+                    Some((_, h)) => {
+                        failed.push(format!("{} in {name}: {}", instance.id, h.describe()))
+                    }
+                    None => failed.push(format!("{} is not registered in {name}", instance.id)),
+                }
+            }
+        }
+        Ok(if failed.is_empty() {
+            BatchVerdict::Pass
+        } else {
+            BatchVerdict::Fail(failed.join("; "))
+        })
+    }
+}
+
 /// Where a rolling update is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -250,6 +308,9 @@ pub enum RollingStatus {
     Failed,
     /// Stopped by a signal; `--rollback` reverts it.
     Interrupted,
+    /// Going back to the previous version after a failed batch (or
+    /// `--rollback`); when it stopped half-way, `--rollback` finishes it.
+    RollingBack,
 }
 
 /// The progress of a rolling update, kept in `stacks.<stack>.rolling`.
@@ -287,6 +348,14 @@ pub struct RollingProgress {
     pub original: Vec<String>,
     /// The instances the update launched.
     pub launched: Vec<String>,
+    /// Those of them whose batch passed its check and is recorded (a run
+    /// that continues a stopped one checks the others again).
+    #[serde(default)]
+    pub checked: Vec<String>,
+    /// Start-first: the desired capacity before the batch in flight raised
+    /// it (saved before the raise); none between batches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raised_from: Option<i32>,
     /// Where it is.
     pub status: RollingStatus,
     /// Why it stopped, when it did not finish.
@@ -359,7 +428,7 @@ pub async fn update<C: BatchCheck>(
 ) -> Result<RollingReport, RollingError> {
     settings.check()?;
     let doc = file.load().await.map_err(RollingError::StateRead)?;
-    refuse_unsettled(&doc, &settings.stack)?;
+    let found = resumable(&doc, settings)?;
     let mut run = Run {
         clients,
         file,
@@ -369,11 +438,64 @@ pub async fn update<C: BatchCheck>(
         poll: settings.poll,
         changes: Vec::new(),
     };
-    let mut p = run.begin(settings).await?;
+    let mut p = match found {
+        Found::Done(p) => {
+            tracing::info!(
+                "the rolling update of {} to {} already finished; nothing to do",
+                p.group,
+                p.version
+            );
+            return run.report(&p).await;
+        }
+        Found::Stopped(mut p) => {
+            run.resume(&mut p).await?;
+            p
+        }
+        Found::None => run.begin(settings, check).await?,
+    };
     if let Err(stop) = run.batches(&mut p, settings, check).await {
         return Err(run.stopped(&mut p, stop).await);
     }
     run.finish(&mut p).await
+}
+
+/// What the state holds of an earlier update of the stack.
+enum Found {
+    /// Nothing to continue: a new update begins.
+    None,
+    /// This same update, stopped (a killed or interrupted run, a time-out, a
+    /// provider error): it continues where it is.
+    Stopped(RollingProgress),
+    /// This same update, already finished: nothing to do.
+    Done(RollingProgress),
+}
+
+/// Whether `settings` continue an update the state holds: the same group,
+/// application version, image and user-data. Any other update of the stack
+/// that is neither confirmed nor rolled back is refused (exit 5).
+fn resumable(doc: &StateDocument, settings: &RollingSettings) -> Result<Found, StackError> {
+    let Some(p) = progress(doc, &settings.stack) else {
+        return Ok(Found::None);
+    };
+    let same = p.group == settings.group
+        && p.version == settings.version
+        && p.image == settings.image
+        && p.user_data_sha256 == settings.user_data.as_deref().map(sha256_hex);
+    match p.status {
+        RollingStatus::Confirmed | RollingStatus::RolledBack => Ok(Found::None),
+        RollingStatus::Finished if same => Ok(Found::Done(p)),
+        RollingStatus::InProgress | RollingStatus::Failed | RollingStatus::Interrupted if same => {
+            Ok(Found::Stopped(p))
+        }
+        _ => {
+            refuse_unsettled(doc, &settings.stack)?;
+            Ok(Found::None)
+        }
+    }
+}
+
+fn sha256_hex(text: &str) -> String {
+    format!("{:x}", Sha256::digest(text.as_bytes()))
 }
 
 /// Refuses (exit 5) while the state holds an update of `stack` that is
@@ -593,6 +715,7 @@ fn status_word(s: RollingStatus) -> &'static str {
         RollingStatus::RolledBack => "rolled back",
         RollingStatus::Failed => "failed",
         RollingStatus::Interrupted => "interrupted",
+        RollingStatus::RollingBack => "rolling back",
     }
 }
 
@@ -657,7 +780,15 @@ impl Run<'_> {
     /// Creates the new launch template version from the version the group
     /// runs (the group moves to it with the first batch) and records the
     /// update as started.
-    async fn begin(&mut self, settings: &RollingSettings) -> Result<RollingProgress, RollingError> {
+    ///
+    /// A run killed after the version was made and before the state recorded
+    /// it left that version behind: it is found by its description (and on
+    /// AWS the client token makes the create itself idempotent), not made twice.
+    async fn begin<C: BatchCheck>(
+        &mut self,
+        settings: &RollingSettings,
+        check: &C,
+    ) -> Result<RollingProgress, RollingError> {
         let clients = self.clients;
         let group = describe_group(&clients.autoscaling, &settings.group).await?;
         let (template_id, given_version) = group.template.clone().ok_or_else(|| {
@@ -667,15 +798,33 @@ impl Run<'_> {
                 settings.group
             ))
         })?;
-        let previous =
+        check.accepts(&settings.group, &group.target_groups)?;
+        let mut previous =
             resolve_version(&clients.ec2, &template_id, given_version.as_deref()).await?;
         let original: Vec<String> = group.live().map(|i| i.id.clone()).collect();
         let batches = original.len().div_ceil(settings.batch_size);
 
-        let new_version = create_version(&clients.ec2, &template_id, &previous, settings).await?;
-        self.changes.push(format!(
-            "created launch template {template_id} version {new_version} from version {previous}"
-        ));
+        let made = Made::new(settings, &template_id);
+        // From `previous` itself: a group that names `$Latest` resolves to
+        // the version a stopped run made.
+        let new_version = match find_version(&clients.ec2, &template_id, &previous, &made).await? {
+            Some((found, source)) => {
+                self.changes.push(format!(
+                    "found launch template {template_id} version {found}, made from version \
+                     {source} for this update by a run that stopped before recording it"
+                ));
+                previous = source;
+                found
+            }
+            None => {
+                let created =
+                    create_version(&clients.ec2, &template_id, &previous, settings, &made).await?;
+                self.changes.push(format!(
+                    "created launch template {template_id} version {created} from version {previous}"
+                ));
+                created
+            }
+        };
         let now = Utc::now();
         let mut p = RollingProgress {
             group: settings.group.clone(),
@@ -684,10 +833,7 @@ impl Run<'_> {
             new_version,
             version: settings.version.clone(),
             image: settings.image.clone(),
-            user_data_sha256: settings
-                .user_data
-                .as_ref()
-                .map(|u| format!("{:x}", Sha256::digest(u.as_bytes()))),
+            user_data_sha256: settings.user_data.as_deref().map(sha256_hex),
             desired_before: group.desired,
             max_before: group.max,
             batch_size: settings.batch_size,
@@ -696,6 +842,8 @@ impl Run<'_> {
             batches_done: 0,
             original,
             launched: Vec::new(),
+            checked: Vec::new(),
+            raised_from: None,
             status: RollingStatus::InProgress,
             message: None,
             started_at: now,
@@ -721,6 +869,28 @@ impl Run<'_> {
         Ok(p)
     }
 
+    /// Continues an update a run left stopped (killed, interrupted, timed
+    /// out): recorded, then the batches go on from what the group shows.
+    async fn resume(&mut self, p: &mut RollingProgress) -> Result<(), RollingError> {
+        let was = status_word(p.status);
+        p.status = RollingStatus::InProgress;
+        p.message = None;
+        self.changes.push(format!(
+            "continued the rolling update of {} to launch template version {} ({}/{} batch(es) done)",
+            p.group, p.new_version, p.batches_done, p.batches
+        ));
+        let detail = format!(
+            "continuing the rolling update of {} to launch template version {} where a run left \
+             it ({was}, {}/{} batch(es) done)",
+            p.group, p.new_version, p.batches_done, p.batches
+        );
+        self.journal(
+            p,
+            JournalEntry::new(STEP, "rolling-resumed", Outcome::Ok).detail(detail),
+        )
+        .await
+    }
+
     /// What the update ends with once the batches stopped: a batch that
     /// failed its check is rolled back at once; anything else leaves the
     /// update where it is, recorded for `--rollback`.
@@ -737,7 +907,7 @@ impl Run<'_> {
         tracing::warn!("{reason}; rolling back");
         p.message = Some(reason.clone());
         if let Err(e) = self.revert(p).await {
-            p.status = RollingStatus::Failed;
+            p.status = RollingStatus::RollingBack;
             p.message = Some(format!(
                 "{reason}; the rollback stopped: {e}; run with --rollback to finish it"
             ));
@@ -770,7 +940,9 @@ impl Run<'_> {
             _ => RollingStatus::Failed,
         };
         p.status = status;
-        p.message = Some(format!("{e}; run with --rollback to revert"));
+        p.message = Some(format!(
+            "{e}; run the same update again to continue it, or with --rollback to revert"
+        ));
         let outcome = if status == RollingStatus::Interrupted {
             Outcome::Interrupted
         } else {
@@ -816,7 +988,14 @@ impl Run<'_> {
     }
 
     /// Points the group at the new version, then replaces the instances
-    /// present at the start, batch after batch.
+    /// present at the start, batch after batch. Each round starts from what
+    /// the group shows, so a run that continues a stopped one picks up a
+    /// batch left half-done: a start-first batch already raised is not
+    /// raised again (see [`Self::start_first`]); stop-first, new instances
+    /// not yet checked (launched for a stopped run, or replacements the
+    /// group is still launching) are awaited and checked before another old
+    /// one goes. A batch's new instances count as checked only once the
+    /// batch is recorded, so those of a batch cut short are checked again.
     async fn batches<C: BatchCheck>(
         &mut self,
         p: &mut RollingProgress,
@@ -832,13 +1011,30 @@ impl Run<'_> {
         let original: BTreeSet<String> = p.original.iter().cloned().collect();
         loop {
             let group = describe_group(asg, &p.group).await?;
-            let old: Vec<String> = group
-                .live()
-                .filter(|i| {
-                    original.contains(&i.id) && i.version.as_deref() != Some(&p.new_version)
+            let old: Vec<String> = p
+                .original
+                .iter()
+                .filter(|id| {
+                    group
+                        .live()
+                        .any(|i| &i.id == *id && i.version.as_deref() != Some(&p.new_version))
                 })
-                .map(|i| i.id.clone())
+                .cloned()
                 .collect();
+            if !p.start_first {
+                let new: Vec<&GroupInstance> =
+                    group.live().filter(|i| !original.contains(&i.id)).collect();
+                let checked = new.iter().filter(|i| p.checked.contains(&i.id)).count();
+                let live = group.live().count();
+                let missing = usize::try_from(group.desired)
+                    .unwrap_or(0)
+                    .saturating_sub(live);
+                let in_flight = new.len() - checked + missing;
+                if in_flight > 0 {
+                    self.catch_up(p, check, &group, in_flight).await?;
+                    continue;
+                }
+            }
             if old.is_empty() {
                 return Ok(());
             }
@@ -849,42 +1045,30 @@ impl Run<'_> {
                 );
                 self.sleep(settings.batch_interval).await?;
             }
-            let batch: Vec<String> = old.into_iter().take(p.batch_size).collect();
-            self.batch(p, check, &group, &original, &batch).await?;
+            self.batch(p, check, &group, &old).await?;
         }
     }
 
-    /// Replaces the old instances of `batch` by new ones, checks those, and
-    /// records the batch.
+    /// Replaces the first old instances of `old` (a batch) by new ones,
+    /// checks those, and records the batch.
     async fn batch<C: BatchCheck>(
         &mut self,
         p: &mut RollingProgress,
         check: &C,
         group: &GroupView,
-        original: &BTreeSet<String>,
-        batch: &[String],
+        old: &[String],
     ) -> Result<(), Stop> {
         let number = p.batches_done + 1;
-        tracing::info!(
-            "batch {number}/{}: replacing {} ({})",
-            p.batches,
-            batch.join(", "),
-            if p.start_first {
-                "start-first"
-            } else {
-                "stop-first"
-            }
-        );
-        let known: BTreeSet<String> = original.iter().chain(&p.launched).cloned().collect();
-        let new = if p.start_first {
-            self.start_first(p, check, group, &known, batch).await?
+        let (batch, new) = if p.start_first {
+            self.start_first(p, check, group, old).await?
         } else {
-            self.stop_first(p, check, group, &known, batch).await?
+            self.stop_first(p, check, group, old).await?
         };
         p.batches_done += 1;
+        p.raised_from = None;
         let detail = format!(
             "batch {number}/{}: {} replaced by {}",
-            p.batches,
+            p.batches.max(number),
             batch.join(", "),
             new.join(", ")
         );
@@ -896,102 +1080,181 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// The instances the update has not launched: the original ones, and
+    /// those whose batch is checked. Any other new instance in the group is
+    /// a fresh one for the batch at hand.
+    fn known(p: &RollingProgress) -> BTreeSet<String> {
+        p.original.iter().chain(&p.checked).cloned().collect()
+    }
+
     /// Start-first: desired (and max, when needed) rises by the batch; once
-    /// the new instances serve and pass the check, the old ones go with
-    /// desired decremented. Returns the new ids.
+    /// the new instances are judged by the target groups and pass the check,
+    /// the old ones go with desired decremented. A batch a stopped run had
+    /// raised already (`raised_from`) is not raised again: it is as large as
+    /// that raise. Returns the old ids and the new.
     async fn start_first<C: BatchCheck>(
         &mut self,
         p: &mut RollingProgress,
         check: &C,
         group: &GroupView,
-        known: &BTreeSet<String>,
-        batch: &[String],
-    ) -> Result<Vec<String>, Stop> {
+        old: &[String],
+    ) -> Result<(Vec<String>, Vec<String>), Stop> {
         let asg = &self.clients.autoscaling;
-        let n = i32::try_from(batch.len()).unwrap_or(i32::MAX);
-        let desired = group.desired + n;
-        let max = (desired > group.max).then_some(desired);
-        set_capacity(asg, &p.group, Some(desired), max).await?;
-        self.changes.push(format!(
-            "raised group {} desired capacity to {desired}{}",
-            p.group,
-            max.map(|m| format!(" and max size to {m}"))
-                .unwrap_or_default()
-        ));
+        let raised = p
+            .raised_from
+            .map_or(0, |from| usize::try_from(group.desired - from).unwrap_or(0));
+        let k = if raised > 0 { raised } else { p.batch_size }.min(old.len());
+        let batch = &old[..k];
+        let number = p.batches_done + 1;
+        tracing::info!(
+            "batch {number}/{}: replacing {} (start-first)",
+            p.batches.max(number),
+            batch.join(", ")
+        );
+        let desired = if raised > 0 {
+            group.desired
+        } else {
+            group.desired + i32::try_from(k).unwrap_or(i32::MAX)
+        };
+        if group.desired < desired {
+            p.raised_from = Some(group.desired);
+            self.save(p).await?;
+            let max = (desired > group.max).then_some(desired);
+            set_capacity(asg, &p.group, Some(desired), max).await?;
+            self.changes.push(format!(
+                "raised group {} desired capacity to {desired}{}",
+                p.group,
+                max.map(|m| format!(" and max size to {m}"))
+                    .unwrap_or_default()
+            ));
+        }
         let new = self
-            .await_capacity(p, desired, known, &[], batch.len())
+            .await_capacity(p, desired, &Self::known(p), &[], k)
             .await?;
-        let ids = new_ids(&new);
-        self.verify(p, check, p.batches_done + 1, new).await?;
+        let ids = self
+            .verify(p, check, number, &group.target_groups, new)
+            .await?;
         for id in batch {
             terminate(asg, id, true).await?;
             self.changes
                 .push(format!("terminated {id} (desired capacity decremented)"));
         }
-        Ok(ids)
+        Ok((batch.to_vec(), ids))
     }
 
     /// Stop-first: the old instances go without decrement, the group
-    /// launches their replacements, which must serve and pass the check.
-    /// Returns the new ids.
+    /// launches their replacements, which must be judged by the target
+    /// groups and pass the check. Returns the old ids and the new.
     async fn stop_first<C: BatchCheck>(
         &mut self,
         p: &mut RollingProgress,
         check: &C,
         group: &GroupView,
-        known: &BTreeSet<String>,
-        batch: &[String],
-    ) -> Result<Vec<String>, Stop> {
+        old: &[String],
+    ) -> Result<(Vec<String>, Vec<String>), Stop> {
         let asg = &self.clients.autoscaling;
+        let batch = &old[..p.batch_size.min(old.len())];
+        let number = p.batches_done + 1;
+        tracing::info!(
+            "batch {number}/{}: replacing {} (stop-first)",
+            p.batches.max(number),
+            batch.join(", ")
+        );
         for id in batch {
             terminate(asg, id, false).await?;
             self.changes
                 .push(format!("terminated {id} (to be replaced)"));
         }
         let new = self
-            .await_capacity(p, group.desired, known, batch, batch.len())
+            .await_capacity(p, group.desired, &Self::known(p), batch, batch.len())
             .await?;
-        let ids = new_ids(&new);
-        self.verify(p, check, p.batches_done + 1, new).await?;
-        Ok(ids)
+        let ids = self
+            .verify(p, check, number, &group.target_groups, new)
+            .await?;
+        Ok((batch.to_vec(), ids))
     }
 
-    /// Records the batch's new instances, then runs the check on them.
+    /// Stop-first, continuing a stopped run (or after the group replaced an
+    /// instance by itself): `in_flight` new instances are not checked yet,
+    /// launched or still to be; they are awaited and checked as a batch.
+    async fn catch_up<C: BatchCheck>(
+        &mut self,
+        p: &mut RollingProgress,
+        check: &C,
+        group: &GroupView,
+        in_flight: usize,
+    ) -> Result<(), Stop> {
+        let number = p.batches_done + 1;
+        tracing::info!(
+            "batch {number}/{}: {in_flight} new instance(s) not checked yet",
+            p.batches.max(number)
+        );
+        let new = self
+            .await_capacity(p, group.desired, &Self::known(p), &[], in_flight)
+            .await?;
+        let ids = self
+            .verify(p, check, number, &group.target_groups, new)
+            .await?;
+        p.batches_done += 1;
+        let detail = format!(
+            "batch {number}/{}: {} checked (replacements of instances a stopped run terminated)",
+            p.batches.max(number),
+            ids.join(", ")
+        );
+        self.journal(
+            p,
+            JournalEntry::new(STEP, "rolling-batch", Outcome::Ok).detail(detail),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Records the batch's new instances as launched, runs the check on
+    /// them, and notes them checked when they pass. Returns their ids.
     async fn verify<C: BatchCheck>(
         &mut self,
         p: &mut RollingProgress,
         check: &C,
         number: usize,
+        target_groups: &[String],
         new: Vec<NewInstance>,
-    ) -> Result<(), Stop> {
+    ) -> Result<Vec<String>, Stop> {
         let ids = new_ids(&new);
-        p.launched.extend(ids.iter().cloned());
+        for id in &ids {
+            if !p.launched.contains(id) {
+                p.launched.push(id.clone());
+            }
+        }
         self.save(p).await?;
         let batch = Batch {
             number,
-            of: p.batches,
+            of: p.batches.max(number),
             instances: new,
+            target_groups: target_groups.to_vec(),
         };
         match check.check(&batch, &self.wait.cancel).await? {
             BatchVerdict::Pass => {
                 tracing::info!(
                     "batch {number}/{} passed its check ({})",
-                    p.batches,
+                    batch.of,
                     ids.join(", ")
                 );
-                Ok(())
+                p.checked.extend(ids.iter().cloned());
+                Ok(ids)
             }
             BatchVerdict::Fail(why) => Err(Stop::Failed(format!(
                 "batch {number}/{} ({}) failed its check: {why}",
-                p.batches,
+                batch.of,
                 ids.join(", ")
             ))),
         }
     }
 
     /// Waits until the group has `desired` live instances InService and
-    /// Healthy (and serving in its target groups), none of them in `gone`,
-    /// and at least `fresh` of them unknown before; returns the unknown ones.
+    /// Healthy, none of them in `gone`, and at least `fresh` of them unknown
+    /// before, each judged by every target group of the group (healthy, or
+    /// found unhealthy: the check then decides; not still `initial`);
+    /// returns the unknown ones.
     async fn await_capacity(
         &mut self,
         p: &RollingProgress,
@@ -1027,15 +1290,15 @@ impl Run<'_> {
                 new.len()
             );
             if usize::try_from(desired).unwrap_or(0) <= ready.len() && new.len() >= fresh {
-                let serving = self.serving(&group.target_groups, &new).await?;
-                if serving.len() == new.len() {
+                let judged = self.judged(&group.target_groups, &new).await?;
+                if judged.len() == new.len() {
                     let instances = self.addresses(&new).await?;
                     tracing::info!("{} ready after {}", what, short(pace.elapsed()));
                     return Ok(instances);
                 }
                 status = format!(
-                    "{status}, {}/{} serving in the target groups",
-                    serving.len(),
+                    "{status}, {}/{} judged by the target groups",
+                    judged.len(),
                     new.len()
                 );
             }
@@ -1064,8 +1327,9 @@ impl Run<'_> {
         }
     }
 
-    /// The instances of `ids` serving in every target group.
-    async fn serving(
+    /// The instances of `ids` that every target group has judged (healthy,
+    /// unhealthy or unavailable; not `initial`, draining or unregistered).
+    async fn judged(
         &self,
         target_groups: &[String],
         ids: &[String],
@@ -1083,7 +1347,7 @@ impl Run<'_> {
                 };
                 if elbv2::target_health(&self.clients.elbv2, arn, &target)
                     .await?
-                    .is_serving()
+                    .is_judged()
                 {
                     still.push(id);
                 }
@@ -1134,6 +1398,9 @@ impl Run<'_> {
     /// instance the update launched; max and desired back as before.
     async fn revert(&mut self, p: &mut RollingProgress) -> Result<(), RollingError> {
         let asg = &self.clients.autoscaling;
+        // A run stopped from here on must not be continued forward.
+        p.status = RollingStatus::RollingBack;
+        self.save(p).await?;
         set_template(asg, &p.group, &p.launch_template_id, &p.previous_version).await?;
         self.changes.push(format!(
             "pointed group {} back at launch template version {}",
@@ -1331,11 +1598,92 @@ async fn resolve_version(
     })
 }
 
+/// What marks the launch template version an update makes: a key of the
+/// update in its description (found again by a run that continues one
+/// stopped before the state recorded the version; the description also
+/// names the version it was made from) and the client token (which makes
+/// the create itself idempotent on AWS; moto ignores it).
+struct Made {
+    key: String,
+    version: String,
+    client_token: String,
+}
+
+impl Made {
+    fn new(settings: &RollingSettings, template_id: &str) -> Self {
+        let mut hash = Sha256::new();
+        for part in [
+            settings.group.as_str(),
+            template_id,
+            settings.image.as_deref().unwrap_or(""),
+            settings.user_data.as_deref().unwrap_or(""),
+            settings.version.as_str(),
+        ] {
+            hash.update(part.as_bytes());
+            hash.update([0]);
+        }
+        let key = format!("{:x}", hash.finalize());
+        Self {
+            key: format!("[{}]", &key[..16]),
+            version: settings.version.clone(),
+            client_token: format!("switchyard-{}", &key[..40]),
+        }
+    }
+
+    /// The description of the version made from `source`.
+    fn description(&self, source: &str) -> String {
+        format!(
+            "switchyard rolling update to {} from version {source} {}",
+            self.version, self.key
+        )
+    }
+
+    /// The version `description` says this update was made from, when it
+    /// is this update's.
+    fn source_of(&self, description: &str) -> Option<String> {
+        let rest = description.strip_suffix(&self.key)?.trim_end();
+        let source = rest.rsplit_once(" from version ")?.1;
+        source.parse::<u64>().is_ok().then(|| source.to_owned())
+    }
+}
+
+/// The version (from `from` on) that an earlier run of this same update
+/// made, if any (the lowest, should there be several), with the version it
+/// was made from.
+async fn find_version(
+    client: &aws_sdk_ec2::Client,
+    template_id: &str,
+    from: &str,
+    made: &Made,
+) -> Result<Option<(String, String)>, StackError> {
+    let mut pages = client
+        .describe_launch_template_versions()
+        .launch_template_id(template_id)
+        .min_version(from)
+        .into_paginator()
+        .send();
+    let mut found: Option<(i64, String)> = None;
+    while let Some(page) = pages.next().await {
+        let page =
+            page.map_err(|e| ProviderError::from_sdk("ec2:DescribeLaunchTemplateVersions", &e))?;
+        for v in page.launch_template_versions() {
+            let source = v.version_description().and_then(|d| made.source_of(d));
+            if let (Some(n), Some(source)) = (v.version_number(), source) {
+                if found.as_ref().is_none_or(|(f, _)| n < *f) {
+                    found = Some((n, source));
+                }
+            }
+        }
+    }
+    Ok(found.map(|(n, source)| (n.to_string(), source)))
+}
+
 async fn create_version(
     client: &aws_sdk_ec2::Client,
     template_id: &str,
     source: &str,
     settings: &RollingSettings,
+    made: &Made,
 ) -> Result<String, StackError> {
     let data = RequestLaunchTemplateData::builder()
         .set_image_id(settings.image.clone())
@@ -1350,7 +1698,8 @@ async fn create_version(
         .create_launch_template_version()
         .launch_template_id(template_id)
         .source_version(source)
-        .version_description(format!("switchyard rolling update to {}", settings.version))
+        .version_description(made.description(source))
+        .client_token(&made.client_token)
         .launch_template_data(data)
         .send()
         .await

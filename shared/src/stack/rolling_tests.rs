@@ -16,6 +16,7 @@ use aws_sdk_autoscaling::types::{
 };
 use aws_sdk_ec2::operation::create_launch_template_version::CreateLaunchTemplateVersionOutput;
 use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
+use aws_sdk_ec2::operation::describe_launch_template_versions::DescribeLaunchTemplateVersionsOutput;
 use aws_sdk_ec2::types::{Instance as Ec2Instance, LaunchTemplateVersion, Reservation};
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use aws_smithy_types::error::ErrorMetadata;
@@ -205,6 +206,9 @@ fn mocks(fake: &Arc<Mutex<Fake>>) -> Mocks {
             .launch_template_version(LaunchTemplateVersion::builder().version_number(2).build())
             .build()
     });
+    // No version of this update made by an earlier run.
+    let versions = mock!(aws_sdk_ec2::Client::describe_launch_template_versions)
+        .then_output(|| DescribeLaunchTemplateVersionsOutput::builder().build());
     let instances = mock!(aws_sdk_ec2::Client::describe_instances).then_compute_output(|input| {
         let ids: Vec<String> = input
             .filters()
@@ -231,7 +235,7 @@ fn mocks(fake: &Arc<Mutex<Fake>>) -> Mocks {
     });
     Mocks {
         rules: vec![describe, update, terminate],
-        ec2: vec![create, instances],
+        ec2: vec![create, versions, instances],
     }
 }
 
@@ -349,11 +353,31 @@ async fn new_instances_that_never_come_in_service_hit_the_deadline_then_roll_bac
         .unwrap()
         .contains("--rollback"));
 
-    // A new update is refused until this one is rolled back.
-    let err = update(&c, &settings(false), &check, &file, &wait(300))
+    // Another update is refused until this one is rolled back (or ends).
+    let other = RollingSettings {
+        version: "2.1".into(),
+        ..settings(false)
+    };
+    let err = update(&c, &other, &check, &file, &wait(300))
         .await
         .unwrap_err();
     assert_eq!(err.exit_code(), Code::Conflict);
+    // The same update run again continues it, here into the same wait.
+    let err = update(&c, &settings(false), &check, &file, &wait(300))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RollingError::Stack(StackError::Timeout(_))),
+        "{err}"
+    );
+    let doc = saved(&file);
+    let resumed = doc["journal"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "rolling-resumed")
+        .count();
+    assert_eq!(resumed, 1, "{doc:#}");
     fake.lock().unwrap().pending_for = 1;
     let report = rollback(&c, &file, "web", settings(false).poll, &wait(300))
         .await
@@ -523,6 +547,7 @@ async fn the_health_engine_check_probes_the_new_instances() {
             id: "i-new1".into(),
             private_ip: ip.map(Into::into),
         }],
+        target_groups: Vec::new(),
     };
     let cancel = CancellationToken::new();
     let ok = answering(200).await;
@@ -670,4 +695,112 @@ async fn a_signal_while_waiting_stops_the_update_as_interrupted() {
     let last = doc["journal"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["action"], "rolling-stopped");
     assert_eq!(last["outcome"], "interrupted");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_start_first_batch_stopped_after_its_raise_continues_without_raising_again() {
+    let fake = Fake::new(4);
+    fake.lock().unwrap().pending_for = u32::MAX;
+    let m = mocks(&fake);
+    let c = clients(&all(&m.rules), &all(&m.ec2));
+    let (_dir, file) = state();
+    let check = FnCheck(|_: &Batch| BatchVerdict::Pass);
+    let w = wait(600);
+    let cancel = w.cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        cancel.cancel();
+    });
+    let err = update(&c, &settings(true), &check, &file, &w)
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), Code::Interrupted, "{err}");
+    {
+        let f = fake.lock().unwrap();
+        assert_eq!(f.desired, 6, "the first batch of two was raised");
+        assert_eq!(saved(&file)["stacks"]["web"]["rolling"]["raised_from"], 4);
+    }
+
+    // The retry: the same update continues the raised batch.
+    fake.lock().unwrap().pending_for = 1;
+    let report = update(&c, &settings(true), &check, &file, &wait(600))
+        .await
+        .unwrap();
+    assert_eq!(report.status, RollingStatus::Finished);
+    assert_eq!(report.launch_template_version, "2");
+    let f = fake.lock().unwrap();
+    assert_eq!(f.desired, 4);
+    assert_eq!(
+        f.launched, 4,
+        "one new instance per old one: {:?}",
+        f.instances
+    );
+    assert!(
+        f.terminations.iter().all(|(_, dec)| *dec),
+        "{:?}",
+        f.terminations
+    );
+    assert_eq!(f.terminations.len(), 4);
+    let doc = saved(&file);
+    assert!(doc["stacks"]["web"]["rolling"].get("raised_from").is_none());
+    // Run once more: already finished, nothing changes.
+    drop(f);
+    let again = update(&c, &settings(true), &check, &file, &wait(600))
+        .await
+        .unwrap();
+    assert_eq!(again.status, RollingStatus::Finished);
+    assert!(again.changes.is_empty(), "{:?}", again.changes);
+    assert_eq!(fake.lock().unwrap().launched, 4);
+}
+
+#[tokio::test]
+async fn a_version_left_by_a_run_stopped_before_recording_it_is_reused() {
+    use aws_sdk_ec2::operation::describe_launch_template_versions::DescribeLaunchTemplateVersionsOutput as Versions;
+    let fake = Fake::new(2);
+    let m = mocks(&fake);
+    let made = Made::new(&settings(false), "lt-1");
+    let description = made.description("1");
+    // The group names version 2 (as `$Latest` would, once the stopped run
+    // made it): the search starts there, and the description says it was
+    // made from version 1, the way back.
+    fake.lock().unwrap().version = "2".into();
+    let versions = mock!(aws_sdk_ec2::Client::describe_launch_template_versions)
+        .match_requests(|r| r.min_version() == Some("2"))
+        .then_output(move || {
+            Versions::builder()
+                .launch_template_versions(
+                    LaunchTemplateVersion::builder()
+                        .version_number(3)
+                        .version_description(
+                            "switchyard rolling update to 2.0 from version 1 [0123456789abcdef]",
+                        )
+                        .build(),
+                )
+                .launch_template_versions(
+                    LaunchTemplateVersion::builder()
+                        .version_number(2)
+                        .version_description(&description)
+                        .build(),
+                )
+                .build()
+        });
+    let create = mock!(aws_sdk_ec2::Client::create_launch_template_version)
+        .then_output(|| panic!("the version exists: nothing is created"));
+    let instances = m.ec2.last().unwrap();
+    let c = clients(&all(&m.rules), &[&versions, &create, instances]);
+    let (_dir, file) = state();
+    let check = FnCheck(|_: &Batch| BatchVerdict::Pass);
+    tokio::time::pause();
+    let report = update(&c, &settings(false), &check, &file, &wait(600))
+        .await
+        .unwrap();
+    assert_eq!(report.launch_template_version, "2");
+    assert!(
+        report.changes[0].contains("found launch template lt-1 version 2, made from version 1"),
+        "{:?}",
+        report.changes
+    );
+    assert_eq!(create.num_calls(), 0);
+    let doc = saved(&file);
+    assert_eq!(doc["stacks"]["web"]["rolling"]["previous_version"], "1");
 }
