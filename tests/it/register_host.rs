@@ -7,7 +7,7 @@
 //! EC2's IMDSv2 for an instance moto really runs.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::ops::Deref;
 use std::path::Path;
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use switchyard_tests::aws_cli::{self, aws};
-use switchyard_tests::cloud_metadata::MetadataServer;
+use switchyard_tests::cloud_metadata::{read_request, MetadataServer};
 use switchyard_tests::steps::{run, step, StepOutput};
 
 use crate::fixture::{self, env_of, json, state_validates, with_state, write_script};
@@ -133,21 +133,12 @@ const TOKEN: &str = "stand-in-token";
 
 /// Answers one request; returns the lifecycle state when that is what it served.
 fn answer(stream: TcpStream, metadata: &Metadata) -> std::io::Result<Option<String>> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut first = String::new();
-    reader.read_line(&mut first)?;
-    let mut headers = BTreeMap::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
-            break;
-        }
-        if let Some((k, v)) = line.trim_end().split_once(": ") {
-            headers.insert(k.to_ascii_lowercase(), v.to_owned());
-        }
-    }
-    let mut parts = first.split(' ');
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let request = read_request(&stream)?;
+    let (method, path, headers) = (
+        request.method.as_str(),
+        request.path.as_str(),
+        &request.headers,
+    );
     let mut lifecycle = None;
     let (status, extra, body) = match (metadata, method) {
         (Metadata::RefuseToken, _) => (403, String::new(), String::new()),

@@ -207,7 +207,8 @@ impl Drop for MetadataServer {
     }
 }
 
-fn reply(stream: TcpStream, answer: &impl Fn(&Request) -> Reply) -> std::io::Result<()> {
+/// Reads one request's line and headers from `stream`.
+pub fn read_request(stream: &TcpStream) -> std::io::Result<Request> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut first = String::new();
     reader.read_line(&mut first)?;
@@ -222,11 +223,15 @@ fn reply(stream: TcpStream, answer: &impl Fn(&Request) -> Reply) -> std::io::Res
         }
     }
     let mut parts = first.split(' ');
-    let request = Request {
+    Ok(Request {
         method: parts.next().unwrap_or_default().to_owned(),
         path: parts.next().unwrap_or_default().to_owned(),
         headers,
-    };
+    })
+}
+
+fn reply(stream: TcpStream, answer: &impl Fn(&Request) -> Reply) -> std::io::Result<()> {
+    let request = read_request(&stream)?;
     let (status, extra, body) = answer(&request);
     let mut out = format!(
         "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",

@@ -600,7 +600,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::host::stand_in::{Seen, StandIn};
+    use crate::host::stand_in::{env, Seen, StandIn};
 
     /// moto's answers: a token without a TTL header; metadata only with that token.
     fn moto_like(seen: &Seen, _: usize) -> (u16, Vec<(&'static str, String)>, String) {
@@ -775,14 +775,6 @@ mod tests {
 
     #[test]
     fn settings_follow_the_sdk_environment() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |key: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| *k == key)
-                    .map(|(_, v)| (*v).to_owned())
-            }
-        };
         let default = ImdsSettings::from_lookup(env(&[])).unwrap();
         assert_eq!(default.endpoint.as_str(), "http://169.254.169.254/");
         let v6 = ImdsSettings::from_lookup(env(&[(ENDPOINT_MODE_ENV, "IPv6")])).unwrap();

@@ -7,7 +7,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use super::*;
-use crate::host::stand_in::{Seen, StandIn};
+use crate::host::stand_in::{env, Seen, StandIn};
 use crate::outcome::{Code, ExitStatus};
 
 type Reply = (u16, Vec<(&'static str, String)>, String);
@@ -315,14 +315,6 @@ async fn a_silent_candidate_is_given_up_at_its_deadline() {
 
 #[test]
 fn settings_follow_the_environment() {
-    let env = |pairs: &'static [(&'static str, &'static str)]| {
-        move |key: &str| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, v)| (*v).to_owned())
-        }
-    };
     let default = MetadataSettings::from_lookup(env(&[])).unwrap();
     assert_eq!(
         default.endpoint(Cloud::DigitalOcean),

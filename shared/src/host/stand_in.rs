@@ -92,3 +92,13 @@ impl StandIn {
         self.seen.lock().unwrap().clone()
     }
 }
+
+/// An environment of `pairs`, as the settings' `from_lookup` reads one.
+pub fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+    move |key| {
+        pairs
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| (*v).to_owned())
+    }
+}
