@@ -7,7 +7,7 @@
 //! EC2's IMDSv2 for an instance moto really runs.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::ops::Deref;
 use std::path::Path;
@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use switchyard_tests::aws_cli::{self, aws};
+use switchyard_tests::cloud_metadata::{read_request, MetadataServer};
 use switchyard_tests::steps::{run, step, StepOutput};
 
 use crate::fixture::{self, env_of, json, state_validates, with_state, write_script};
@@ -132,21 +133,12 @@ const TOKEN: &str = "stand-in-token";
 
 /// Answers one request; returns the lifecycle state when that is what it served.
 fn answer(stream: TcpStream, metadata: &Metadata) -> std::io::Result<Option<String>> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut first = String::new();
-    reader.read_line(&mut first)?;
-    let mut headers = BTreeMap::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
-            break;
-        }
-        if let Some((k, v)) = line.trim_end().split_once(": ") {
-            headers.insert(k.to_ascii_lowercase(), v.to_owned());
-        }
-    }
-    let mut parts = first.split(' ');
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let request = read_request(&stream)?;
+    let (method, path, headers) = (
+        request.method.as_str(),
+        request.path.as_str(),
+        &request.headers,
+    );
     let mut lifecycle = None;
     let (status, extra, body) = match (metadata, method) {
         (Metadata::RefuseToken, _) => (403, String::new(), String::new()),
@@ -645,6 +637,214 @@ fn a_host_off_aws_registers_its_address_in_an_ip_target_group() {
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(world.health(&ip_group).is_empty());
     assert!(world.doc()["hosts"].get("fra1-web-7").is_none());
+}
+
+/// The environment of a host whose metadata services are `services` (the
+/// rest, EC2's included, where nothing listens), besides moto's and the state.
+fn cloud_env(services: &[(&str, &str)]) -> Vec<(String, String)> {
+    [
+        "SWITCHYARD_METADATA_DIGITALOCEAN",
+        "SWITCHYARD_METADATA_GCP",
+        "SWITCHYARD_METADATA_AZURE",
+    ]
+    .into_iter()
+    .map(|setting| {
+        let url = services
+            .iter()
+            .find(|(s, _)| *s == setting)
+            .map_or_else(closed_endpoint, |(_, url)| (*url).to_owned());
+        (setting.to_owned(), url)
+    })
+    .collect()
+}
+
+#[test]
+fn hosts_on_other_clouds_join_with_provider_auto_and_are_listed_beside_instances() {
+    let world = World::new();
+    let group = world.target_group("go-auth-clouds", "ip");
+    let instance = world.instance(
+        "us-east-1",
+        &[
+            ("switchyard:service", "go-auth"),
+            ("switchyard:label:provider", "aws"),
+            ("switchyard:label:region", "us-east-1"),
+        ],
+    );
+    let instance_id = instance["InstanceId"].as_str().unwrap().to_owned();
+    let ec2 = closed_endpoint();
+    let hosts = [
+        (
+            MetadataServer::digitalocean(3_164_494, "nyc3", "10.116.0.2", "203.0.113.20"),
+            "SWITCHYARD_METADATA_DIGITALOCEAN",
+            ("digitalocean", "3164494", "nyc3", "10.116.0.2"),
+        ),
+        (
+            MetadataServer::gcp(
+                "4520031799277581759",
+                "us-central1-a",
+                "10.128.0.2",
+                Some("203.0.113.30"),
+            ),
+            "SWITCHYARD_METADATA_GCP",
+            ("gcp", "4520031799277581759", "us-central1", "10.128.0.2"),
+        ),
+        (
+            MetadataServer::azure(
+                "02aab8a4-74ef-476e-8182-f6d2ba4166a6",
+                "westeurope",
+                "10.1.0.4",
+                "",
+            ),
+            "SWITCHYARD_METADATA_AZURE",
+            (
+                "azure",
+                "02aab8a4-74ef-476e-8182-f6d2ba4166a6",
+                "westeurope",
+                "10.1.0.4",
+            ),
+        ),
+    ];
+    let join = |env: &[(String, String)]| {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        world.step_env(
+            &ec2,
+            &[
+                "join",
+                "--provider",
+                "auto",
+                "--service",
+                "go-auth",
+                "--label",
+                "tier=web",
+                "--target-group",
+                &group,
+                "--port",
+                "9000",
+                "--no-wait",
+                "--output",
+                "json",
+            ],
+            &env,
+        )
+    };
+    for (server, setting, (provider, id, region, address)) in &hosts {
+        let endpoint = server.endpoint();
+        let out = join(&cloud_env(&[(setting, &endpoint)]));
+        assert_eq!(out.code, 0, "{provider}: {}{}", out.stdout, out.stderr);
+        let report = json(&out);
+        assert_eq!(report["host"]["provider"], *provider);
+        assert_eq!(report["host"]["host_id"], *id);
+        assert_eq!(report["host"]["region"], *region);
+        assert_eq!(report["host"]["address"], *address, "the private address");
+        assert_eq!(
+            report["labels"]["provider"], *provider,
+            "labelled by itself"
+        );
+        assert_eq!(report["labels"]["region"], *region);
+        assert_eq!(report["labels"]["tier"], "web");
+        assert!(server.requests() > 0, "{provider} was asked");
+        let doc = world.doc();
+        assert_eq!(doc["hosts"][*id]["provider"], *provider);
+        assert_eq!(doc["hosts"][*id]["labels"]["region"], *region);
+    }
+    // moto has the three addresses as IP targets.
+    let mut targets: Vec<String> = world
+        .health(&group)
+        .iter()
+        .map(|h| {
+            format!(
+                "{}:{}",
+                h["Target"]["Id"].as_str().unwrap(),
+                h["Target"]["Port"]
+            )
+        })
+        .collect();
+    targets.sort();
+    assert_eq!(
+        targets,
+        ["10.1.0.4:9000", "10.116.0.2:9000", "10.128.0.2:9000"]
+    );
+    assert!(state_validates(&world.state()));
+
+    // The fleet view shows the hosts off EC2 beside the instance, with their labels.
+    let out = world.step(&ec2, &["list", "--service", "go-auth", "--output", "json"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let report = json(&out);
+    let mut listed: Vec<String> = report["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            format!(
+                "{} {} {} {}",
+                h["host_id"].as_str().unwrap(),
+                h["provider"].as_str().unwrap(),
+                h["target"].as_str().unwrap(),
+                h["labels"]["region"].as_str().unwrap_or("-")
+            )
+        })
+        .collect();
+    listed.sort();
+    let mut expected: Vec<String> = hosts
+        .iter()
+        .map(|(_, _, (provider, id, region, _))| format!("{id} {provider} ip {region}"))
+        .collect();
+    expected.push(format!("{instance_id} aws instance us-east-1"));
+    expected.sort();
+    assert_eq!(listed, expected);
+    let out = world.step(
+        &ec2,
+        &["list", "--service", "go-auth", "--label", "provider=gcp"],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", out.stdout);
+    assert!(lines[0].starts_with("HOST  "), "{}", out.stdout);
+    assert!(
+        lines[1].starts_with("4520031799277581759  gcp  ")
+            && lines[1].contains("10.128.0.2")
+            && lines[1].ends_with("provider=gcp,region=us-central1,tier=web"),
+        "{}",
+        out.stdout
+    );
+
+    // No metadata service answers: exit 2 naming what was tried, nothing changed.
+    let env = cloud_env(&[]);
+    let out = join(&env);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("no metadata service says who this host is (tried aws at")
+            && out
+                .stderr
+                .contains("pass --provider NAME --host-id ID --address IP"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(world.health(&group).len(), 3);
+
+    // The droplet leaves by its metadata too, and is no longer listed.
+    let (droplet, setting, _) = &hosts[0];
+    let endpoint = droplet.endpoint();
+    let env = cloud_env(&[(setting, &endpoint)]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let out = world.step_env(
+        &ec2,
+        &[
+            "leave",
+            "--provider",
+            "auto",
+            "--target-group",
+            &group,
+            "--port",
+            "9000",
+        ],
+        &env,
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(world.health(&group).len(), 2);
+    let out = world.step(&ec2, &["list", "--service", "go-auth", "--output", "json"]);
+    assert_eq!(json(&out)["count"], 3);
 }
 
 #[test]

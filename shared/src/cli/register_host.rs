@@ -16,7 +16,8 @@ use crate::host::user_data;
 /// they report it healthy; `leave` deregisters it and waits until the groups
 /// have drained it, so that no request is cut. Off AWS (--provider NAME
 /// --host-id ID --address IP) the host registers its address in IP target
-/// groups. Every change is recorded in the state file (hosts, journal).
+/// groups; on DigitalOcean, GCP or Azure (--provider auto) their metadata says who it is.
+/// Every change is recorded in the state file (hosts, journal).
 #[derive(Debug, Parser)]
 #[command(name = "register-host", version, max_term_width = 100)]
 pub struct RegisterHostArgs {
@@ -37,7 +38,8 @@ pub enum Command {
     /// Wait until the Auto Scaling group terminates this instance, then leave while its
     /// termination hook holds it, and complete the hook (CONTINUE)
     Watch(WatchArgs),
-    /// List the hosts of a service by labels: running EC2 instances, found by their tags
+    /// List the hosts of a service by labels: running EC2 instances, found by their tags, and
+    /// the hosts off EC2 (IP targets) the state file records
     List(ListArgs),
     /// Print the cloud-init user-data that joins at boot and leaves at shutdown
     UserData(UserDataArgs),
@@ -45,7 +47,9 @@ pub enum Command {
 
 #[derive(Debug, ClapArgs)]
 pub struct HostArgs {
-    /// Where the host runs: aws (who it is comes from the instance metadata), or another
+    /// Where the host runs: aws (who it is comes from the instance metadata); auto (from the
+    /// metadata service found: EC2, DigitalOcean, GCP or Azure); digitalocean, gcp or azure
+    /// (from that cloud's metadata, unless --host-id and --address are given); or another
     /// provider's name (then --host-id and --address say who it is)
     #[arg(
         long,
@@ -62,6 +66,17 @@ pub struct HostArgs {
     /// The address load balancers reach the host at, off AWS
     #[arg(long, env = "SWITCHYARD_ADDRESS", value_name = "IP")]
     pub address: Option<String>,
+
+    /// Which address the metadata names is registered: private, or public for a load balancer
+    /// outside the host's network (ELBv2 IP targets take private addresses only)
+    /// [default: private]
+    #[arg(
+        long,
+        env = "SWITCHYARD_ADDRESS_KIND",
+        value_parser = ["private", "public"],
+        value_name = "KIND"
+    )]
+    pub address_kind: Option<String>,
 }
 
 #[derive(Debug, ClapArgs)]

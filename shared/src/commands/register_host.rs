@@ -14,6 +14,7 @@ use crate::cli::CommonArgs;
 use crate::host::fleet::{self, FleetQuery, FleetReport};
 use crate::host::identity::{self, check_provider, Identity, ImdsSettings, AWS};
 use crate::host::labels::{check_service, Labels};
+use crate::host::metadata::{self, AddressKind, Cloud, MetadataSettings, AUTO};
 use crate::host::registration::{
     self, parse_target_groups, targets_region, JoinReport, JoinRequest, LeaveReport, LeaveRequest,
     LifecycleHook, RegistrationOptions, TargetGroupArn,
@@ -128,7 +129,7 @@ impl Command for RegisterHost {
         match settings {
             Settings::Join {
                 request, source, ..
-            } => registration::join_policy(request, matches!(source, Source::Imds(_))),
+            } => registration::join_policy(request, source.may_be_ec2()),
             Settings::Leave { request, .. } => registration::leave_policy(request),
             Settings::Watch { request, .. } => watch::watch_policy(request),
             Settings::List { .. } => fleet::list_policy(),
@@ -140,13 +141,21 @@ impl Command for RegisterHost {
     async fn run(settings: Settings, step: &mut Step) -> Result<Report, Failure> {
         match settings {
             Settings::Join {
-                request,
+                mut request,
                 elb_region,
                 source,
             } => {
+                let reads_metadata = !matches!(source, Source::Given(_));
                 let service = Some(request.service.as_str());
                 let (identity, clients, options) =
                     prepare(step, ("join", service), source, elb_region.as_deref()).await?;
+                if reads_metadata {
+                    // The metadata says where the host is: label it so, unless the flags did.
+                    request.labels.fill("provider", &identity.provider);
+                    if let Some(region) = &identity.region {
+                        request.labels.fill("region", region);
+                    }
+                }
                 let report = registration::join(
                     &clients,
                     &identity,
@@ -201,9 +210,10 @@ impl Command for RegisterHost {
                 Ok(report.into())
             }
             Settings::List { query, regions } => {
+                let recorded = step.state.load().await?.hosts;
                 let config = aws::load(&step.aws).await;
                 let clients = aws::ec2_per_region(&config, &regions);
-                Ok(fleet::list(&clients, &query).await?.into())
+                Ok(fleet::list(&clients, &query, &recorded).await?.into())
             }
             Settings::UserData { document, .. } => Ok(document.into()),
         }
@@ -213,8 +223,14 @@ impl Command for RegisterHost {
 /// Who the host is: read from the instance metadata, or given.
 #[derive(Debug)]
 pub enum Source {
-    /// Ask the instance metadata service (on EC2).
+    /// Ask EC2's instance metadata service.
     Imds(ImdsSettings),
+    /// Ask the metadata service of one cloud, or (more than one) of the one that answers.
+    Metadata {
+        settings: Box<MetadataSettings>,
+        clouds: Vec<Cloud>,
+        kind: AddressKind,
+    },
     /// Given by flags (off AWS).
     Given(Identity),
 }
@@ -223,15 +239,58 @@ impl Source {
     async fn identity(self) -> Result<Identity, Failure> {
         match self {
             Self::Imds(settings) => Ok(identity::from_imds(&settings).await?),
+            Self::Metadata {
+                settings,
+                clouds,
+                kind,
+            } => Ok(metadata::identify(&settings, &clouds, kind).await?),
             Self::Given(identity) => Ok(identity),
+        }
+    }
+
+    /// Whether the host may turn out to be an EC2 instance (which join tags).
+    fn may_be_ec2(&self) -> bool {
+        match self {
+            Self::Imds(_) => true,
+            Self::Metadata { clouds, .. } => clouds.contains(&Cloud::Aws),
+            Self::Given(_) => false,
         }
     }
 }
 
 fn source(h: &HostArgs) -> Result<Source, Failure> {
     check_provider(&h.provider)?;
+    let kind = h
+        .address_kind
+        .as_deref()
+        .map(AddressKind::parse)
+        .transpose()?;
+    let cloud = Cloud::named(&h.provider).filter(|c| *c != Cloud::Aws);
+    let reads = |only: Option<Cloud>| -> Result<Source, Failure> {
+        let settings = MetadataSettings::from_env()?;
+        let clouds = only.map_or_else(|| settings.candidates(), |c| vec![c]);
+        Ok(Source::Metadata {
+            settings: Box::new(settings),
+            clouds,
+            kind: kind.unwrap_or_default(),
+        })
+    };
     match (h.provider.as_str(), &h.host_id, &h.address) {
+        (AUTO, None, None) => reads(None),
+        (AUTO, _, _) => Err(Failure::usage(
+            "--provider auto reads who the host is from the metadata service it finds; drop \
+             --host-id and --address, or name the provider with --provider NAME",
+        )),
+        (AWS, None, None) if kind == Some(AddressKind::Public) => Err(Failure::usage(
+            "--address-kind public is for hosts on other clouds: an EC2 instance is registered \
+             by its instance id, or in an ip target group by its private address",
+        )),
         (AWS, None, None) => Ok(Source::Imds(ImdsSettings::from_env()?)),
+        (_, None, None) if cloud.is_some() => reads(cloud),
+        (_, Some(_), Some(_)) if kind.is_some() => Err(Failure::usage(
+            "--address-kind chooses among the addresses the metadata names; with --host-id and \
+             --address the address is given: drop one or the other",
+        )),
         (_, Some(id), Some(address)) => {
             Ok(Source::Given(Identity::given(&h.provider, id, address)?))
         }
@@ -239,6 +298,10 @@ fn source(h: &HostArgs) -> Result<Source, Failure> {
             "--host-id and --address are for hosts off AWS; on EC2 the instance metadata says \
              who the host is (drop them, or name the other provider with --provider)",
         )),
+        (provider, _, _) if cloud.is_some() => Err(Failure::usage(format!(
+            "--provider {provider} reads who the host is from {provider}'s metadata service; \
+             give both --host-id ID and --address IP to say it yourself, or neither"
+        ))),
         (provider, _, _) => Err(Failure::usage(format!(
             "--provider {provider} needs --host-id ID and --address IP: off AWS there is no \
              instance metadata to say who the host is"
@@ -558,6 +621,78 @@ mod tests {
         assert_eq!(request.wait, None);
         assert_eq!(region.as_deref(), Some("us-east-1"));
         assert!(matches!(source, Source::Given(ref i) if i.host_id == "fsn1-web-7"));
+    }
+
+    #[test]
+    fn providers_with_metadata_read_it_unless_told_who_the_host_is() {
+        let source = |extra: &[&str]| {
+            let mut line = vec!["join", "--service", "go-auth"];
+            line.extend_from_slice(extra);
+            let args = parse(&line);
+            let Sub::Join(a) = &args.command else {
+                panic!("not join")
+            };
+            join_settings(a, &args.common).map(|(_, _, source)| source)
+        };
+        let Source::Metadata { clouds, kind, .. } = source(&["--provider", "auto"]).unwrap() else {
+            panic!("auto reads the metadata")
+        };
+        assert_eq!(
+            clouds.len(),
+            Cloud::ALL.len()
+                - usize::from(std::env::var(identity::DISABLED_ENV).is_ok_and(|v| v == "true"))
+        );
+        assert_eq!(kind, AddressKind::Private);
+        let Source::Metadata { clouds, kind, .. } =
+            source(&["--provider", "gcp", "--address-kind", "public"]).unwrap()
+        else {
+            panic!("gcp reads its metadata")
+        };
+        assert_eq!((clouds, kind), (vec![Cloud::Gcp], AddressKind::Public));
+        assert!(matches!(
+            source(&[
+                "--provider",
+                "azure",
+                "--host-id",
+                "vm-1",
+                "--address",
+                "10.1.0.4"
+            ]),
+            Ok(Source::Given(_))
+        ));
+        let refused = |extra: &[&str]| {
+            let f = source(extra).unwrap_err();
+            format!("{}: {}", f.code.number(), f.error)
+        };
+        assert!(refused(&["--provider", "auto", "--host-id", "x"])
+            .starts_with("2: --provider auto reads who the host is from the metadata service"));
+        assert!(
+            refused(&["--provider", "digitalocean", "--address", "10.0.0.1"]).starts_with(
+                "2: --provider digitalocean reads who the host is from digitalocean's"
+            )
+        );
+        assert!(refused(&["--address-kind", "public"])
+            .starts_with("2: --address-kind public is for hosts on other clouds"));
+        assert!(refused(&[
+            "--provider",
+            "dc-fra1",
+            "--host-id",
+            "x",
+            "--address",
+            "10.0.0.1",
+            "--address-kind",
+            "private"
+        ])
+        .starts_with("2: --address-kind chooses among the addresses the metadata names"));
+        assert!(RegisterHostArgs::try_parse_from([
+            "register-host",
+            "join",
+            "--service",
+            "x",
+            "--address-kind",
+            "elastic"
+        ])
+        .is_err());
     }
 
     #[test]

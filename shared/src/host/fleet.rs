@@ -1,8 +1,10 @@
-//! The fleet by labels: the hosts (running or starting EC2 instances) of a
-//! service whose labels match, found with DescribeInstances tag filters in one
-//! or more regions. It is the placement view a pipeline reads to put a stack
-//! in each region or provider. Hosts off AWS are not EC2 instances: they are
-//! in the target groups and in the state file's hosts section, not here.
+//! The fleet by labels: the hosts of a service whose labels match. EC2
+//! instances (running or starting) are found with DescribeInstances tag
+//! filters in one or more regions; hosts off EC2 (DigitalOcean, GCP, Azure,
+//! a data center), which are IP targets and carry no EC2 tags, are listed
+//! beside them from the state file's hosts section, where `join` records
+//! each with its provider, region, address and labels. It is the placement
+//! view a pipeline reads to put a stack in each region or provider.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -15,6 +17,7 @@ use super::labels::{Labels, LABEL_TAG_PREFIX, SERVICE_TAG};
 use super::HostError;
 use crate::aws::ec2;
 use crate::outcome::StepReport;
+use crate::state::document::Host;
 
 /// Instance states listed: hosts that are (or are about to be) in the fleet.
 pub const LISTED_STATES: [&str; 2] = ["pending", "running"];
@@ -42,6 +45,16 @@ impl FleetQuery {
         filters
     }
 
+    /// Whether a host off EC2, as the state file records it, matches.
+    fn matches(&self, host: &Host) -> bool {
+        let label = |k: &str| host.labels.get(k).map(String::as_str);
+        self.service
+            .as_deref()
+            .is_none_or(|s| label("service") == Some(s))
+            && label("service").is_some()
+            && self.labels.iter().all(|(k, v)| label(k) == Some(v))
+    }
+
     /// `match service=go-auth, region=us-east-1`, or `are registered` when
     /// nothing narrows the query, for messages.
     pub fn describe(&self) -> String {
@@ -61,11 +74,14 @@ impl FleetQuery {
 /// One host of the fleet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FleetHost {
-    /// The instance id.
+    /// The instance id, or the id a host off EC2 joined with.
     pub host_id: String,
-    /// Always `aws`: the fleet view lists EC2 instances.
+    /// `aws`, or the provider a host off EC2 joined with (`gcp`, `dc-fra1`).
     pub provider: String,
-    /// The region it was found in.
+    /// How it is a target: `instance` (an EC2 instance, found by its tags) or
+    /// `ip` (a host off EC2, from the state file).
+    pub target: &'static str,
+    /// The region it was found in (off EC2: the one it joined with, or `-`).
     pub region: String,
     /// Its availability zone.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -73,7 +89,7 @@ pub struct FleetHost {
     /// Its private address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
-    /// `pending` or `running`.
+    /// `pending` or `running`; `registered` off EC2.
     pub state: String,
     /// Its service tag.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -119,12 +135,13 @@ impl StepReport for FleetReport {
             );
             return t;
         }
-        let rows: Vec<[String; 7]> = self
+        let rows: Vec<[String; 8]> = self
             .hosts
             .iter()
             .map(|h| {
                 [
                     h.host_id.clone(),
+                    h.provider.clone(),
                     h.region.clone(),
                     h.availability_zone.clone().unwrap_or_else(|| "-".into()),
                     h.address.clone().unwrap_or_else(|| "-".into()),
@@ -135,7 +152,7 @@ impl StepReport for FleetReport {
             })
             .collect();
         let header = [
-            "HOST", "REGION", "ZONE", "ADDRESS", "STATE", "SERVICE", "LABELS",
+            "HOST", "PROVIDER", "REGION", "ZONE", "ADDRESS", "STATE", "SERVICE", "LABELS",
         ];
         let mut widths = header.map(str::len);
         for row in &rows {
@@ -194,12 +211,15 @@ impl StepReport for FleetReport {
     fn summary(&self) -> String {
         let mut s = format!("### register-host list\n\n{} host(s)\n", self.count);
         if !self.hosts.is_empty() {
-            s.push_str("\n| host | region | zone | address | labels |\n|---|---|---|---|---|\n");
+            s.push_str(
+                "\n| host | provider | region | zone | address | labels |\n|---|---|---|---|---|---|\n",
+            );
             for h in &self.hosts {
                 let _ = writeln!(
                     s,
-                    "| `{}` | {} | {} | {} | `{}` |",
+                    "| `{}` | {} | {} | {} | {} | `{}` |",
                     h.host_id,
+                    h.provider,
                     h.region,
                     h.availability_zone.as_deref().unwrap_or("-"),
                     h.address.as_deref().unwrap_or("-"),
@@ -211,12 +231,15 @@ impl StepReport for FleetReport {
     }
 }
 
-/// Lists the hosts matching `query` in each region, with that region's EC2 client.
+/// Lists the EC2 instances matching `query` in each region, with that
+/// region's EC2 client, and the hosts off EC2 of `recorded` (the state file's
+/// hosts section) that match it.
 pub async fn list(
     regions: &[(String, aws_sdk_ec2::Client)],
     query: &FleetQuery,
+    recorded: &BTreeMap<String, Host>,
 ) -> Result<FleetReport, HostError> {
-    let mut hosts = Vec::new();
+    let mut hosts = off_ec2(recorded, query);
     for (region, client) in regions {
         for instance in ec2::describe_instances(client, query.filters()).await? {
             let Some(id) = instance.instance_id() else {
@@ -226,6 +249,7 @@ pub async fn list(
             hosts.push(FleetHost {
                 host_id: id.to_owned(),
                 provider: AWS.to_owned(),
+                target: "instance",
                 region: region.clone(),
                 availability_zone: instance
                     .placement()
@@ -264,6 +288,32 @@ pub async fn list(
         by_region,
         hosts,
     })
+}
+
+/// The hosts off EC2 that the state file records and that match `query`:
+/// they carry no EC2 tags to be found by, and are IP targets.
+pub fn off_ec2(recorded: &BTreeMap<String, Host>, query: &FleetQuery) -> Vec<FleetHost> {
+    recorded
+        .iter()
+        .filter(|(_, h)| h.provider.as_deref().is_some_and(|p| p != AWS) && query.matches(h))
+        .map(|(id, h)| FleetHost {
+            host_id: id.clone(),
+            provider: h.provider.clone().unwrap_or_default(),
+            target: "ip",
+            region: h.region.clone().unwrap_or_else(|| "-".to_owned()),
+            availability_zone: None,
+            address: h.address.clone(),
+            state: "registered".to_owned(),
+            service: h.labels.get("service").cloned(),
+            labels: h
+                .labels
+                .iter()
+                .filter(|(k, _)| k.as_str() != "service")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            launched_at: None,
+        })
+        .collect()
 }
 
 /// The IAM policy `list` needs (DescribeInstances has no resource level).

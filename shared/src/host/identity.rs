@@ -6,7 +6,8 @@
 //! The client honours the settings every AWS SDK reads:
 //! `AWS_EC2_METADATA_SERVICE_ENDPOINT` (tests point it at moto's server),
 //! `AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE` (`IPv4` or `IPv6`) and
-//! `AWS_EC2_METADATA_DISABLED`. It is not `aws_config::imds::Client` because
+//! `AWS_EC2_METADATA_DISABLED`. Other clouds' metadata services, and the
+//! detection of which one a host is on, are in [`super::metadata`]. It is not `aws_config::imds::Client` because
 //! that client refuses a token answer without the
 //! `X-aws-ec2-metadata-token-ttl-seconds` header, which moto's server does not
 //! send; this one asks for a TTL, uses the token at once, and does not insist
@@ -51,8 +52,13 @@ pub struct Identity {
     /// The instance's availability zone (EC2 only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub availability_zone: Option<String>,
-    /// The private address traffic reaches it at.
+    /// The address traffic reaches it at, which is registered (on a cloud
+    /// its private address unless the public one is asked for).
     pub address: IpAddr,
+    /// The public address another cloud's metadata names (shown, not registered
+    /// unless asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_address: Option<IpAddr>,
 }
 
 impl Identity {
@@ -102,6 +108,7 @@ impl Identity {
             region: None,
             availability_zone: None,
             address,
+            public_address: None,
         })
     }
 }
@@ -176,12 +183,69 @@ pub enum IdentityError {
         value: String,
         expected: &'static str,
     },
+    /// No answer from another cloud's metadata service named by `--provider`.
+    #[error(
+        "cannot reach the {provider} metadata service at {endpoint}: {detail}. Is this host \
+         on {provider}? Elsewhere pass --provider NAME --host-id ID --address IP (or point \
+         {setting} at the service)"
+    )]
+    CloudUnreachable {
+        provider: &'static str,
+        endpoint: String,
+        setting: &'static str,
+        detail: String,
+    },
+    /// An answer without the header GCP's metadata server always sends.
+    #[error(
+        "{path} answered without the Metadata-Flavor: Google header, so it is not GCP's \
+         metadata server"
+    )]
+    NotGoogle { path: String },
+    /// `--provider auto` found no metadata service that answers as a known cloud's does.
+    #[error(
+        "no metadata service says who this host is (tried {tried}). Off EC2, DigitalOcean, \
+         GCP and Azure pass --provider NAME --host-id ID --address IP; on one of them with an \
+         unusual network point {ENDPOINT_ENV}, SWITCHYARD_METADATA_DIGITALOCEAN, \
+         SWITCHYARD_METADATA_GCP or SWITCHYARD_METADATA_AZURE at its metadata service"
+    )]
+    NoneFound { tried: String },
+    /// The metadata names no address of the kind asked for.
+    #[error(
+        "the {provider} metadata names no {kind} address for this host: register its {other} \
+         address (--address-kind {other}), or pass --provider {provider} --host-id ID --address IP"
+    )]
+    NoAddress {
+        provider: &'static str,
+        kind: &'static str,
+        other: &'static str,
+    },
+}
+
+impl IdentityError {
+    /// Why one candidate of `--provider auto` is not this host's cloud, in a few words.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Unreachable { detail, .. }
+            | Self::CloudUnreachable { detail, .. }
+            | Self::Request { detail, .. } => detail.clone(),
+            Self::TokenRefused { status, .. } => {
+                format!("no IMDSv2 session token (HTTP {status})")
+            }
+            Self::Status { path, status, .. } => format!("{path} answered HTTP {status}"),
+            Self::Unexpected { path, expected, .. } => format!("{path} is not {expected}"),
+            Self::NotGoogle { path } => format!("{path} lacks the Metadata-Flavor: Google header"),
+            other => other.to_string(),
+        }
+    }
 }
 
 impl ExitStatus for IdentityError {
     fn exit_code(&self) -> Code {
         match self {
-            Self::Disabled { .. } | Self::Endpoint { .. } => Code::Usage,
+            Self::Disabled { .. }
+            | Self::Endpoint { .. }
+            | Self::NoneFound { .. }
+            | Self::NoAddress { .. } => Code::Usage,
             _ => Code::Provider,
         }
     }
@@ -245,22 +309,8 @@ impl ImdsSettings {
 
     /// The default time-outs and retries against `endpoint`.
     pub fn with_endpoint(endpoint: &str) -> Result<Self, IdentityError> {
-        let bad = |why: String| IdentityError::Endpoint {
-            setting: ENDPOINT_ENV,
-            value: endpoint.to_owned(),
-            why,
-        };
-        let mut url = Url::parse(endpoint.trim())
-            .map_err(|e| bad(format!("is not a URL ({e}); e.g. http://169.254.169.254")))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-            return Err(bad("is not an http(s) URL with a host".to_owned()));
-        }
-        if !url.path().ends_with('/') {
-            let path = format!("{}/", url.path());
-            url.set_path(&path);
-        }
         Ok(Self {
-            endpoint: url,
+            endpoint: base_url(ENDPOINT_ENV, endpoint)?,
             connect_timeout: Self::CONNECT_TIMEOUT,
             timeout: Self::TIMEOUT,
             attempts: Self::ATTEMPTS,
@@ -271,6 +321,25 @@ impl ImdsSettings {
     fn endpoint_text(&self) -> String {
         self.endpoint.as_str().trim_end_matches('/').to_owned()
     }
+}
+
+/// A metadata service's base URL from `setting`: http(s) with a host, ending in `/`.
+pub(super) fn base_url(setting: &'static str, endpoint: &str) -> Result<Url, IdentityError> {
+    let bad = |why: String| IdentityError::Endpoint {
+        setting,
+        value: endpoint.to_owned(),
+        why,
+    };
+    let mut url = Url::parse(endpoint.trim())
+        .map_err(|e| bad(format!("is not a URL ({e}); e.g. http://169.254.169.254")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(bad("is not an http(s) URL with a host".to_owned()));
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
 }
 
 /// An IMDSv2 session token; its `Debug` never shows it.
@@ -467,7 +536,7 @@ fn token_hint(status: u16) -> &'static str {
 }
 
 /// A transport error in a few words: the innermost cause, or the time-out.
-fn describe(error: &reqwest::Error, timeout: Duration) -> String {
+pub(super) fn describe(error: &reqwest::Error, timeout: Duration) -> String {
     if error.is_timeout() {
         return format!("no answer within {}", crate::wait::progress::short(timeout));
     }
@@ -522,102 +591,16 @@ pub async fn from_imds(settings: &ImdsSettings) -> Result<Identity, IdentityErro
         region: Some(region),
         availability_zone: Some(zone),
         address,
+        public_address: None,
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-    use std::fmt::Write as _;
-    use std::sync::{Arc, Mutex};
-
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     use super::*;
-
-    /// One request as the stand-in metadata service saw it.
-    #[derive(Debug, Clone)]
-    struct Seen {
-        method: String,
-        path: String,
-        headers: BTreeMap<String, String>,
-    }
-
-    type Handler = dyn Fn(&Seen, usize) -> (u16, Vec<(&'static str, String)>, String) + Send + Sync;
-
-    /// A scripted HTTP/1.1 server on loopback standing in for the metadata
-    /// service: `handler` gets each request and how many came before it.
-    struct StandIn {
-        endpoint: String,
-        seen: Arc<Mutex<Vec<Seen>>>,
-    }
-
-    impl StandIn {
-        async fn start(handler: Box<Handler>) -> Self {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let endpoint = format!("http://{}", listener.local_addr().unwrap());
-            let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-            let log = seen.clone();
-            let handler: Arc<Handler> = Arc::from(handler);
-            tokio::spawn(async move {
-                loop {
-                    let Ok((mut socket, _)) = listener.accept().await else {
-                        return;
-                    };
-                    let log = log.clone();
-                    let handler = handler.clone();
-                    tokio::spawn(async move {
-                        let mut head = Vec::new();
-                        let mut byte = [0_u8; 1];
-                        while !head.ends_with(b"\r\n\r\n") {
-                            if socket.read(&mut byte).await.unwrap_or(0) == 0 {
-                                return;
-                            }
-                            head.push(byte[0]);
-                        }
-                        let text = String::from_utf8_lossy(&head).into_owned();
-                        let mut lines = text.split("\r\n");
-                        let mut first = lines.next().unwrap_or_default().split(' ');
-                        let seen = Seen {
-                            method: first.next().unwrap_or_default().to_owned(),
-                            path: first.next().unwrap_or_default().to_owned(),
-                            headers: lines
-                                .filter_map(|l| l.split_once(": "))
-                                .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
-                                .collect(),
-                        };
-                        let before = {
-                            let mut log = log.lock().unwrap();
-                            log.push(seen.clone());
-                            log.len() - 1
-                        };
-                        let (status, headers, body) = handler(&seen, before);
-                        let mut answer = format!(
-                            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-                            body.len()
-                        );
-                        for (k, v) in headers {
-                            let _ = write!(answer, "{k}: {v}\r\n");
-                        }
-                        answer.push_str("\r\n");
-                        answer.push_str(&body);
-                        let _ = socket.write_all(answer.as_bytes()).await;
-                        let _ = socket.shutdown().await;
-                    });
-                }
-            });
-            Self { endpoint, seen }
-        }
-
-        fn settings(&self) -> ImdsSettings {
-            ImdsSettings::with_endpoint(&self.endpoint).unwrap()
-        }
-
-        fn seen(&self) -> Vec<Seen> {
-            self.seen.lock().unwrap().clone()
-        }
-    }
+    use crate::host::stand_in::{env, Seen, StandIn};
 
     /// moto's answers: a token without a TTL header; metadata only with that token.
     fn moto_like(seen: &Seen, _: usize) -> (u16, Vec<(&'static str, String)>, String) {
@@ -649,6 +632,7 @@ mod tests {
                 region: Some("eu-west-1".into()),
                 availability_zone: Some("eu-west-1b".into()),
                 address: "10.1.2.3".parse().unwrap(),
+                public_address: None,
             }
         );
         let seen = imds.seen();
@@ -791,14 +775,6 @@ mod tests {
 
     #[test]
     fn settings_follow_the_sdk_environment() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |key: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| *k == key)
-                    .map(|(_, v)| (*v).to_owned())
-            }
-        };
         let default = ImdsSettings::from_lookup(env(&[])).unwrap();
         assert_eq!(default.endpoint.as_str(), "http://169.254.169.254/");
         let v6 = ImdsSettings::from_lookup(env(&[(ENDPOINT_MODE_ENV, "IPv6")])).unwrap();

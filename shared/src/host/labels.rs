@@ -62,6 +62,16 @@ impl Labels {
         Ok(Self(labels))
     }
 
+    /// Sets label `key` to `value` unless it is given already (what the
+    /// flags say wins) or `value` is no valid label value; says whether it did.
+    pub fn fill(&mut self, key: &str, value: &str) -> bool {
+        if self.0.contains_key(key) || check_value(value).is_err() {
+            return false;
+        }
+        self.0.insert(key.to_owned(), value.to_owned());
+        true
+    }
+
     /// The label of that key.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str)
@@ -215,6 +225,12 @@ mod tests {
             "az=us-east-1a,provider=aws,region=us-east-1"
         );
         assert_eq!(labels.get("region"), Some("us-east-1"));
+        let mut filled = labels.clone();
+        assert!(!filled.fill("region", "us-central1"), "the flags win");
+        assert!(!filled.fill("zone", "a b"), "not a label value");
+        assert!(filled.fill("zone", "us-central1-a"));
+        assert_eq!(filled.get("region"), Some("us-east-1"));
+        assert_eq!(filled.get("zone"), Some("us-central1-a"));
         assert_eq!(parse(&[]).unwrap().display(), "-");
         assert!(parse(&["team/owner=auth@example.com", "v=1.2.3+build:7"]).is_ok());
     }

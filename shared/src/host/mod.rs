@@ -3,6 +3,8 @@
 //!
 //! - [`identity`] says who this host is: read from the instance metadata
 //!   service (IMDSv2) on EC2, or given (`--host-id`, `--address`) elsewhere.
+//! - [`metadata`] reads it from DigitalOcean's, GCP's and Azure's metadata
+//!   services too, and finds which cloud a host is on (`--provider auto`).
 //! - [`labels`] checks the service and the `KEY=VALUE` labels, and maps them
 //!   to and from the EC2 tags that carry them.
 //! - [`registration`] joins (tags, RegisterTargets, the wait until healthy)
@@ -11,7 +13,9 @@
 //! - [`watch`] waits on an Auto Scaling instance until its group terminates
 //!   it (the instance metadata's target-lifecycle-state), then leaves while
 //!   the termination hook holds the instance, and completes the hook.
-//! - [`fleet`] lists the fleet by labels (DescribeInstances with tag filters).
+//! - [`fleet`] lists the fleet by labels: EC2 instances by their tags
+//!   (DescribeInstances with tag filters) beside the hosts off EC2 that the
+//!   state file records (IP targets).
 //! - [`user_data`] renders the cloud-init document that makes every host of
 //!   a launch template join at boot and leave at shutdown.
 //!
@@ -31,9 +35,13 @@
 pub mod fleet;
 pub mod identity;
 pub mod labels;
+pub mod metadata;
 pub mod registration;
 pub mod user_data;
 pub mod watch;
+
+#[cfg(test)]
+mod stand_in;
 
 use crate::aws::ProviderError;
 use crate::outcome::{Code, ExitStatus};

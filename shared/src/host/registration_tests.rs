@@ -2,6 +2,7 @@
 //! moto does not emulate (targets that stay `initial` or `unhealthy`,
 //! draining that takes time, CompleteLifecycleAction) and the error paths.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,6 +32,7 @@ use crate::host::registration::{
 };
 use crate::host::{HostClients, HostError, Identity, Labels};
 use crate::outcome::{Code, ExitStatus};
+use crate::state::document::Host;
 use crate::state::StateFile;
 use crate::wait::Backoff;
 
@@ -45,6 +47,7 @@ fn ec2_host() -> Identity {
         region: Some("us-east-1".into()),
         availability_zone: Some("us-east-1a".into()),
         address: "10.0.1.12".parse().unwrap(),
+        public_address: None,
     }
 }
 
@@ -783,7 +786,7 @@ async fn the_fleet_is_listed_by_tag_filters_across_pages_and_regions() {
         service: Some("go-auth".into()),
         labels: Labels::parse(&["region=us-east-1".into()]).unwrap(),
     };
-    let report = fleet::list(&[("us-east-1".into(), client)], &query)
+    let report = fleet::list(&[("us-east-1".into(), client)], &query, &BTreeMap::new())
         .await
         .unwrap();
     assert_eq!(describe.num_calls(), 2, "both pages");
@@ -802,7 +805,9 @@ async fn the_fleet_is_listed_by_tag_filters_across_pages_and_regions() {
     assert_eq!(report.by_region["us-east-1"], 2);
     let text = crate::outcome::StepReport::text(&report);
     assert!(
-        text.starts_with("HOST  REGION     ZONE        ADDRESS   STATE    SERVICE  LABELS\n"),
+        text.starts_with(
+            "HOST  PROVIDER  REGION     ZONE        ADDRESS   STATE    SERVICE  LABELS\n"
+        ),
         "{text}"
     );
     assert!(
@@ -823,6 +828,101 @@ async fn the_fleet_is_listed_by_tag_filters_across_pages_and_regions() {
             "tag-key=switchyard:service"
         ]
     );
+}
+
+#[tokio::test]
+async fn hosts_off_ec2_are_listed_from_the_state_beside_instances() {
+    let describe = mock!(aws_sdk_ec2::Client::describe_instances).then_output(|| {
+        DescribeInstancesOutput::builder()
+            .reservations(
+                Reservation::builder()
+                    .instances(instance(
+                        "i-0abc",
+                        "us-east-1a",
+                        "10.0.1.12",
+                        &[
+                            ("switchyard:service", "go-auth"),
+                            ("switchyard:label:provider", "aws"),
+                        ],
+                    ))
+                    .build(),
+            )
+            .build()
+    });
+    let client = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, &[&describe]);
+    let host = |provider: &str, region: &str, address: &str, service: &str| Host {
+        provider: Some(provider.into()),
+        region: Some(region.into()),
+        address: Some(address.into()),
+        labels: BTreeMap::from([
+            ("service".to_owned(), service.to_owned()),
+            ("provider".to_owned(), provider.to_owned()),
+            ("region".to_owned(), region.to_owned()),
+        ]),
+        ..Host::default()
+    };
+    let recorded = BTreeMap::from([
+        (
+            "4520031799277581759".to_owned(),
+            host("gcp", "us-central1", "10.128.0.2", "go-auth"),
+        ),
+        (
+            "3164494".to_owned(),
+            host("digitalocean", "nyc3", "10.116.0.2", "billing"),
+        ),
+        // EC2 instances are found by their tags, not from the state.
+        (
+            "i-0abc".to_owned(),
+            host("aws", "us-east-1", "10.0.1.12", "go-auth"),
+        ),
+    ]);
+    let query = FleetQuery {
+        service: Some("go-auth".into()),
+        labels: Labels::default(),
+    };
+    let report = fleet::list(&[("us-east-1".into(), client)], &query, &recorded)
+        .await
+        .unwrap();
+    let rows: Vec<(&str, &str, &str)> = report
+        .hosts
+        .iter()
+        .map(|h| (h.host_id.as_str(), h.provider.as_str(), h.target))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("4520031799277581759", "gcp", "ip"),
+            ("i-0abc", "aws", "instance")
+        ],
+        "by region, zone and id"
+    );
+    let gcp = &report.hosts[0];
+    assert_eq!(gcp.labels.display(), "provider=gcp,region=us-central1");
+    assert_eq!(gcp.address.as_deref(), Some("10.128.0.2"));
+    assert_eq!(gcp.state, "registered");
+    assert_eq!(report.by_region["us-central1"], 1);
+    let text = crate::outcome::StepReport::text(&report);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[1],
+        "4520031799277581759  gcp       us-central1  -           10.128.0.2  registered  go-auth  \
+         provider=gcp,region=us-central1",
+        "{text}"
+    );
+    assert_eq!(
+        lines[3],
+        "2 host(s) match service=go-auth (us-central1: 1, us-east-1: 1)"
+    );
+
+    let dc = FleetQuery {
+        service: None,
+        labels: Labels::parse(&["region=nyc3".into()]).unwrap(),
+    };
+    let found: Vec<String> = fleet::off_ec2(&recorded, &dc)
+        .into_iter()
+        .map(|h| h.host_id)
+        .collect();
+    assert_eq!(found, ["3164494"]);
 }
 
 /// Parsing and checking target groups and settings.
@@ -895,6 +995,7 @@ mod checks {
             region: Some("us-east-1".into()),
             availability_zone: Some("us-east-1a".into()),
             address: "10.0.1.12".parse().unwrap(),
+            public_address: None,
         };
         let dc = Identity::given("dc-fra1", "web-7", "10.20.0.7").unwrap();
         assert_eq!(
