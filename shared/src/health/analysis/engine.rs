@@ -233,7 +233,7 @@ fn lock(tallies: &Tallies) -> std::sync::MutexGuard<'_, Vec<Tally>> {
 async fn measure_all(
     bound: Arc<Bound>,
     tallies: Tallies,
-    ended: watch::Sender<Option<String>>,
+    ended: watch::Sender<Option<(Phase, String)>>,
     stop: CancellationToken,
 ) {
     let loops = (0..bound.metrics.len()).map(|i| {
@@ -248,8 +248,8 @@ async fn measure_all(
                     m = measure(&bound.metrics[i]) => m,
                 };
                 let end = lock(tallies)[i].record(&bound.metrics[i].metric, m);
-                if let Some(reason) = end {
-                    ended.send_replace(Some(reason));
+                if let Some(end) = end {
+                    ended.send_replace(Some(end));
                     return;
                 }
                 tokio::select! {
@@ -267,15 +267,15 @@ async fn measure_all(
 pub struct Background {
     bound: Arc<Bound>,
     tallies: Tallies,
-    ended: watch::Receiver<Option<String>>,
+    ended: watch::Receiver<Option<(Phase, String)>>,
     stop: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
 
 impl Background {
-    /// Resolves when a metric ends failed or inconclusive, with why; never
-    /// while the metrics pass.
-    pub async fn ended(&mut self) -> String {
+    /// Resolves when a metric ends failed or inconclusive, with how and
+    /// why; never while the metrics pass.
+    pub async fn ended(&mut self) -> (Phase, String) {
         loop {
             if let Some(reason) = self.ended.borrow_and_update().clone() {
                 return reason;
@@ -284,6 +284,11 @@ impl Background {
                 std::future::pending::<()>().await;
             }
         }
+    }
+
+    /// How and why a metric ended failed or inconclusive, if one has.
+    pub fn ended_now(&self) -> Option<(Phase, String)> {
+        self.ended.borrow().clone()
     }
 
     /// The measurements taken since the last call.
@@ -385,8 +390,8 @@ impl Tally {
         u32::try_from(self.measurements.len()).unwrap_or(u32::MAX)
     }
 
-    /// Counts `m`; returns why the metric ended when a limit ends it.
-    fn record(&mut self, metric: &Metric, m: Measurement) -> Option<String> {
+    /// Counts `m`; returns how and why the metric ended when a limit ends it.
+    fn record(&mut self, metric: &Metric, m: Measurement) -> Option<(Phase, String)> {
         if self.ended.is_some() {
             return None;
         }
@@ -431,7 +436,7 @@ impl Tally {
         };
         self.measurements.push(m);
         self.ended.clone_from(&end);
-        end.map(|(_, why)| why)
+        end
     }
 
     fn conclude(&self, metric: &Metric) -> MetricVerdict {

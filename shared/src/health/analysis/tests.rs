@@ -468,7 +468,8 @@ async fn in_the_background_a_metric_turning_bad_ends_the_analysis_at_once_and_a_
     let bound = Arc::new(Bound::new(&a, &green(), &clients).unwrap());
     let started = tokio::time::Instant::now();
     let mut background = bound.start(&CancellationToken::new());
-    let why = background.ended().await;
+    let (phase, why) = background.ended().await;
+    assert_eq!(phase, Phase::Failed);
     // The fourth measurement, at 3 intervals of 500ms: not at the end of a hold.
     assert_eq!(started.elapsed(), Duration::from_millis(1500));
     assert!(why.contains("0.5 does not meet result <= 0.05"), "{why}");
