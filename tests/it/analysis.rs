@@ -7,25 +7,8 @@ use switchyard_tests::aws_cli::{self, w};
 
 use crate::fixture::{json, World};
 
-/// The issue's example, as written there.
-const EXAMPLE: &str = r#"{
-  "metrics": [
-    {
-      "name": "error-rate",
-      "cloudwatch": {
-        "namespace": "App",
-        "metric": "ErrorRate",
-        "dimensions": {"Stack": "{stack}"},
-        "stat": "Average",
-        "period": "60s"
-      },
-      "success": "result <= 0.05",
-      "interval": "500ms",
-      "failure_limit": 0,
-      "no_data": "inconclusive"
-    }
-  ]
-}"#;
+/// The issue's example, as the docs ship it.
+const EXAMPLE: &str = include_str!("../../docs/examples/canary-analysis.json");
 
 /// A blue/green world whose green stack was verified, with the example
 /// file beside the state and, when given, green's error rate in CloudWatch.

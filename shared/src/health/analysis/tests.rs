@@ -19,24 +19,7 @@ use crate::aws::config::retry_policy;
 use crate::aws::mocked::error_body;
 
 /// The issue's example, as users will copy it.
-const EXAMPLE: &str = r#"{
-  "metrics": [
-    {
-      "name": "error-rate",
-      "cloudwatch": {
-        "namespace": "App",
-        "metric": "ErrorRate",
-        "dimensions": {"Stack": "{stack}"},
-        "stat": "Average",
-        "period": "60s"
-      },
-      "success": "result <= 0.05",
-      "interval": "500ms",
-      "failure_limit": 0,
-      "no_data": "inconclusive"
-    }
-  ]
-}"#;
+const EXAMPLE: &str = include_str!("../../../../docs/examples/canary-analysis.json");
 
 fn green() -> Placeholders {
     Placeholders {
