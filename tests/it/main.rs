@@ -7,6 +7,7 @@
 // Fixture helpers panic on setup failures, like the tests they serve.
 #![allow(clippy::unwrap_used)]
 
+mod analysis;
 mod bake_ami;
 mod deploy_command;
 mod deploy_rolling;

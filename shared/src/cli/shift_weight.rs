@@ -120,6 +120,12 @@ pub struct ShiftWeightArgs {
     #[arg(long, env = "SWITCHYARD_PROBE_TIMEOUT", value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
     pub probe_timeout: Duration,
 
+    /// Analysis file (JSON): metrics (CloudWatch, Prometheus) judged in the background while each
+    /// step holds traffic, from the first change on; a failed or inconclusive metric rolls back at
+    /// once (exit 4). See docs/shift-weight.md
+    #[arg(long, env = "SWITCHYARD_ANALYSIS", value_name = "FILE")]
+    pub analysis: Option<std::path::PathBuf>,
+
     /// Move traffic even to a stack whose last health verdict is missing, stale or not healthy
     #[arg(long, env = "SWITCHYARD_FORCE", value_parser = BoolishValueParser::new())]
     pub force: bool,

@@ -8,13 +8,15 @@ use crate::aws::iam;
 use crate::cli::route::RouterKind;
 use crate::cli::shift_weight::ShiftWeightArgs;
 use crate::commands::route;
+use crate::health::analysis::engine::Clients;
+use crate::health::analysis::{self, Analysis};
 use crate::health::{Gate, GatePolicy};
 use crate::outcome::{Code, Failure};
 use crate::state::steps;
 use crate::step::{Command, Step};
 use crate::traffic::haproxy::Members;
 use crate::traffic::plan::{self, Intent};
-use crate::traffic::shift::{self, Request, ShiftOptions, ShiftReport};
+use crate::traffic::shift::{self, AnalysisGate, Request, ShiftOptions, ShiftReport};
 use crate::traffic::{Route, RouteMembers};
 
 /// The `shift-weight` command.
@@ -52,10 +54,24 @@ impl Command for ShiftWeight {
     }
 
     fn policy(s: &Settings) -> iam::Policy {
-        s.route.shift_policy(&s.members)
+        let mut policy = s.route.shift_policy(&s.members);
+        if s.options
+            .analysis
+            .as_ref()
+            .is_some_and(|a| a.analysis.uses_cloudwatch())
+        {
+            policy.merge(&analysis::cloudwatch::policy());
+        }
+        policy
     }
 
-    async fn run(s: Settings, step: &mut Step) -> Result<ShiftReport, Failure> {
+    async fn run(mut s: Settings, step: &mut Step) -> Result<ShiftReport, Failure> {
+        if let Some(gate) = s.options.analysis.as_mut() {
+            if gate.analysis.uses_cloudwatch() {
+                let config = crate::aws::load(&step.aws).await;
+                gate.clients.cloudwatch = Some(aws_sdk_cloudwatch::Client::new(&config));
+            }
+        }
         let router = s.route.open(s.members, &step.aws).await;
         let report = shift::run(
             &router,
@@ -203,10 +219,18 @@ fn shift_settings(args: &ShiftWeightArgs) -> Result<(Request, ShiftOptions), Fai
         };
         Some(Gate::new(args.gate_urls.clone(), policy).map_err(|e| Failure::new(Code::Usage, e))?)
     };
+    let analysis = match &args.analysis {
+        None => None,
+        Some(path) => Some(AnalysisGate {
+            analysis: Analysis::load(path).map_err(|e| Failure::new(Code::Usage, e))?,
+            clients: Clients::new(None),
+        }),
+    };
     let options = ShiftOptions {
         pause: args.pause,
         settle: args.settle,
         gate,
+        analysis,
         force: args.force,
         max_verdict_age: args.max_verdict_age,
         dry_run: args.common.dry_run,

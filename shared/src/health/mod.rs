@@ -1,9 +1,10 @@
 //! Deciding whether a stack is healthy: HTTP(S) probes judged by a probe
 //! policy (thresholds, quorum, latency limits), its target groups' health
-//! (the load balancer's view), CloudWatch alarms, Route53 health checks; reports for people, programs, Jenkins and GitHub; and the
+//! (the load balancer's view), CloudWatch alarms, Route53 health checks, metric analysis ([`analysis`]); reports for people, programs, Jenkins and GitHub; and the
 //! gates a traffic shift must pass.
 
 pub mod alarms;
+pub mod analysis;
 pub mod gate;
 pub mod policy;
 pub mod probe;

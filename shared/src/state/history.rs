@@ -50,6 +50,9 @@ pub struct Release {
     pub verdicts: Vec<String>,
     /// `completed`, `rolled back`, `rollback`, `failed`, `interrupted`, `refused` or `in progress`.
     pub outcome: &'static str,
+    /// Why it did not complete (the failed gate or metric analysis), when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
 }
 
 /// A stack as it is now.
@@ -142,6 +145,9 @@ fn record(r: &mut Release, action: &str, e: &JournalEntry) -> bool {
     if let Some(outcome) = ended {
         r.outcome = outcome;
         r.ended_at = Some(e.at);
+        if !matches!(outcome, "completed" | "rollback") {
+            r.why.clone_from(&e.detail);
+        }
     }
     ended.is_some()
 }
@@ -187,6 +193,7 @@ pub fn history(doc: &StateDocument) -> History {
                     gates_failed: 0,
                     verdicts: std::mem::take(&mut verdicts),
                     outcome: "in progress",
+                    why: None,
                 });
                 open = Some(releases.len() - 1);
             }
@@ -308,6 +315,9 @@ impl History {
                 r.outcome,
                 r.actor
             );
+            if let Some(why) = &r.why {
+                let _ = writeln!(t, "    why: {why}");
+            }
         }
         if self.releases.is_empty() {
             t.push_str("(no traffic moves in the journal)\n");

@@ -223,6 +223,7 @@ fn options() -> ShiftOptions {
         pause: Duration::ZERO,
         settle: None,
         gate: None,
+        analysis: None,
         force: true,
         max_verdict_age: Duration::from_secs(1800),
         dry_run: false,

@@ -124,6 +124,7 @@ fn options(timeout: Duration) -> ShiftOptions {
         pause: Duration::ZERO,
         settle: Some(Duration::ZERO),
         gate: None,
+        analysis: None,
         force: true,
         max_verdict_age: Duration::from_secs(1800),
         dry_run: false,

@@ -8,6 +8,8 @@
 //! and the state saved after it, so a killed run can be resumed or rolled back.
 
 use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -17,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::plan::{self, Intent, PlanError};
 use super::{format_weights, Lease, LeaseRequest, Router, TrafficError};
+use crate::health::analysis::{self, AnalysisReport, Background, Bound, Phase, Placeholders};
 use crate::health::Gate;
 use crate::hooks::{HookEnv, HookError, StepHooks};
 use crate::lease;
@@ -74,6 +77,8 @@ pub struct ShiftOptions {
     pub settle: Option<Duration>,
     /// The gate each step must pass; without one, traffic moves on after the settle time.
     pub gate: Option<Gate>,
+    /// Metric analysis while each step holds traffic, from the first change on.
+    pub analysis: Option<AnalysisGate>,
     /// Move traffic even when the state's health verdict forbids it.
     pub force: bool,
     /// A healthy verdict older than this no longer counts.
@@ -86,6 +91,15 @@ pub struct ShiftOptions {
     pub lock_wait: Duration,
     /// Why this run holds the lock, shown to whoever finds it held.
     pub lock_message: Option<String>,
+}
+
+/// An analysis file with the clients its providers use.
+#[derive(Debug, Clone)]
+pub struct AnalysisGate {
+    /// The checked file.
+    pub analysis: analysis::Analysis,
+    /// The providers' clients, made once for the run.
+    pub clients: analysis::engine::Clients,
 }
 
 /// Errors of a shift, each with its exit code.
@@ -107,20 +121,24 @@ pub enum ShiftError {
     Unverified { member: String, why: String },
     #[error("the gate failed before any change: {0}; traffic was not moved")]
     PreflightFailed(String),
-    #[error("gate failed at step {step} ({weights}): {reason}; rolled back to {restored}")]
+    #[error("{check} at step {step} ({weights}): {reason}; rolled back to {restored}")]
     RolledBack {
+        check: String,
         step: usize,
         weights: String,
         reason: String,
         restored: String,
     },
-    #[error("gate failed at step {step} ({reason}) and the rollback failed too: {error}; traffic is at {weights}: run shift-weight --rollback")]
+    #[error("{check} at step {step} ({reason}) and the rollback failed too: {error}; traffic is at {weights}: run shift-weight --rollback")]
     RollbackFailed {
+        check: String,
         step: usize,
         reason: String,
         error: Box<TrafficError>,
         weights: String,
     },
+    #[error("analysis file: {0}; nothing was changed")]
+    Analysis(String),
     #[error("{error}; stopped after step {done} of {total}, traffic at {weights}; the state file records where. Run the same command again to continue, or --rollback")]
     Stopped {
         error: Box<TrafficError>,
@@ -133,7 +151,10 @@ pub enum ShiftError {
 impl ExitStatus for ShiftError {
     fn exit_code(&self) -> Code {
         match self {
-            Self::Plan(_) | Self::StateRead(_) | Self::NothingToRollBack { .. } => Code::Usage,
+            Self::Plan(_)
+            | Self::StateRead(_)
+            | Self::NothingToRollBack { .. }
+            | Self::Analysis(_) => Code::Usage,
             Self::StateWrite(_) | Self::RollbackFailed { .. } => Code::Provider,
             Self::Traffic(e) => e.exit_code(),
             Self::Stopped { error, .. } => error.exit_code(),
@@ -179,6 +200,12 @@ pub struct ShiftReport {
     pub steps: Vec<StepOutcome>,
     /// The plan, one line per action (dry runs, and always in JSON).
     pub plan: Vec<String>,
+    /// The metric analysis' verdict and every measurement, when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisReport>,
+    /// Why the shift rolled back, when it did (the step then exits 4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<String>,
     /// Wall-clock time of the run.
     pub elapsed_ms: u64,
 }
@@ -194,6 +221,19 @@ impl StepReport for ShiftReport {
                 }
             }
             Mode::Shift | Mode::Rollback => {
+                if let Some(why) = &self.rolled_back {
+                    let _ = writeln!(
+                        t,
+                        "rolled back {}: {} (was {}): {why}",
+                        self.route,
+                        format_weights(&self.weights),
+                        format_weights(&self.from)
+                    );
+                    if let Some(a) = &self.analysis {
+                        write_analysis(&mut t, a);
+                    }
+                    return t;
+                }
                 let verb = if self.mode == Mode::Rollback {
                     "rolled back"
                 } else {
@@ -222,9 +262,18 @@ impl StepReport for ShiftReport {
                     }
                     t.push('\n');
                 }
+                if let Some(a) = &self.analysis {
+                    write_analysis(&mut t, a);
+                }
             }
         }
         t
+    }
+
+    fn failure(&self) -> Option<crate::outcome::Failure> {
+        self.rolled_back
+            .as_ref()
+            .map(|why| crate::outcome::Failure::message(Code::RolledBack, why))
     }
 
     fn outputs(&self) -> Vec<(String, String)> {
@@ -255,6 +304,21 @@ impl StepReport for ShiftReport {
     }
 }
 
+/// The analysis' verdict and measurements, a line each.
+fn write_analysis(t: &mut String, a: &AnalysisReport) {
+    let _ = writeln!(t, "  analysis {}: {}", a.verdict.as_str(), a.summary);
+    for m in &a.measurements {
+        let _ = writeln!(
+            t,
+            "    {} {} {}: {}",
+            m.at.format("%H:%M:%S%.3f"),
+            m.metric,
+            m.verdict.as_str(),
+            m.reason
+        );
+    }
+}
+
 /// Runs a shift or a rollback of `router`'s route, recording it in `file`.
 /// `pre-shift-weight` runs through `hooks` once the shift is decided and
 /// before the lease is taken; after an automatic rollback, the hooks that
@@ -280,6 +344,17 @@ pub async fn run<R: Router>(
         }
     };
 
+    // The analysis' queries are complete before anything changes: a
+    // placeholder the state cannot fill is bad input (exit 2).
+    let bound = match (&options.analysis, decision.mode) {
+        (Some(gate), Mode::Shift) => {
+            let values = Placeholders::from_state(&doc, decision.target.as_deref());
+            Some(Arc::new(
+                Bound::new(&gate.analysis, &values, &gate.clients).map_err(ShiftError::Analysis)?,
+            ))
+        }
+        _ => None,
+    };
     let settle = options.settle.unwrap_or(group.settle);
     if options.dry_run {
         let mut report = dry_run(router, &group.weights, &decision, settle, options, hooks);
@@ -318,6 +393,8 @@ pub async fn run<R: Router>(
         settle,
         steps: Vec::new(),
         released: false,
+        analysis: bound,
+        verdict: None,
     };
     let result = run.execute(&decision, &group.weights, &lease).await;
     run.release(&lease).await;
@@ -325,7 +402,14 @@ pub async fn run<R: Router>(
     if matches!(result, Err(ShiftError::RolledBack { .. })) {
         hooks.set("SWITCHYARD_WEIGHTS", &format_weights(&decision.before));
     }
-    let weights = result?;
+    // With an analysis, a rollback is reported with its evidence (every
+    // measurement) and exits 4 through the report.
+    let (weights, rolled_back) = match result {
+        Err(e @ ShiftError::RolledBack { .. }) if run.verdict.is_some() => {
+            (decision.before.clone(), Some(e.to_string()))
+        }
+        other => (other?, None),
+    };
     Ok(ShiftReport {
         mode: decision.mode,
         route: run.route_id,
@@ -335,6 +419,8 @@ pub async fn run<R: Router>(
         weights,
         steps: run.steps,
         plan: Vec::new(),
+        analysis: run.verdict,
+        rolled_back,
         elapsed_ms: millis(started.elapsed()),
     })
 }
@@ -687,6 +773,8 @@ fn dry_run<R: Router>(
         weights: current.clone(),
         steps: Vec::new(),
         plan: describe_plan(router, current, decision, settle, options, hooks),
+        analysis: None,
+        rolled_back: None,
         elapsed_ms: 0,
     }
 }
@@ -739,8 +827,21 @@ fn describe_plan<R: Router>(
             "  wait until in effect, read back {}",
             format_weights(weights)
         ));
-        if (options.gate.is_some() || !last) && !settle.is_zero() {
+        let analysed = decision.mode == Mode::Shift && options.analysis.is_some();
+        if (options.gate.is_some() || analysed || !last) && !settle.is_zero() {
             lines.push(format!("  wait {} for clients to catch up", short(settle)));
+        }
+        if let (true, 0, Some(a)) = (analysed, i, &options.analysis) {
+            lines.push(format!(
+                "  start the metric analysis; while a step holds traffic, a failed or inconclusive metric rolls back to {} at once:",
+                format_weights(before)
+            ));
+            lines.extend(
+                a.analysis
+                    .describe()
+                    .into_iter()
+                    .map(|l| format!("    {l}")),
+            );
         }
         if let Some(gate) = gate {
             lines.push(format!(
@@ -751,6 +852,12 @@ fn describe_plan<R: Router>(
         }
         if !last && !options.pause.is_zero() {
             lines.push(format!("  pause {}", short(options.pause)));
+        }
+        if analysed && last {
+            lines.push(format!(
+                "  final analysis round: every metric must be successful, else roll back to {}",
+                format_weights(before)
+            ));
         }
         from.clone_from(weights);
     }
@@ -777,6 +884,21 @@ fn describe_gate(gate: &Gate) -> String {
     )
 }
 
+/// Runs `work` while watching `analysis`: `Err` with the phase and why
+/// when a metric ends failed or inconclusive first.
+async fn watched<F: Future>(
+    analysis: Option<&mut Background>,
+    work: F,
+) -> Result<F::Output, (Phase, String)> {
+    match analysis {
+        None => Ok(work.await),
+        Some(background) => tokio::select! {
+            out = work => Ok(out),
+            ended = background.ended() => Err(ended),
+        },
+    }
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -793,6 +915,10 @@ struct Run<'a, R: Router> {
     steps: Vec<StepOutcome>,
     /// Whether the lease went back with the last step's change.
     released: bool,
+    /// The metric analysis, queries complete.
+    analysis: Option<Arc<Bound>>,
+    /// Its verdict so far (from the first change on).
+    verdict: Option<AnalysisReport>,
 }
 
 impl<R: Router> Run<'_, R> {
@@ -863,7 +989,9 @@ impl<R: Router> Run<'_, R> {
         let mut now = current.clone();
         // Nothing after the last step needs the lease unless a gate follows
         // it (its failure rolls back): it goes back in the same change.
-        let release_with_last = decision.mode == Mode::Rollback || self.options.gate.is_none();
+        let release_with_last = decision.mode == Mode::Rollback
+            || (self.options.gate.is_none() && self.analysis.is_none());
+        let mut watching: Option<Background> = None;
         for (i, weights) in decision.plan.iter().enumerate() {
             let step = i + 1;
             let closing = (step == total && release_with_last).then_some(lease);
@@ -873,9 +1001,24 @@ impl<R: Router> Run<'_, R> {
             };
             // A rollback moves straight back: no settle time, gate or pause.
             if decision.mode == Mode::Shift {
-                self.after_step(step, step == total, &now, &decision.before)
-                    .await?;
+                // Metric analysis starts with the first change: a canary
+                // has no data before it takes traffic.
+                if watching.is_none() {
+                    watching = self.analysis.as_ref().map(|a| a.start(self.cancel));
+                }
+                self.after_step(
+                    step,
+                    step == total,
+                    &now,
+                    &decision.before,
+                    watching.as_mut(),
+                )
+                .await?;
             }
+        }
+        if let Some(mut background) = watching {
+            self.final_round(&mut background, total, &now, &decision.before)
+                .await?;
         }
         self.finish(decision.mode, &now).await?;
         Ok(now)
@@ -1002,44 +1145,157 @@ impl<R: Router> Run<'_, R> {
 
     /// What follows step `step` of a shift, now at `now`: the settle time,
     /// the gate (rolling back to `before` when it fails) and the pause
-    /// before the next step.
+    /// before the next step. With an analysis, all of it is watched: a
+    /// metric that fails or turns inconclusive rolls back at once.
     async fn after_step(
         &mut self,
         step: usize,
         last: bool,
         now: &Weights,
         before: &Weights,
+        mut analysis: Option<&mut Background>,
     ) -> Result<(), ShiftError> {
         let options = self.options;
-        if options.gate.is_some() || !last {
-            if let Err(e) = self
-                .wait(self.settle, "clients to catch up (record TTL)")
-                .await
-            {
-                return Err(self.fail(e).await);
+        if options.gate.is_some() || analysis.is_some() || !last {
+            let settle = self.wait(self.settle, "clients to catch up (record TTL)");
+            match watched(analysis.as_deref_mut(), settle).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(self.fail(e).await),
+                Err(end) => {
+                    return Err(self.analysis_ended(analysis, end, step, now, before).await)
+                }
             }
         }
         if let Some(gate) = &options.gate {
-            self.step_gate(gate, step, now, before).await?;
+            let verdict = match watched(analysis.as_deref_mut(), gate.evaluate(self.cancel)).await {
+                Ok(v) => v,
+                Err(end) => {
+                    return Err(self.analysis_ended(analysis, end, step, now, before).await)
+                }
+            };
+            self.step_gate(verdict, step, now, before).await?;
         }
         if !last && !options.pause.is_zero() {
-            if let Err(e) = self.wait(options.pause, "the pause between steps").await {
-                return Err(self.fail(e).await);
+            let pause = self.wait(options.pause, "the pause between steps");
+            match watched(analysis.as_deref_mut(), pause).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(self.fail(e).await),
+                Err(end) => {
+                    return Err(self.analysis_ended(analysis, end, step, now, before).await)
+                }
             }
         }
+        if let Some(background) = analysis {
+            // A metric that ended while the hold finished ends the step too.
+            if let Some(end) = background.ended_now() {
+                return Err(self
+                    .analysis_ended(Some(background), end, step, now, before)
+                    .await);
+            }
+            let report = background.report();
+            let measurements = background.take_new();
+            self.journal(
+                JournalEntry::new(STEP, "analysis", Outcome::Ok)
+                    .detail(format!(
+                        "step {step}: {} measurement(s) while the step held traffic, every metric within its limits",
+                        measurements.len()
+                    ))
+                    .with("measurements", serde_json::to_value(&measurements).unwrap_or_default()),
+            )
+            .await?;
+            self.verdict = Some(report);
+        }
         Ok(())
+    }
+
+    /// A metric ended failed or inconclusive while step `step` held
+    /// traffic: its evidence goes to the journal, the weights from before
+    /// the shift are restored.
+    async fn analysis_ended(
+        &mut self,
+        analysis: Option<&mut Background>,
+        (phase, why): (Phase, String),
+        step: usize,
+        now: &Weights,
+        before: &Weights,
+    ) -> ShiftError {
+        let (report, measurements) = match analysis {
+            Some(background) => (Some(background.report()), background.take_new()),
+            None => (None, Vec::new()),
+        };
+        self.verdict = report;
+        let check = if phase == Phase::Inconclusive {
+            "analysis inconclusive"
+        } else {
+            "analysis failed"
+        };
+        tracing::error!(
+            "{check} at step {step}: {why}; rolling back to {}",
+            format_weights(before)
+        );
+        let entry = JournalEntry::new(STEP, "analysis", Outcome::Failed)
+            .detail(format!("step {step}: {why}"))
+            .with(
+                "measurements",
+                serde_json::to_value(&measurements).unwrap_or_default(),
+            );
+        if let Err(e) = self.journal(entry).await {
+            tracing::error!("could not record the analysis in the state file: {e}");
+        }
+        self.roll_back(check, step, now, before, why).await
+    }
+
+    /// The analysis' last round, after the last step: every metric must
+    /// end successful (inconclusive is not a pass), else the shift rolls back.
+    async fn final_round(
+        &mut self,
+        background: &mut Background,
+        step: usize,
+        now: &Weights,
+        before: &Weights,
+    ) -> Result<(), ShiftError> {
+        let report = background.finish(true).await;
+        let measurements = background.take_new();
+        let passed = report.verdict == Phase::Successful;
+        let outcome = if passed { Outcome::Ok } else { Outcome::Failed };
+        let summary = report.summary.clone();
+        let entry = JournalEntry::new(STEP, "analysis", outcome)
+            .detail(format!("final round after step {step}: {summary}"))
+            .with("verdict", report.verdict.as_str())
+            .with(
+                "measurements",
+                serde_json::to_value(&measurements).unwrap_or_default(),
+            );
+        let check = if report.verdict == Phase::Inconclusive {
+            "analysis inconclusive"
+        } else {
+            "analysis failed"
+        };
+        self.verdict = Some(report);
+        if passed {
+            tracing::info!("analysis successful: {summary}");
+            return self.journal(entry).await;
+        }
+        if let Err(e) = self.journal(entry).await {
+            tracing::error!("could not record the analysis in the state file: {e}");
+        }
+        tracing::error!(
+            "{check} after step {step}: {summary}; rolling back to {}",
+            format_weights(before)
+        );
+        Err(self.roll_back(check, step, now, before, summary).await)
     }
 
     /// The gate after step `step`: its evidence goes with the step when it
     /// passes; when it fails, the weights from before the shift are restored.
     async fn step_gate(
         &mut self,
-        gate: &Gate,
+        verdict: Result<crate::health::GateVerdict, WaitEnd>,
         step: usize,
         now: &Weights,
         before: &Weights,
     ) -> Result<(), ShiftError> {
-        let Ok(verdict) = gate.evaluate(self.cancel).await else {
+        let Ok(verdict) = verdict else {
             let interrupted = TrafficError::Interrupted("interrupted during a gate".into());
             return Err(self.fail(interrupted).await);
         };
@@ -1054,7 +1310,9 @@ impl<R: Router> Run<'_, R> {
                     .detail(format!("step {step}: {}", verdict.summary)),
             )
             .await?;
-            return Err(self.roll_back(step, now, before, verdict.summary).await);
+            return Err(self
+                .roll_back("gate failed", step, now, before, verdict.summary)
+                .await);
         }
         tracing::info!("gate passed at step {step}: {}", verdict.summary);
         if let Some(s) = self.steps.last_mut() {
@@ -1229,6 +1487,7 @@ impl<R: Router> Run<'_, R> {
     /// Restores the weights from before the shift after a failed gate.
     async fn roll_back(
         &mut self,
+        check: &str,
         step: usize,
         now: &Weights,
         before: &Weights,
@@ -1240,16 +1499,17 @@ impl<R: Router> Run<'_, R> {
             Ok(back) => {
                 let shift = self.shift();
                 shift.status = ShiftStatus::RolledBack;
-                shift.message = Some(format!("gate failed at step {step}: {reason}"));
+                shift.message = Some(format!("{check} at step {step}: {reason}"));
                 let entry = JournalEntry::new(STEP, "rollback-completed", Outcome::RolledBack)
                     .detail(format!(
-                        "gate failed at step {step}; restored {}",
+                        "{check} at step {step}: {reason}; restored {}",
                         format_weights(&back)
                     ));
                 if let Err(e) = self.journal(entry).await {
                     tracing::error!("could not record the rollback in the state file: {e}");
                 }
                 ShiftError::RolledBack {
+                    check: check.to_owned(),
                     step,
                     weights: format_weights(now),
                     reason,
@@ -1261,7 +1521,7 @@ impl<R: Router> Run<'_, R> {
                 let shift = self.shift();
                 shift.status = ShiftStatus::Failed;
                 shift.message = Some(format!(
-                    "gate failed at step {step} and the rollback failed: {error}"
+                    "{check} at step {step} and the rollback failed: {error}"
                 ));
                 let entry = JournalEntry::new(STEP, "rollback-failed", Outcome::Failed)
                     .detail(error.to_string());
@@ -1269,6 +1529,7 @@ impl<R: Router> Run<'_, R> {
                     tracing::error!("could not record the failed rollback in the state file: {e}");
                 }
                 ShiftError::RollbackFailed {
+                    check: check.to_owned(),
                     step,
                     reason,
                     error: Box::new(error),

@@ -35,6 +35,7 @@ fn options() -> ShiftOptions {
         pause: Duration::ZERO,
         settle: Some(Duration::ZERO),
         gate: None,
+        analysis: None,
         force: true,
         max_verdict_age: Duration::from_secs(1800),
         dry_run: false,
@@ -252,6 +253,7 @@ async fn a_failing_gate_after_a_change_rolls_back_to_exactly_the_weights_before(
     let (_dir, file) = state_file();
     let options = ShiftOptions {
         gate: Some(gate(url)),
+        analysis: None,
         force: false,
         ..options()
     };
@@ -315,6 +317,7 @@ async fn a_continued_shift_that_fails_its_gate_rolls_back_to_the_first_runs_befo
     let url = health_endpoint(&router, |w| w["green"] <= 10).await;
     let options = ShiftOptions {
         gate: Some(gate(url)),
+        analysis: None,
         ..options()
     };
     let (result, hooks) = shift_with(&router, &file, to_green(&[10, 50, 100]), &options).await;
@@ -350,6 +353,7 @@ async fn a_gate_failing_before_any_change_changes_nothing() {
     let (_dir, file) = state_file();
     let options = ShiftOptions {
         gate: Some(gate(closed_port_url())),
+        analysis: None,
         ..options()
     };
     let (result, _) = shift_with(&router, &file, to_green(&[10, 100]), &options).await;
@@ -423,6 +427,7 @@ async fn rollback_after_a_completed_shift_restores_the_weights_before() {
     // stops it with nothing changed (safety rule 1, rollbacks included).
     let failing_gate = ShiftOptions {
         gate: Some(gate(closed_port_url())),
+        analysis: None,
         ..options()
     };
     let (result, _) = shift_with(&router, &file, Request::Rollback, &failing_gate).await;
@@ -834,6 +839,8 @@ fn the_report_reads_the_same_in_text_json_and_summary() {
             },
         ],
         plan: Vec::new(),
+        analysis: None,
+        rolled_back: None,
         elapsed_ms: 65_400,
     };
     insta::assert_snapshot!("shift-report-text", shifted.text());
@@ -895,4 +902,184 @@ async fn a_rollback_to_a_retired_stack_is_refused_unless_forced() {
     let (result, _) = shift_with(&router, &file, Request::Rollback, &options()).await;
     result.unwrap();
     assert_eq!(router.weights(), w(100, 0), "--force rolls back anyway");
+}
+
+/// A loopback Prometheus answering each query with what `answer` makes of
+/// the how-many-th query it is (from 1): a value, or an empty vector.
+async fn prometheus(answer: fn(usize) -> Option<f64>) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let queries = std::sync::Arc::new(AtomicUsize::new(0));
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let queries = queries.clone();
+            tokio::spawn(async move {
+                let mut buf = [0_u8; 4096];
+                // One query per connection read; keep-alive connections ask again.
+                while let Ok(n) = socket.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    let result = match answer(queries.fetch_add(1, Ordering::SeqCst) + 1) {
+                        Some(v) => format!(r#"[{{"metric":{{}},"value":[1800000000,"{v}"]}}]"#),
+                        None => "[]".to_owned(),
+                    };
+                    let body = format!(
+                        r#"{{"status":"success","data":{{"resultType":"vector","result":{result}}}}}"#
+                    );
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if socket.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+fn analysis_options(url: &str, pause: Duration) -> ShiftOptions {
+    let text = format!(
+        r#"{{"metrics": [{{"name": "error-rate", "prometheus": {{"url": "{url}", "query": "errors{{stack=\"{{stack}}\"}}"}},
+            "success": "result <= 0.05", "interval": "20ms"}}]}}"#
+    );
+    let analysis = crate::health::analysis::Analysis::parse(&text, "analysis.json").unwrap();
+    ShiftOptions {
+        pause,
+        analysis: Some(AnalysisGate {
+            analysis,
+            clients: crate::health::analysis::engine::Clients::new(None),
+        }),
+        ..options()
+    }
+}
+
+/// Issue #17: a metric failing in the middle of a long pause rolls back at
+/// once (not when the pause ends), with every measurement in the journal
+/// and the report.
+#[tokio::test]
+async fn an_analysis_failing_mid_pause_rolls_back_at_once_with_its_evidence() {
+    let guard = Duration::from_secs(120);
+    // Good for three measurements, then an error rate of 0.5.
+    let url = prometheus(|n| Some(if n <= 3 { 0.01 } else { 0.5 })).await;
+    let router = FakeRouter::new(&[("blue", 100), ("green", 0)]);
+    let (_dir, file) = state_file();
+    let options = analysis_options(&url, Duration::from_secs(600));
+    let (result, hooks) = tokio::time::timeout(
+        guard,
+        shift_with(&router, &file, to_green(&[10, 50]), &options),
+    )
+    .await
+    .expect("the failure ends the ten-minute pause");
+    let report = result.unwrap();
+    let failure = report.failure().expect("a rollback is a failure");
+    assert_eq!(failure.code, Code::RolledBack);
+    let why = report.rolled_back.clone().unwrap();
+    assert!(
+        why.starts_with("analysis failed at step 1 (blue=90,green=10): metric error-rate failed: 0.5 does not meet result <= 0.05"),
+        "{why}"
+    );
+    assert!(why.ends_with("rolled back to blue=100,green=0"), "{why}");
+    assert_eq!(router.weights(), w(100, 0));
+    assert_eq!(router.applied(), vec![w(90, 10), w(100, 0)]);
+    assert_eq!(
+        hooks.env().get("SWITCHYARD_WEIGHTS"),
+        Some("blue=100,green=0")
+    );
+    let analysis = report.analysis.as_ref().unwrap();
+    assert_eq!(analysis.measurements.len(), 4);
+    assert_eq!(
+        analysis.measurements[3].query,
+        format!("errors{{stack=\"green\"}} at {url}/api/v1/query")
+    );
+    assert!(
+        report
+            .text()
+            .contains("error-rate failed: 0.5 does not meet result <= 0.05"),
+        "{}",
+        report.text()
+    );
+    assert_eq!(
+        journal(&file),
+        [
+            "shift-started",
+            "weights-submitted",
+            "weights-verified",
+            "analysis (Failed)",
+            "weights-submitted",
+            "weights-verified",
+            "rollback-completed (RolledBack)",
+        ]
+    );
+    let doc = file.read_now();
+    let entry = doc.journal.iter().find(|e| e.action == "analysis").unwrap();
+    assert_eq!(entry.extra["measurements"].as_array().unwrap().len(), 4);
+    assert_eq!(entry.extra["measurements"][3]["values"][0]["value"], 0.5);
+    assert_eq!(progress(&file).status, ShiftStatus::RolledBack);
+}
+
+/// Inconclusive after the last step is not a pass; a healthy canary goes
+/// through with its measurements in the report and the journal.
+#[tokio::test]
+async fn an_analysis_inconclusive_at_the_final_round_rolls_back_and_a_healthy_one_passes() {
+    let guard = Duration::from_secs(120);
+    // Data stops coming after the first step: the final round finds none.
+    let url = prometheus(|n| (n <= 2).then_some(0.01)).await;
+    let router = FakeRouter::new(&[("blue", 100), ("green", 0)]);
+    let (_dir, file) = state_file();
+    let options = analysis_options(&url, Duration::from_millis(30));
+    let (result, _) = tokio::time::timeout(
+        guard,
+        shift_with(&router, &file, to_green(&[10, 50]), &options),
+    )
+    .await
+    .unwrap();
+    let report = result.unwrap();
+    assert_eq!(report.failure().unwrap().code, Code::RolledBack);
+    assert!(
+        report
+            .rolled_back
+            .as_deref()
+            .unwrap()
+            .contains("analysis inconclusive at step"),
+        "{:?}",
+        report.rolled_back
+    );
+    assert!(
+        report
+            .rolled_back
+            .as_deref()
+            .unwrap()
+            .contains("no data (no_data: inconclusive)"),
+        "{:?}",
+        report.rolled_back
+    );
+    assert_eq!(router.weights(), w(100, 0));
+
+    // A healthy canary goes through, its measurements in the report.
+    let url = prometheus(|_| Some(0.01)).await;
+    let router = FakeRouter::new(&[("blue", 100), ("green", 0)]);
+    let (_dir, file) = state_file();
+    let options = analysis_options(&url, Duration::from_millis(60));
+    let (result, _) = tokio::time::timeout(
+        guard,
+        shift_with(&router, &file, to_green(&[10, 50]), &options),
+    )
+    .await
+    .unwrap();
+    let report = result.unwrap();
+    assert!(report.failure().is_none());
+    assert_eq!(router.weights(), w(50, 50));
+    let analysis = report.analysis.unwrap();
+    assert_eq!(analysis.verdict, crate::health::analysis::Phase::Successful);
+    assert!(
+        analysis.measurements.len() >= 2,
+        "during the hold and the final round"
+    );
+    let log = journal(&file);
+    assert_eq!(&log[log.len() - 2..], ["analysis", "shift-completed"]);
 }
