@@ -278,9 +278,11 @@ impl BatchCheck for TargetHealthBatchCheck {
                 match health.iter().find(|(t, _)| t.id == instance.id) {
                     Some((_, h)) if h.is_serving() => {}
                     Some((_, h)) => {
-                        failed.push(format!("{} in {name}: {}", instance.id, h.describe()))
+                        failed.push(format!("{} in {name}: {}", instance.id, h.describe()));
                     }
-                    None => failed.push(format!("{} is not registered in {name}", instance.id)),
+                    None => {
+                        failed.push(format!("{} is not registered in {name}", instance.id));
+                    }
                 }
             }
         }
@@ -807,24 +809,23 @@ impl Run<'_> {
         let made = Made::new(settings, &template_id);
         // From `previous` itself: a group that names `$Latest` resolves to
         // the version a stopped run made.
-        let new_version = match find_version(&clients.ec2, &template_id, &previous, &made).await? {
-            Some((found, source)) => {
-                self.changes.push(format!(
-                    "found launch template {template_id} version {found}, made from version \
-                     {source} for this update by a run that stopped before recording it"
-                ));
-                previous = source;
-                found
-            }
-            None => {
-                let created =
-                    create_version(&clients.ec2, &template_id, &previous, settings, &made).await?;
-                self.changes.push(format!(
-                    "created launch template {template_id} version {created} from version {previous}"
-                ));
-                created
-            }
+        let found = find_version(&clients.ec2, &template_id, &previous, &made).await?;
+        let new_version = if let Some((found, source)) = found {
+            self.changes.push(format!(
+                "found launch template {template_id} version {found}, made from version \
+                 {source} for this update by a run that stopped before recording it"
+            ));
+            previous = source;
+            found
+        } else {
+            let created =
+                create_version(&clients.ec2, &template_id, &previous, settings, &made).await?;
+            self.changes.push(format!(
+                "created launch template {template_id} version {created} from version {previous}"
+            ));
+            created
         };
+
         let now = Utc::now();
         let mut p = RollingProgress {
             group: settings.group.clone(),

@@ -728,23 +728,24 @@ async fn a_start_first_batch_stopped_after_its_raise_continues_without_raising_a
         .unwrap();
     assert_eq!(report.status, RollingStatus::Finished);
     assert_eq!(report.launch_template_version, "2");
-    let f = fake.lock().unwrap();
-    assert_eq!(f.desired, 4);
-    assert_eq!(
-        f.launched, 4,
-        "one new instance per old one: {:?}",
-        f.instances
-    );
-    assert!(
-        f.terminations.iter().all(|(_, dec)| *dec),
-        "{:?}",
-        f.terminations
-    );
-    assert_eq!(f.terminations.len(), 4);
+    {
+        let f = fake.lock().unwrap();
+        assert_eq!(f.desired, 4);
+        assert_eq!(
+            f.launched, 4,
+            "one new instance per old one: {:?}",
+            f.instances
+        );
+        assert!(
+            f.terminations.iter().all(|(_, dec)| *dec),
+            "{:?}",
+            f.terminations
+        );
+        assert_eq!(f.terminations.len(), 4);
+    }
     let doc = saved(&file);
     assert!(doc["stacks"]["web"]["rolling"].get("raised_from").is_none());
     // Run once more: already finished, nothing changes.
-    drop(f);
     let again = update(&c, &settings(true), &check, &file, &wait(600))
         .await
         .unwrap();
