@@ -18,6 +18,7 @@ mod ergonomics;
 mod faults;
 mod fixture;
 mod generate;
+mod iam;
 mod kill_resume;
 mod pipeline;
 mod pipelines;

@@ -11,6 +11,7 @@ pub mod fault_proxy;
 pub mod haproxy;
 pub mod health_server;
 pub mod http_farm;
+pub mod iam;
 pub mod load;
 pub mod moto;
 pub mod published;
