@@ -75,6 +75,24 @@ impl Policy {
         self
     }
 
+    /// Allows `ec2:CreateTags` on EC2 resources of `kinds` (statement
+    /// `TagOnCreate`) only as the calls `create_actions` create them: the
+    /// tags on creation, which EC2 authorizes as a CreateTags.
+    pub fn tag_on_create(&mut self, kinds: &[&str], create_actions: &[&str]) -> &mut Self {
+        let resources = kinds.iter().map(|kind| match *kind {
+            "image" => arn::IMAGES.to_owned(),
+            "snapshot" => arn::SNAPSHOTS.to_owned(),
+            kind => arn::ec2(kind, "*"),
+        });
+        self.allow("TagOnCreate", &["ec2:CreateTags"], resources)
+            .when(
+                "TagOnCreate",
+                condition::EQUALS,
+                condition::EC2_CREATE_ACTION,
+                create_actions.iter().copied(),
+            )
+    }
+
     /// Narrows the Route53 changes of statement `sid` to record sets named
     /// `names` of types `types` (every change of a batch must be one).
     pub fn only_records<N, T>(&mut self, sid: &str, names: N, types: T) -> &mut Self
@@ -307,5 +325,53 @@ mod tests {
         q.merge(&p);
         assert_eq!(q, p);
         assert!(Policy::new().is_empty());
+    }
+
+    #[test]
+    fn conditions_render_and_merge_by_operator_and_key() {
+        let mut p = Policy::new();
+        p.allow("Tag", &["ec2:CreateTags"], [arn::instances("*")])
+            .when(
+                "Tag",
+                condition::EQUALS,
+                condition::EC2_CREATE_ACTION,
+                ["RunInstances"],
+            )
+            .when(
+                "Tag",
+                condition::string_match("*"),
+                &condition::request_tag("switchyard:service"),
+                ["*"],
+            );
+        let mut other = Policy::new();
+        other.when(
+            "Tag",
+            condition::EQUALS,
+            condition::EC2_CREATE_ACTION,
+            ["CreateImage"],
+        );
+        p.merge(&other);
+        p.allow(
+            "Records",
+            &["route53:ChangeResourceRecordSets"],
+            [arn::hosted_zone("Z1")],
+        )
+        .only_records("Records", ["App.Example.com."], ["A".to_owned()]);
+        let json = p.to_json();
+        assert_eq!(
+            json["Statement"][1]["Condition"],
+            json!({
+                "StringEquals": {"ec2:CreateAction": ["CreateImage", "RunInstances"]},
+                "StringLike": {"aws:RequestTag/switchyard:service": "*"},
+            })
+        );
+        assert_eq!(
+            json["Statement"][0]["Condition"],
+            json!({"ForAllValues:StringEquals": {
+                "route53:ChangeResourceRecordSetsNormalizedRecordNames": "app.example.com",
+                "route53:ChangeResourceRecordSetsRecordTypes": "A",
+            }})
+        );
+        assert_eq!(condition::string_match("go-auth"), condition::EQUALS);
     }
 }

@@ -141,22 +141,10 @@ pub fn policy(scope: &BakeScope<'_>) -> crate::aws::iam::Policy {
 /// (which have no tag yet) only the service's `switchyard:` tags.
 fn tagging(policy: &mut crate::aws::iam::Policy, op: &str, service: &str) {
     use crate::aws::iam::{arn, condition as c};
-    policy
-        .allow(
-            "TagOnCreate",
-            &["ec2:CreateTags"],
-            [
-                arn::instances("*"),
-                arn::ec2("volume", "*"),
-                arn::IMAGES.to_owned(),
-            ],
-        )
-        .when(
-            "TagOnCreate",
-            c::EQUALS,
-            c::EC2_CREATE_ACTION,
-            ["RunInstances", "CreateImage", "CopyImage"],
-        );
+    policy.tag_on_create(
+        &["instance", "volume", "image"],
+        &["RunInstances", "CreateImage", "CopyImage"],
+    );
     policy
         .allow(
             "TagImages",

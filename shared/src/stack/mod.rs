@@ -370,22 +370,10 @@ fn launching(policy: &mut crate::aws::iam::Policy, scope: &AsgScope) {
             "ec2:LaunchTemplate",
             [arn::ec2("launch-template", "*")],
         );
-    policy
-        .allow(
-            "TagOnCreate",
-            &["ec2:CreateTags"],
-            [
-                arn::instances("*"),
-                arn::ec2("volume", "*"),
-                arn::ec2("launch-template", "*"),
-            ],
-        )
-        .when(
-            "TagOnCreate",
-            c::EQUALS,
-            c::EC2_CREATE_ACTION,
-            ["RunInstances", "CreateLaunchTemplate"],
-        );
+    policy.tag_on_create(
+        &["instance", "volume", "launch-template"],
+        &["RunInstances", "CreateLaunchTemplate"],
+    );
 }
 
 /// A CloudWatch client for tests whose code never calls it (its endpoint is a closed port).
