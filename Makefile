@@ -17,12 +17,13 @@ export CARGO_TERM_COLOR ?= never
 
 all: build
 
-## deps: tools the tests start for real (moto's server, the aws CLI, a JUnit parser, openssl, curl, HAProxy, cloud-init's schema check)
+## deps: tools the tests start for real (moto's server, the aws CLI, a JUnit parser, openssl, curl, HAProxy, cloud-init's schema check, parliament on the printed IAM policies)
 deps:
 	@command -v moto_server >/dev/null 2>&1 && $(PYTHON) -c 'import flask, flask_cors, yaml' 2>/dev/null \
 	  || { echo "installing moto[server]"; $(PIP) install --quiet 'moto[server]>=5,<6'; }
 	@command -v aws >/dev/null 2>&1 || { echo "installing awscli"; $(PIP) install --quiet 'awscli>=1.32,<2'; }
 	@$(PYTHON) -c 'import junitparser' 2>/dev/null || { echo "installing junitparser"; $(PIP) install --quiet 'junitparser>=3'; }
+	@command -v parliament >/dev/null 2>&1 || { echo "installing parliament (the IAM policy linter)"; $(PIP) install --quiet 'parliament>=1.6,<2'; }
 	@command -v openssl >/dev/null 2>&1 && command -v curl >/dev/null 2>&1 \
 	  || { echo "installing openssl and curl"; apt-get update -qq && apt-get install -y -qq openssl curl >/dev/null; }
 	@command -v haproxy >/dev/null 2>&1 || command -v /usr/sbin/haproxy >/dev/null 2>&1 \

@@ -19,6 +19,7 @@ mod ergonomics;
 mod faults;
 mod fixture;
 mod generate;
+mod iam;
 mod kill_resume;
 mod pipeline;
 mod pipelines;

@@ -46,6 +46,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::autoscaling_front::{self, LifecycleCall};
+use crate::iam::Need;
 use crate::route53_front;
 
 /// How often each fault is injected, as a probability per request (0.0–1.0).
@@ -117,6 +118,9 @@ pub struct Call {
     pub outcome: Outcome,
     /// The caller's User-Agent (`aws-sdk-rust/...` for the steps, `aws-cli/...` for fixtures).
     pub user_agent: String,
+    /// What IAM authorizes for it: its action on each resource it names
+    /// (`None` when the request does not tell them; see [`crate::iam`]).
+    pub needs: Option<Vec<Need>>,
 }
 
 impl Call {
@@ -383,6 +387,8 @@ async fn handle_counted(
         .unwrap_or_default();
     let service = signing_service(&parts.headers).unwrap_or_else(|| "unknown".to_owned());
     let action = action(&service, parts.method.as_str(), parts.uri.path(), &body);
+    let region = signing_region(&parts.headers).unwrap_or_else(|| "us-east-1".to_owned());
+    let needs = crate::iam::needs((&service, &action, &region), parts.uri.path(), &body);
     let route53_change = service == "route53" && action == "ChangeResourceRecordSets";
     let faults = *shared.faults.lock().expect("faults lock");
     let outcome = shared
@@ -401,6 +407,7 @@ async fn handle_counted(
         action: action.clone(),
         outcome,
         user_agent,
+        needs,
     });
     match outcome {
         Outcome::Throttled => return Ok(throttled(&service)),
@@ -719,6 +726,14 @@ fn signing_service(headers: &hyper::HeaderMap) -> Option<String> {
     let credential = auth.split("Credential=").nth(1)?;
     let scope = credential.split([',', ' ']).next()?;
     scope.split('/').nth(3).map(str::to_owned)
+}
+
+/// The SigV4 region of the credential scope.
+fn signing_region(headers: &hyper::HeaderMap) -> Option<String> {
+    let auth = headers.get("authorization")?.to_str().ok()?;
+    let credential = auth.split("Credential=").nth(1)?;
+    let scope = credential.split([',', ' ']).next()?;
+    scope.split('/').nth(2).map(str::to_owned)
 }
 
 /// The API action: `Action=` of the query protocol, or Route53's or S3's REST route.

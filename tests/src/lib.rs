@@ -13,6 +13,7 @@ pub mod fault_proxy;
 pub mod haproxy;
 pub mod health_server;
 pub mod http_farm;
+pub mod iam;
 pub mod load;
 pub mod moto;
 pub mod published;

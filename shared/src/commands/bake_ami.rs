@@ -74,8 +74,13 @@ impl Command for BakeAmi {
 
     fn policy(settings: &Settings) -> iam::Policy {
         match settings {
-            Settings::Sweep { .. } => crate::image::policy(true, false),
-            Settings::Bake { args, .. } => crate::image::policy(false, args.keep != Keep::All),
+            Settings::Sweep { .. } => crate::image::sweep_policy(),
+            Settings::Bake { args, .. } => crate::image::policy(&crate::image::BakeScope {
+                service: args.service.as_deref(),
+                subnet: args.subnet_id.as_deref(),
+                security_groups: &args.security_group_ids,
+                retention: args.keep != Keep::All,
+            }),
         }
     }
 

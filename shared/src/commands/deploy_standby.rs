@@ -3,7 +3,7 @@
 //! the new one has taken all the traffic ([`crate::stack::standby`]); or
 //! update one group in place, in batches ([`crate::stack::rolling`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
@@ -88,7 +88,7 @@ impl Command for DeployStandby {
         let retire = matches!(s.args.command, Some(Sub::Retire { .. }));
         let mut policy = match s.args.stack.driver {
             Driver::Command if s.args.rolling.strategy != Strategy::Rolling => iam::Policy::new(),
-            _ => crate::stack::asg_policy(retire),
+            _ => crate::stack::asg_policy(&asg_scope(s, retire)),
         };
         // Launching with an instance profile passes its role to EC2.
         if let (false, Some(role)) = (retire, s.asg.platform.role_arn()) {
@@ -99,12 +99,17 @@ impl Command for DeployStandby {
         let colors = s.args.stack.driver == Driver::Asg && !retire && !s.rolling();
         if colors && s.asg.termination_hook.is_some() {
             policy.allow(
-                "TerminationHook",
-                &[
-                    "autoscaling:DescribeLifecycleHooks",
-                    "autoscaling:PutLifecycleHook",
-                ],
+                "ReadTerminationHooks",
+                &["autoscaling:DescribeLifecycleHooks"],
                 ["*"],
+            );
+            policy.allow(
+                "TerminationHook",
+                &["autoscaling:PutLifecycleHook"],
+                asg_scope(s, retire)
+                    .groups
+                    .iter()
+                    .map(|g| iam::arn::auto_scaling_group(g)),
             );
         }
         policy.merge(&ReleaseLock::policy(&s.args.common.state));
@@ -535,6 +540,43 @@ fn command_drivers(s: &Settings) -> Result<Vec<Region>, Failure> {
             driver: standby::Driver::Command(driver.clone()),
         })
         .collect())
+}
+
+/// The groups and launch templates the asg driver's policy names: the
+/// colors' groups by the pattern (`*` for a service or region the state
+/// gives), or the one group a rolling update changes.
+fn asg_scope(s: &Settings, retire: bool) -> crate::stack::AsgScope {
+    let stack = &s.args.stack;
+    let service = stack.service.as_deref().unwrap_or("*");
+    let regions: Vec<&str> = if s.args.regions.is_empty() {
+        vec!["*"]
+    } else {
+        s.args.regions.iter().map(String::as_str).collect()
+    };
+    let colors: Vec<Color> = match stack.color {
+        Some(color) if s.rolling() => vec![color],
+        _ => Color::ALL.to_vec(),
+    };
+    let named = s
+        .rolling()
+        .then_some(s.args.rolling.group.clone())
+        .flatten();
+    let groups: BTreeSet<String> = match &named {
+        Some(group) => BTreeSet::from([group.clone()]),
+        None => colors
+            .iter()
+            .flat_map(|c| {
+                regions.iter().map(|r| {
+                    crate::stack::asg::group_name(&stack.group_pattern, service, c.name(), r)
+                })
+            })
+            .collect(),
+    };
+    crate::stack::AsgScope {
+        groups: groups.into_iter().collect(),
+        template_service: named.is_none().then(|| service.to_owned()),
+        retire,
+    }
 }
 
 /// A rolling command's result.

@@ -95,7 +95,10 @@ impl Command for VerifyHealth {
             Settings::Verify(v) => {
                 let mut policy = iam::Policy::new();
                 if !(v.args.alarms.is_empty() && v.args.alarm_prefixes.is_empty()) {
-                    policy.merge(&crate::health::alarms::policy());
+                    policy.merge(&crate::health::alarms::policy(
+                        &v.args.alarms,
+                        &v.args.alarm_prefixes,
+                    ));
                 }
                 if v.args.via == Via::TargetHealth {
                     policy.allow(
@@ -113,8 +116,8 @@ impl Command for VerifyHealth {
                 }
                 policy
             }
-            Settings::Ensure { group, .. } => checks::policy(&group.zone_id, true),
-            Settings::Status(group) => checks::policy(&group.zone_id, false),
+            Settings::Ensure { group, .. } => checks::policy(group, true),
+            Settings::Status(group) => checks::policy(group, false),
         }
     }
 

@@ -252,9 +252,15 @@ fn report(
     }
 }
 
-/// The IAM policy of watching alarms (DescribeAlarms has no resource level).
-pub fn policy() -> crate::aws::iam::Policy {
+/// The IAM policy of watching the alarms `names` and those whose names
+/// start with one of `prefixes`.
+pub fn policy(names: &[String], prefixes: &[String]) -> crate::aws::iam::Policy {
+    use crate::aws::iam::arn;
     let mut policy = crate::aws::iam::Policy::new();
-    policy.allow("WatchAlarms", &["cloudwatch:DescribeAlarms"], ["*"]);
+    let alarms = names
+        .iter()
+        .map(|n| arn::alarm(n))
+        .chain(prefixes.iter().map(|p| arn::alarm(&format!("{p}*"))));
+    policy.allow("WatchAlarms", &["cloudwatch:DescribeAlarms"], alarms);
     policy
 }

@@ -796,9 +796,11 @@ impl StepReport for StatusReport {
     }
 }
 
-/// The IAM policy of `ensure` (`create` true) or `status` on a group in `zone_id`.
-pub fn policy(zone_id: &str, create: bool) -> crate::aws::iam::Policy {
+/// The IAM policy of `ensure` (`create` true: changing the group's record
+/// sets only) or `status` on `group`.
+pub fn policy(group: &RecordGroup, create: bool) -> crate::aws::iam::Policy {
     use crate::aws::iam::arn;
+    let zone_id = group.zone_id.as_str();
     let mut policy = crate::aws::iam::Policy::new();
     policy.allow(
         "ReadRecords",
@@ -813,11 +815,17 @@ pub fn policy(zone_id: &str, create: bool) -> crate::aws::iam::Policy {
         );
     }
     if create {
-        policy.allow(
-            "ChangeRecords",
-            &["route53:ChangeResourceRecordSets"],
-            [arn::hosted_zone(zone_id)],
-        );
+        policy
+            .allow(
+                "ChangeRecords",
+                &["route53:ChangeResourceRecordSets"],
+                [arn::hosted_zone(zone_id)],
+            )
+            .only_records(
+                "ChangeRecords",
+                [group.name.as_str()],
+                [group.rtype.as_str().to_owned()],
+            );
         policy.allow(
             "ReadChanges",
             &["route53:GetChange"],

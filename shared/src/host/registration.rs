@@ -1233,7 +1233,7 @@ pub async fn complete(
 
 /// The ARN pattern of Auto Scaling group `group` in any region and account.
 pub fn group_arn(group: &str) -> String {
-    format!("arn:aws:autoscaling:*:*:autoScalingGroup:*:autoScalingGroupName/{group}")
+    crate::aws::iam::arn::auto_scaling_group(group)
 }
 
 /// Completes the lifecycle action (CONTINUE) once the host has drained; journals it.
@@ -1331,13 +1331,31 @@ fn leave_plan(
 /// The IAM policy `join` needs: tag the instance (only on EC2), find the
 /// target groups, register in them and watch the target's health.
 pub fn join_policy(request: &JoinRequest, on_ec2: bool) -> crate::aws::iam::Policy {
+    use crate::aws::iam::condition as c;
     let mut policy = crate::aws::iam::Policy::new();
     if on_ec2 {
-        policy.allow(
-            "TagThisInstance",
-            &["ec2:CreateTags"],
-            [crate::aws::iam::arn::instances("*")],
-        );
+        // The instance is the caller's own, but its id is known only on
+        // it: the tags the host may write are the service's labels.
+        policy
+            .allow(
+                "TagThisInstance",
+                &["ec2:CreateTags"],
+                [crate::aws::iam::arn::instances("*")],
+            )
+            .when(
+                "TagThisInstance",
+                c::EQUALS,
+                &c::request_tag(super::labels::SERVICE_TAG),
+                [request.service.as_str()],
+            )
+            .when(
+                "TagThisInstance",
+                c::ALL_LIKE,
+                c::TAG_KEYS,
+                [format!("{}*", super::labels::LABEL_TAG_PREFIX)]
+                    .into_iter()
+                    .chain([super::labels::SERVICE_TAG.to_owned()]),
+            );
     }
     targets_policy(
         &mut policy,

@@ -27,48 +27,104 @@ pub mod retention;
 pub mod spec;
 pub mod sweep;
 
-/// The IAM policy of a bake (`sweep` false) or of a sweep; `retention`: a
-/// bake that removes the service's older images (`--keep N`), which reads
-/// launch templates and Auto Scaling groups to spare images in use. EC2's
-/// image and instance calls here have no useful resource level before the
-/// resources exist, so they name `*`; a policy can narrow them with tag
-/// conditions (`switchyard:bake-id`, `switchyard:service`).
-pub fn policy(sweep: bool, retention: bool) -> crate::aws::iam::Policy {
+/// What a bake's policy is narrowed to: the service (unknown when it comes
+/// from the state: then any value of the tag), and the subnet and security
+/// groups the builder is launched in (when given).
+#[derive(Debug, Clone, Copy)]
+pub struct BakeScope<'a> {
+    /// `--service`.
+    pub service: Option<&'a str>,
+    /// `--subnet-id`.
+    pub subnet: Option<&'a str>,
+    /// `--security-group-ids`.
+    pub security_groups: &'a [String],
+    /// `--keep N`: older images of the service are removed, sparing those
+    /// launch templates and Auto Scaling groups use.
+    pub retention: bool,
+}
+
+/// The IAM policy of a bake. Instances, volumes, images and snapshots are
+/// allowed by the tags the bake puts on them: it may launch only a builder
+/// tagged `switchyard:purpose=bake` with its service, act (console, image,
+/// termination) only on such a builder, create only images tagged with its
+/// service, tag on creation only what those calls create, and remove only
+/// images and snapshots of its service. The snapshots CreateImage and
+/// CopyImage make carry no tags until the bake tags them, so tagging a
+/// snapshot is allowed only with the service's tag and `switchyard:` keys.
+pub fn policy(scope: &BakeScope<'_>) -> crate::aws::iam::Policy {
+    use crate::aws::iam::{arn, condition as c};
     let mut policy = crate::aws::iam::Policy::new();
-    policy.allow(
-        "Read",
-        &[
-            "ec2:DescribeImages",
-            "ec2:DescribeInstances",
-            "ec2:DescribeSnapshots",
-        ],
-        ["*"],
-    );
-    policy.allow(
-        "CleanUp",
-        &[
-            "ec2:TerminateInstances",
-            "ec2:DeregisterImage",
-            "ec2:DeleteSnapshot",
-        ],
-        ["*"],
-    );
-    if !sweep {
-        policy.allow(
-            "Bake",
-            &[
-                "ec2:RunInstances",
-                "ec2:CreateTags",
-                "ec2:GetConsoleOutput",
-                "ec2:CreateImage",
-                "ec2:CopyImage",
-            ],
-            ["*"],
+    let service = scope.service.unwrap_or("*");
+    let op = c::string_match(service);
+    read(&mut policy);
+    policy
+        .allow(
+            "LaunchBuilder",
+            &["ec2:RunInstances"],
+            [arn::instances("*"), arn::ec2("volume", "*")],
+        )
+        .when("LaunchBuilder", op, &c::request_tag(TAG_SERVICE), [service])
+        .when(
+            "LaunchBuilder",
+            c::EQUALS,
+            &c::request_tag(TAG_PURPOSE),
+            [PURPOSE_BAKE],
         );
+    let mut from = vec![
+        arn::IMAGES.to_owned(),
+        arn::ec2("network-interface", "*"),
+        arn::ec2("subnet", scope.subnet.unwrap_or("*")),
+    ];
+    if scope.security_groups.is_empty() {
+        from.push(arn::ec2("security-group", "*"));
     }
-    if retention && !sweep {
+    from.extend(
+        scope
+            .security_groups
+            .iter()
+            .map(|g| arn::ec2("security-group", g)),
+    );
+    policy.allow("LaunchBuilderFrom", &["ec2:RunInstances"], from);
+    policy
+        .allow(
+            "Builder",
+            &[
+                "ec2:CreateImage",
+                "ec2:GetConsoleOutput",
+                "ec2:TerminateInstances",
+            ],
+            [arn::instances("*")],
+        )
+        .when("Builder", op, &c::resource_tag(TAG_SERVICE), [service])
+        .when(
+            "Builder",
+            c::EQUALS,
+            &c::resource_tag(TAG_PURPOSE),
+            [PURPOSE_BAKE],
+        );
+    policy
+        .allow(
+            "NewImages",
+            &["ec2:CreateImage", "ec2:CopyImage"],
+            [arn::IMAGES],
+        )
+        .when("NewImages", op, &c::request_tag(TAG_SERVICE), [service]);
+    policy.allow(
+        "NewImageSnapshots",
+        &["ec2:CreateImage", "ec2:CopyImage"],
+        [arn::SNAPSHOTS],
+    );
+    tagging(&mut policy, op, service);
+    policy
+        .allow(
+            "RemoveImages",
+            &["ec2:DeregisterImage", "ec2:DeleteSnapshot"],
+            [arn::IMAGES, arn::SNAPSHOTS],
+        )
+        .when("RemoveImages", op, &c::resource_tag(TAG_SERVICE), [service]);
+    if scope.retention {
         policy.allow(
-            "RetainImages",
+            "ImagesInUse",
             &[
                 "ec2:DescribeLaunchTemplates",
                 "ec2:DescribeLaunchTemplateVersions",
@@ -78,6 +134,85 @@ pub fn policy(sweep: bool, retention: bool) -> crate::aws::iam::Policy {
         );
     }
     policy
+}
+
+/// A bake's tags: on what it creates as it creates it, later on its
+/// service's images and snapshots, and on the snapshots of a new image
+/// (which have no tag yet) only the service's `switchyard:` tags.
+fn tagging(policy: &mut crate::aws::iam::Policy, op: &str, service: &str) {
+    use crate::aws::iam::{arn, condition as c};
+    policy.tag_on_create(
+        &["instance", "volume", "image"],
+        &["RunInstances", "CreateImage", "CopyImage"],
+    );
+    policy
+        .allow(
+            "TagImages",
+            &["ec2:CreateTags"],
+            [arn::IMAGES, arn::SNAPSHOTS],
+        )
+        .when("TagImages", op, &c::resource_tag(TAG_SERVICE), [service]);
+    policy
+        .allow("TagNewSnapshots", &["ec2:CreateTags"], [arn::SNAPSHOTS])
+        .when(
+            "TagNewSnapshots",
+            op,
+            &c::request_tag(TAG_SERVICE),
+            [service],
+        )
+        .when(
+            "TagNewSnapshots",
+            c::ALL_LIKE,
+            c::TAG_KEYS,
+            ["switchyard:*"],
+        );
+}
+
+/// The IAM policy of a sweep: it terminates only builders
+/// (`switchyard:purpose=bake`) and removes only images and snapshots still
+/// `switchyard:bake-status=in-progress`.
+pub fn sweep_policy() -> crate::aws::iam::Policy {
+    use crate::aws::iam::{arn, condition as c};
+    let mut policy = crate::aws::iam::Policy::new();
+    read(&mut policy);
+    policy
+        .allow(
+            "SweepBuilders",
+            &["ec2:TerminateInstances"],
+            [arn::instances("*")],
+        )
+        .when(
+            "SweepBuilders",
+            c::EQUALS,
+            &c::resource_tag(TAG_PURPOSE),
+            [PURPOSE_BAKE],
+        );
+    policy
+        .allow(
+            "SweepImages",
+            &["ec2:DeregisterImage", "ec2:DeleteSnapshot"],
+            [arn::IMAGES, arn::SNAPSHOTS],
+        )
+        .when(
+            "SweepImages",
+            c::EQUALS,
+            &c::resource_tag(TAG_STATUS),
+            [STATUS_IN_PROGRESS],
+        );
+    policy
+}
+
+/// The reads of a bake and a sweep (no resource level).
+fn read(policy: &mut crate::aws::iam::Policy) {
+    policy.allow(
+        "Read",
+        &[
+            "ec2:DescribeImages",
+            "ec2:DescribeInstances",
+            "ec2:DescribeSnapshots",
+        ],
+        ["*"],
+    );
 }
 
 use crate::aws::ProviderError;

@@ -193,12 +193,42 @@ pub fn record(
     }
 }
 
+/// What the asg driver's policy is narrowed to.
+#[derive(Debug, Clone)]
+pub struct AsgScope {
+    /// The Auto Scaling groups (and launch templates) by name: the colors'
+    /// (a `*` where the service or region comes from the state), or the one
+    /// a rolling update changes.
+    pub groups: Vec<String>,
+    /// The service whose launch templates the step may change, found by
+    /// their tags (`service`, `managed-by=switchyard`); `None` for a rolling
+    /// update of a group named with `--group`, whose template switchyard
+    /// may not have made (any template then).
+    pub template_service: Option<String>,
+    /// `retire` only scales a group.
+    pub retire: bool,
+}
+
+/// The tags the asg driver puts on its launch templates and instances.
+const TEMPLATE_SERVICE_TAG: &str = "service";
+const MANAGED_BY_TAG: &str = "managed-by";
+const MANAGED_BY: &str = "switchyard";
+
 /// The IAM policy of deploy-standby with the asg driver: `retire` only scales
-/// a group; a deploy or a rolling update builds launch templates, groups,
-/// scaling policies and alarms, and watches instances and targets. The
-/// command driver calls no AWS API (its commands bring their own rights).
-pub fn asg_policy(retire: bool) -> crate::aws::iam::Policy {
+/// its groups; a deploy or a rolling update builds launch templates, groups,
+/// scaling policies and alarms, and watches instances and targets. Groups
+/// and alarms are named; launch templates (whose ARNs carry an id) are the
+/// service's by their tags, and instances may be launched only from a launch
+/// template. The command driver calls no AWS API (its commands bring their
+/// own rights).
+pub fn asg_policy(scope: &AsgScope) -> crate::aws::iam::Policy {
+    use crate::aws::iam::arn;
     let mut policy = crate::aws::iam::Policy::new();
+    let groups: Vec<String> = scope
+        .groups
+        .iter()
+        .map(|g| arn::auto_scaling_group(g))
+        .collect();
     policy.allow(
         "ReadGroups",
         &[
@@ -210,9 +240,9 @@ pub fn asg_policy(retire: bool) -> crate::aws::iam::Policy {
     policy.allow(
         "ScaleGroups",
         &["autoscaling:UpdateAutoScalingGroup"],
-        ["*"],
+        groups.clone(),
     );
-    if retire {
+    if scope.retire {
         return policy;
     }
     policy.allow(
@@ -224,26 +254,15 @@ pub fn asg_policy(retire: bool) -> crate::aws::iam::Policy {
             "autoscaling:DeletePolicy",
             "autoscaling:TerminateInstanceInAutoScalingGroup",
         ],
-        ["*"],
+        groups,
     );
-    policy.allow(
-        "LaunchTemplates",
-        &[
-            "ec2:DescribeLaunchTemplates",
-            "ec2:DescribeLaunchTemplateVersions",
-            "ec2:CreateLaunchTemplate",
-            "ec2:CreateLaunchTemplateVersion",
-            "ec2:ModifyLaunchTemplate",
-            // --keep-versions: versions beyond the newest N.
-            "ec2:DeleteLaunchTemplateVersions",
-            "ec2:DescribeInstances",
-            "ec2:DescribeImages",
-            // A group launching from a template launches as its caller.
-            "ec2:RunInstances",
-            "ec2:CreateTags",
-        ],
-        ["*"],
-    );
+    launching(&mut policy, scope);
+    let alarms: Vec<String> = scope
+        .groups
+        .iter()
+        .flat_map(|g| [format!("{g}-cpu-high"), format!("{g}-cpu-low")])
+        .map(|a| arn::alarm(&a))
+        .collect();
     policy.allow(
         "CpuAlarms",
         &[
@@ -251,7 +270,7 @@ pub fn asg_policy(retire: bool) -> crate::aws::iam::Policy {
             "cloudwatch:PutMetricAlarm",
             "cloudwatch:DeleteAlarms",
         ],
-        ["*"],
+        alarms,
     );
     policy.allow(
         "TargetHealth",
@@ -262,6 +281,99 @@ pub fn asg_policy(retire: bool) -> crate::aws::iam::Policy {
         ["*"],
     );
     policy
+}
+
+/// Launch templates (the service's, by their tags) and the instances
+/// groups launch from them as their caller.
+fn launching(policy: &mut crate::aws::iam::Policy, scope: &AsgScope) {
+    use crate::aws::iam::{arn, condition as c};
+    policy.allow(
+        "ReadLaunch",
+        &[
+            "ec2:DescribeLaunchTemplates",
+            "ec2:DescribeLaunchTemplateVersions",
+            "ec2:DescribeInstances",
+            "ec2:DescribeImages",
+        ],
+        ["*"],
+    );
+    let templates = [arn::ec2("launch-template", "*")];
+    policy.allow(
+        "ChangeLaunchTemplates",
+        &[
+            "ec2:CreateLaunchTemplateVersion",
+            "ec2:ModifyLaunchTemplate",
+            // --keep-versions: versions beyond the newest N.
+            "ec2:DeleteLaunchTemplateVersions",
+        ],
+        templates.clone(),
+    );
+    // A group launching from a template launches as its caller.
+    policy.allow(
+        "LaunchFromTemplates",
+        &["ec2:RunInstances"],
+        templates.clone(),
+    );
+    if let Some(service) = &scope.template_service {
+        let op = c::string_match(service);
+        policy
+            .allow(
+                "NewLaunchTemplates",
+                &["ec2:CreateLaunchTemplate"],
+                templates,
+            )
+            .when(
+                "NewLaunchTemplates",
+                op,
+                &c::request_tag(TEMPLATE_SERVICE_TAG),
+                [service.as_str()],
+            )
+            .when(
+                "NewLaunchTemplates",
+                c::EQUALS,
+                &c::request_tag(MANAGED_BY_TAG),
+                [MANAGED_BY],
+            );
+        for sid in ["ChangeLaunchTemplates", "LaunchFromTemplates"] {
+            policy
+                .when(
+                    sid,
+                    op,
+                    &c::resource_tag(TEMPLATE_SERVICE_TAG),
+                    [service.as_str()],
+                )
+                .when(
+                    sid,
+                    c::EQUALS,
+                    &c::resource_tag(MANAGED_BY_TAG),
+                    [MANAGED_BY],
+                );
+        }
+    }
+    policy
+        .allow(
+            "LaunchInstances",
+            &["ec2:RunInstances"],
+            [
+                arn::instances("*"),
+                arn::ec2("volume", "*"),
+                arn::ec2("network-interface", "*"),
+                arn::IMAGES.to_owned(),
+                arn::ec2("subnet", "*"),
+                arn::ec2("security-group", "*"),
+                arn::ec2("key-pair", "*"),
+            ],
+        )
+        .when(
+            "LaunchInstances",
+            "ArnLike",
+            "ec2:LaunchTemplate",
+            [arn::ec2("launch-template", "*")],
+        );
+    policy.tag_on_create(
+        &["instance", "volume", "launch-template"],
+        &["RunInstances", "CreateLaunchTemplate"],
+    );
 }
 
 /// A CloudWatch client for tests whose code never calls it (its endpoint is a closed port).

@@ -581,14 +581,14 @@ pub fn policy(target: &Target, by_name: bool) -> crate::aws::iam::Policy {
             "elasticloadbalancing:DescribeRules",
         ),
     };
-    policy.allow(
-        "ShiftWeights",
+    policy.allow("ShiftWeights", &[modify], [target.arn().to_owned()]);
+    lease_tags_policy(
+        &mut policy,
+        target,
         &[
-            modify,
             "elasticloadbalancing:AddTags",
             "elasticloadbalancing:RemoveTags",
         ],
-        [target.arn().to_owned()],
     );
     // The Describe* calls of ELBv2 have no resource level.
     let mut reads = vec![describe, "elasticloadbalancing:DescribeTags"];
@@ -597,6 +597,19 @@ pub fn policy(target: &Target, by_name: bool) -> crate::aws::iam::Policy {
     }
     policy.allow("ReadRoute", &reads, ["*"]);
     policy
+}
+
+/// Allows `actions` (AddTags, RemoveTags) on the lease tags of `target` only.
+pub fn lease_tags_policy(policy: &mut crate::aws::iam::Policy, target: &Target, actions: &[&str]) {
+    use crate::aws::iam::condition as c;
+    policy
+        .allow("LeaseTags", actions, [target.arn().to_owned()])
+        .when(
+            "LeaseTags",
+            c::ALL_LIKE,
+            c::TAG_KEYS,
+            [format!("{LEASE_TAG}*")],
+        );
 }
 
 #[cfg(test)]

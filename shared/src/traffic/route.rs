@@ -67,14 +67,18 @@ impl Route {
     /// removing it. An HAProxy lease is a local file: no AWS permission.
     pub fn lease_policy(&self, release: bool) -> iam::Policy {
         match self {
-            Self::Route53 { zone_id, .. } => super::route53::policy(zone_id, release),
+            Self::Route53 {
+                zone_id,
+                name,
+                rtype,
+            } => super::route53::policy(zone_id, (name, rtype), release),
             Self::Alb { target } => {
                 let mut policy = iam::Policy::new();
                 if release {
-                    policy.allow(
-                        "ReleaseLease",
+                    super::alb::lease_tags_policy(
+                        &mut policy,
+                        target,
                         &["elasticloadbalancing:RemoveTags"],
-                        [target.arn().to_owned()],
                     );
                 }
                 // DescribeTags has no resource level.
@@ -88,7 +92,11 @@ impl Route {
     /// The IAM policy of a shift of this route: HAProxy needs none.
     pub fn shift_policy(&self, members: &RouteMembers) -> iam::Policy {
         match self {
-            Self::Route53 { zone_id, .. } => super::route53::policy(zone_id, true),
+            Self::Route53 {
+                zone_id,
+                name,
+                rtype,
+            } => super::route53::policy(zone_id, (name, rtype), true),
             Self::Alb { target } => super::alb::policy(
                 target,
                 members.alb.is_empty() || members.alb.values().any(|m| !m.starts_with("arn:")),

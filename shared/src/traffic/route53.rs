@@ -60,7 +60,7 @@ impl Route53Router {
     }
 
     fn lock_name(&self) -> String {
-        format!("_switchyard-lock.{}", self.name)
+        lock_name(&self.name)
     }
 
     fn lock_set(&self, lease: &Lease) -> ResourceRecordSet {
@@ -477,21 +477,44 @@ fn lease_held(resource: String, held: Option<&Lease>) -> TrafficError {
     }
 }
 
-/// The IAM policy of reading a weighted group and its lease in `zone_id`, and
-/// with `change` of changing them and waiting for the change.
-pub fn policy(zone_id: &str, change: bool) -> crate::aws::iam::Policy {
+/// The name of the lease record of the group `name`.
+fn lock_name(name: &str) -> String {
+    format!("_switchyard-lock.{name}")
+}
+
+/// The IAM policy of reading the weighted group `name` (records of `rtype`)
+/// and its lease in `zone_id`, and with `change` of changing them (those
+/// record sets only) and waiting for the change.
+pub fn policy(
+    zone_id: &str,
+    (name, rtype): (&str, &RrType),
+    change: bool,
+) -> crate::aws::iam::Policy {
     use crate::aws::iam::arn;
     let mut policy = crate::aws::iam::Policy::new();
-    let mut actions = vec!["route53:ListResourceRecordSets"];
+    policy.allow(
+        "ReadRecords",
+        &["route53:ListResourceRecordSets"],
+        [arn::hosted_zone(zone_id)],
+    );
     if change {
-        actions.push("route53:ChangeResourceRecordSets");
         policy.allow(
             "ReadChanges",
             &["route53:GetChange"],
             [arn::ROUTE53_CHANGES],
         );
+        policy
+            .allow(
+                "WeightedRecords",
+                &["route53:ChangeResourceRecordSets"],
+                [arn::hosted_zone(zone_id)],
+            )
+            .only_records(
+                "WeightedRecords",
+                [name.to_owned(), lock_name(name)],
+                [rtype.as_str().to_owned(), RrType::Txt.as_str().to_owned()],
+            );
     }
-    policy.allow("WeightedRecords", &actions, [arn::hosted_zone(zone_id)]);
     policy
 }
 

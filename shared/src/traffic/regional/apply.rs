@@ -437,16 +437,25 @@ pub fn policy(routes: &Routes, apply: bool) -> crate::aws::iam::Policy {
         .iter()
         .map(|g| arn::hosted_zone(&g.zone_id))
         .collect();
-    let mut actions = vec!["route53:ListResourceRecordSets"];
+    policy.allow(
+        "ReadRecordGroups",
+        &["route53:ListResourceRecordSets"],
+        zones.clone(),
+    );
     if apply {
-        actions.push("route53:ChangeResourceRecordSets");
         policy.allow(
             "ReadChanges",
             &["route53:GetChange"],
             [arn::ROUTE53_CHANGES],
         );
+        policy
+            .allow("RecordGroups", &["route53:ChangeResourceRecordSets"], zones)
+            .only_records(
+                "RecordGroups",
+                routes.groups.iter().map(|g| g.name.as_str()),
+                routes.groups.iter().map(|g| g.rtype.as_str().to_owned()),
+            );
     }
-    policy.allow("RecordGroups", &actions, zones);
     // The health check calls have no resource level.
     let checks: &[&str] = if apply {
         &["route53:ListHealthChecks", "route53:CreateHealthCheck"]
