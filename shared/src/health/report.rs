@@ -6,20 +6,26 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 use serde::Serialize;
 
 use super::alarms::AlarmsReport;
+use super::load_balancer;
 use super::policy::{EndpointState, ProbeReport};
 use super::target_health::TargetsReport;
 use crate::outcome::{Code, Failure, StepReport};
 use crate::state::{
-    steps, EndpointVerdict, Health, JournalEntry, Outcome, StateError, StateFile, Verdict,
+    steps, EndpointVerdict, Health, JournalEntry, Outcome, ProbeRoute, StateError, StateFile,
+    Verdict, Via,
 };
 
 /// What a verification found, by kind of evidence.
 #[derive(Debug, Clone, Default)]
 pub struct Evidence {
+    /// What judged the stack.
+    pub via: Via,
+    /// The way into the load balancer the probes took (`via` load-balancer).
+    pub route: Option<ProbeRoute>,
     /// The HTTP probes'.
     pub probes: Option<ProbeReport>,
     /// The target groups' (boxed: reports stay small).
@@ -38,6 +44,11 @@ pub struct HealthReport {
     pub verdict: Health,
     /// One line of evidence.
     pub summary: String,
+    /// What judged the stack: `probes`, `target-health` or `load-balancer`.
+    pub via: Via,
+    /// The way into the load balancer the probes took (`via` load-balancer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<Box<ProbeRoute>>,
     /// When the verdict was reached.
     pub at: DateTime<Utc>,
     /// Wall-clock time of the verification.
@@ -58,6 +69,8 @@ impl HealthReport {
     /// else any inconclusive (or none at all) makes it inconclusive.
     pub fn combine(stack: Option<String>, evidence: Evidence, elapsed: Duration) -> Self {
         let Evidence {
+            via,
+            route,
             probes,
             targets,
             alarms,
@@ -76,11 +89,16 @@ impl HealthReport {
         } else {
             Health::Healthy
         };
-        let summary = parts.iter().map(|(_, s)| *s).collect::<Vec<_>>().join("; ");
+        let mut summary = parts.iter().map(|(_, s)| *s).collect::<Vec<_>>().join("; ");
+        if let Some(r) = &route {
+            summary = format!("through {}: {summary}", load_balancer::describe(r));
+        }
         Self {
             stack,
             verdict,
             summary,
+            via,
+            route: route.map(Box::new),
             at: Utc::now(),
             elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             probes,
@@ -97,6 +115,8 @@ impl HealthReport {
             summary: self.summary.clone(),
             endpoints: Vec::new(),
             latency_ms: None,
+            via: Some(self.via),
+            route: self.route.as_deref().cloned(),
             extra: serde_json::Map::new(),
         };
         if let Some(p) = &self.probes {
@@ -159,6 +179,10 @@ impl HealthReport {
         let name = self.stack.clone().unwrap_or_else(|| "endpoints".to_owned());
         let mut report = Report::new(steps::VERIFY_HEALTH);
         let mut suite = TestSuite::new(format!("verify-health {name}"));
+        suite.add_property(Property::new("via", self.via.as_str()));
+        if let Some(r) = &self.route {
+            suite.add_property(Property::new("route", load_balancer::describe(r)));
+        }
         let healthy = self.verdict == Health::Healthy;
         let verdict = if healthy {
             TestCaseStatus::success()
@@ -209,35 +233,7 @@ impl HealthReport {
             }
         }
         if let Some(t) = &self.targets {
-            for target in &t.targets {
-                let status = match (target.health.is_serving(), healthy) {
-                    (true, _) => TestCaseStatus::success(),
-                    (false, true) => {
-                        let mut s = TestCaseStatus::skipped();
-                        s.set_message(format!(
-                            "tolerated: {} of {} targets healthy, {} needed; {}",
-                            t.serving,
-                            t.total,
-                            t.needed,
-                            target.health.describe()
-                        ));
-                        s.set_type(target.health.state.clone());
-                        s
-                    }
-                    (false, false) => {
-                        let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                        s.set_message(target.health.describe());
-                        s.set_type(target.health.state.clone());
-                        s
-                    }
-                };
-                let mut case = TestCase::new(
-                    format!("target {}:{}", target.target.id, target.target.port),
-                    status,
-                );
-                case.set_classname(format!("verify-health.{name}.targets"));
-                suite.add_test_case(case);
-            }
+            target_cases(&mut suite, t, &name, healthy);
         }
         if let Some(a) = &self.alarms {
             for alarm in &a.alarms {
@@ -267,6 +263,7 @@ impl StepReport for HealthReport {
             .map(|s| format!("{s}: "))
             .unwrap_or_default();
         let mut t = format!("{who}{} — {}\n", word(self.verdict), self.summary);
+        let _ = writeln!(t, "  via {}", self.via.as_str());
         if let Some(p) = &self.probes {
             let failing: Vec<_> = p
                 .endpoints
@@ -307,7 +304,11 @@ impl StepReport for HealthReport {
         let mut out = vec![
             ("verdict".into(), word(self.verdict).to_owned()),
             ("summary".into(), self.summary.clone()),
+            ("via".into(), self.via.as_str().to_owned()),
         ];
+        if let Some(r) = &self.route {
+            out.push(("route".into(), load_balancer::describe(r)));
+        }
         if let Some(p) = &self.probes {
             out.push(("healthy".into(), p.healthy.to_string()));
             out.push(("total".into(), p.total.to_string()));
@@ -341,10 +342,24 @@ impl StepReport for HealthReport {
     fn summary(&self) -> String {
         let who = self.stack.as_deref().unwrap_or("endpoints");
         let mut s = format!(
-            "### verify-health {who}: {}\n\n{}\n",
+            "### verify-health {who}: {}\n\n{}\n\nEvidence: {}\n",
             word(self.verdict),
-            self.summary
+            self.summary,
+            self.via.as_str()
         );
+        if let Some(r) = &self.route {
+            let _ = writeln!(
+                s,
+                "\n| load balancer | DNS name | listener | rule | Host |\n|---|---|---|---|---|\n| {} ({}) | {} | {} {} | {} | {} |",
+                r.load_balancer,
+                r.scheme,
+                r.dns_name,
+                r.port,
+                r.protocol,
+                r.priority.as_deref().unwrap_or("default action"),
+                r.host_header.as_deref().unwrap_or("-")
+            );
+        }
         if let Some(p) = &self.probes {
             let _ = writeln!(
                 s,
@@ -384,6 +399,40 @@ impl StepReport for HealthReport {
             }
         }
         s
+    }
+}
+
+/// One JUnit test case per target of the stack; one that does not serve is
+/// tolerated (skipped) when the verdict is healthy.
+fn target_cases(suite: &mut TestSuite, t: &TargetsReport, name: &str, healthy: bool) {
+    for target in &t.targets {
+        let status = match (target.health.is_serving(), healthy) {
+            (true, _) => TestCaseStatus::success(),
+            (false, true) => {
+                let mut s = TestCaseStatus::skipped();
+                s.set_message(format!(
+                    "tolerated: {} of {} targets healthy, {} needed; {}",
+                    t.serving,
+                    t.total,
+                    t.needed,
+                    target.health.describe()
+                ));
+                s.set_type(target.health.state.clone());
+                s
+            }
+            (false, false) => {
+                let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                s.set_message(target.health.describe());
+                s.set_type(target.health.state.clone());
+                s
+            }
+        };
+        let mut case = TestCase::new(
+            format!("target {}:{}", target.target.id, target.target.port),
+            status,
+        );
+        case.set_classname(format!("verify-health.{name}.targets"));
+        suite.add_test_case(case);
     }
 }
 
