@@ -597,6 +597,51 @@ mod tests {
         probe_spec(&args.verify).map_err(|f| format!("{}: {}", f.code.number(), f.error))
     }
 
+    fn settings_of(line: &[&str]) -> Result<Settings, String> {
+        let mut all = vec!["verify-health"];
+        all.extend_from_slice(line);
+        let args = VerifyHealthArgs::try_parse_from(all).map_err(|e| e.to_string())?;
+        VerifyHealth::settings(args).map_err(|f| format!("{}: {}", f.code.number(), f.error))
+    }
+
+    #[test]
+    fn via_load_balancer_takes_no_url_and_reads_only_elb_descriptions() {
+        let err =
+            settings_of(&["--via", "load-balancer", "--url", "http://127.0.0.1:1/"]).unwrap_err();
+        assert!(
+            err.starts_with("2: --via load-balancer probes the URL of the load balancer's route"),
+            "{err}"
+        );
+        let err = settings_of(&["--via", "load-balancer"]).unwrap_err();
+        assert!(err.contains("needs --stack"), "{err}");
+        let err = settings_of(&["--stack", "green", "--listener-port", "8443"]).unwrap_err();
+        assert_eq!(err, "2: --listener-port is for --via load-balancer");
+
+        let settings = settings_of(&["--stack", "green", "--via", "load-balancer"]).unwrap();
+        let policy = VerifyHealth::policy(&settings);
+        for action in [
+            "elasticloadbalancing:DescribeTargetGroups",
+            "elasticloadbalancing:DescribeLoadBalancers",
+            "elasticloadbalancing:DescribeListeners",
+            "elasticloadbalancing:DescribeRules",
+            "autoscaling:DescribeAutoScalingGroups",
+        ] {
+            assert!(policy.allows(action), "{action}");
+        }
+        assert!(!policy.allows("elasticloadbalancing:DescribeTargetHealth"));
+        let given = settings_of(&[
+            "--via",
+            "load-balancer",
+            "--target-group",
+            "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/web-green/2",
+        ])
+        .unwrap();
+        assert!(
+            !VerifyHealth::policy(&given).allows("autoscaling:DescribeAutoScalingGroups"),
+            "the groups are given: no Auto Scaling read"
+        );
+    }
+
     #[test]
     fn probe_flags_are_checked() {
         assert!(spec(&["--expect-status", "200,204", "--json", "/status == ok"]).is_ok());
