@@ -389,15 +389,9 @@ pub async fn load_balancers_of(
     client: &Client,
     arns: &[String],
 ) -> Result<Vec<LoadBalancer>, ProviderError> {
-    let out = client
-        .describe_target_groups()
-        .set_target_group_arns(Some(arns.to_vec()))
-        .send()
-        .await
-        .map_err(|e| ProviderError::from_sdk("elbv2:DescribeTargetGroups", &e))?;
     let mut attached: Vec<String> = Vec::new();
-    for arn in out
-        .target_groups()
+    for arn in describe_groups(client, arns)
+        .await?
         .iter()
         .flat_map(aws_sdk_elasticloadbalancingv2::types::TargetGroup::load_balancer_arns)
     {
@@ -460,19 +454,27 @@ pub async fn rules(client: &Client, arn: &str) -> Result<Vec<Rule>, ProviderErro
         .map_err(|e| ProviderError::from_sdk("elbv2:DescribeRules", &e))
 }
 
-/// Target group names by ARN (DescribeTargetGroups of `arns`).
-pub async fn target_group_names(
+/// The target groups `arns`, as DescribeTargetGroups returns them.
+async fn describe_groups(
     client: &Client,
     arns: &[String],
-) -> Result<BTreeMap<String, String>, ProviderError> {
+) -> Result<Vec<aws_sdk_elasticloadbalancingv2::types::TargetGroup>, ProviderError> {
     let out = client
         .describe_target_groups()
         .set_target_group_arns(Some(arns.to_vec()))
         .send()
         .await
         .map_err(|e| ProviderError::from_sdk("elbv2:DescribeTargetGroups", &e))?;
-    Ok(out
-        .target_groups()
+    Ok(out.target_groups.unwrap_or_default())
+}
+
+/// Target group names by ARN (DescribeTargetGroups of `arns`).
+pub async fn target_group_names(
+    client: &Client,
+    arns: &[String],
+) -> Result<BTreeMap<String, String>, ProviderError> {
+    Ok(describe_groups(client, arns)
+        .await?
         .iter()
         .filter_map(|g| {
             Some((

@@ -444,3 +444,81 @@ pub fn word(h: Health) -> &'static str {
         Health::Inconclusive => "inconclusive",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route() -> ProbeRoute {
+        ProbeRoute {
+            load_balancer: "web".into(),
+            dns_name: "web-1.us-east-1.elb.amazonaws.com".into(),
+            scheme: "internal".into(),
+            listener: "arn:aws:elasticloadbalancing:us-east-1:1:listener/app/web/1/2".into(),
+            port: 443,
+            protocol: "HTTPS".into(),
+            rule: Some(
+                "arn:aws:elasticloadbalancing:us-east-1:1:listener-rule/app/web/1/2/3".into(),
+            ),
+            priority: Some("10".into()),
+            host_header: Some("green.example.com".into()),
+            target_groups: vec![
+                "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/web-green/2".into(),
+            ],
+        }
+    }
+
+    #[test]
+    fn every_form_of_the_report_says_which_evidence_and_route_it_used() {
+        let report = HealthReport::combine(
+            Some("green".into()),
+            Evidence {
+                via: Via::LoadBalancer,
+                route: Some(route()),
+                ..Evidence::default()
+            },
+            Duration::from_millis(5),
+        );
+        let described = "web:443 HTTPS rule 10 (Host green.example.com), an internal load balancer (reachable only from inside its VPC)";
+        assert!(
+            report.summary.starts_with(&format!("through {described}")),
+            "{}",
+            report.summary
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["via"], "load-balancer");
+        assert_eq!(json["route"]["priority"], "10");
+        let verdict = report.to_verdict();
+        assert_eq!(
+            (verdict.via, verdict.route),
+            (Some(Via::LoadBalancer), Some(route()))
+        );
+        assert!(
+            report.text().contains("\n  via load-balancer\n"),
+            "{}",
+            report.text()
+        );
+        assert!(
+            report.summary().contains("Evidence: load-balancer")
+                && report.summary().contains("| web (internal) | web-1.us-east-1.elb.amazonaws.com | 443 HTTPS | 10 | green.example.com |"),
+            "{}",
+            report.summary()
+        );
+        let junit = report.junit();
+        assert!(
+            junit.contains(r#"<property name="via" value="load-balancer"/>"#),
+            "{junit}"
+        );
+        assert!(
+            junit.contains(r#"<property name="route" value="web:443 HTTPS rule 10"#),
+            "{junit}"
+        );
+        assert!(report
+            .outputs()
+            .contains(&("route".to_owned(), described.to_owned())));
+
+        let probes = HealthReport::combine(None, Evidence::default(), Duration::ZERO);
+        assert_eq!(serde_json::to_value(&probes).unwrap()["via"], "probes");
+        assert!(probes.to_verdict().route.is_none());
+    }
+}
