@@ -194,8 +194,10 @@ impl Command for VerifyHealth {
     }
 }
 
-/// Reads the endpoints (from the state, unless given), probes them and
-/// watches the alarms. The verdict is the report: an unhealthy one exits 1.
+/// Reads the endpoints (from the state, unless given; with `--via
+/// load-balancer`, the URL of the load balancer's route to the stack), probes
+/// them and watches the alarms or the target health. The verdict is the
+/// report: an unhealthy one exits 1.
 async fn verify(v: Verify, step: &mut Step) -> Result<Report, Failure> {
     let Verify {
         args,
@@ -382,7 +384,12 @@ async fn probe_route(
     let config = aws::load(&step.aws).await;
     let groups = stack_groups(v, stack, &config).await?;
     let request = Request {
-        path: v.path.clone(),
+        // As the URL will have it.
+        path: if v.path.starts_with('/') {
+            v.path.clone()
+        } else {
+            format!("/{}", v.path)
+        },
         method: v.method.to_ascii_uppercase(),
         host: v.host_header.clone(),
     };
