@@ -414,7 +414,7 @@ impl Groups {
                 .unwrap()
                 .reservations()
                 .iter()
-                .flat_map(|r| r.instances())
+                .flat_map(aws_sdk_ec2::types::Reservation::instances)
                 .filter_map(|i| i.image_id().map(str::to_owned))
                 .collect();
             (versions, images)

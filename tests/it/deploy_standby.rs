@@ -1392,6 +1392,230 @@ fn verify_health_judges_a_stack_by_its_target_groups() {
     assert!(out.stderr.contains("probes nothing"), "{}", out.stderr);
 }
 
+/// `--via load-balancer` against moto's ELBv2: an ALB whose listener on
+/// port P sends blue by default and `green.example.com` to green (a rule),
+/// and a test listener on port Q sending green; loopback servers on P (200
+/// only for Host green.example.com) and Q stand for the load balancer, which
+/// `--resolve` aims the ALB's DNS name at. The route is found from the
+/// stack's Auto Scaling group's target group; two routes need
+/// `--listener-port`; a broken green exits 1; weighted forwards that also
+/// send blue leave no route: exit 2.
+#[test]
+fn verify_health_probes_a_stack_through_its_load_balancer_route() {
+    use switchyard_tests::health_server::{Behaviour, HealthServer};
+
+    let f = Fixture::new();
+    let region = "us-east-1";
+    let (ami, _) = images(&f.moto, region);
+    let vpc = first(&f.moto, region, &["ec2", "describe-vpcs"], "Vpcs[0].VpcId");
+    let subnets = aws_in(
+        &f.moto,
+        region,
+        &[
+            "ec2",
+            "describe-subnets",
+            "--filters",
+            &format!("Name=vpc-id,Values={vpc}"),
+        ],
+    )["Subnets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["SubnetId"].as_str().unwrap().to_owned())
+        .take(2)
+        .collect::<Vec<_>>();
+    let blue_tg = aws_cli::create_target_group(&f.moto, "web-blue", &vpc, &[]);
+    let green_tg = aws_cli::create_target_group(&f.moto, "web-green", &vpc, &[]);
+    let state = f.path("state.json");
+    let mut args: Vec<&str> = green_from_nothing("web", &ami, &subnets[0]).to_vec();
+    args.extend(["--target-group", &green_tg]);
+    let out = run(&mut f.command("deploy-standby", &state, &args, None));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+
+    let by_host = HealthServer::with(Behaviour {
+        host: Some("green.example.com".into()),
+        ..Behaviour::default()
+    })
+    .unwrap();
+    let test_port = HealthServer::start(None, None).unwrap();
+    let (p, q) = (by_host.addr().port(), test_port.addr().port());
+    let mut create = vec![
+        "elbv2",
+        "create-load-balancer",
+        "--name",
+        "web",
+        "--subnets",
+    ];
+    create.extend(subnets.iter().map(String::as_str));
+    let lb = aws_in(&f.moto, region, &create)["LoadBalancers"][0].clone();
+    let (lb_arn, dns) = (
+        lb["LoadBalancerArn"].as_str().unwrap().to_owned(),
+        lb["DNSName"].as_str().unwrap().to_owned(),
+    );
+    let forward = |arn: &str| format!("Type=forward,TargetGroupArn={arn}");
+    let listener = |port: u16, default: &str| {
+        aws_in(
+            &f.moto,
+            region,
+            &[
+                "elbv2",
+                "create-listener",
+                "--load-balancer-arn",
+                &lb_arn,
+                "--protocol",
+                "HTTP",
+                "--port",
+                &port.to_string(),
+                "--default-actions",
+                default,
+            ],
+        )["Listeners"][0]["ListenerArn"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let main = listener(p, &forward(&blue_tg));
+    let test = listener(q, &forward(&green_tg));
+    let rule = aws_in(
+        &f.moto,
+        region,
+        &[
+            "elbv2",
+            "create-rule",
+            "--listener-arn",
+            &main,
+            "--priority",
+            "10",
+            "--conditions",
+            r#"[{"Field":"host-header","HostHeaderConfig":{"Values":["green.example.com"]}}]"#,
+            "--actions",
+            &forward(&green_tg),
+        ],
+    )["Rules"][0]["RuleArn"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let resolve = [
+        format!("{dns}:{p}:127.0.0.1"),
+        format!("{dns}:{q}:127.0.0.1"),
+    ];
+    let verify = |extra: &[&str]| {
+        let mut a = vec!["--stack", "green", "--via", "load-balancer"];
+        a.extend(["--resolve", &resolve[0], "--resolve", &resolve[1]]);
+        a.extend(["--interval", "100ms", "--attempts", "5", "--output", "json"]);
+        a.extend(extra);
+        run(&mut f.command("verify-health", &state, &a, None))
+    };
+    // Two routes reach green: the listener port picks one.
+    let out = verify(&[]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "several listeners reach the target group(s) web-green: web:{p} HTTP rule 10 (Host green.example.com); web:{q} HTTP default action; pick one with --listener-port"
+        )),
+        "{}",
+        out.stderr
+    );
+    let port = p.to_string();
+    let out = verify(&["--listener-port", &port]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let report = ok_json(&out);
+    assert_eq!(report["verdict"], "healthy", "{report:#}");
+    assert_eq!(report["via"], "load-balancer", "{report:#}");
+    assert_eq!(report["route"]["host_header"], "green.example.com");
+    assert_eq!(report["route"]["rule"], rule.as_str());
+    assert_eq!(
+        report["probes"]["endpoints"][0]["url"],
+        format!("http://{dns}:{p}/health"),
+        "{report:#}"
+    );
+    assert!(by_host.served() >= 2, "the probes went through port {p}");
+    let doc = read_json(&state);
+    let verdict = &doc["health"]["green"];
+    assert_eq!(verdict["status"], "healthy", "{doc:#}");
+    assert_eq!(verdict["via"], "load-balancer", "{doc:#}");
+    assert_eq!(verdict["route"]["load_balancer"], "web", "{doc:#}");
+    assert_eq!(verdict["route"]["port"], p, "{doc:#}");
+    assert_eq!(verdict["route"]["listener"], main.as_str(), "{doc:#}");
+    assert_eq!(verdict["route"]["dns_name"], dns.as_str(), "{doc:#}");
+    state_validates(&state);
+
+    // The test listener: its default action, no Host header of its own.
+    let port = q.to_string();
+    let out = verify(&["--listener-port", &port]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let report = ok_json(&out);
+    assert!(report["route"].get("rule").is_none(), "{report:#}");
+    assert!(report["route"].get("host_header").is_none(), "{report:#}");
+    assert!(test_port.served() >= 2);
+
+    // A dry run reads the routes and says which it would probe.
+    let port = p.to_string();
+    let out = verify(&["--listener-port", &port, "--dry-run"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(&format!(
+            "would probe through web:{p} HTTP rule 10 (Host green.example.com)"
+        )) && out.stdout.contains(&format!("http://{dns}:{p}/health")),
+        "{}",
+        out.stdout
+    );
+
+    // Green broken behind its host: unhealthy, exit 1.
+    by_host.set_healthy(false);
+    let out = verify(&["--listener-port", &port]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let doc = read_json(&state);
+    assert_eq!(doc["health"]["green"]["status"], "unhealthy", "{doc:#}");
+    assert_eq!(doc["health"]["green"]["via"], "load-balancer", "{doc:#}");
+
+    // Every way in also sends blue: no route, exit 2, before any probe.
+    let weighted = format!(
+        r#"[{{"Type":"forward","ForwardConfig":{{"TargetGroups":[{{"TargetGroupArn":"{blue_tg}","Weight":50}},{{"TargetGroupArn":"{green_tg}","Weight":50}}]}}}}]"#
+    );
+    aws_in(
+        &f.moto,
+        region,
+        &[
+            "elbv2",
+            "modify-rule",
+            "--rule-arn",
+            &rule,
+            "--actions",
+            &weighted,
+        ],
+    );
+    aws_in(
+        &f.moto,
+        region,
+        &[
+            "elbv2",
+            "modify-listener",
+            "--listener-arn",
+            &test,
+            "--default-actions",
+            &weighted,
+        ],
+    );
+    let served = (by_host.served(), test_port.served());
+    let out = verify(&[]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    for part in [
+        "no route into load balancer(s) web reaches only the target group(s) web-green".to_owned(),
+        format!("web:{p} rule 10: forwards to web-blue (weight 50), web-green (weight 50)"),
+        format!("web:{q} default action: forwards to web-blue (weight 50), web-green (weight 50)"),
+        "or use --via target-health".to_owned(),
+    ] {
+        assert!(out.stderr.contains(&part), "{part:?} in {}", out.stderr);
+    }
+    assert_eq!(
+        (by_host.served(), test_port.served()),
+        served,
+        "nothing probed"
+    );
+}
+
 /// The version numbers of launch template `name`, as the aws CLI lists them, ascending.
 fn template_versions(f: &Fixture, region: &str, name: &str) -> Vec<i64> {
     let mut versions: Vec<i64> = aws_in(

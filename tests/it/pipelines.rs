@@ -168,11 +168,11 @@ fn the_make_chain_runs_every_stage_in_order_and_resumes_after_the_last_done() {
     let order = [
         "bake-ami --source-name",
         "deploy-standby --driver asg",
-        "verify-health --stack standby",
+        "verify-health --via target-health --stack standby",
         "--steps 10,50 --gate-url https://green.example.com/health",
         "CONFIRM",
         "--steps 100",
-        "verify-health --stack active",
+        "verify-health --via target-health --stack active",
         "retire --retire-after 15m --gate-url https://green.example.com/health",
         "switchyard history",
     ];
@@ -279,7 +279,7 @@ fn the_make_chain_keeps_an_s3_state_and_resumes_after_a_failed_stage() {
     let calls = std::fs::read_to_string(&log).unwrap();
     let expected_first = [
         "deploy-standby --driver command --up start {color} --down stop {color}",
-        "verify-health --interval 100ms --stack standby --junit .stage/go-auth-2.0.0/verify-health.xml",
+        "verify-health --via probes --interval 100ms --stack standby --junit .stage/go-auth-2.0.0/verify-health.xml",
         "switchyard state stack --role standby",
         "shift-weight --router haproxy --backend app --to green --steps 25,50",
         "switchyard state stack --role standby",
@@ -320,7 +320,7 @@ fn the_make_chain_keeps_an_s3_state_and_resumes_after_a_failed_stage() {
         [
             "switchyard state stack --role standby",
             "shift-weight --router haproxy --backend app --to green --steps 100",
-            "verify-health --interval 100ms --stack active --junit .stage/go-auth-2.0.0/verify-health-promoted.xml",
+            "verify-health --via probes --interval 100ms --stack active --junit .stage/go-auth-2.0.0/verify-health-promoted.xml",
             "deploy-standby --driver command --up start {color} --down stop {color} retire --retire-after 2s --check-every 1s",
             "switchyard history",
         ],
@@ -447,7 +447,7 @@ fn a_dropped_changed_or_reordered_step_is_a_disagreement() {
     assert!(disagreement(("Jenkinsfile", &jenkins), ("workflow", &github)).is_none());
 
     // The Jenkinsfile without the check after the promotion.
-    let check = "                runStep('verify-health --stack active')\n";
+    let check = "                runStep('verify-health --stack active', verified())\n";
     assert!(jenkinsfile.contains(check));
     let dropped = from_jenkinsfile(&jenkinsfile.replace(check, ""));
     let diff = disagreement(("Jenkinsfile", &jenkins), ("changed", &dropped)).unwrap();

@@ -27,6 +27,9 @@ pub struct Behaviour {
     pub body: Option<String>,
     /// Runs before each answer.
     pub on_request: Option<OnRequest>,
+    /// Answer only requests with this Host header (others: 404), as a
+    /// server behind a host-routing load balancer is reached only by its host.
+    pub host: Option<String>,
 }
 
 /// A running health endpoint.
@@ -111,14 +114,28 @@ fn answer(mut stream: TcpStream, n: u64, healthy: &AtomicBool, b: &Behaviour) {
     };
     let mut reader = BufReader::new(clone);
     let mut line = String::new();
+    let mut host = None;
     // Read the request head; the body is never needed.
     loop {
         line.clear();
         match reader.read_line(&mut line) {
             Ok(0) | Err(_) => break,
             Ok(_) if line == "\r\n" || line == "\n" => break,
-            Ok(_) => {}
+            Ok(_) => {
+                if let Some((name, value)) = line.split_once(':') {
+                    if name.eq_ignore_ascii_case("host") {
+                        host = Some(value.trim().to_owned());
+                    }
+                }
+            }
         }
+    }
+    if b.host.is_some() && host != b.host {
+        let _ = write!(
+            stream,
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 11\r\nConnection: close\r\n\r\nwrong host\n"
+        );
+        return;
     }
     if let Some(f) = &b.on_request {
         f(n);

@@ -2,14 +2,15 @@
 //! (type, port, deregistration delay), registering and deregistering one
 //! target, and reading that target's health (register-host); reading and
 //! replacing the actions of a listener or a listener rule, and the tags of a
-//! resource (the ALB router of shift-weight).
+//! resource (the ALB router of shift-weight); the load balancers of target
+//! groups, their listeners and rules (verify-health's way in through them).
 
 use std::time::Duration;
 
 use std::collections::BTreeMap;
 
 use aws_sdk_elasticloadbalancingv2::types::{
-    Action, Tag, TargetDescription, TargetHealthReasonEnum,
+    Action, Listener, Rule, Tag, TargetDescription, TargetHealthReasonEnum,
 };
 use aws_sdk_elasticloadbalancingv2::Client;
 use serde::Serialize;
@@ -355,19 +356,132 @@ pub async fn modify_rule_actions(
         .unwrap_or_default())
 }
 
-/// Target group names by ARN (DescribeTargetGroups of `arns`).
-pub async fn target_group_names(
+/// Target group ARN -> weight of a forward action (a plain `TargetGroupArn`
+/// forward is one group of weight 1). ALB treats an unset weight as 1.
+pub fn forward_weights(action: &Action) -> Vec<(String, u32)> {
+    match action.forward_config() {
+        Some(config) if !config.target_groups().is_empty() => config
+            .target_groups()
+            .iter()
+            .filter_map(|t| {
+                Some((
+                    t.target_group_arn()?.to_owned(),
+                    t.weight().map_or(1, |w| u32::try_from(w).unwrap_or(0)),
+                ))
+            })
+            .collect(),
+        _ => action
+            .target_group_arn()
+            .map(|a| vec![(a.to_owned(), 1)])
+            .unwrap_or_default(),
+    }
+}
+
+/// A load balancer as DescribeLoadBalancers returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadBalancer {
+    /// Its ARN.
+    pub arn: String,
+    /// Its name.
+    pub name: String,
+    /// Its DNS name.
+    pub dns_name: String,
+    /// `internet-facing` or `internal`.
+    pub scheme: String,
+}
+
+/// The load balancers the target groups `arns` are attached to (through a
+/// listener or rule), each once, in the order first found.
+pub async fn load_balancers_of(
     client: &Client,
     arns: &[String],
-) -> Result<BTreeMap<String, String>, ProviderError> {
+) -> Result<Vec<LoadBalancer>, ProviderError> {
+    let mut attached: Vec<String> = Vec::new();
+    for arn in describe_groups(client, arns)
+        .await?
+        .iter()
+        .flat_map(aws_sdk_elasticloadbalancingv2::types::TargetGroup::load_balancer_arns)
+    {
+        if !attached.contains(arn) {
+            attached.push(arn.clone());
+        }
+    }
+    if attached.is_empty() {
+        return Ok(Vec::new());
+    }
+    let out = client
+        .describe_load_balancers()
+        .set_load_balancer_arns(Some(attached.clone()))
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_sdk("elbv2:DescribeLoadBalancers", &e))?;
+    Ok(attached
+        .iter()
+        .filter_map(|arn| {
+            let lb = out
+                .load_balancers()
+                .iter()
+                .find(|l| l.load_balancer_arn() == Some(arn))?;
+            Some(LoadBalancer {
+                arn: arn.clone(),
+                name: lb.load_balancer_name().unwrap_or_default().to_owned(),
+                dns_name: lb.dns_name()?.to_owned(),
+                scheme: lb
+                    .scheme()
+                    .map_or("internet-facing", |s| s.as_str())
+                    .to_owned(),
+            })
+        })
+        .collect())
+}
+
+/// Every listener of the load balancer `arn`.
+pub async fn listeners(client: &Client, arn: &str) -> Result<Vec<Listener>, ProviderError> {
+    client
+        .describe_listeners()
+        .load_balancer_arn(arn)
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(|e| ProviderError::from_sdk("elbv2:DescribeListeners", &e))
+}
+
+/// Every rule of the listener `arn`, its default rule included.
+pub async fn rules(client: &Client, arn: &str) -> Result<Vec<Rule>, ProviderError> {
+    client
+        .describe_rules()
+        .listener_arn(arn)
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(|e| ProviderError::from_sdk("elbv2:DescribeRules", &e))
+}
+
+/// The target groups `arns`, as DescribeTargetGroups returns them.
+async fn describe_groups(
+    client: &Client,
+    arns: &[String],
+) -> Result<Vec<aws_sdk_elasticloadbalancingv2::types::TargetGroup>, ProviderError> {
     let out = client
         .describe_target_groups()
         .set_target_group_arns(Some(arns.to_vec()))
         .send()
         .await
         .map_err(|e| ProviderError::from_sdk("elbv2:DescribeTargetGroups", &e))?;
-    Ok(out
-        .target_groups()
+    Ok(out.target_groups.unwrap_or_default())
+}
+
+/// Target group names by ARN (DescribeTargetGroups of `arns`).
+pub async fn target_group_names(
+    client: &Client,
+    arns: &[String],
+) -> Result<BTreeMap<String, String>, ProviderError> {
+    Ok(describe_groups(client, arns)
+        .await?
         .iter()
         .filter_map(|g| {
             Some((

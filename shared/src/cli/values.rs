@@ -44,7 +44,7 @@ impl ValueEnum for Role {
 
 impl ValueEnum for Via {
     fn value_variants<'a>() -> &'a [Self] {
-        &[Self::Probes, Self::TargetHealth]
+        &[Self::Probes, Self::TargetHealth, Self::LoadBalancer]
     }
 
     fn to_possible_value(&self) -> Option<PossibleValue> {
@@ -52,6 +52,9 @@ impl ValueEnum for Via {
             Self::Probes => PossibleValue::new("probes").help("HTTP(S) probes from where the step runs"),
             Self::TargetHealth => PossibleValue::new("target-health").help(
                 "The stack's target groups' health (DescribeTargetHealth): no probe has to reach the stack",
+            ),
+            Self::LoadBalancer => PossibleValue::new("load-balancer").help(
+                "HTTP(S) probes through the load balancer, by a listener or rule that reaches only the stack",
             ),
         })
     }

@@ -106,11 +106,12 @@ pub struct VerifyArgs {
     /// File of URLs or host[:port] endpoints, one per line
     #[arg(long, env = "SWITCHYARD_URLS_FILE", value_name = "FILE")]
     pub urls_file: Option<PathBuf>,
-    /// What judges the stack: HTTP probes from here, or its target groups' health as the load
-    /// balancer sees it (for runners that cannot reach the stack's private addresses)
+    /// What judges the stack: HTTP probes of its endpoints from here, its target groups' health
+    /// as the load balancer sees it, or HTTP probes through the load balancer by a route that
+    /// reaches only the stack (the last two for runners that cannot reach its private addresses)
     #[arg(long, env = "SWITCHYARD_VIA", value_enum, default_value_t = Via::Probes)]
     pub via: Via,
-    /// Target group ARN whose health judges the stack (--via target-health; repeatable)
+    /// Target group ARN of the stack (--via target-health or load-balancer; repeatable)
     /// [default: the target groups of the stack's Auto Scaling group, from the state]
     #[arg(
         long = "target-group",
@@ -119,6 +120,9 @@ pub struct VerifyArgs {
         value_name = "ARN"
     )]
     pub target_groups: Vec<String>,
+    /// Port of the listener to probe through when several reach the stack (--via load-balancer)
+    #[arg(long, env = "SWITCHYARD_LISTENER_PORT", value_name = "PORT")]
+    pub listener_port: Option<u16>,
     /// Scheme for endpoints given as host[:port]
     #[arg(long, default_value = "http", value_parser = ["http", "https"])]
     pub scheme: String,
@@ -167,7 +171,7 @@ pub struct VerifyArgs {
     /// Accept any TLS certificate (only for endpoints you cannot give a CA for)
     #[arg(long)]
     pub insecure: bool,
-    /// Host header to send
+    /// Host header to send (--via load-balancer: instead of the one the route's rule names)
     #[arg(long, value_name = "HOST")]
     pub host_header: Option<String>,
     /// Resolve HOST:PORT to ADDRESS (keeps SNI and the certificate name), as curl's --resolve

@@ -1,6 +1,8 @@
 //! `verify-health`: decide whether a stack is healthy, from HTTP(S) probes
-//! and CloudWatch alarms ([`crate::health::Verification`]); and manage the
-//! Route53 health checks of a record group ([`crate::health::route53`]).
+//! (of its endpoints, or through its load balancer), its target groups'
+//! health and CloudWatch alarms ([`crate::health::Verification`]); and
+//! manage the Route53 health checks of a record group
+//! ([`crate::health::route53`]).
 
 use aws_sdk_route53::types::RrType;
 
@@ -9,6 +11,7 @@ use crate::cli::verify_health::{
     Command as Sub, EnsureArgs, GroupArgs, Route53Command, VerifyArgs, VerifyHealthArgs,
 };
 use crate::health::alarms::AlarmGate;
+use crate::health::load_balancer::{self, Request};
 use crate::health::probe::{self, BodyRule, JsonCheck, ProbeSpec, StatusSet};
 use crate::health::report::HealthReport;
 use crate::health::route53::{self as checks, CheckSpec, EnsureReport, StatusReport};
@@ -100,19 +103,34 @@ impl Command for VerifyHealth {
                         &v.args.alarm_prefixes,
                     ));
                 }
-                if v.args.via == Via::TargetHealth {
-                    policy.allow(
-                        "TargetHealth",
-                        &["elasticloadbalancing:DescribeTargetHealth"],
-                        ["*"],
-                    );
-                    if v.args.target_groups.is_empty() {
+                match v.args.via {
+                    Via::Probes => return policy,
+                    Via::TargetHealth => {
                         policy.allow(
-                            "StackGroups",
-                            &["autoscaling:DescribeAutoScalingGroups"],
+                            "TargetHealth",
+                            &["elasticloadbalancing:DescribeTargetHealth"],
                             ["*"],
                         );
                     }
+                    Via::LoadBalancer => {
+                        policy.allow(
+                            "LoadBalancerRoutes",
+                            &[
+                                "elasticloadbalancing:DescribeTargetGroups",
+                                "elasticloadbalancing:DescribeLoadBalancers",
+                                "elasticloadbalancing:DescribeListeners",
+                                "elasticloadbalancing:DescribeRules",
+                            ],
+                            ["*"],
+                        );
+                    }
+                }
+                if v.args.target_groups.is_empty() {
+                    policy.allow(
+                        "StackGroups",
+                        &["autoscaling:DescribeAutoScalingGroups"],
+                        ["*"],
+                    );
                 }
                 policy
             }
@@ -179,37 +197,60 @@ impl Command for VerifyHealth {
     }
 }
 
-/// Reads the endpoints (from the state, unless given), probes them and
-/// watches the alarms. The verdict is the report: an unhealthy one exits 1.
+/// Reads the endpoints (from the state, unless given; with `--via
+/// load-balancer`, the URL of the load balancer's route to the stack), probes
+/// them and watches the alarms or the target health. The verdict is the
+/// report: an unhealthy one exits 1.
 async fn verify(v: Verify, step: &mut Step) -> Result<Report, Failure> {
     let Verify {
         args,
-        probe,
+        mut probe,
         policy,
     } = v;
     let doc = step.state.load().await?;
-    let (stack, urls) = match args.via {
+    let (stack, mut urls) = match args.via {
         Via::Probes => endpoints(&args, &doc)?,
-        Via::TargetHealth => (args.stack.clone(), Vec::new()),
+        Via::TargetHealth | Via::LoadBalancer => (args.stack.clone(), Vec::new()),
     };
     let found = match (&args.via, &args.stack) {
-        (Via::TargetHealth, Some(name)) => {
-            Some(targets::find_stack(&doc, name).map_err(Failure::usage)?)
-        }
-        _ => None,
+        (Via::Probes, _) | (_, None) => None,
+        (_, Some(name)) => Some(targets::find_stack(&doc, name).map_err(Failure::usage)?),
     };
     let stack = found.as_ref().map(|(n, _)| n.clone()).or(stack);
+    let found = found.as_ref().map(|(_, s)| s);
+    let route = if args.via == Via::LoadBalancer {
+        let route = probe_route(&args, found, step).await?;
+        urls.push(load_balancer::url(&route, &args.path));
+        if route.host_header != probe.spec().host_header {
+            probe = HttpProbe::with_spec(ProbeSpec {
+                host_header: route.host_header.clone(),
+                ..probe.spec().clone()
+            })
+            .map_err(|e| Failure::new(Code::Usage, e))?;
+        }
+        Some(route)
+    } else {
+        None
+    };
     if step.dry_run {
         let mut lines = plan(&args, stack.as_deref(), &urls);
-        if args.via == Via::TargetHealth {
-            lines.insert(0, target_plan(&args, found.as_ref().map(|(_, s)| s)));
+        match (&args.via, &route) {
+            (Via::TargetHealth, _) => lines.insert(0, target_plan(&args, found)),
+            (Via::LoadBalancer, Some(r)) => lines.insert(
+                0,
+                format!(
+                    "read the stack's target groups' load balancers, listeners and rules; would probe through {}",
+                    load_balancer::describe(r)
+                ),
+            ),
+            _ => {}
         }
         return Ok(Plan::dry_run(lines).into());
     }
-    let target_gate = match found.as_ref() {
-        None if args.via == Via::TargetHealth => Some(target_gate(&args, None, step).await?),
-        None => None,
-        Some((_, s)) => Some(target_gate(&args, Some(s), step).await?),
+    let target_gate = if args.via == Via::TargetHealth {
+        Some(target_gate(&args, found, step).await?)
+    } else {
+        None
     };
     let alarms = if args.alarms.is_empty() && args.alarm_prefixes.is_empty() {
         None
@@ -226,6 +267,8 @@ async fn verify(v: Verify, step: &mut Step) -> Result<Report, Failure> {
     };
     let verification = Verification {
         stack: stack.clone(),
+        via: args.via,
+        route,
         urls,
         probe,
         policy,
@@ -250,19 +293,26 @@ async fn verify(v: Verify, step: &mut Step) -> Result<Report, Failure> {
     Ok(report.into())
 }
 
-/// `--via target-health` needs a stack or target groups, and probes nothing.
+/// `--via target-health` and `--via load-balancer` need a stack or target
+/// groups, and take no URL: the first probes nothing, the second finds its own.
 fn check_via(v: &VerifyArgs) -> Result<(), Failure> {
+    if v.listener_port.is_some() && v.via != Via::LoadBalancer {
+        return Err(Failure::usage("--listener-port is for --via load-balancer"));
+    }
     match v.via {
-        Via::TargetHealth => {
+        Via::TargetHealth | Via::LoadBalancer => {
+            let via = v.via.as_str();
             if !v.urls.is_empty() || v.urls_file.is_some() {
-                return Err(Failure::usage(
-                    "--via target-health judges by the target groups and probes nothing: drop --url/--urls-file, or use --via probes",
-                ));
+                return Err(Failure::usage(if v.via == Via::TargetHealth {
+                    "--via target-health judges by the target groups and probes nothing: drop --url/--urls-file, or use --via probes"
+                } else {
+                    "--via load-balancer probes the URL of the load balancer's route to the stack: drop --url/--urls-file, or use --via probes"
+                }));
             }
             if v.stack.is_none() && v.target_groups.is_empty() {
-                return Err(Failure::usage(
-                    "--via target-health needs --stack (its instances and groups come from the state) or --target-group",
-                ));
+                return Err(Failure::usage(format!(
+                    "--via {via} needs --stack (its instances and groups come from the state) or --target-group"
+                )));
             }
             for arn in &v.target_groups {
                 if !arn.starts_with("arn:") || !arn.contains(":targetgroup/") {
@@ -273,9 +323,9 @@ fn check_via(v: &VerifyArgs) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Via::Probes if !v.target_groups.is_empty() => {
-            Err(Failure::usage("--target-group is for --via target-health"))
-        }
+        Via::Probes if !v.target_groups.is_empty() => Err(Failure::usage(
+            "--target-group is for --via target-health or --via load-balancer",
+        )),
         Via::Probes => Ok(()),
     }
 }
@@ -305,15 +355,61 @@ fn instance_ids(stack: &Stack) -> Vec<String> {
         .collect()
 }
 
-/// What `--via target-health` reads: the given groups, or those of the
-/// stack's Auto Scaling groups (one call per group), judged on the stack's
-/// instances.
+/// What `--via target-health` reads: the stack's target groups, judged on
+/// the stack's instances.
 async fn target_gate(
     v: &VerifyArgs,
     stack: Option<&Stack>,
     step: &Step,
 ) -> Result<(aws_sdk_elasticloadbalancingv2::Client, TargetGate), Failure> {
     let config = aws::load(&step.aws).await;
+    let groups = stack_groups(v, stack, &config).await?;
+    Ok((
+        aws_sdk_elasticloadbalancingv2::Client::new(&config),
+        TargetGate {
+            groups,
+            instances: stack.map(instance_ids).unwrap_or_default(),
+            quorum: v.quorum,
+            interval: v.interval,
+            attempts: v.attempts,
+        },
+    ))
+}
+
+/// The way into the load balancer that reaches only the stack's target
+/// groups (`--via load-balancer`); none, or several without
+/// `--listener-port` to pick one, is a usage error.
+async fn probe_route(
+    v: &VerifyArgs,
+    stack: Option<&Stack>,
+    step: &Step,
+) -> Result<crate::state::ProbeRoute, Failure> {
+    let config = aws::load(&step.aws).await;
+    let groups = stack_groups(v, stack, &config).await?;
+    let request = Request {
+        // As the URL will have it.
+        path: if v.path.starts_with('/') {
+            v.path.clone()
+        } else {
+            format!("/{}", v.path)
+        },
+        method: v.method.to_ascii_uppercase(),
+        host: v.host_header.clone(),
+    };
+    let client = aws_sdk_elasticloadbalancingv2::Client::new(&config);
+    let routes = load_balancer::find(&client, &groups, &request)
+        .await
+        .map_err(|e| Failure::new(Code::Provider, e))?;
+    load_balancer::choose(&routes, &groups, v.listener_port).map_err(Failure::usage)
+}
+
+/// The stack's target groups: the given ones, or those of the stack's Auto
+/// Scaling groups in the state (one call per group).
+async fn stack_groups(
+    v: &VerifyArgs,
+    stack: Option<&Stack>,
+    config: &aws_config::SdkConfig,
+) -> Result<Vec<String>, Failure> {
     let mut groups = v.target_groups.clone();
     if groups.is_empty() {
         let names: Vec<&String> = stack
@@ -329,7 +425,7 @@ async fn target_gate(
                 "the state names no Auto Scaling group for the stack; pass --target-group",
             ));
         }
-        let client = aws_sdk_autoscaling::Client::new(&config);
+        let client = aws_sdk_autoscaling::Client::new(config);
         for name in names {
             let found = crate::aws::autoscaling::describe_group(&client, name)
                 .await
@@ -344,16 +440,7 @@ async fn target_gate(
             ));
         }
     }
-    Ok((
-        aws_sdk_elasticloadbalancingv2::Client::new(&config),
-        TargetGate {
-            groups,
-            instances: stack.map(instance_ids).unwrap_or_default(),
-            quorum: v.quorum,
-            interval: v.interval,
-            attempts: v.attempts,
-        },
-    ))
+    Ok(groups)
 }
 
 /// The stack (if one) and the URLs to probe: given URLs, a file of them, or
@@ -518,6 +605,51 @@ mod tests {
         line.extend_from_slice(extra);
         let args = VerifyHealthArgs::try_parse_from(line).map_err(|e| e.to_string())?;
         probe_spec(&args.verify).map_err(|f| format!("{}: {}", f.code.number(), f.error))
+    }
+
+    fn settings_of(line: &[&str]) -> Result<Settings, String> {
+        let mut all = vec!["verify-health"];
+        all.extend_from_slice(line);
+        let args = VerifyHealthArgs::try_parse_from(all).map_err(|e| e.to_string())?;
+        VerifyHealth::settings(args).map_err(|f| format!("{}: {}", f.code.number(), f.error))
+    }
+
+    #[test]
+    fn via_load_balancer_takes_no_url_and_reads_only_elb_descriptions() {
+        let err =
+            settings_of(&["--via", "load-balancer", "--url", "http://127.0.0.1:1/"]).unwrap_err();
+        assert!(
+            err.starts_with("2: --via load-balancer probes the URL of the load balancer's route"),
+            "{err}"
+        );
+        let err = settings_of(&["--via", "load-balancer"]).unwrap_err();
+        assert!(err.contains("needs --stack"), "{err}");
+        let err = settings_of(&["--stack", "green", "--listener-port", "8443"]).unwrap_err();
+        assert_eq!(err, "2: --listener-port is for --via load-balancer");
+
+        let settings = settings_of(&["--stack", "green", "--via", "load-balancer"]).unwrap();
+        let policy = VerifyHealth::policy(&settings);
+        for action in [
+            "elasticloadbalancing:DescribeTargetGroups",
+            "elasticloadbalancing:DescribeLoadBalancers",
+            "elasticloadbalancing:DescribeListeners",
+            "elasticloadbalancing:DescribeRules",
+            "autoscaling:DescribeAutoScalingGroups",
+        ] {
+            assert!(policy.allows(action), "{action}");
+        }
+        assert!(!policy.allows("elasticloadbalancing:DescribeTargetHealth"));
+        let given = settings_of(&[
+            "--via",
+            "load-balancer",
+            "--target-group",
+            "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/web-green/2",
+        ])
+        .unwrap();
+        assert!(
+            !VerifyHealth::policy(&given).allows("autoscaling:DescribeAutoScalingGroups"),
+            "the groups are given: no Auto Scaling read"
+        );
     }
 
     #[test]

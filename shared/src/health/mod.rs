@@ -1,11 +1,14 @@
 //! Deciding whether a stack is healthy: HTTP(S) probes judged by a probe
-//! policy (thresholds, quorum, latency limits), its target groups' health
-//! (the load balancer's view), CloudWatch alarms, Route53 health checks, metric analysis ([`analysis`]); reports for people, programs, Jenkins and GitHub; and the
-//! gates a traffic shift must pass.
+//! policy (thresholds, quorum, latency limits), sent to the stack or through
+//! its load balancer; its target groups' health (the load balancer's view),
+//! CloudWatch alarms, Route53 health checks, metric analysis ([`analysis`]);
+//! reports for people, programs, Jenkins and GitHub; and the gates a traffic
+//! shift must pass.
 
 pub mod alarms;
 pub mod analysis;
 pub mod gate;
+pub mod load_balancer;
 pub mod policy;
 pub mod probe;
 pub mod report;
@@ -29,6 +32,10 @@ use crate::wait::WaitEnd;
 pub struct Verification {
     /// The stack it is about, if one.
     pub stack: Option<String>,
+    /// What judges the stack (the report says so).
+    pub via: target_health::Via,
+    /// The way into the load balancer the URLs go through (`--via load-balancer`).
+    pub route: Option<crate::state::ProbeRoute>,
     /// URLs to probe (may be empty when only alarms gate).
     pub urls: Vec<String>,
     /// How to probe.
@@ -102,6 +109,8 @@ impl Verification {
         Ok(HealthReport::combine(
             self.stack.clone(),
             Evidence {
+                via: self.via,
+                route: self.route.clone(),
                 probes,
                 targets,
                 alarms,

@@ -6,20 +6,26 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 use serde::Serialize;
 
 use super::alarms::AlarmsReport;
+use super::load_balancer;
 use super::policy::{EndpointState, ProbeReport};
 use super::target_health::TargetsReport;
 use crate::outcome::{Code, Failure, StepReport};
 use crate::state::{
-    steps, EndpointVerdict, Health, JournalEntry, Outcome, StateError, StateFile, Verdict,
+    steps, EndpointVerdict, Health, JournalEntry, Outcome, ProbeRoute, StateError, StateFile,
+    Verdict, Via,
 };
 
 /// What a verification found, by kind of evidence.
 #[derive(Debug, Clone, Default)]
 pub struct Evidence {
+    /// What judged the stack.
+    pub via: Via,
+    /// The way into the load balancer the probes took (`via` load-balancer).
+    pub route: Option<ProbeRoute>,
     /// The HTTP probes'.
     pub probes: Option<ProbeReport>,
     /// The target groups' (boxed: reports stay small).
@@ -38,6 +44,11 @@ pub struct HealthReport {
     pub verdict: Health,
     /// One line of evidence.
     pub summary: String,
+    /// What judged the stack: `probes`, `target-health` or `load-balancer`.
+    pub via: Via,
+    /// The way into the load balancer the probes took (`via` load-balancer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<Box<ProbeRoute>>,
     /// When the verdict was reached.
     pub at: DateTime<Utc>,
     /// Wall-clock time of the verification.
@@ -58,6 +69,8 @@ impl HealthReport {
     /// else any inconclusive (or none at all) makes it inconclusive.
     pub fn combine(stack: Option<String>, evidence: Evidence, elapsed: Duration) -> Self {
         let Evidence {
+            via,
+            route,
             probes,
             targets,
             alarms,
@@ -76,11 +89,16 @@ impl HealthReport {
         } else {
             Health::Healthy
         };
-        let summary = parts.iter().map(|(_, s)| *s).collect::<Vec<_>>().join("; ");
+        let mut summary = parts.iter().map(|(_, s)| *s).collect::<Vec<_>>().join("; ");
+        if let Some(r) = &route {
+            summary = format!("through {}: {summary}", load_balancer::describe(r));
+        }
         Self {
             stack,
             verdict,
             summary,
+            via,
+            route: route.map(Box::new),
             at: Utc::now(),
             elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             probes,
@@ -97,6 +115,8 @@ impl HealthReport {
             summary: self.summary.clone(),
             endpoints: Vec::new(),
             latency_ms: None,
+            via: Some(self.via),
+            route: self.route.as_deref().cloned(),
             extra: serde_json::Map::new(),
         };
         if let Some(p) = &self.probes {
@@ -159,6 +179,10 @@ impl HealthReport {
         let name = self.stack.clone().unwrap_or_else(|| "endpoints".to_owned());
         let mut report = Report::new(steps::VERIFY_HEALTH);
         let mut suite = TestSuite::new(format!("verify-health {name}"));
+        suite.add_property(Property::new("via", self.via.as_str()));
+        if let Some(r) = &self.route {
+            suite.add_property(Property::new("route", load_balancer::describe(r)));
+        }
         let healthy = self.verdict == Health::Healthy;
         let verdict = if healthy {
             TestCaseStatus::success()
@@ -209,35 +233,7 @@ impl HealthReport {
             }
         }
         if let Some(t) = &self.targets {
-            for target in &t.targets {
-                let status = match (target.health.is_serving(), healthy) {
-                    (true, _) => TestCaseStatus::success(),
-                    (false, true) => {
-                        let mut s = TestCaseStatus::skipped();
-                        s.set_message(format!(
-                            "tolerated: {} of {} targets healthy, {} needed; {}",
-                            t.serving,
-                            t.total,
-                            t.needed,
-                            target.health.describe()
-                        ));
-                        s.set_type(target.health.state.clone());
-                        s
-                    }
-                    (false, false) => {
-                        let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                        s.set_message(target.health.describe());
-                        s.set_type(target.health.state.clone());
-                        s
-                    }
-                };
-                let mut case = TestCase::new(
-                    format!("target {}:{}", target.target.id, target.target.port),
-                    status,
-                );
-                case.set_classname(format!("verify-health.{name}.targets"));
-                suite.add_test_case(case);
-            }
+            target_cases(&mut suite, t, &name, healthy);
         }
         if let Some(a) = &self.alarms {
             for alarm in &a.alarms {
@@ -267,6 +263,7 @@ impl StepReport for HealthReport {
             .map(|s| format!("{s}: "))
             .unwrap_or_default();
         let mut t = format!("{who}{} — {}\n", word(self.verdict), self.summary);
+        let _ = writeln!(t, "  via {}", self.via.as_str());
         if let Some(p) = &self.probes {
             let failing: Vec<_> = p
                 .endpoints
@@ -307,7 +304,11 @@ impl StepReport for HealthReport {
         let mut out = vec![
             ("verdict".into(), word(self.verdict).to_owned()),
             ("summary".into(), self.summary.clone()),
+            ("via".into(), self.via.as_str().to_owned()),
         ];
+        if let Some(r) = &self.route {
+            out.push(("route".into(), load_balancer::describe(r)));
+        }
         if let Some(p) = &self.probes {
             out.push(("healthy".into(), p.healthy.to_string()));
             out.push(("total".into(), p.total.to_string()));
@@ -341,10 +342,24 @@ impl StepReport for HealthReport {
     fn summary(&self) -> String {
         let who = self.stack.as_deref().unwrap_or("endpoints");
         let mut s = format!(
-            "### verify-health {who}: {}\n\n{}\n",
+            "### verify-health {who}: {}\n\n{}\n\nEvidence: {}\n",
             word(self.verdict),
-            self.summary
+            self.summary,
+            self.via.as_str()
         );
+        if let Some(r) = &self.route {
+            let _ = writeln!(
+                s,
+                "\n| load balancer | DNS name | listener | rule | Host |\n|---|---|---|---|---|\n| {} ({}) | {} | {} {} | {} | {} |",
+                r.load_balancer,
+                r.scheme,
+                r.dns_name,
+                r.port,
+                r.protocol,
+                r.priority.as_deref().unwrap_or("default action"),
+                r.host_header.as_deref().unwrap_or("-")
+            );
+        }
         if let Some(p) = &self.probes {
             let _ = writeln!(
                 s,
@@ -387,11 +402,123 @@ impl StepReport for HealthReport {
     }
 }
 
+/// One JUnit test case per target of the stack; one that does not serve is
+/// tolerated (skipped) when the verdict is healthy.
+fn target_cases(suite: &mut TestSuite, t: &TargetsReport, name: &str, healthy: bool) {
+    for target in &t.targets {
+        let status = match (target.health.is_serving(), healthy) {
+            (true, _) => TestCaseStatus::success(),
+            (false, true) => {
+                let mut s = TestCaseStatus::skipped();
+                s.set_message(format!(
+                    "tolerated: {} of {} targets healthy, {} needed; {}",
+                    t.serving,
+                    t.total,
+                    t.needed,
+                    target.health.describe()
+                ));
+                s.set_type(target.health.state.clone());
+                s
+            }
+            (false, false) => {
+                let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                s.set_message(target.health.describe());
+                s.set_type(target.health.state.clone());
+                s
+            }
+        };
+        let mut case = TestCase::new(
+            format!("target {}:{}", target.target.id, target.target.port),
+            status,
+        );
+        case.set_classname(format!("verify-health.{name}.targets"));
+        suite.add_test_case(case);
+    }
+}
+
 /// The verdict as one word.
 pub fn word(h: Health) -> &'static str {
     match h {
         Health::Healthy => "healthy",
         Health::Unhealthy => "unhealthy",
         Health::Inconclusive => "inconclusive",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route() -> ProbeRoute {
+        ProbeRoute {
+            load_balancer: "web".into(),
+            dns_name: "web-1.us-east-1.elb.amazonaws.com".into(),
+            scheme: "internal".into(),
+            listener: "arn:aws:elasticloadbalancing:us-east-1:1:listener/app/web/1/2".into(),
+            port: 443,
+            protocol: "HTTPS".into(),
+            rule: Some(
+                "arn:aws:elasticloadbalancing:us-east-1:1:listener-rule/app/web/1/2/3".into(),
+            ),
+            priority: Some("10".into()),
+            host_header: Some("green.example.com".into()),
+            target_groups: vec![
+                "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/web-green/2".into(),
+            ],
+        }
+    }
+
+    #[test]
+    fn every_form_of_the_report_says_which_evidence_and_route_it_used() {
+        let report = HealthReport::combine(
+            Some("green".into()),
+            Evidence {
+                via: Via::LoadBalancer,
+                route: Some(route()),
+                ..Evidence::default()
+            },
+            Duration::from_millis(5),
+        );
+        let described = "web:443 HTTPS rule 10 (Host green.example.com), an internal load balancer (reachable only from inside its VPC)";
+        assert!(
+            report.summary.starts_with(&format!("through {described}")),
+            "{}",
+            report.summary
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["via"], "load-balancer");
+        assert_eq!(json["route"]["priority"], "10");
+        let verdict = report.to_verdict();
+        assert_eq!(
+            (verdict.via, verdict.route),
+            (Some(Via::LoadBalancer), Some(route()))
+        );
+        assert!(
+            report.text().contains("\n  via load-balancer\n"),
+            "{}",
+            report.text()
+        );
+        assert!(
+            report.summary().contains("Evidence: load-balancer")
+                && report.summary().contains("| web (internal) | web-1.us-east-1.elb.amazonaws.com | 443 HTTPS | 10 | green.example.com |"),
+            "{}",
+            report.summary()
+        );
+        let junit = report.junit();
+        assert!(
+            junit.contains(r#"<property name="via" value="load-balancer"/>"#),
+            "{junit}"
+        );
+        assert!(
+            junit.contains(r#"<property name="route" value="web:443 HTTPS rule 10"#),
+            "{junit}"
+        );
+        assert!(report
+            .outputs()
+            .contains(&("route".to_owned(), described.to_owned())));
+
+        let probes = HealthReport::combine(None, Evidence::default(), Duration::ZERO);
+        assert_eq!(serde_json::to_value(&probes).unwrap()["via"], "probes");
+        assert!(probes.to_verdict().route.is_none());
     }
 }

@@ -20,17 +20,8 @@ use tokio_util::sync::CancellationToken;
 use crate::aws::elbv2::{self, Target, TargetHealth};
 use crate::aws::ProviderError;
 use crate::state::Health;
+pub use crate::state::Via;
 use crate::wait::{self, WaitEnd};
-
-/// What judges a stack's health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Via {
-    /// HTTP(S) probes from where the step runs.
-    #[default]
-    Probes,
-    /// Its target groups' health, as the load balancer sees it.
-    TargetHealth,
-}
 
 /// What to read and how to judge it.
 #[derive(Debug, Clone)]

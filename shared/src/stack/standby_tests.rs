@@ -40,6 +40,8 @@ fn verdict(status: Health, at: DateTime<Utc>) -> Verdict {
         summary: "2/2 endpoints healthy".into(),
         endpoints: Vec::new(),
         latency_ms: None,
+        via: None,
+        route: None,
         extra: crate::state::document::Extra::new(),
     }
 }

@@ -275,8 +275,68 @@ pub struct Verdict {
     /// Latency figures of the probes in milliseconds (`p50`, `p95`, `max`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<BTreeMap<String, u64>>,
+    /// The evidence that judged the stack (absent in verdicts of older builds: probes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<Via>,
+    /// The way into the load balancer the probes took (`via: load-balancer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<ProbeRoute>,
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// What judges a stack's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Via {
+    /// HTTP(S) probes of the stack's endpoints from where the step ran.
+    #[default]
+    Probes,
+    /// Its target groups' health, as the load balancer sees it.
+    TargetHealth,
+    /// HTTP(S) probes through the load balancer, by a route that reaches only the stack.
+    LoadBalancer,
+}
+
+impl Via {
+    /// The flag's spelling: `probes`, `target-health`, `load-balancer`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Probes => "probes",
+            Self::TargetHealth => "target-health",
+            Self::LoadBalancer => "load-balancer",
+        }
+    }
+}
+
+/// A load balancer's listener (and rule) that sends every request it takes
+/// to one stack's target groups: the way `verify-health --via load-balancer`
+/// probes the stack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ProbeRoute {
+    /// The load balancer's name.
+    pub load_balancer: String,
+    /// Its DNS name, the host the probes connect to.
+    pub dns_name: String,
+    /// `internet-facing`, or `internal` (reachable only from inside its VPC).
+    pub scheme: String,
+    /// The listener's ARN.
+    pub listener: String,
+    /// The listener's port.
+    pub port: u16,
+    /// The listener's protocol: `HTTP` or `HTTPS`.
+    pub protocol: String,
+    /// The listener rule's ARN; absent: the listener's default action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The rule's priority; absent: the listener's default action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
+    /// The Host header the probes sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_header: Option<String>,
+    /// The target groups it forwards to.
+    pub target_groups: Vec<String>,
 }
 
 /// One endpoint's part in a verdict.

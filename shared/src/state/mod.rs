@@ -12,8 +12,8 @@ pub mod store;
 pub mod validate;
 
 pub use document::{
-    Deployment, EndpointVerdict, Health, Host, Image, RegionalStack, Role, RouteState,
-    ShiftProgress, ShiftStatus, Stack, StateDocument, Verdict, Weights, SCHEMA,
+    Deployment, EndpointVerdict, Health, Host, Image, ProbeRoute, RegionalStack, Role, RouteState,
+    ShiftProgress, ShiftStatus, Stack, StateDocument, Verdict, Via, Weights, SCHEMA,
 };
 pub use journal::{steps, Change, JournalEntry, Outcome};
 pub use location::StateLocation;

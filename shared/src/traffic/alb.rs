@@ -43,7 +43,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{format_weights, Applied, Group, Lease, LeaseRequest, Router, TrafficError};
-use crate::aws::elbv2 as api;
+use crate::aws::elbv2::{self as api, forward_weights};
 use crate::aws::ProviderError;
 use crate::lease::first_live;
 use crate::state::Weights;
@@ -110,27 +110,6 @@ fn forward(actions: &[Action]) -> Option<(usize, &Action)> {
         .iter()
         .enumerate()
         .find(|(_, a)| a.r#type() == Some(&ActionTypeEnum::Forward))
-}
-
-/// Target group ARN -> weight of a forward action (a plain `TargetGroupArn`
-/// forward is one group of weight 1). ALB treats an unset weight as 1.
-fn forward_weights(action: &Action) -> Vec<(String, u32)> {
-    match action.forward_config() {
-        Some(config) if !config.target_groups().is_empty() => config
-            .target_groups()
-            .iter()
-            .filter_map(|t| {
-                Some((
-                    t.target_group_arn()?.to_owned(),
-                    t.weight().map_or(1, |w| u32::try_from(w).unwrap_or(0)),
-                ))
-            })
-            .collect(),
-        _ => action
-            .target_group_arn()
-            .map(|a| vec![(a.to_owned(), 1)])
-            .unwrap_or_default(),
-    }
 }
 
 /// A tag value holds letters, digits, spaces and `_ . : / = + - @` only.

@@ -683,6 +683,8 @@ async fn traffic_goes_only_to_a_member_the_state_vouches_for() {
             summary: "3/3 endpoints healthy".into(),
             endpoints: Vec::new(),
             latency_ms: None,
+            via: None,
+            route: None,
             extra: serde_json::Map::new(),
         },
     );
