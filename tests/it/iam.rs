@@ -14,12 +14,14 @@
 //! and only when another statement of the same policy allows that action on
 //! the resource type parliament asked for.
 //!
-//! A second one has the same cause, with no issue of its own that we found:
-//! ModifyListener (ModifyRule) takes one listener (rule), of an Application
-//! or a Network Load Balancer, and the service's reference marks both
-//! resource types as required, so parliament wants an ARN of both kinds in
-//! the statement. Its finding is dropped only for those two actions, and
-//! only when the policy allows the action on the other kind of listener
+//! A second one is parliament's <https://github.com/duo-labs/parliament/issues/48>
+//! (RESOURCE_MISMATCH although a resource of the statement matches the
+//! action; pull request #208 proposed a fix and was closed): ModifyListener
+//! (ModifyRule) takes one listener (rule), of an Application or a Network
+//! Load Balancer, and the service's reference marks both resource types as
+//! required, so parliament wants an ARN of both kinds in the statement. Its
+//! finding is dropped only for those two actions, and only when the policy
+//! allows the action on the other kind of listener
 //! (rule): the one the step changes.
 
 use std::process::Command;
