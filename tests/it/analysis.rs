@@ -20,6 +20,10 @@ fn canary(error_rate: Option<f64>) -> (World, String) {
     let file = world.path("analysis.json");
     std::fs::write(&file, EXAMPLE).unwrap();
     if let Some(rate) = error_rate {
+        // Half a minute ago, as a service's last minute of requests would
+        // be: moto (like CloudWatch, which also lags) returns no point of
+        // the current second, and a quick step would ask within it.
+        let at = (chrono::Utc::now() - chrono::Duration::seconds(30)).to_rfc3339();
         aws_cli::aws(
             &world.moto,
             &[
@@ -33,6 +37,8 @@ fn canary(error_rate: Option<f64>) -> (World, String) {
                 "Stack=green",
                 "--value",
                 &rate.to_string(),
+                "--timestamp",
+                &at,
             ],
         );
     }

@@ -813,7 +813,8 @@ impl Run<'_> {
         let new_version = if let Some((found, source)) = found {
             self.changes.push(format!(
                 "found launch template {template_id} version {found}, made from version \
-                 {source} for this update by a run that stopped before recording it"
+                 {source} for this same update before (by a run that stopped, or one \
+                 rolled back)"
             ));
             previous = source;
             found

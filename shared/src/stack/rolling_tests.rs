@@ -672,6 +672,20 @@ async fn plan_lists_every_batch_and_changes_nothing() {
     assert_eq!(m.rules[2].num_calls(), 0, "nothing terminated");
 }
 
+/// A start-first update interrupted (as by a signal) 20 s in, while it waits.
+async fn interrupted_after_20s<C: BatchCheck>(c: &AsgClients, check: &C, file: &StateFile) {
+    let w = wait(600);
+    let cancel = w.cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        cancel.cancel();
+    });
+    let err = update(c, &settings(true), check, file, &w)
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), Code::Interrupted, "{err}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_signal_while_waiting_stops_the_update_as_interrupted() {
     let fake = Fake::new(2);
@@ -680,16 +694,7 @@ async fn a_signal_while_waiting_stops_the_update_as_interrupted() {
     let c = clients(&all(&m.rules), &all(&m.ec2));
     let (_dir, file) = state();
     let check = FnCheck(|_: &Batch| BatchVerdict::Pass);
-    let w = wait(600);
-    let cancel = w.cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(20)).await;
-        cancel.cancel();
-    });
-    let err = update(&c, &settings(true), &check, &file, &w)
-        .await
-        .unwrap_err();
-    assert_eq!(err.exit_code(), Code::Interrupted, "{err}");
+    interrupted_after_20s(&c, &check, &file).await;
     let doc = saved(&file);
     assert_eq!(doc["stacks"]["web"]["rolling"]["status"], "interrupted");
     let last = doc["journal"].as_array().unwrap().last().unwrap().clone();
@@ -705,16 +710,7 @@ async fn a_start_first_batch_stopped_after_its_raise_continues_without_raising_a
     let c = clients(&all(&m.rules), &all(&m.ec2));
     let (_dir, file) = state();
     let check = FnCheck(|_: &Batch| BatchVerdict::Pass);
-    let w = wait(600);
-    let cancel = w.cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(20)).await;
-        cancel.cancel();
-    });
-    let err = update(&c, &settings(true), &check, &file, &w)
-        .await
-        .unwrap_err();
-    assert_eq!(err.exit_code(), Code::Interrupted, "{err}");
+    interrupted_after_20s(&c, &check, &file).await;
     {
         let f = fake.lock().unwrap();
         assert_eq!(f.desired, 6, "the first batch of two was raised");
